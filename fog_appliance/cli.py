@@ -1,0 +1,231 @@
+"""The ``fog-appliance`` command line.
+
+``run`` starts the node, ``demo`` runs a complete federated training on this machine,
+``provision`` / ``devices`` / ``revoke`` manage edges, ``config`` prints or checks a config.
+A wrong config or argument exits non-zero with one line naming the file and field; no
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from fog_appliance import __version__
+from fog_appliance.config import FogConfig, dump_defaults, load_config
+from fog_appliance.errors import ConfigError, FogError
+from fog_appliance.store import Store
+
+log = logging.getLogger("fog_appliance")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fog-appliance",
+                                description="Fog tier of federated learning on a gateway.")
+    p.add_argument("--version", action="version", version=f"fog-appliance {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="start the fog node")
+    _config_arg(run)
+    run.add_argument("--region", help="override fog_node.region")
+    run.add_argument("--port", type=int, help="override coap.port (UDP)")
+    run.add_argument("--dev", action="store_true",
+                     help="development: start a private Mosquitto, debug logging")
+    run.add_argument("--monitor", action="store_true",
+                     help="show a live status panel in this terminal")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    demo = sub.add_parser("demo", help="federated training with simulated edges, on loopback")
+    demo.add_argument("--edges", type=int, default=8, help="simulated edges (default 8)")
+    demo.add_argument("--rounds", type=int, default=15, help="rounds to run (default 15)")
+    demo.add_argument("--transport", choices=["auto", "mqtt", "coap"], default="auto",
+                      help="auto: MQTT if Mosquitto is installed, else CoAP")
+    demo.add_argument("--non-iid", type=float, default=0.5, metavar="ALPHA",
+                      help="Dirichlet concentration of the label split (default 0.5)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="demo-out", help="directory for the plot and results")
+    demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                      default="warning")
+
+    prov = sub.add_parser("provision", help="register a device and write its config JSON")
+    _config_arg(prov)
+    prov.add_argument("device_id")
+    prov.add_argument("--role", choices=["train", "offload"], default="train")
+
+    devs = sub.add_parser("devices", help="list registered devices")
+    _config_arg(devs)
+    devs.add_argument("--json", action="store_true", help="machine-readable output")
+
+    rev = sub.add_parser("revoke", help="revoke a device")
+    _config_arg(rev)
+    rev.add_argument("device_id")
+
+    conf = sub.add_parser("config", help="print the defaults or check a config file")
+    conf.add_argument("--defaults", action="store_true", help="print the default config")
+    conf.add_argument("--check", metavar="FILE", help="validate FILE and print it resolved")
+    for name, fn in COMMANDS.items():
+        sub.choices[name].set_defaults(func=fn)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub, _config_arg)
+    return p
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", metavar="FILE",
+                   help="YAML config (default: $FOG_APPLIANCE_CONFIG, else loopback defaults)")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for noisy in ("coap", "coap-server", "mqtt", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if args.region:
+        cfg.fog_node.region = args.region
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            raise ConfigError("--port", "coap.port", f"{args.port} is not a UDP port")
+        cfg.coap.port = args.port
+    if args.dev:
+        cfg.edge_interface.manage_broker = True
+        cfg.logging.level = "debug"
+    if args.log_level:
+        cfg.logging.level = args.log_level
+    _setup_logging(cfg.logging.level)
+    from fog_appliance.app import FogNode
+
+    async def main() -> None:
+        node = FogNode(cfg)
+        if not args.monitor:
+            await node.run()
+            return
+        from fog_appliance.monitor import monitor
+
+        async with node.running():
+            await monitor(node)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    from fog_appliance.demo.runner import DemoOptions, run_demo
+
+    if args.edges < 2:
+        raise ConfigError("--edges", "edges", f"{args.edges}: a federation needs at least 2")
+    if args.rounds < 1:
+        raise ConfigError("--rounds", "rounds", f"{args.rounds}: must be at least 1")
+    if args.non_iid <= 0:
+        raise ConfigError("--non-iid", "alpha", f"{args.non_iid}: must be > 0")
+    opts = DemoOptions(edges=args.edges, rounds=args.rounds, transport=args.transport,
+                       alpha=args.non_iid, seed=args.seed, out_dir=args.out)
+    result = asyncio.run(run_demo(opts))
+    return 0 if result.ok else 1
+
+
+def _open_store(cfg: FogConfig) -> Store:
+    return Store.open(cfg.db_path, synchronous=cfg.storage.synchronous)
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from fog_appliance.provisioning import provision
+
+    cfg = load_config(args.config)
+    store = _open_store(cfg)
+    try:
+        conf, path = provision(cfg, store, args.device_id, role=args.role)
+    finally:
+        store.close()
+    print(f"device {conf['device_id']} provisioned; its config (with its secret key) is in "
+          f"{path}")
+    print(f"  MQTT {conf['mqtt']['host']}:{conf['mqtt']['port']}  up topic {conf['topics']['up']}")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    store = _open_store(cfg)
+    try:
+        devices = store.devices()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([{"id": d.id, "revoked": d.revoked, "last_seq": d.last_seq,
+                           "last_seen": d.last_seen, "role": d.role, "info": d.info}
+                          for d in devices], indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"devices of fog node {cfg.fog_node.id}")
+    for col in ("id", "state", "role", "last seq", "last seen"):
+        table.add_column(col)
+    import time
+
+    for d in devices:
+        seen = "never" if d.last_seen is None else f"{time.time() - d.last_seen:.0f} s ago"
+        table.add_row(d.id, "revoked" if d.revoked else "active", d.role, str(d.last_seq), seen)
+    Console().print(table)
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from fog_appliance.provisioning import revoke
+
+    cfg = load_config(args.config)
+    store = _open_store(cfg)
+    try:
+        revoke(cfg, store, args.device_id)
+    finally:
+        store.close()
+    print(f"device {args.device_id} revoked; the broker and the fog node refuse it from now on")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.check:
+        cfg = load_config(args.check)
+        d = dataclasses.asdict(cfg)
+        d.pop("base_dir", None)
+        print(json.dumps(d, indent=2))
+        print(f"{args.check}: OK", file=sys.stderr)
+        return 0
+    print(dump_defaults(), end="")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "provision": cmd_provision,
+            "devices": cmd_devices, "revoke": cmd_revoke, "config": cmd_config}
+
+# Subcommands that live in their own module: each module has
+# ``register(subparsers, config_arg)`` that adds its parsers with ``set_defaults(func=...)``.
+COMMAND_MODULES: list[str] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"fog-appliance: config error: {exc}", file=sys.stderr)
+        return 2
+    except FogError as exc:
+        print(f"fog-appliance: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

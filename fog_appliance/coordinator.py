@@ -1,0 +1,274 @@
+"""Runs rounds: owns the current model, the open :class:`~fog_appliance.rounds.Round` and its
+accumulator, closes rounds, publishes the next model.
+
+It performs the side effects the state machine in ``rounds.py`` calls for: store writes
+(through the store thread), aggregation, announcing a new model to the listeners (the MQTT
+and CoAP adapters). After a restart it rebuilds the open round from the store: every
+committed update is re-decoded and folded in once, so nothing is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fog_appliance.aggregation import Aggregate, Strategy
+from fog_appliance.config import FogConfig
+from fog_appliance.dbthread import DbThread
+from fog_appliance.intake.committer import Pending
+from fog_appliance.model.spec import ModelSpec, flatten, unflatten
+from fog_appliance.protocol import topics
+from fog_appliance.protocol.frame import decode_update
+from fog_appliance.protocol.messages import ModelAnnouncement
+from fog_appliance.protocol.model_blob import decode_model, encode_model, sha256_hex
+from fog_appliance.registry import Registry
+from fog_appliance.rounds import CLOSED, Event, Round, State
+from fog_appliance.store import ModelRow, RoundRow, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentModel:
+    """The model edges should train now, ready to serve."""
+
+    version: int
+    round_id: int
+    weights: list[np.ndarray]
+    blob: bytes
+    sha256: str
+    announcement: ModelAnnouncement
+
+
+@dataclass(slots=True)
+class RoundStats:
+    """Figures the admin API and the demo read."""
+
+    published: int = 0
+    failed: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Coordinator:
+    def __init__(self, cfg: FogConfig, store: Store, db: DbThread, registry: Registry,
+                 strategy: Strategy, *, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.spec = ModelSpec(cfg.model.kind, cfg.model.input_dim, tuple(cfg.model.hidden),
+                              cfg.model.num_classes)
+        self.shapes = self.spec.shapes
+        self._store = store
+        self._db = db
+        self._registry = registry
+        self.strategy = strategy
+        self._clock = clock
+        self._listeners: list[Callable[[CurrentModel], None]] = []
+        self._closing: asyncio.Task[None] | None = None
+        self.stats = RoundStats()
+        self.round: Round
+        self.model: CurrentModel
+        self._acc = strategy.accumulator(self.shapes, cfg.edge_interface.aggregation_threshold)
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load (or create) the current model and rebuild the open round from the store."""
+        row = await self._db.run(self._store.latest_model)
+        if row is None:
+            weights = self.spec.init_weights(self.cfg.model.seed)
+            blob = encode_model(1, weights)
+            row = ModelRow(1, None, self._clock(), sha256_hex(blob), self.spec.to_dict(), blob,
+                           len(blob), "initial")
+            await self._db.run(self._store.put_model, row)
+            await self._db.run(self._store.add_event, "model", "info",
+                               "initial model version 1 created", {"version": 1})
+        elif ModelSpec.from_dict(row.spec) != self.spec:
+            from fog_appliance.errors import ConfigError
+
+            raise ConfigError("config", "model",
+                              f"the store's model is {row.spec}, the config says "
+                              f"{self.spec.to_dict()}; use a new storage path for a new model")
+        assert row.blob is not None
+        weights = [np.array(t) for t in decode_model(row.blob, self.shapes).tensors]
+        rnd = await self._db.run(self._store.current_round)
+        if rnd is None:
+            rid = await self._db.run(self._store.last_round_id) + 1
+            rnd = self._new_round_row(rid, row.version)
+            await self._db.run(self._store.insert_round, rnd)
+        self.round = self._round_from_row(rnd)
+        self.model = self._current(row.version, rnd.id, weights, row.blob, row.sha256)
+        await self._rebuild()
+
+    async def _rebuild(self) -> None:
+        stored = await self._db.run(lambda: list(self._store.round_updates(self.round.id)))
+        for u in stored:
+            key = self._registry.stored_key(u.device_id)
+            if key is None:
+                log.error("update %s of unknown device %s in store; skipped", u.id, u.device_id)
+                continue
+            frame = decode_update(u.frame, key, self.shapes,
+                                  max_frame_bytes=max(len(u.frame), 1024))
+            self._acc.add(frame)
+            self.round.committed[(u.device_id, u.seq)] = frame.tag
+            self._registry.committed(u.device_id, u.seq)
+        if stored and self.round.state is State.OPEN:
+            self.round.state = State.COLLECTING
+        if stored:
+            log.info("round %d rebuilt from the store with %d accepted updates",
+                     self.round.id, len(stored))
+        if self.round.state is State.AGGREGATING:
+            self.round.state = State.COLLECTING
+            self._schedule_close(Event.CLOSE_NOW)
+        else:
+            self.check_due()
+
+    def _new_round_row(self, rid: int, version: int) -> RoundRow:
+        now = self._clock()
+        return RoundRow(rid, version, State.OPEN.value, now, now + self.cfg.rounds.deadline_s,
+                        self.cfg.edge_interface.aggregation_threshold, self.cfg.rounds.min_updates)
+
+    def _round_from_row(self, r: RoundRow) -> Round:
+        return Round(r.id, r.model_version, r.opened_at, r.deadline_at, r.threshold,
+                     r.min_updates, self.cfg.rounds.deadline_s, State(r.state))
+
+    def _current(self, version: int, round_id: int, weights: list[np.ndarray], blob: bytes,
+                 sha: str) -> CurrentModel:
+        fog = self.cfg.fog_node.id
+        config = {"lr": self.cfg.rounds.learning_rate, "epochs": self.cfg.rounds.local_epochs,
+                  "batch_size": self.cfg.rounds.batch_size,
+                  "deadline": round(self.round.deadline_at, 3), **self.strategy.round_config()}
+        small = len(blob) <= self.cfg.edge_interface.mqtt_blob_max_bytes
+        ann = ModelAnnouncement(fog, version, round_id, sha, len(blob), self.spec.to_dict(),
+                                config, blob_topic=topics.model_blob(fog) if small else None)
+        return CurrentModel(version, round_id, weights, blob, sha, ann)
+
+    # -- intake side ------------------------------------------------------------------------
+
+    def add_listener(self, fn: Callable[[CurrentModel], None]) -> None:
+        """Called with every newly published model (in the event loop)."""
+        self._listeners.append(fn)
+
+    def on_committed(self, batch: list[Pending]) -> None:
+        for p in batch:
+            if p.row.round_id != self.round.id:  # pragma: no cover - admitted for this round
+                log.error("committed update for round %d while round %d is open",
+                          p.row.round_id, self.round.id)
+                continue
+            self._acc.add(p.frame)
+            self.round.committed_ok(p.row.device_id, p.row.seq)
+            self._registry.committed(p.row.device_id, p.row.seq)
+        self.check_due()
+
+    def on_failed(self, batch: list[Pending]) -> None:
+        for p in batch:
+            self.round.commit_failed(p.row.device_id, p.row.seq)
+
+    def check_due(self) -> None:
+        """Fire the event the clock or the count calls for."""
+        event = self.round.due(self._clock())
+        if event is Event.DEADLINE_SHORT:
+            self.round.fire(event)
+            self.round.extend_deadline(self._clock())
+            log.info("round %d reached its deadline with %d of %d updates (minimum %d); "
+                     "deadline extended", self.round.id, self.round.count,
+                     self.round.threshold, self.round.min_updates)
+            self._persist_soon(self.round.id, deadline_at=self.round.deadline_at)
+        elif event is not None:
+            self._schedule_close(event)
+
+    def close_now(self) -> bool:
+        """Close the open round now (admin action); False if it has no update yet."""
+        if not self.round.can_close_now():
+            return False
+        self._schedule_close(Event.CLOSE_NOW)
+        return True
+
+    def _persist_soon(self, round_id: int, **fields: Any) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._db.run(self._store.update_round, round_id, **fields))
+        task.add_done_callback(_log_failure)
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def _schedule_close(self, event: Event) -> None:
+        if self._closing is not None and not self._closing.done():
+            return
+        self.round.fire(event)
+        self._closing = asyncio.get_running_loop().create_task(
+            self._close(event), name=f"close-round-{self.round.id}")
+
+    async def _close(self, event: Event) -> None:
+        rnd = self.round
+        now = self._clock()
+        await self._db.run(self._store.update_round, rnd.id, state=State.AGGREGATING.value)
+        try:
+            agg = await asyncio.to_thread(self._acc.finish)
+        except ValueError as exc:
+            await self._withhold(rnd, f"no aggregate: {exc}")
+            return
+        new_weights = self._apply(agg)
+        version = self.model.version + 1
+        next_row = self._new_round_row(rnd.id + 1, version)
+        blob = encode_model(version, new_weights)
+        sha = sha256_hex(blob)
+        metrics = {"updates": agg.num_updates, "examples": agg.num_examples,
+                   "devices": len(agg.devices), "closed_by": event.value}
+        row = ModelRow(version, rnd.id, now, sha, self.spec.to_dict(), blob, len(blob),
+                       "regional", metrics)
+        await self._db.run(self._store.publish, rnd.id, row, next_row, now,
+                           f"closed by {event.value}")
+        rnd.fire(Event.PUBLISHED)
+        await self._db.run(self._store.add_event, "round", "info",
+                           f"round {rnd.id} published model {version} from "
+                           f"{agg.num_updates} updates", {"round": rnd.id, **metrics})
+        self.stats.published += 1
+        self.stats.history.append({"round": rnd.id, "version": version, **metrics})
+        log.info("round %d closed (%s): %d updates, %d examples -> model %d", rnd.id,
+                 event.value, agg.num_updates, agg.num_examples, version)
+        self._open_next(next_row, version, new_weights, blob, sha)
+
+    async def _withhold(self, rnd: Round, note: str) -> None:
+        now = self._clock()
+        next_row = self._new_round_row(rnd.id + 1, self.model.version)
+        await self._db.run(self._store.fail_round, rnd.id, next_row, now, note)
+        rnd.fire(Event.WITHHELD)
+        await self._db.run(self._store.add_event, "round", "warning",
+                           f"round {rnd.id} released nothing: {note}", {"round": rnd.id})
+        self.stats.failed += 1
+        log.warning("round %d released nothing: %s", rnd.id, note)
+        self._open_next(next_row, self.model.version, self.model.weights, self.model.blob,
+                        self.model.sha256)
+
+    def _apply(self, agg: Aggregate) -> list[np.ndarray]:
+        flat = flatten(self.model.weights) + agg.delta
+        return [t.copy() for t in unflatten(flat, self.shapes)]
+
+    def _open_next(self, row: RoundRow, version: int, weights: list[np.ndarray], blob: bytes,
+                   sha: str) -> None:
+        assert self.round.state in CLOSED
+        self.round = self._round_from_row(row)
+        self._acc = self.strategy.accumulator(self.shapes, row.threshold)
+        self.model = self._current(version, row.id, weights, blob, sha)
+        for fn in self._listeners:
+            fn(self.model)
+
+    async def run_clock(self, interval: float = 0.25) -> None:
+        """Deadlines: check the open round a few times a second."""
+        while True:
+            await asyncio.sleep(interval)
+            self.check_due()
+
+    async def wait_closed(self) -> None:
+        """Wait for a round close in progress (tests, shutdown)."""
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("store write failed: %s", task.exception())

@@ -1,0 +1,1 @@
+"""``fog-appliance demo``: a fog node and simulated edges on loopback, on a real dataset."""

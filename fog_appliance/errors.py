@@ -1,0 +1,114 @@
+"""The one exception tree of fog-appliance.
+
+Everything the service raises on purpose is a :class:`FogError`. Third-party errors
+(sqlite3, aiomqtt, aiocoap, OS errors) are translated into this tree at the edge of the
+module that talks to them (``store/``, ``intake/``, ``broker.py``), so callers only ever
+catch these::
+
+    FogError
+     ├── ConfigError            a configuration file or flag is wrong (names file and field)
+     ├── RejectedError          an input from an edge was refused; carries a Reason
+     │    ├── ProtocolError     the bytes are malformed (truncated, too large, bad shape, NaN …)
+     │    ├── AuthError         unknown or revoked device, bad HMAC tag
+     │    └── PolicyError       well-formed and authentic, but not acceptable now
+     │                          (replayed sequence, wrong round or model version, round closed)
+     ├── StoreError             the SQLite store failed (disk full, locked, corrupt)
+     ├── BrokerError            the MQTT broker is unreachable or refused us
+     ├── ProvisioningError      a device id is invalid, unknown, or already registered
+     └── ServiceError           a part of the running node failed to start or stopped
+
+Messages say what happens next ("… the update was rejected; the round continues").
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.StrEnum):
+    """Why an update (or hello, or request) from an edge was rejected.
+
+    The value is the stable, machine-readable code sent back to the edge (CoAP diagnostic
+    payload, MQTT ``down`` message) and used as the label of the rejection counters.
+    """
+
+    TRUNCATED = "truncated"
+    TOO_LARGE = "too_large"
+    BAD_MAGIC = "bad_magic"
+    BAD_VERSION = "bad_version"
+    BAD_HEADER = "bad_header"
+    BAD_DTYPE = "bad_dtype"
+    BAD_SHAPE = "bad_shape"
+    NON_FINITE = "non_finite"
+    ZERO_SAMPLES = "zero_samples"
+    BAD_LOCAL_STEPS = "bad_local_steps"
+    BAD_MESSAGE = "bad_message"
+    UNKNOWN_DEVICE = "unknown_device"
+    REVOKED_DEVICE = "revoked_device"
+    DEVICE_MISMATCH = "device_mismatch"
+    BAD_SIGNATURE = "bad_signature"
+    REPLAYED_SEQUENCE = "replayed_sequence"
+    WRONG_MODEL_VERSION = "wrong_model_version"
+    WRONG_ROUND = "wrong_round"
+    ROUND_CLOSED = "round_closed"
+    ALREADY_CONTRIBUTED = "already_contributed"
+    OVERLOADED = "overloaded"
+
+
+class FogError(Exception):
+    """Base of every error fog-appliance raises on purpose."""
+
+
+class ConfigError(FogError):
+    """A configuration value is wrong. ``str()`` names the file, the field and the problem."""
+
+    def __init__(self, source: str, field: str, problem: str) -> None:
+        self.source = source
+        self.field = field
+        self.problem = problem
+        where = f"{source}: {field}" if field else source
+        super().__init__(f"{where}: {problem}")
+
+
+class RejectedError(FogError):
+    """An input from an edge was refused. Nothing already accepted is affected."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.seq: int | None = None
+        """The frame's sequence number, when the header could be read (set by the intake)."""
+        super().__init__(f"{reason.value}: {detail}")
+
+    @property
+    def diagnostic(self) -> str:
+        """One line for the edge: the reason code, the detail, and what happens next."""
+        return f"{self.reason.value}: {self.detail}; the update was rejected, the round continues"
+
+
+class ProtocolError(RejectedError):
+    """The bytes do not follow docs/protocol.md."""
+
+
+class AuthError(RejectedError):
+    """The sender is unknown, revoked, or the HMAC tag does not verify."""
+
+
+class PolicyError(RejectedError):
+    """The update is authentic but not acceptable in the current round."""
+
+
+class StoreError(FogError):
+    """The SQLite store failed; the operation was not committed."""
+
+
+class BrokerError(FogError):
+    """The MQTT broker could not be reached or refused the connection."""
+
+
+class ProvisioningError(FogError):
+    """A device could not be provisioned, listed or revoked as asked."""
+
+
+class ServiceError(FogError):
+    """A part of the running fog node failed to start or stopped unexpectedly."""

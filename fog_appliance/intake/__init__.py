@@ -1,0 +1,1 @@
+"""Transport adapters (MQTT, CoAP) and the shared intake core they feed."""

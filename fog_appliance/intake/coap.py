@@ -1,0 +1,137 @@
+"""CoAP adapter (aiocoap): ``/update``, ``/hello``, ``/model``, ``/.well-known/core``.
+
+Thin: each resource hands the payload to the intake and maps the outcome to a CoAP code.
+``/update`` answers 2.04 only after the group commit; every rejection is a 4.xx whose
+payload is the diagnostic (reason code, detail, what happens next). ``/model`` serves the
+current model blob block-wise (aiocoap does Block2), with an ETag (first 8 bytes of its
+sha256; a matching ETag gets 2.03 Valid) and Observe (observers are notified of each new
+version).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import aiocoap
+import aiocoap.error
+import aiocoap.resource
+
+from fog_appliance.coordinator import Coordinator, CurrentModel
+from fog_appliance.errors import AuthError, PolicyError, Reason, RejectedError, StoreError
+from fog_appliance.intake.service import Intake
+from fog_appliance.protocol import topics
+from fog_appliance.protocol.model_blob import etag
+
+log = logging.getLogger(__name__)
+
+CT_OCTETS = 42
+CT_JSON = 50
+
+
+def rejection_to_coap(exc: RejectedError) -> aiocoap.error.RenderableError:
+    """The CoAP error class for a rejection; the diagnostic becomes the payload."""
+    msg = exc.diagnostic
+    if exc.reason is Reason.TOO_LARGE:
+        return aiocoap.error.RequestEntityTooLarge(msg)
+    if exc.reason is Reason.REVOKED_DEVICE:
+        return aiocoap.error.Forbidden(msg)
+    if isinstance(exc, AuthError):
+        return aiocoap.error.Unauthorized(msg)
+    if exc.reason is Reason.OVERLOADED:
+        return aiocoap.error.ServiceUnavailable(msg)
+    if isinstance(exc, PolicyError):
+        return aiocoap.error.Conflict(msg)
+    return aiocoap.error.BadRequest(msg)
+
+
+def _json(obj: dict[str, Any], code: aiocoap.Code = aiocoap.CHANGED) -> aiocoap.Message:
+    return aiocoap.Message(code=code, payload=json.dumps(obj, separators=(",", ":")).encode(),
+                           content_format=CT_JSON)
+
+
+class UpdateResource(aiocoap.resource.Resource):  # type: ignore[misc]
+    """POST a signed update frame (application/octet-stream)."""
+
+    rt = "fog.update"
+
+    def __init__(self, intake: Intake) -> None:
+        super().__init__()
+        self._intake = intake
+
+    async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        try:
+            acc = await self._intake.submit_update(bytes(request.payload), "coap")
+        except RejectedError as exc:
+            raise rejection_to_coap(exc) from None
+        except StoreError as exc:
+            raise aiocoap.error.InternalServerError(f"not stored ({exc}); retry") from None
+        return _json({"status": "accepted", "round": acc.round, "seq": acc.seq,
+                      "duplicate": acc.duplicate})
+
+
+class HelloResource(aiocoap.resource.Resource):  # type: ignore[misc]
+    """POST a signed hello; the answer says which model and round are current."""
+
+    rt = "fog.hello"
+
+    def __init__(self, intake: Intake, coordinator: Coordinator) -> None:
+        super().__init__()
+        self._intake = intake
+        self._coord = coordinator
+
+    async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        try:
+            hello = await self._intake.submit_hello(bytes(request.payload), "coap")
+        except RejectedError as exc:
+            raise rejection_to_coap(exc) from None
+        except StoreError as exc:
+            raise aiocoap.error.InternalServerError(f"not stored ({exc}); retry") from None
+        model = self._coord.model
+        return _json({"type": "welcome", "device": hello.id, "model_version": model.version,
+                      "round": model.round_id})
+
+
+class ModelResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
+    """GET the current model blob (Block2, ETag, Observe). ``?meta`` gets the announcement."""
+
+    rt = "fog.model"
+    ct = CT_OCTETS
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        super().__init__()
+        self._coord = coordinator
+        coordinator.add_listener(self._changed)
+        self.hits = 0
+        self.valid = 0
+
+    def _changed(self, model: CurrentModel) -> None:
+        self.updated_state()
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        model = self._coord.model
+        if "meta" in request.opt.uri_query:
+            return aiocoap.Message(payload=model.announcement.to_json(), content_format=CT_JSON)
+        tag = etag(model.sha256)
+        if request.opt.etags and tag in request.opt.etags:
+            self.valid += 1
+            return aiocoap.Message(code=aiocoap.VALID, etag=tag)
+        self.hits += 1
+        return aiocoap.Message(payload=model.blob, etag=tag, content_format=CT_OCTETS)
+
+
+def build_site(intake: Intake, coordinator: Coordinator) -> aiocoap.resource.Site:
+    site = aiocoap.resource.Site()
+    site.add_resource(list(topics.COAP_UPDATE), UpdateResource(intake))
+    site.add_resource(list(topics.COAP_HELLO), HelloResource(intake, coordinator))
+    site.add_resource(list(topics.COAP_MODEL), ModelResource(coordinator))
+    site.add_resource([".well-known", "core"],
+                      aiocoap.resource.WKCResource(site.get_resources_as_linkheader))
+    return site
+
+
+async def start_server(site: aiocoap.resource.Site, bind: str, port: int) -> aiocoap.Context:
+    """Bind the CoAP server; the caller shuts the context down."""
+    return await aiocoap.Context.create_server_context(site, bind=(bind, port),
+                                                       transports=["udp6"])

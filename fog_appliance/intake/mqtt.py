@@ -1,0 +1,179 @@
+"""MQTT adapter: subscribes to the edges' topics on Mosquitto and feeds the intake.
+
+Durability: a persistent session (fixed client id, ``clean_session=False``), QoS 1, and
+manual acknowledgement: the PUBACK for an update is sent only after its group commit, in
+the order the messages arrived. aiomqtt does not expose paho-mqtt 2's manual acks, so the
+adapter reaches the wrapped paho client (``client._client``) for exactly two calls,
+``manual_ack_set(True)`` and ``ack(mid, qos)``; both run on the event loop thread, where
+aiomqtt drives paho. If a commit fails, the adapter reconnects without acknowledging, and the
+broker redelivers everything unacknowledged (duplicates are recognised and not counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass
+
+import aiomqtt
+
+from fog_appliance.backoff import backoff_delays
+from fog_appliance.coordinator import Coordinator, CurrentModel
+from fog_appliance.errors import RejectedError, StoreError
+from fog_appliance.intake.service import Intake
+from fog_appliance.protocol import topics
+from fog_appliance.protocol.messages import down_message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Slot:
+    mid: int
+    qos: int
+    ready: bool = False
+
+
+class AckSequencer:
+    """Acknowledge messages in arrival order once each is processed."""
+
+    def __init__(self, ack: collections.abc.Callable[[int, int], object]) -> None:
+        self._ack = ack
+        self._slots: collections.deque[_Slot] = collections.deque()
+
+    def received(self, mid: int, qos: int) -> _Slot:
+        slot = _Slot(mid, qos)
+        self._slots.append(slot)
+        return slot
+
+    def done(self, slot: _Slot) -> None:
+        slot.ready = True
+        while self._slots and self._slots[0].ready:
+            s = self._slots.popleft()
+            if s.qos > 0:
+                self._ack(s.mid, s.qos)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    client_id: str
+    fog_id: str
+    max_concurrent: int = 512
+
+
+class MqttIntake:
+    def __init__(self, settings: MqttSettings, intake: Intake, coordinator: Coordinator) -> None:
+        self.s = settings
+        self._intake = intake
+        self._coord = coordinator
+        self._models: asyncio.Queue[CurrentModel] = asyncio.Queue()
+        coordinator.add_listener(self._models.put_nowait)
+        self.connected = asyncio.Event()
+        self.connects = 0
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with backoff for as long as the node runs."""
+        delays = backoff_delays()
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                delay = next(delays)
+                log.warning("MQTT broker %s:%d: %s; reconnecting in %.1f s", self.s.host,
+                            self.s.port, exc, delay)
+                await asyncio.sleep(delay)
+            except StoreError as exc:
+                self.connected.clear()
+                delay = next(delays)
+                log.error("%s; reconnecting in %.1f s so the broker redelivers", exc, delay)
+                await asyncio.sleep(delay)
+            else:  # pragma: no cover - _session only returns by raising
+                delays = backoff_delays()
+
+    async def _session(self) -> None:
+        client = aiomqtt.Client(self.s.host, self.s.port, username=self.s.username,
+                                password=self.s.password, identifier=self.s.client_id,
+                                clean_session=False, keepalive=30,
+                                max_queued_outgoing_messages=100_000)
+        client._client.manual_ack_set(True)
+        acks = AckSequencer(client._client.ack)
+        limit = asyncio.Semaphore(self.s.max_concurrent)
+        async with client:
+            await client.subscribe([(f, 1) for f in topics.intake_filters(self.s.fog_id)])
+            self.connects += 1
+            self.connected.set()
+            log.info("MQTT intake connected to %s:%d as %s", self.s.host, self.s.port,
+                     self.s.client_id)
+            await self._publish_model(client, self._coord.model)
+            failure: asyncio.Future[StoreError] = asyncio.get_running_loop().create_future()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._model_publisher(client), name="mqtt-model-publisher")
+                watcher = tg.create_task(self._raise_on(failure), name="mqtt-store-watch")
+                async for message in client.messages:
+                    await limit.acquire()
+                    slot = acks.received(message.mid, message.qos)
+                    tg.create_task(self._handle(client, message, slot, acks, limit, failure))
+                watcher.cancel()
+
+    @staticmethod
+    async def _raise_on(failure: asyncio.Future[StoreError]) -> None:
+        raise await failure
+
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message, slot: _Slot,
+                      acks: AckSequencer, limit: asyncio.Semaphore,
+                      failure: asyncio.Future[StoreError]) -> None:
+        reply: bytes | None = None
+        edge = topics.parse_edge_topic(str(message.topic))
+        payload = message.payload
+        try:
+            if edge is None or edge.fog != self.s.fog_id or not isinstance(payload, bytes):
+                log.warning("ignored message on %s", message.topic)
+            elif edge.kind == topics.UP:
+                acc = await self._intake.submit_update(payload, "mqtt", edge.device)
+                reply = down_message("accepted", round=acc.round, seq=acc.seq,
+                                     duplicate=acc.duplicate)
+            else:
+                hello = await self._intake.submit_hello(payload, "mqtt", edge.device)
+                model = self._coord.model
+                reply = down_message("welcome", device=hello.id, model_version=model.version,
+                                     round=model.round_id)
+        except RejectedError as exc:
+            reply = down_message("rejected", reason=exc.reason.value, detail=exc.detail,
+                                 seq=exc.seq)
+        except StoreError as exc:
+            if not failure.done():
+                failure.set_result(exc)
+            limit.release()
+            return  # not acknowledged: the broker redelivers after the reconnect
+        acks.done(slot)
+        limit.release()
+        if reply is not None and edge is not None:
+            try:
+                await client.publish(topics.down(self.s.fog_id, edge.device), reply, qos=1)
+            except aiomqtt.MqttError as exc:
+                log.info("could not tell %s the outcome: %s", edge.device, exc)
+
+    async def _model_publisher(self, client: aiomqtt.Client) -> None:
+        while True:
+            model = await self._models.get()
+            while not self._models.empty():
+                model = self._models.get_nowait()
+            await self._publish_model(client, model)
+
+    async def _publish_model(self, client: aiomqtt.Client, model: CurrentModel) -> None:
+        fog = self.s.fog_id
+        if model.announcement.blob_topic:
+            await client.publish(topics.model_blob(fog), model.blob, qos=1, retain=True)
+        await client.publish(topics.model(fog), model.announcement.to_json(), qos=1, retain=True)
+        log.info("announced model %d for round %d on %s", model.version, model.round_id,
+                 topics.model(fog))
+

@@ -1,0 +1,133 @@
+"""What both adapters do with an edge's bytes: decode, verify, admit, commit, count.
+
+The MQTT and CoAP adapters are thin: they hand payloads here and map the outcome (or the
+:class:`~fog_appliance.errors.RejectedError`) to their transport. Every rejection is
+counted per reason, logged, persisted per device with the next group commit, and raised
+with a diagnostic for the edge; nothing already accepted is touched by a rejection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+
+from fog_appliance.coordinator import Coordinator
+from fog_appliance.dbthread import DbThread
+from fog_appliance.errors import PolicyError, ProtocolError, Reason, RejectedError
+from fog_appliance.intake.committer import Committer, Pending
+from fog_appliance.protocol.frame import decode_update, read_header
+from fog_appliance.protocol.messages import Hello, decode_hello
+from fog_appliance.registry import Registry
+from fog_appliance.rounds import Admission
+from fog_appliance.store import AcceptedUpdate, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The answer to an accepted update (also for an idempotent redelivery)."""
+
+    device_id: str
+    round: int
+    seq: int
+    duplicate: bool
+
+
+@dataclass(slots=True)
+class IntakeCounters:
+    accepted: int = 0
+    duplicates: int = 0
+    hellos: int = 0
+    rejected: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Rejections by reason code."""
+    by_transport: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Accepted updates by transport."""
+
+
+class Intake:
+    def __init__(self, *, store: Store, db: DbThread, registry: Registry,
+                 coordinator: Coordinator, committer: Committer, max_frame_bytes: int) -> None:
+        self._store = store
+        self._db = db
+        self._registry = registry
+        self._coord = coordinator
+        self._committer = committer
+        self._max = max_frame_bytes
+        self._inflight: dict[tuple[str, int, int], Pending] = {}
+        self.counters = IntakeCounters()
+
+    async def submit_update(self, payload: bytes, transport: str,
+                            topic_device: str | None = None) -> Accepted:
+        """Returns once the update is committed (or known to be); raises RejectedError."""
+        device = topic_device or "?"
+        header = None
+        try:
+            header = read_header(payload, self._max)
+            device = header.device_id
+            if topic_device is not None and topic_device != header.device_id:
+                raise ProtocolError(Reason.DEVICE_MISMATCH,
+                                    f"frame of device {header.device_id!r} published on the "
+                                    f"topic of {topic_device!r}")
+            key = self._registry.key_for(header.device_id)
+            frame = decode_update(payload, key, self._coord.shapes, max_frame_bytes=self._max,
+                                  header=header)
+            if frame.local_steps > self._coord.cfg.rounds.max_local_steps:
+                raise ProtocolError(Reason.BAD_LOCAL_STEPS,
+                                    f"local_steps {frame.local_steps} is above the limit "
+                                    f"{self._coord.cfg.rounds.max_local_steps}")
+            rnd = self._coord.round
+            admission = rnd.admit(frame.device_id, frame.round, frame.model_version, frame.seq,
+                                  frame.tag, self._registry.last_seq(frame.device_id))
+        except RejectedError as exc:
+            exc.seq = header.seq if header is not None else None
+            self._reject(device, transport, exc)
+            raise
+        ident = (frame.device_id, rnd.id, frame.seq)
+        if admission is Admission.DUPLICATE:
+            original = self._inflight.get(ident)
+            if original is not None:
+                await asyncio.shield(original.done)
+            self.counters.duplicates += 1
+            return Accepted(frame.device_id, rnd.id, frame.seq, duplicate=True)
+        row = AcceptedUpdate(frame.device_id, rnd.id, frame.seq, frame.model_version,
+                             frame.num_samples, frame.local_steps, int(frame.dtype), time.time(),
+                             transport, frame.tag, bytes(payload))
+        pending = self._committer.submit(row, frame)
+        self._inflight[ident] = pending
+        try:
+            await asyncio.shield(pending.done)
+        finally:
+            self._inflight.pop(ident, None)
+        self.counters.accepted += 1
+        self.counters.by_transport[transport] += 1
+        return Accepted(frame.device_id, rnd.id, frame.seq, duplicate=False)
+
+    async def submit_hello(self, payload: bytes, transport: str,
+                           topic_device: str | None = None) -> Hello:
+        device = topic_device or "?"
+        try:
+            hello = decode_hello(payload, self._registry.key_for)
+            device = hello.id
+            if topic_device is not None and topic_device != hello.id:
+                raise ProtocolError(Reason.DEVICE_MISMATCH,
+                                    f"hello of {hello.id!r} on the topic of {topic_device!r}")
+        except RejectedError as exc:
+            self._reject(device, transport, exc, what="hello")
+            raise
+        info = {"fw": hello.fw, "ram": hello.ram, "battery": hello.battery,
+                "can_train": hello.can_train, "cpu_mhz": hello.cpu_mhz,
+                "model_version": hello.model_version, "transport": transport}
+        await self._db.run(self._store.record_hello, hello.id, info, time.time())
+        self.counters.hellos += 1
+        return hello
+
+    def _reject(self, device: str, transport: str, exc: RejectedError,
+                what: str = "update") -> None:
+        self.counters.rejected[exc.reason.value] += 1
+        self._committer.note_rejection(device, exc.reason.value)
+        level = logging.INFO if isinstance(exc, PolicyError) else logging.WARNING
+        log.log(level, "%s from %s over %s rejected: %s", what, device, transport, exc)

@@ -1,0 +1,1 @@
+"""The model the fog trains with its edges: definition, initial weights, numpy math."""

@@ -1,0 +1,108 @@
+"""Device provisioning: keys, broker credentials, the broker's auth files, device configs.
+
+``provision`` registers a device in the store, generates its HMAC key and MQTT password,
+rewrites the broker's password file and ACL from the registry (and asks a running private
+broker to reload them), and writes the device's config JSON for flashing.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from fog_appliance.broker import (
+    BrokerFiles,
+    fog_password,
+    fog_username,
+    hash_password,
+    reload_broker,
+    render_acl,
+    render_passwd,
+    write_atomic,
+)
+from fog_appliance.config import FogConfig, parse_broker_url
+from fog_appliance.errors import ProvisioningError
+from fog_appliance.model.spec import ModelSpec
+from fog_appliance.protocol import topics
+from fog_appliance.protocol.frame import DEVICE_ID_RE
+from fog_appliance.store import DeviceRow, Store
+
+CONFIG_FORMAT = 1
+
+
+def broker_files(cfg: FogConfig) -> BrokerFiles:
+    return BrokerFiles(cfg.data_dir / "broker")
+
+
+def device_config_path(cfg: FogConfig, device_id: str) -> Path:
+    return cfg.data_dir / "devices" / f"{device_id}.json"
+
+
+def validate_device_id(device_id: str) -> None:
+    if not DEVICE_ID_RE.fullmatch(device_id.encode("utf-8", "replace")):
+        raise ProvisioningError(f"device id {device_id!r} must be 1..32 characters of "
+                                "A-Z a-z 0-9 _ - (it becomes part of MQTT topics)")
+    if device_id.startswith("fog-"):
+        raise ProvisioningError(f"device id {device_id!r}: the prefix 'fog-' is reserved for "
+                                "fog nodes")
+
+
+def sync_broker_auth(cfg: FogConfig, store: Store) -> None:
+    """Rewrite the password file and ACL from the registry; reload a private broker."""
+    files = broker_files(cfg)
+    active = [d for d in store.devices() if not d.revoked]
+    fog_id = cfg.fog_node.id
+    entries = [(fog_username(fog_id), hash_password(fog_password(files)))]
+    entries += [(d.id, d.mqtt_password_hash) for d in active]
+    write_atomic(files.passwd, render_passwd(entries))
+    write_atomic(files.acl, render_acl(fog_id, [d.id for d in active]))
+    reload_broker(files)
+
+
+def device_config(cfg: FogConfig, device_id: str, key: bytes, mqtt_password: str
+                  ) -> dict[str, Any]:
+    host, port, tls = parse_broker_url(cfg.edge_interface.mqtt_broker)
+    advertised = cfg.edge_interface.advertise_host or host
+    fog = cfg.fog_node.id
+    spec = ModelSpec(cfg.model.kind, cfg.model.input_dim, tuple(cfg.model.hidden),
+                     cfg.model.num_classes)
+    return {
+        "format": CONFIG_FORMAT,
+        "device_id": device_id,
+        "fog_id": fog,
+        "key": key.hex(),
+        "mqtt": {"host": advertised, "port": port, "tls": tls, "username": device_id,
+                 "password": mqtt_password, "client_id": device_id, "ca": None},
+        "coap": {"host": cfg.edge_interface.advertise_host or cfg.coap.bind,
+                 "port": cfg.coap.port},
+        "topics": {"up": topics.up(fog, device_id), "hello": topics.hello(fog, device_id),
+                   "down": topics.down(fog, device_id), "model": topics.model(fog),
+                   "model_blob": topics.model_blob(fog)},
+        "model": spec.to_dict(),
+    }
+
+
+def provision(cfg: FogConfig, store: Store, device_id: str, *, role: str = "train",
+              now: float | None = None) -> tuple[dict[str, Any], Path]:
+    """Register a device; returns its config and where it was written (0600)."""
+    validate_device_id(device_id)
+    key = secrets.token_bytes(32)
+    password = secrets.token_urlsafe(18)
+    store.add_device(DeviceRow(device_id, key, hash_password(password), now or time.time(),
+                               role=role))
+    sync_broker_auth(cfg, store)
+    conf = device_config(cfg, device_id, key, password)
+    path = device_config_path(cfg, device_id)
+    write_atomic(path, json.dumps(conf, indent=2) + "\n")
+    store.add_event("device", "info", f"device {device_id} provisioned", {"device": device_id})
+    return conf, path
+
+
+def revoke(cfg: FogConfig, store: Store, device_id: str) -> None:
+    """Revoke a device: its updates are refused from now on and the broker locks it out."""
+    store.revoke_device(device_id)
+    sync_broker_auth(cfg, store)
+    store.add_event("device", "warning", f"device {device_id} revoked", {"device": device_id})

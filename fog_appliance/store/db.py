@@ -1,0 +1,298 @@
+"""The SQLite store (WAL, versioned schema) — the only module that talks to SQLite.
+
+All methods are synchronous and short; the service calls them from one dedicated thread
+(see ``app.py``), the CLI calls them directly. ``sqlite3`` errors are translated into
+:class:`~fog_appliance.errors.StoreError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from fog_appliance.errors import ProvisioningError, StoreError
+from fog_appliance.store.rows import (
+    AcceptedUpdate,
+    DeviceRow,
+    EventRow,
+    ModelRow,
+    RoundRow,
+    StoredUpdate,
+)
+from fog_appliance.store.schema import MIGRATIONS
+
+OPEN_STATES = ("open", "collecting", "aggregating")
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"store: {what} failed ({exc}); nothing was committed") from exc
+
+
+class Store:
+    """One SQLite file. Open with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
+        self.db = db
+        self.path = path
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, path: str | Path, *, synchronous: str = "full") -> Store:
+        p = Path(path)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"store: cannot create {p.parent}: {exc}") from exc
+        with _translated(f"opening {p}"):
+            conn = sqlite3.connect(str(p), timeout=30.0, check_same_thread=False)
+            db = sqlite_utils.Database(conn, execute_plugins=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+            db.execute("PRAGMA foreign_keys=ON")
+            store = cls(db, p)
+            store._migrate()
+        return store
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self.db.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.schema_version
+        if current > len(MIGRATIONS):
+            raise StoreError(f"store: {self.path} has schema {current}, newer than this "
+                             f"fog-appliance ({len(MIGRATIONS)}); upgrade the software")
+        for number in range(current, len(MIGRATIONS)):
+            with self.db.atomic():
+                for stmt in _statements(MIGRATIONS[number]):
+                    self.db.execute(stmt)
+                self.db.execute(f"PRAGMA user_version={number + 1}")
+
+    # -- devices ---------------------------------------------------------------------------
+
+    def add_device(self, dev: DeviceRow) -> None:
+        with self._lock, _translated("adding a device"):
+            if self.db.table("devices").count_where("id = ?", [dev.id]):
+                raise ProvisioningError(f"device {dev.id!r} is already registered")
+            self.db.table("devices").insert({
+                "id": dev.id, "key": dev.key, "mqtt_password_hash": dev.mqtt_password_hash,
+                "created_at": dev.created_at, "revoked_at": None, "last_seq": 0,
+                "last_seen": None, "role": dev.role, "info": json.dumps(dev.info)})
+
+    def device(self, dev_id: str) -> DeviceRow | None:
+        with self._lock, _translated("reading a device"):
+            rows = list(self.db.query("SELECT * FROM devices WHERE id = ?", [dev_id]))
+        return _device(rows[0]) if rows else None
+
+    def devices(self) -> list[DeviceRow]:
+        with self._lock, _translated("listing devices"):
+            return [_device(r) for r in self.db.query("SELECT * FROM devices ORDER BY id")]
+
+    def revoke_device(self, dev_id: str, now: float | None = None) -> None:
+        with self._lock, _translated("revoking a device"):
+            cur = self.db.execute(
+                "UPDATE devices SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                [now or time.time(), dev_id])
+            if cur.rowcount == 0:
+                dev = self.device(dev_id)
+                if dev is None:
+                    raise ProvisioningError(f"device {dev_id!r} is not registered")
+                raise ProvisioningError(f"device {dev_id!r} is already revoked")
+
+    def record_hello(self, dev_id: str, info: dict[str, Any], ts: float,
+                     role: str | None = None) -> None:
+        with self._lock, _translated("recording a hello"):
+            self.db.execute(
+                "UPDATE devices SET last_seen = ?, info = ?, role = COALESCE(?, role) "
+                "WHERE id = ?", [ts, json.dumps(info), role, dev_id])
+
+    def data_version(self) -> int:
+        """Changes when another connection (the CLI) commits: cheap change detection."""
+        with self._lock:
+            return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    # -- rounds ----------------------------------------------------------------------------
+
+    def insert_round(self, r: RoundRow) -> None:
+        with self._lock, _translated("opening a round"):
+            self.db.table("rounds").insert(_round_dict(r))
+
+    def update_round(self, round_id: int, **fields: Any) -> None:
+        with self._lock, _translated("updating a round"):
+            self.db.table("rounds").update(round_id, fields)
+
+    def current_round(self) -> RoundRow | None:
+        """The round that is still open (after a restart: the one to rebuild), if any."""
+        with self._lock, _translated("reading rounds"):
+            rows = list(self.db.query(
+                f"SELECT * FROM rounds WHERE state IN {OPEN_STATES!r} ORDER BY id DESC LIMIT 1"))
+        return RoundRow(**rows[0]) if rows else None
+
+    def rounds(self, limit: int = 50) -> list[RoundRow]:
+        with self._lock, _translated("reading rounds"):
+            return [RoundRow(**r) for r in self.db.query(
+                "SELECT * FROM rounds ORDER BY id DESC LIMIT ?", [limit])]
+
+    def last_round_id(self) -> int:
+        with self._lock, _translated("reading rounds"):
+            row = self.db.execute("SELECT MAX(id) FROM rounds").fetchone()
+        return int(row[0] or 0)
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def commit_intake(self, accepted: Sequence[AcceptedUpdate],
+                      rejected: Sequence[tuple[str, str]], now: float) -> None:
+        """One transaction: the accepted updates, each device's last sequence number, each
+        round's accepted count and the rejection counters. All or nothing."""
+        with self._lock, _translated("committing updates"), self.db.atomic():
+            self.db.conn.executemany(
+                "INSERT INTO updates (device_id, round_id, seq, model_version, num_samples, "
+                "local_steps, dtype, received_at, transport, tag, frame) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(u.device_id, u.round_id, u.seq, u.model_version, u.num_samples,
+                  u.local_steps, u.dtype, u.received_at, u.transport, u.tag, u.frame)
+                 for u in accepted])
+            self.db.conn.executemany(
+                "UPDATE devices SET last_seq = MAX(last_seq, ?), last_seen = ? WHERE id = ?",
+                [(u.seq, u.received_at, u.device_id) for u in accepted])
+            per_round: dict[int, int] = {}
+            for u in accepted:
+                per_round[u.round_id] = per_round.get(u.round_id, 0) + 1
+            self.db.conn.executemany(
+                "UPDATE rounds SET accepted = accepted + ? WHERE id = ?",
+                [(n, rid) for rid, n in per_round.items()])
+            self.db.conn.executemany(
+                "INSERT INTO rejections (device_id, reason, count, last_at) VALUES (?,?,1,?) "
+                "ON CONFLICT (device_id, reason) DO UPDATE SET count = count + 1, "
+                "last_at = excluded.last_at",
+                [(dev, reason, now) for dev, reason in rejected])
+
+    def round_updates(self, round_id: int) -> Iterator[StoredUpdate]:
+        """The accepted updates of a round, in the order they were committed."""
+        with self._lock, _translated("reading updates"):
+            rows = list(self.db.query(
+                "SELECT id, device_id, round_id, seq, model_version, num_samples, local_steps, "
+                "transport, received_at, frame FROM updates WHERE round_id = ? ORDER BY id",
+                [round_id]))
+        for r in rows:
+            yield StoredUpdate(**r)
+
+    def update_keys(self, round_id: int) -> list[tuple[str, int]]:
+        with self._lock, _translated("reading updates"):
+            return [(r[0], r[1]) for r in self.db.execute(
+                "SELECT device_id, seq FROM updates WHERE round_id = ?", [round_id])]
+
+    def count_updates(self, round_id: int | None = None) -> int:
+        with self._lock, _translated("counting updates"):
+            if round_id is None:
+                return int(self.db.execute("SELECT COUNT(*) FROM updates").fetchone()[0])
+            return int(self.db.execute("SELECT COUNT(*) FROM updates WHERE round_id = ?",
+                                       [round_id]).fetchone()[0])
+
+    def rejection_counts(self) -> dict[tuple[str, str], int]:
+        with self._lock, _translated("reading rejections"):
+            return {(r[0], r[1]): int(r[2]) for r in self.db.execute(
+                "SELECT device_id, reason, count FROM rejections")}
+
+    # -- models ----------------------------------------------------------------------------
+
+    def put_model(self, m: ModelRow) -> None:
+        with self._lock, _translated("storing a model"):
+            self.db.table("models").insert(_model_dict(m))
+
+    def model(self, version: int) -> ModelRow | None:
+        with self._lock, _translated("reading a model"):
+            rows = list(self.db.query("SELECT * FROM models WHERE version = ?", [version]))
+        return _model(rows[0]) if rows else None
+
+    def latest_model(self) -> ModelRow | None:
+        with self._lock, _translated("reading models"):
+            rows = list(self.db.query("SELECT * FROM models ORDER BY version DESC LIMIT 1"))
+        return _model(rows[0]) if rows else None
+
+    def models(self) -> list[ModelRow]:
+        """Every version, newest first, without blobs."""
+        with self._lock, _translated("reading models"):
+            rows = self.db.query(
+                "SELECT version, round_id, created_at, sha256, spec, NULL AS blob, size, "
+                "provenance, metrics FROM models ORDER BY version DESC")
+            return [_model(r) for r in rows]
+
+    def publish(self, round_id: int, model: ModelRow, next_round: RoundRow, now: float,
+                note: str = "") -> None:
+        """Atomically: store the new model, close the round as published, open the next."""
+        with self._lock, _translated("publishing a round"), self.db.atomic():
+            self.db.table("models").insert(_model_dict(model))
+            self.db.table("rounds").update(round_id, {"state": "published", "closed_at": now,
+                                                "result_version": model.version, "note": note})
+            self.db.table("rounds").insert(_round_dict(next_round))
+
+    def fail_round(self, round_id: int, next_round: RoundRow, now: float, note: str) -> None:
+        """Atomically: close a round without a model (note says why), open the next."""
+        with self._lock, _translated("closing a round"), self.db.atomic():
+            self.db.table("rounds").update(round_id, {"state": "failed", "closed_at": now,
+                                                "note": note})
+            self.db.table("rounds").insert(_round_dict(next_round))
+
+    # -- events ----------------------------------------------------------------------------
+
+    def add_event(self, kind: str, level: str, message: str,
+                  data: dict[str, Any] | None = None, ts: float | None = None) -> int:
+        with self._lock, _translated("recording an event"):
+            cur = self.db.execute(
+                "INSERT INTO events (ts, kind, level, message, data) VALUES (?,?,?,?,?)",
+                [ts or time.time(), kind, level, message, json.dumps(data or {})])
+            return int(cur.lastrowid or 0)
+
+    def events(self, after_id: int = 0, limit: int = 200) -> list[EventRow]:
+        with self._lock, _translated("reading events"):
+            rows = self.db.query("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                                 [after_id, limit])
+            return [EventRow(r["id"], r["ts"], r["kind"], r["level"], r["message"],
+                             json.loads(r["data"])) for r in rows]
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _device(r: dict[str, Any]) -> DeviceRow:
+    return DeviceRow(r["id"], bytes(r["key"]), r["mqtt_password_hash"], r["created_at"],
+                     r["revoked_at"], r["last_seq"], r["last_seen"], r["role"],
+                     json.loads(r["info"]))
+
+
+def _round_dict(r: RoundRow) -> dict[str, Any]:
+    return {"id": r.id, "model_version": r.model_version, "state": r.state,
+            "opened_at": r.opened_at, "deadline_at": r.deadline_at, "closed_at": r.closed_at,
+            "threshold": r.threshold, "min_updates": r.min_updates, "accepted": r.accepted,
+            "result_version": r.result_version, "note": r.note}
+
+
+def _model_dict(m: ModelRow) -> dict[str, Any]:
+    return {"version": m.version, "round_id": m.round_id, "created_at": m.created_at,
+            "sha256": m.sha256, "spec": json.dumps(m.spec), "blob": m.blob, "size": m.size,
+            "provenance": m.provenance, "metrics": json.dumps(m.metrics)}
+
+
+def _model(r: dict[str, Any]) -> ModelRow:
+    blob = r["blob"]
+    return ModelRow(r["version"], r["round_id"], r["created_at"], r["sha256"],
+                    json.loads(r["spec"]), bytes(blob) if blob is not None else None,
+                    r["size"], r["provenance"], json.loads(r["metrics"]))

@@ -1,0 +1,89 @@
+"""Schema of the fog store, as numbered migrations. ``PRAGMA user_version`` is the number of
+migrations applied; opening a store applies the missing ones in one transaction each.
+Never edit a released migration: append a new one."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: the spine
+    """
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        key BLOB NOT NULL,
+        mqtt_password_hash TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL,
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        last_seen REAL,
+        role TEXT NOT NULL DEFAULT 'train',
+        info TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE rounds (
+        id INTEGER PRIMARY KEY,
+        model_version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        opened_at REAL NOT NULL,
+        deadline_at REAL NOT NULL,
+        closed_at REAL,
+        threshold INTEGER NOT NULL,
+        min_updates INTEGER NOT NULL,
+        accepted INTEGER NOT NULL DEFAULT 0,
+        result_version INTEGER,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE updates (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        round_id INTEGER NOT NULL REFERENCES rounds(id),
+        seq INTEGER NOT NULL,
+        model_version INTEGER NOT NULL,
+        num_samples INTEGER NOT NULL,
+        local_steps INTEGER NOT NULL,
+        dtype INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        transport TEXT NOT NULL,
+        tag BLOB NOT NULL,
+        frame BLOB NOT NULL,
+        UNIQUE (device_id, round_id, seq)
+    );
+    CREATE INDEX updates_round ON updates(round_id);
+    CREATE TABLE models (
+        version INTEGER PRIMARY KEY,
+        round_id INTEGER,
+        created_at REAL NOT NULL,
+        sha256 TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        blob BLOB,
+        size INTEGER NOT NULL,
+        provenance TEXT NOT NULL,
+        metrics TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        round_id INTEGER NOT NULL,
+        model_version INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        num_examples INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        metrics TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        sent_at REAL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        level TEXT NOT NULL,
+        message TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE rejections (
+        device_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        last_at REAL NOT NULL,
+        PRIMARY KEY (device_id, reason)
+    );
+    """,
+]
