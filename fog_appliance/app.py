@@ -26,7 +26,7 @@ from fog_appliance.coordinator import Coordinator
 from fog_appliance.dbthread import DbThread
 from fog_appliance.intake.committer import Committer
 from fog_appliance.intake.service import Intake
-from fog_appliance.provisioning import broker_files, sync_broker_auth
+from fog_appliance.provisioning import broker_files, provision, revoke, sync_broker_auth
 from fog_appliance.registry import Registry
 from fog_appliance.store import Store
 
@@ -161,6 +161,17 @@ class FogNode:
         ctx = await start_server(build_site(self.intake, self.coordinator), cfg.coap.bind, port)
         stack.push_async_callback(ctx.shutdown)
         self.coap_port = port
+
+    async def provision(self, device_id: str, role: str = "train") -> dict[str, Any]:
+        """Register a device (admin API, demo); returns its config for flashing."""
+        conf, _ = await self.db.run(provision, self.cfg, self.store, device_id, role=role)
+        await self.db.run(self.registry.load, self.store, force=True)
+        return conf
+
+    async def revoke(self, device_id: str) -> None:
+        """Revoke a device: the broker and the intake refuse it from now on."""
+        await self.db.run(revoke, self.cfg, self.store, device_id)
+        await self.db.run(self.registry.load, self.store, force=True)
 
     async def _refresh_registry(self) -> None:
         """Pick up devices provisioned or revoked by another process (the CLI)."""

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fog_appliance.backoff import backoff_delays
 from fog_appliance.errors import FogError, ProtocolError, Reason
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol import topics
@@ -256,7 +257,10 @@ class FLClient:
     async def send_frame(self, seq: int, frame: bytes, *, attempts: int = 3) -> SendResult:
         """Send an already encoded frame; resending the same bytes is idempotent."""
         last: Exception | None = None
-        for _ in range(attempts):
+        delays = backoff_delays(0.25, 2.0, 5.0)
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(next(delays))
             try:
                 if self.transport == "mqtt":
                     return await self._send_mqtt(seq, frame)
@@ -284,8 +288,11 @@ class FLClient:
 
         ctx = await self._coap_context()
         req = aiocoap.Message(code=aiocoap.POST, payload=frame, uri=self._uri("/update"))
-        async with asyncio.timeout(self.timeout):
-            resp = await ctx.request(req).response
+        try:
+            async with asyncio.timeout(self.timeout):
+                resp = await ctx.request(req).response
+        except aiocoap.error.Error as exc:
+            raise ClientError(f"CoAP POST /update: {exc}") from None
         if resp.code.is_successful():
             body = json.loads(resp.payload)
             return SendResult(True, seq, body.get("round"), bool(body.get("duplicate")))

@@ -27,10 +27,12 @@ class Registry:
         self._data_version = -1
         self.refreshed_at = 0.0
 
-    def load(self, store: Store) -> None:
-        """Replace the cache from the store (only if the store changed since last time)."""
+    def load(self, store: Store, *, force: bool = False) -> None:
+        """Replace the cache from the store if another connection changed it since last time
+        (``PRAGMA data_version``), or always with ``force`` (after a change made through this
+        process's own connection, which data_version does not count)."""
         version = store.data_version()
-        if version == self._data_version and self._devices:
+        if not force and version == self._data_version and self._devices:
             return
         fresh = {d.id: KnownDevice(d.key, d.revoked, d.last_seq, d.role)
                  for d in store.devices()}

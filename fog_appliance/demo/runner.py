@@ -23,7 +23,6 @@ from fog_appliance.demo.dataset import dirichlet_split, load_digits
 from fog_appliance.demo.edges import SimulatedEdge
 from fog_appliance.demo.plot import plot_accuracy
 from fog_appliance.model.numpy_model import accuracy
-from fog_appliance.provisioning import provision
 
 
 @dataclass(frozen=True)
@@ -120,14 +119,12 @@ async def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoRes
             node.coordinator.add_listener(on_model)
             edges = []
             for i in range(opts.edges):
-                conf, _ = await node.db.run(provision, cfg, node.store, f"edge-{i:02d}")
+                conf = await node.provision(f"edge-{i:02d}")
                 client = FLClient(DeviceCredentials.from_dict(conf), transport=transport,
                                   timeout=30.0)
                 await client.connect()
                 edges.append(SimulatedEdge(client, data.x_train[shards[i]],
                                            data.y_train[shards[i]], seed=opts.seed + i))
-            await asyncio.sleep(0.2)  # let the registry pick the new devices up
-            await node.db.run(node.registry.load, node.store)
             tasks = [asyncio.create_task(e.run(), name=f"edge-{i}")
                      for i, e in enumerate(edges)]
             try:

@@ -4,8 +4,10 @@ Thin: each resource hands the payload to the intake and maps the outcome to a Co
 ``/update`` answers 2.04 only after the group commit; every rejection is a 4.xx whose
 payload is the diagnostic (reason code, detail, what happens next). ``/model`` serves the
 current model blob block-wise (aiocoap does Block2), with an ETag (first 8 bytes of its
-sha256; a matching ETag gets 2.03 Valid) and Observe (observers are notified of each new
-version).
+sha256; a matching ETag gets 2.03 Valid); ``/model?meta`` is the small JSON announcement.
+Observers are notified of each new version; edges observe ``/model?meta`` and then fetch
+the blob block-wise (aiocoap's client does not reassemble a multi-block *notification*
+correctly: the first response of an observed 20 KB blob arrives truncated).
 """
 
 from __future__ import annotations

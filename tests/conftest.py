@@ -1,0 +1,68 @@
+"""Shared fixtures: configs on temp dirs with free ports, running fog nodes, devices."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from fog_appliance.app import FogNode
+from fog_appliance.broker import find_mosquitto, free_port
+from fog_appliance.client import DeviceCredentials
+from fog_appliance.config import FogConfig
+
+HAVE_MOSQUITTO = find_mosquitto() is not None
+
+
+def make_config(tmp_path: Path, *, mqtt: bool = True, threshold: int = 3,
+                kind: str = "softmax", hidden: list[int] | None = None,
+                input_dim: int = 8, num_classes: int = 3) -> FogConfig:
+    cfg = FogConfig()
+    cfg.fog_node.id = "t1"
+    cfg.fog_node.data_dir = str(tmp_path / "node")
+    cfg.edge_interface.mqtt_enabled = mqtt
+    cfg.edge_interface.manage_broker = mqtt
+    cfg.edge_interface.mqtt_broker = f"mqtt://127.0.0.1:{free_port()}"
+    cfg.edge_interface.aggregation_threshold = threshold
+    cfg.edge_interface.group_commit_wait_ms = 2.0
+    cfg.coap.port = free_port(socket.SOCK_DGRAM)
+    cfg.rounds.min_updates = 1
+    cfg.rounds.deadline_s = 600.0
+    cfg.model.kind = kind  # type: ignore[assignment]
+    cfg.model.hidden = hidden or []
+    cfg.model.input_dim = input_dim
+    cfg.model.num_classes = num_classes
+    cfg.storage.synchronous = "normal"
+    cfg.validate()
+    return cfg
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> FogConfig:
+    return make_config(tmp_path, mqtt=HAVE_MOSQUITTO)
+
+
+@pytest.fixture
+def coap_cfg(tmp_path: Path) -> FogConfig:
+    return make_config(tmp_path, mqtt=False)
+
+
+@pytest.fixture
+async def node(cfg: FogConfig) -> AsyncIterator[FogNode]:
+    n = FogNode(cfg)
+    async with n.running():
+        yield n
+
+
+@pytest.fixture
+async def coap_node(coap_cfg: FogConfig) -> AsyncIterator[FogNode]:
+    n = FogNode(coap_cfg)
+    async with n.running():
+        yield n
+
+
+async def add_device(node: FogNode, device_id: str) -> DeviceCredentials:
+    """Provision through the node (store thread) and refresh its registry at once."""
+    return DeviceCredentials.from_dict(await node.provision(device_id))

@@ -1,0 +1,103 @@
+"""The SQLite store: migrations, atomic group commits, publishing."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from fog_appliance.errors import ProvisioningError, StoreError
+from fog_appliance.store import AcceptedUpdate, DeviceRow, ModelRow, RoundRow, Store
+from fog_appliance.store.schema import MIGRATIONS
+
+
+def open_store(tmp_path: Path) -> Store:
+    s = Store.open(tmp_path / "fog.db")
+    s.add_device(DeviceRow("d1", b"k" * 32, "$7$x", time.time()))
+    s.insert_round(RoundRow(1, 1, "open", 0.0, 10.0, 3, 1))
+    return s
+
+
+def upd(seq: int, dev: str = "d1", rnd: int = 1) -> AcceptedUpdate:
+    return AcceptedUpdate(dev, rnd, seq, 1, 10, 2, 0, time.time(), "mqtt", b"t" * 32,
+                          b"frame")
+
+
+def test_wal_and_schema_version(tmp_path: Path) -> None:
+    s = open_store(tmp_path)
+    assert s.schema_version == len(MIGRATIONS)
+    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    s.close()
+    s2 = Store.open(tmp_path / "fog.db")  # re-open: nothing to migrate, data kept
+    assert [d.id for d in s2.devices()] == ["d1"]
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    s = open_store(tmp_path)
+    s.db.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    s.close()
+    with pytest.raises(StoreError, match="upgrade"):
+        Store.open(tmp_path / "fog.db")
+
+
+def test_commit_intake_is_all_or_nothing(tmp_path: Path) -> None:
+    s = open_store(tmp_path)
+    s.commit_intake([upd(1)], [("x", "bad_magic")], time.time())
+    assert s.count_updates(1) == 1
+    assert s.device("d1").last_seq == 1  # type: ignore[union-attr]
+    assert s.rounds()[0].accepted == 1
+    with pytest.raises(StoreError):  # the duplicate (d1, 1, 1) violates UNIQUE
+        s.commit_intake([upd(2), upd(1)], [("x", "bad_magic")], time.time())
+    assert s.count_updates(1) == 1
+    assert s.device("d1").last_seq == 1  # type: ignore[union-attr]
+    assert s.rejection_counts() == {("x", "bad_magic"): 1}
+
+
+def test_unknown_device_is_refused_by_foreign_key(tmp_path: Path) -> None:
+    s = open_store(tmp_path)
+    with pytest.raises(StoreError):
+        s.commit_intake([upd(1, dev="ghost")], [], time.time())
+
+
+def test_publish_is_atomic(tmp_path: Path) -> None:
+    s = open_store(tmp_path)
+    m = ModelRow(2, 1, 1.0, "ab", {"kind": "softmax"}, b"blob", 4, "regional")
+    s.publish(1, m, RoundRow(2, 2, "open", 1.0, 11.0, 3, 1), 1.0)
+    assert s.current_round().id == 2  # type: ignore[union-attr]
+    assert s.latest_model().version == 2  # type: ignore[union-attr]
+    with pytest.raises(StoreError):  # version 2 again: nothing of it may land
+        s.publish(2, m, RoundRow(3, 2, "open", 1.0, 11.0, 3, 1), 2.0)
+    assert s.current_round().id == 2  # type: ignore[union-attr]
+    assert s.rounds()[0].state == "open"
+
+
+def test_devices_and_revocation(tmp_path: Path) -> None:
+    s = open_store(tmp_path)
+    with pytest.raises(ProvisioningError):
+        s.add_device(DeviceRow("d1", b"k" * 32, "$7$x", time.time()))
+    s.revoke_device("d1")
+    assert s.device("d1").revoked  # type: ignore[union-attr]
+    with pytest.raises(ProvisioningError, match="already revoked"):
+        s.revoke_device("d1")
+    with pytest.raises(ProvisioningError, match="not registered"):
+        s.revoke_device("nobody")
+
+
+def test_data_version_sees_other_connections(tmp_path: Path) -> None:
+    s = open_store(tmp_path)
+    before = s.data_version()
+    other = sqlite3.connect(tmp_path / "fog.db")
+    other.execute("UPDATE devices SET role='offload'")
+    other.commit()
+    other.close()
+    assert s.data_version() != before
+
+
+def test_events(tmp_path: Path) -> None:
+    s = open_store(tmp_path)
+    first = s.add_event("node", "info", "hello", {"a": 1})
+    s.add_event("node", "warning", "second")
+    evs = s.events(after_id=first)
+    assert [e.message for e in evs] == ["second"]
