@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import threadpoolctl
+
 from fog_appliance.aggregation import make_strategy
 from fog_appliance.broker import PrivateBroker, fog_password, fog_username, free_port
 from fog_appliance.config import FogConfig, parse_broker_url
@@ -63,6 +65,10 @@ class FogNode:
         """Start every part; yield while serving; stop them all on exit."""
         cfg = self.cfg
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        # OpenBLAS worker threads spin between calls and starve the event loop and the store
+        # thread on a 2..4-core gateway: per-update BLAS calls are far faster on one thread
+        # (measured: benchmarks/intake.py goes from 0.07 to 0.5+ of the bare rate).
+        threadpoolctl.threadpool_limits(limits=1, user_api="blas")
         self.store = Store.open(cfg.db_path, synchronous=cfg.storage.synchronous)
         self.db = DbThread()
         try:
@@ -161,6 +167,7 @@ class FogNode:
         ctx = await start_server(build_site(self.intake, self.coordinator), cfg.coap.bind, port)
         stack.push_async_callback(ctx.shutdown)
         self.coap_port = port
+        cfg.coap.port = port  # device configs written from now on carry the real port
 
     async def provision(self, device_id: str, role: str = "train") -> dict[str, Any]:
         """Register a device (admin API, demo); returns its config for flashing."""

@@ -105,6 +105,7 @@ class MqttIntake:
                                 clean_session=False, keepalive=30,
                                 max_queued_outgoing_messages=100_000)
         client._client.manual_ack_set(True)
+        client.pending_calls_threshold = 10 * self.s.max_concurrent  # down replies in flight
         acks = AckSequencer(client._client.ack)
         limit = asyncio.Semaphore(self.s.max_concurrent)
         async with client:

@@ -58,6 +58,9 @@ class Store:
         with _translated(f"opening {p}"):
             conn = sqlite3.connect(str(p), timeout=30.0, check_same_thread=False)
             db = sqlite_utils.Database(conn, execute_plugins=False)
+            # Updates are 10 KB..4 MB blobs: 64 KiB pages cut the overflow-page chains
+            # (and the time to write them) by 16; only takes effect on a new file.
+            db.execute("PRAGMA page_size=65536")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
             db.execute("PRAGMA foreign_keys=ON")

@@ -1,0 +1,172 @@
+"""Intake throughput: updates/s of 100k-parameter frames (400 KB) over MQTT into the store,
+with commit-before-ack, against a bare aiomqtt subscriber that only counts, in one run.
+
+    python benchmarks/intake.py [--messages 600] [--synchronous full|normal]
+
+Both phases use the same broker, the same payloads and the same publisher process (paho,
+QoS 1); the ratio fog/bare is the figure of merit (goal ≥ 0.70). Nothing may be lost: the
+store must hold every update at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiomqtt
+import numpy as np
+from rich.progress import Progress
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import OUT, bar_png, table
+from fog_appliance.app import FogNode
+from fog_appliance.broker import BrokerFiles, PrivateBroker, fog_password, free_port
+from fog_appliance.config import FogConfig
+from fog_appliance.protocol.frame import encode_update
+from fog_appliance.provisioning import broker_files, sync_broker_auth
+from fog_appliance.store import DeviceRow, Store
+
+INPUT_DIM, CLASSES = 9999, 10  # softmax: 99,990 + 10 = 100,000 parameters
+
+
+def publisher(host: str, port: int, user: str, password: str, topic_fmt: str,
+              frames_path: str, n: int) -> None:
+    """Separate process: publish every frame at QoS 1 as fast as the broker takes them."""
+    import paho.mqtt.client as paho
+
+    blobs = np.load(frames_path, allow_pickle=False)
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{time.time_ns()}")
+    c.username_pw_set(user, password)
+    c.max_inflight_messages_set(200)
+    c.max_queued_messages_set(0)
+    c.connect(host, port)
+    c.loop_start()
+    infos = []
+    for i in range(n):
+        infos.append(c.publish(topic_fmt.format(i=i), blobs[i].tobytes(), qos=1))
+    for info in infos:
+        info.wait_for_publish(120)
+    c.loop_stop()
+    c.disconnect()
+
+
+def make_frames(n: int, keys: list[bytes], path: Path) -> None:
+    rng = np.random.default_rng(0)
+    base = [(rng.standard_normal((INPUT_DIM, CLASSES)) * 0.01).astype(np.float32),
+            np.zeros(CLASSES, np.float32)]
+    frames = [encode_update(device_id=f"b{i:05d}", key=keys[i], model_version=1, round=1,
+                            seq=1, num_samples=10, local_steps=1, tensors=base)
+              for i in range(n)]
+    np.save(path, np.stack([np.frombuffer(f, np.uint8) for f in frames]))
+
+
+def run_publisher(broker: PrivateBroker, user: str, password: str, topic_fmt: str,
+                  frames: Path, n: int) -> mp.Process:
+    p = mp.get_context("spawn").Process(target=publisher, args=(
+        broker.host, broker.port, user, password, topic_fmt, str(frames), n))
+    p.start()
+    return p
+
+
+async def bare_rate(broker: PrivateBroker, user: str, password: str, frames: Path, n: int,
+                    progress: Progress) -> float:
+    task = progress.add_task("bare subscriber", total=n)
+    async with aiomqtt.Client(broker.host, broker.port, username=user, password=password,
+                              identifier="bench-bare", clean_session=False) as c:
+        await c.subscribe("fog/bench/bare/+", qos=1)
+        proc = run_publisher(broker, user, password, "fog/bench/bare/{i}", frames, n)
+        got, first = 0, 0.0
+        async for _ in c.messages:
+            got += 1
+            if got == 1:
+                first = time.perf_counter()
+            progress.update(task, completed=got)
+            if got == n:
+                break
+        elapsed = time.perf_counter() - first
+    await asyncio.to_thread(proc.join)
+    return (n - 1) / elapsed
+
+
+async def fog_rate(cfg: FogConfig, broker: PrivateBroker, user: str, password: str,
+                   frames: Path, n: int, progress: Progress) -> tuple[float, int]:
+    task = progress.add_task(f"fog intake ({cfg.storage.synchronous})", total=n)
+    node = FogNode(cfg)
+    async with node.running():
+        proc = run_publisher(broker, user, password, "fog/bench/up/b{i:05d}", frames, n)
+        first = None
+        while node.committer.committed < n:
+            await asyncio.sleep(0.01)
+            if first is None and node.committer.committed:
+                first = (time.perf_counter(), node.committer.committed)
+            progress.update(task, completed=node.committer.committed)
+        elapsed = time.perf_counter() - first[0]  # type: ignore[index]
+        rate = (n - first[1]) / elapsed  # type: ignore[index]
+        stored = await node.db.run(node.store.count_updates, 1)
+        rejected = sum(node.intake.counters.rejected.values())
+    await asyncio.to_thread(proc.join)
+    assert rejected == 0, node.intake.counters.rejected
+    return rate, stored
+
+
+async def main(n: int, synchronous: str) -> dict[str, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="fog-bench-intake-"))
+    cfg = FogConfig()
+    cfg.fog_node.id = "bench"
+    cfg.fog_node.data_dir = str(tmp / "node")
+    cfg.edge_interface.mqtt_broker = f"mqtt://127.0.0.1:{free_port()}"
+    cfg.edge_interface.aggregation_threshold = n + 1  # measure intake, not round closing
+    cfg.edge_interface.max_frame_bytes = 1 << 20
+    cfg.edge_interface.mqtt_blob_max_bytes = 0
+    cfg.coap.enabled = False
+    cfg.model.kind = "softmax"
+    cfg.model.input_dim = INPUT_DIM
+    cfg.model.num_classes = CLASSES
+    cfg.storage.synchronous = synchronous  # type: ignore[assignment]
+    store = Store.open(cfg.db_path)
+    keys = [bytes([i % 251]) * 32 for i in range(n)]
+    for i in range(n):
+        store.add_device(DeviceRow(f"b{i:05d}", keys[i], "$7$unused", time.time()))
+    sync_broker_auth(cfg, store)
+    store.close()
+    frames = tmp / "frames.npy"
+    make_frames(n, keys, frames)
+    files: BrokerFiles = broker_files(cfg)
+    host, port = "127.0.0.1", int(cfg.edge_interface.mqtt_broker.rsplit(":", 1)[1])
+    broker = PrivateBroker(files, host, port)
+    await broker.start()
+    user, password = "fog-bench", fog_password(files)
+    try:
+        with Progress() as progress:
+            bare = await bare_rate(broker, user, password, frames, n, progress)
+            fog, stored = await fog_rate(cfg, broker, user, password, frames, n, progress)
+    finally:
+        broker.stop()
+    frame_kb = frames.stat().st_size / n / 1024
+    table(f"MQTT intake, {n} frames of {frame_kb:.0f} KB (100k float32 params), "
+          f"synchronous={synchronous}", ["path", "updates/s", "ratio to bare"],
+          [("bare aiomqtt subscriber (counts only)", bare, 1.0),
+           ("fog: decode + HMAC + admit + commit + ack", fog, fog / bare)])
+    print(f"stored {stored} of {n} updates (nothing lost: {stored == n})")
+    png = bar_png(OUT / f"intake_{synchronous}.png", "MQTT intake, 400 KB updates",
+                  ["bare subscriber", f"fog ({synchronous})"], [bare, fog], "updates/s")
+    print(f"plot: {png}")
+    result = {"bare_per_s": bare, "fog_per_s": fog, "ratio": fog / bare, "stored": stored,
+              "messages": n}
+    (OUT / f"intake_{synchronous}.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=600)
+    ap.add_argument("--synchronous", choices=["full", "normal"], default="full")
+    a = ap.parse_args()
+    asyncio.run(main(a.messages, a.synchronous))
