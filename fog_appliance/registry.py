@@ -27,10 +27,11 @@ class Registry:
         self._data_version = -1
         self.refreshed_at = 0.0
 
-    def load(self, store: Store) -> None:
-        """Replace the cache from the store (only if the store changed since last time)."""
+    def load(self, store: Store, *, force: bool = False) -> None:
+        """Replace the cache from the store (only if the store changed since last time, or
+        when ``force``d: ``data_version`` misses changes made on the node's own connection)."""
         version = store.data_version()
-        if version == self._data_version and self._devices:
+        if version == self._data_version and self._devices and not force:
             return
         fresh = {d.id: KnownDevice(d.key, d.revoked, d.last_seq, d.role)
                  for d in store.devices()}
