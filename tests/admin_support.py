@@ -47,11 +47,13 @@ async def running_node(cfg: FogConfig) -> AsyncIterator[tuple[FogNode, AdminClie
             yield node, client
 
 
-async def send_update(conf: dict[str, Any], *, battery: int | None = 80,
+async def send_update(conf: dict[str, Any], state_dir: Path, *, battery: int | None = 80,
                       rng_seed: int = 0) -> bool:
-    """One edge's hello and one signed update for the open round, over CoAP."""
+    """One edge's hello and one signed update for the open round, over CoAP (its sequence
+    numbers persist in ``state_dir``, as on a real device)."""
+    state = state_dir / f"{conf['device_id']}.state"
     async with FLClient(DeviceCredentials.from_dict(conf), transport="coap",
-                        timeout=10.0) as client:
+                        state_path=state, timeout=10.0) as client:
         await client.hello(ram=256 * 1024, battery=battery, can_train=True, fw="test-1.0")
         model = await client.model()
         rng = np.random.default_rng(rng_seed)
