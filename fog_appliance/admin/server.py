@@ -155,7 +155,7 @@ def build_app(node: FogNode, feed: EventFeed, token: str) -> web.Application:
         return _json(await views.status_view(n(request)))
 
     async def section(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name = request.match_info.get("name") or request.path.rsplit("/", 1)[-1]
         return _json(await read_section(n(request).admin_sections, name))
 
     async def edges(request: web.Request) -> web.Response:
