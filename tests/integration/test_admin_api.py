@@ -124,7 +124,7 @@ async def test_bad_requests_are_refused_with_a_reason(tmp_path: Path, call: Any,
 
 
 async def test_body_that_is_not_a_json_object_is_refused(tmp_path: Path) -> None:
-    async with running_node(node_config(tmp_path / "var")) as (node, api):
+    async with running_node(node_config(tmp_path / "var")) as (node, _api):
         assert node.admin is not None
         conn = aiohttp.UnixConnector(path=str(node.admin.socket))
         async with aiohttp.ClientSession(connector=conn) as s:
