@@ -58,7 +58,8 @@ async def test_actions_change_the_node_and_are_logged(tmp_path: Path) -> None:
         result = await api.provision("cam-7", role="offload")
         assert result["flash_command"] == ("fog-appliance edge flash --port /dev/ttyUSB0 "
                                            "--device cam-7")
-        assert json.loads(Path(result["config_path"]).read_text())["device_id"] == "cam-7"
+        conf_text = await asyncio.to_thread(Path(result["config_path"]).read_text)
+        assert json.loads(conf_text)["device_id"] == "cam-7"
         assert (await node.db.run(node.store.device, "cam-7")).role == "offload"  # type: ignore[union-attr]
         assert await send_update(result["config"], tmp_path)
         await api.retune_round(threshold=2, deadline_in_s=120)
