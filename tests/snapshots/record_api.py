@@ -57,7 +57,8 @@ async def record(out: Path) -> None:
                 await send_update(confs[3], Path(tmp), battery=12)
                 await api.revoke("press-04")
                 answers = {path: await api.get(path) for path in READS}
-    out.write_text(json.dumps(answers, indent=1, sort_keys=True) + "\n")
+    text = json.dumps(answers, indent=1, sort_keys=True) + "\n"
+    await asyncio.to_thread(out.write_text, text)
     print(f"recorded {len(answers)} answers in {out}")
 
 
