@@ -15,9 +15,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import threadpoolctl
 
@@ -31,6 +31,12 @@ from fog_appliance.intake.service import Intake
 from fog_appliance.provisioning import broker_files, provision, revoke, sync_broker_auth
 from fog_appliance.registry import Registry
 from fog_appliance.store import Store
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from fog_appliance.admin.sections import SectionProvider
+    from fog_appliance.admin.server import AdminServer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,11 @@ class FogNode:
         self.mqtt: Any = None
         self.coap_port: int | None = None
         self.broker: PrivateBroker | None = None
+        self.admin_sections: dict[str, SectionProvider] = {}
+        """Parts contribute their admin API / console section here (admin/sections.py)."""
+        self.admin_subapps: dict[str, Callable[[], web.Application]] = {}
+        """Parts mount aiohttp sub-applications on the admin API (prefix -> factory)."""
+        self.admin: AdminServer | None = None
 
     @property
     def status_path(self) -> Path:
@@ -83,6 +94,9 @@ class FogNode:
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         cfg = self.cfg
+        from fog_appliance.admin.settings import apply_saved
+
+        apply_saved(cfg)  # settings changed from the console, laid over the config file
         self.registry = Registry()
         await self.db.run(self.registry.load, self.store)
         self.coordinator = Coordinator(cfg, self.store, self.db, self.registry,
@@ -108,6 +122,10 @@ class FogNode:
             await self._start_mqtt(stack, tg)
         if cfg.coap.enabled:
             await self._start_coap(stack)
+        if cfg.admin.enabled:  # last: every part has registered its section by now
+            from fog_appliance.admin.server import start_admin
+
+            self.admin = await start_admin(self, stack)
         self._write_status()
         self.ready.set()
         await self.db.run(self.store.add_event, "node", "info",
@@ -191,7 +209,8 @@ class FogNode:
         return {"fog_id": self.cfg.fog_node.id, "region": self.cfg.fog_node.region,
                 "pid": os.getpid(), "mqtt": broker, "coap_port": self.coap_port,
                 "coap_bind": self.cfg.coap.bind, "started_at": self.started_at,
-                "db": str(self.cfg.db_path)}
+                "db": str(self.cfg.db_path),
+                "admin": self.admin.addresses() if self.admin else None}
 
     def _write_status(self) -> None:
         tmp = self.status_path.with_suffix(".tmp")

@@ -157,6 +157,33 @@ class LoggingConfig:
     """Log level of the service."""
 
 
+LOOPBACK_PATTERN = r"^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|localhost)$"
+
+
+@dataclass
+class AdminConfig:
+    enabled: bool = True
+    """Serve the local admin API (console, scripts, Prometheus)."""
+    socket: str = "admin.sock"
+    """Unix socket of the admin API, relative to ``fog_node.data_dir`` unless absolute
+    (the image uses ``/run/fog-appliance/admin.sock``). No token: file permissions decide."""
+    socket_group: str | None = None
+    """Group allowed to use the socket (mode 0660); empty means the service's user only
+    (mode 0600)."""
+    http_enabled: bool = False
+    """Also serve the API over HTTP on a loopback address, with a bearer token."""
+    http_bind: str = bounded("127.0.0.1", pattern=LOOPBACK_PATTERN)
+    """Loopback address of the HTTP listener (never a LAN address: use a reverse proxy)."""
+    http_port: int = bounded(8787, ge=0, le=65535)
+    """TCP port of the HTTP listener (0 picks a free one, written to ``node.json``)."""
+    token_file: str = "admin.token"
+    """File holding the HTTP bearer token, relative to ``fog_node.data_dir`` unless
+    absolute; created (0600, random) if missing."""
+    metrics_without_token: bool = False
+    """Let ``GET /metrics`` over HTTP through without the token (for a local Prometheus
+    that cannot send one)."""
+
+
 @dataclass
 class FogConfig:
     fog_node: FogNodeConfig = field(default_factory=FogNodeConfig)
@@ -168,6 +195,7 @@ class FogConfig:
     cloud_interface: CloudInterfaceConfig = field(default_factory=CloudInterfaceConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     base_dir: str = field(default=".", metadata={"internal": True})
     """Directory relative paths are resolved against (the config file's directory)."""
 

@@ -73,6 +73,8 @@ class Coordinator:
         self.round: Round
         self.model: CurrentModel
         self._acc = strategy.accumulator(self.shapes, cfg.edge_interface.aggregation_threshold)
+        self.capacity = cfg.edge_interface.aggregation_threshold
+        """Most updates the open round's accumulator was made for (its threshold at open)."""
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -188,6 +190,33 @@ class Coordinator:
         self._schedule_close(Event.CLOSE_NOW)
         return True
 
+    def retune_round(self, *, threshold: int | None = None, min_updates: int | None = None,
+                     deadline_at: float | None = None) -> None:
+        """Admin: change the open round's threshold, minimum or deadline, persist it, and
+        close the round at once if it is now due. Raises ActionError (nothing changed) if
+        the round is closing or the values contradict each other."""
+        from fog_appliance.errors import ActionError
+        from fog_appliance.rounds import ADMITTING
+
+        rnd = self.round
+        if rnd.state not in ADMITTING:
+            raise ActionError(409, f"round {rnd.id} is {rnd.state.value}; change the next one")
+        new_threshold = rnd.threshold if threshold is None else threshold
+        new_min = rnd.min_updates if min_updates is None else min_updates
+        if new_threshold > self.capacity:
+            raise ActionError(409, f"round {rnd.id} was opened for at most {self.capacity} "
+                              f"updates; a threshold of {new_threshold} applies from the next "
+                              "round (change it in the settings)")
+        if not 1 <= new_min <= new_threshold:
+            raise ActionError(400, f"min_updates {new_min} must be between 1 and the "
+                              f"threshold {new_threshold}")
+        rnd.threshold, rnd.min_updates = new_threshold, new_min
+        if deadline_at is not None:
+            rnd.deadline_at = deadline_at
+        self._persist_soon(rnd.id, threshold=rnd.threshold, min_updates=rnd.min_updates,
+                           deadline_at=rnd.deadline_at)
+        self.check_due()
+
     def _persist_soon(self, round_id: int, **fields: Any) -> None:
         task = asyncio.get_running_loop().create_task(
             self._db.run(self._store.update_round, round_id, **fields))
@@ -253,6 +282,7 @@ class Coordinator:
         assert self.round.state in CLOSED
         self.round = self._round_from_row(row)
         self._acc = self.strategy.accumulator(self.shapes, row.threshold)
+        self.capacity = row.threshold
         self.model = self._current(version, row.id, weights, blob, sha)
         for fn in self._listeners:
             fn(self.model)

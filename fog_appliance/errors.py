@@ -15,7 +15,8 @@ catch these::
      ├── StoreError             the SQLite store failed (disk full, locked, corrupt)
      ├── BrokerError            the MQTT broker is unreachable or refused us
      ├── ProvisioningError      a device id is invalid, unknown, or already registered
-     └── ServiceError           a part of the running node failed to start or stopped
+     ├── ServiceError           a part of the running node failed to start or stopped
+     └── ActionError            an admin action was refused (bad value, wrong state, not built)
 
 Messages say what happens next ("… the update was rejected; the round continues").
 """
@@ -112,3 +113,14 @@ class ProvisioningError(FogError):
 
 class ServiceError(FogError):
     """A part of the running fog node failed to start or stopped unexpectedly."""
+
+
+class ActionError(FogError):
+    """An admin action (console, admin API) was refused; nothing was changed.
+
+    ``status`` is the HTTP status the admin API answers with (400 bad value, 404 unknown
+    thing, 409 wrong state, 501 not in this build)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)

@@ -1,0 +1,158 @@
+"""The admin API's actions. Each one validates its input, changes the node through its
+parts (never around them), and records an event saying who asked for what
+(``kind="admin"``). A refused action raises :class:`~fog_appliance.errors.ActionError`
+and changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from fog_appliance.admin import settings
+from fog_appliance.errors import ActionError, ProvisioningError
+from fog_appliance.provisioning import provision, revoke
+from fog_appliance.store import admin_queries as q
+
+if TYPE_CHECKING:
+    from fog_appliance.app import FogNode
+
+MAX_DEADLINE_S = 7 * 24 * 3600.0
+ROLES = ("train", "offload")
+
+
+def flash_command(device_id: str, port: str = "/dev/ttyUSB0") -> str:
+    """The exact command that flashes a provisioned board."""
+    return f"fog-appliance edge flash --port {port} --device {device_id}"
+
+
+async def log_action(node: FogNode, message: str, data: dict[str, Any],
+                     level: str = "info", actor: str = "admin") -> None:
+    await node.db.run(node.store.add_event, "admin", level, message,
+                      {"actor": actor, **data})
+
+
+async def close_round(node: FogNode, actor: str) -> dict[str, Any]:
+    rnd = node.coordinator.round
+    if not node.coordinator.close_now():
+        raise ActionError(409, f"round {rnd.id} is {rnd.state.value} with {rnd.count} "
+                          "updates; a round can be closed once it has at least one")
+    await log_action(node, f"round {rnd.id} closed now by {actor} with {rnd.count} of "
+                     f"{rnd.threshold} updates", {"round": rnd.id, "count": rnd.count}, actor=actor)
+    return {"round": rnd.id, "closing": True, "count": rnd.count}
+
+
+def _int(body: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ActionError(400, f"{key} must be an integer from {lo} to {hi}, got {v!r}")
+    return v
+
+
+async def retune_round(node: FogNode, body: dict[str, Any], actor: str) -> dict[str, Any]:
+    """Change the open round: ``threshold``, ``min_updates``, ``deadline_in_s``."""
+    unknown = set(body) - {"threshold", "min_updates", "deadline_in_s"}
+    if unknown or not body:
+        raise ActionError(400, "expected some of threshold, min_updates, deadline_in_s"
+                          + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))
+    threshold = _int(body, "threshold", 1, 100_000)
+    min_updates = _int(body, "min_updates", 1, 100_000)
+    deadline_at = None
+    if "deadline_in_s" in body:
+        d = body["deadline_in_s"]
+        if (isinstance(d, bool) or not isinstance(d, int | float) or not math.isfinite(d)
+                or not 0 < d <= MAX_DEADLINE_S):
+            raise ActionError(400, f"deadline_in_s must be a number of seconds in "
+                              f"(0, {MAX_DEADLINE_S:.0f}], got {d!r}")
+        deadline_at = time.time() + float(d)
+    rid = node.coordinator.round.id
+    node.coordinator.retune_round(threshold=threshold, min_updates=min_updates,
+                                  deadline_at=deadline_at)
+    await log_action(node, f"round {rid} changed by {actor}: " + ", ".join(
+        f"{k}={v}" for k, v in sorted(body.items())), {"round": rid, **body}, actor=actor)
+    return {"round": rid, "changed": body}
+
+
+async def change_settings(node: FogNode, body: dict[str, Any], actor: str) -> dict[str, Any]:
+    """Persist new settings and apply them to the open round where they concern it."""
+    saved = settings.save(node.cfg, body)
+    cfg = node.cfg
+    rnd = node.coordinator.round
+    notes: list[str] = []
+    if "rounds.deadline_s" in body:
+        rnd.deadline_s = cfg.rounds.deadline_s
+    if rnd.state.value in ("open", "collecting"):
+        threshold = cfg.edge_interface.aggregation_threshold
+        if threshold > node.coordinator.capacity:
+            notes.append(f"the threshold {threshold} applies from round {rnd.id + 1}")
+            threshold = rnd.threshold
+        min_updates = min(cfg.rounds.min_updates, threshold)
+        deadline_at = (rnd.opened_at + cfg.rounds.deadline_s if "rounds.deadline_s" in body
+                       else None)
+        try:
+            node.coordinator.retune_round(threshold=threshold, min_updates=min_updates,
+                                          deadline_at=deadline_at)
+        except ActionError as exc:
+            notes.append(f"the open round keeps its values: {exc}")
+    else:
+        notes.append(f"round {rnd.id} is {rnd.state.value}; the values apply from the next")
+    await log_action(node, f"settings changed by {actor}: " + ", ".join(
+        f"{k}={v}" for k, v in sorted(body.items())), {"changes": body, "notes": notes},
+        actor=actor)
+    return {"saved": saved, "settings": settings.describe(cfg), "notes": notes}
+
+
+async def provision_edge(node: FogNode, body: dict[str, Any], actor: str) -> dict[str, Any]:
+    device_id = body.get("id")
+    role = body.get("role", "train")
+    if not isinstance(device_id, str):
+        raise ActionError(400, "id (the new device's id) is required")
+    if role not in ROLES:
+        raise ActionError(400, f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    try:
+        conf, path = await node.db.run(provision, node.cfg, node.store, device_id, role=role)
+    except ProvisioningError as exc:
+        raise ActionError(409 if "already" in str(exc) else 400, str(exc)) from None
+    await node.db.run(node.registry.load, node.store, force=True)
+    await log_action(node, f"device {device_id} provisioned by {actor} as {role}",
+                     {"device": device_id, "role": role}, actor=actor)
+    return {"device": device_id, "role": role, "config": conf, "config_path": str(path),
+            "flash_command": flash_command(device_id)}
+
+
+async def revoke_edge(node: FogNode, device_id: str, actor: str) -> dict[str, Any]:
+    try:
+        await node.db.run(revoke, node.cfg, node.store, device_id)
+    except ProvisioningError as exc:
+        raise ActionError(404 if "not registered" in str(exc) else 409, str(exc)) from None
+    await node.db.run(node.registry.load, node.store, force=True)
+    await log_action(node, f"device {device_id} revoked by {actor}", {"device": device_id},
+                     level="warning", actor=actor)
+    return {"device": device_id, "state": "revoked"}
+
+
+async def evict_model(node: FogNode, version: int, actor: str) -> dict[str, Any]:
+    freed = await node.db.run(q.evict_model, node.store, version)
+    await log_action(node, f"model version {version} evicted by {actor} ({freed} bytes freed)",
+                     {"version": version, "bytes": freed}, actor=actor)
+    return {"version": version, "evicted": True, "bytes_freed": freed}
+
+
+async def record_metrics(node: FogNode, version: int, body: dict[str, Any], actor: str
+                         ) -> dict[str, Any]:
+    """An evaluator reports a model's metrics (``accuracy`` in [0, 1], ``loss`` ≥ 0, …)."""
+    if not body or not all(isinstance(k, str) and isinstance(v, int | float)
+                           and not isinstance(v, bool) and math.isfinite(v)
+                           for k, v in body.items()):
+        raise ActionError(400, "expected a JSON object of metric names to finite numbers")
+    if "accuracy" in body and not 0.0 <= body["accuracy"] <= 1.0:
+        raise ActionError(400, f"accuracy must be in [0, 1], got {body['accuracy']!r}")
+    merged = await node.db.run(q.record_model_metrics, node.store, version,
+                               {k: float(v) for k, v in body.items()})
+    await log_action(node, f"metrics of model {version} recorded by {actor}: " + ", ".join(
+        f"{k}={v:.4g}" for k, v in sorted(body.items())), {"version": version, **body},
+        actor=actor)
+    return {"version": version, "metrics": merged}

@@ -1,0 +1,132 @@
+"""The admin API's read side: JSON views of the running node, built from its parts'
+in-memory state and, through the store thread, from the store. No I/O on the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from fog_appliance import __version__
+from fog_appliance.admin.sections import KNOWN_SECTIONS, read_section
+from fog_appliance.rounds import ADMITTING
+from fog_appliance.store import admin_queries as q
+
+if TYPE_CHECKING:
+    from fog_appliance.app import FogNode
+
+
+def round_view(node: FogNode, now: float) -> dict[str, Any]:
+    rnd = node.coordinator.round
+    return {"id": rnd.id, "state": rnd.state.value, "model_version": rnd.model_version,
+            "count": rnd.count, "pending": len(rnd.pending), "threshold": rnd.threshold,
+            "min_updates": rnd.min_updates, "opened_at": rnd.opened_at,
+            "deadline_at": rnd.deadline_at, "deadline_in_s": rnd.deadline_at - now,
+            "deadline_s": rnd.deadline_s, "progress": min(1.0, rnd.count / rnd.threshold),
+            "admitting": rnd.state in ADMITTING, "can_close_now": rnd.can_close_now(),
+            "capacity": node.coordinator.capacity, "async": rnd.is_async}
+
+
+async def links_view(node: FogNode) -> dict[str, Any]:
+    cfg = node.cfg
+    if not cfg.edge_interface.mqtt_enabled:
+        mqtt: dict[str, Any] = {"state": "off"}
+    else:
+        up = node.mqtt is not None and node.mqtt.connected.is_set()
+        mqtt = {"state": "connected" if up else "disconnected", "address": node.mqtt_address,
+                "connects": getattr(node.mqtt, "connects", 0)}
+    coap = ({"state": "serving", "address": f"{cfg.coap.bind}:{node.coap_port}"}
+            if node.coap_port else {"state": "off"})
+    if "cloud" in node.admin_sections:
+        section = await read_section(node.admin_sections, "cloud")
+        cloud = {"state": section.get("state", "unknown") if section["available"]
+                 else "not available", "server": cfg.cloud_interface.server_url}
+    elif cfg.cloud_interface.server_url is None:
+        cloud = {"state": "standalone", "server": None}
+    else:
+        cloud = {"state": "not available", "server": cfg.cloud_interface.server_url}
+    return {"mqtt": mqtt, "coap": coap, "cloud": cloud}
+
+
+async def status_view(node: FogNode) -> dict[str, Any]:
+    """Node, links, the open round, the model, intake counters, updates per minute."""
+    now = time.time()
+    c = node.intake.counters
+    model = node.coordinator.model
+    devices = await node.db.run(node.store.devices)
+    per_minute = await node.db.run(q.updates_per_minute, node.store, now, 30)
+    stats = node.coordinator.stats
+    return {
+        "fog_id": node.cfg.fog_node.id, "region": node.cfg.fog_node.region,
+        "tier": node.cfg.fog_node.tier, "software": __version__, "pid": node.status()["pid"],
+        "started_at": node.started_at, "uptime_s": now - node.started_at, "now": now,
+        "links": await links_view(node),
+        "round": round_view(node, now),
+        "model": {"version": model.version, "sha256": model.sha256, "size": len(model.blob)},
+        "intake": {"accepted": c.accepted, "duplicates": c.duplicates, "hellos": c.hellos,
+                   "rejected": dict(c.rejected), "rejected_total": sum(c.rejected.values()),
+                   "by_transport": dict(c.by_transport), "backlog": node.committer.backlog,
+                   "batches": node.committer.batches},
+        "devices": {"total": len(devices), "active": sum(1 for d in devices if not d.revoked),
+                    "revoked": sum(1 for d in devices if d.revoked)},
+        "rounds": {"published": stats.published, "failed": stats.failed},
+        "updates_per_minute": per_minute,
+        "sections": {name: name in node.admin_sections
+                     for name in sorted({*KNOWN_SECTIONS, *node.admin_sections})},
+    }
+
+
+async def edges_view(node: FogNode) -> dict[str, Any]:
+    """Every registered device with its tallies; unattributed rejections apart."""
+    devices = await node.db.run(node.store.devices)
+    tallies = await node.db.run(q.device_tallies, node.store)
+    rejected = await node.db.run(q.rejections_by_device, node.store)
+    out = []
+    for d in devices:
+        t = tallies.get(d.id, q.DeviceTally(0, None, None))
+        rej = rejected.get(d.id, {})
+        out.append({
+            "id": d.id, "state": "revoked" if d.revoked else "active", "role": d.role,
+            "created_at": d.created_at, "revoked_at": d.revoked_at, "last_seen": d.last_seen,
+            "last_update_at": t.last_update_at, "last_round": t.last_round,
+            "last_seq": d.last_seq, "accepted": t.accepted, "rejected": rej,
+            "rejected_total": sum(rej.values()), "battery": d.info.get("battery"),
+            "fw": d.info.get("fw"), "transport": d.info.get("transport"),
+            "can_train": d.info.get("can_train"), "ram": d.info.get("ram"),
+            "info": d.info})
+    known = {d.id for d in devices}
+    unattributed = {dev: r for dev, r in rejected.items() if dev not in known}
+    return {"edges": out, "unattributed_rejections": unattributed}
+
+
+async def rounds_view(node: FogNode, limit: int = 100) -> dict[str, Any]:
+    """The open round and the history, each closed round with its model's metrics."""
+    history = await node.db.run(q.rounds_history, node.store, limit)
+    for r in history:
+        r["accuracy"] = r["metrics"].get("accuracy")
+    return {"current": round_view(node, time.time()), "history": history,
+            "published": node.coordinator.stats.published,
+            "failed": node.coordinator.stats.failed}
+
+
+async def models_view(node: FogNode) -> dict[str, Any]:
+    catalogue = await node.db.run(q.model_catalogue, node.store)
+    current = node.coordinator.model.version
+    return {"current": current,
+            "models": [{"version": m.version, "round": m.round_id, "created_at": m.created_at,
+                        "sha256": m.sha256, "size": m.size, "provenance": m.provenance,
+                        "metrics": m.metrics, "stored": m.stored,
+                        "current": m.version == current} for m in catalogue],
+            "stored_bytes": sum(m.size for m in catalogue if m.stored),
+            "cache": await read_section(node.admin_sections, "cache")}
+
+
+async def events_view(node: FogNode, after: int, limit: int) -> dict[str, Any]:
+    rows = await node.db.run(node.store.events, after, limit)
+    return {"events": [event_dict(e) for e in rows],
+            "last_id": rows[-1].id if rows else after}
+
+
+def event_dict(e: Any) -> dict[str, Any]:
+    return {"id": e.id, "ts": e.ts, "kind": e.kind, "level": e.level, "message": e.message,
+            "data": e.data}

@@ -1,0 +1,206 @@
+"""The console driven by key presses (Textual Pilot) against a real fog node on loopback:
+what the screen shows, and what the node's state is after each action."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from fog_appliance.app import FogNode
+from tests.admin_support import node_config, running_node, send_update
+from textual_ui.app import FogConsole
+from textual_ui.client import AdminClient, Endpoint
+
+SIZE = (120, 40)
+
+
+def screen_text(app: FogConsole) -> str:
+    """What the terminal shows now, as plain text (the whole screen, dialogs included)."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+async def until(pilot: Pilot[None], what: Callable[[], bool], timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not what():
+        if loop.time() > deadline:
+            raise AssertionError("timed out; the screen shows:\n" + screen_text(pilot.app))  # type: ignore[arg-type]
+        await pilot.pause(0.05)
+
+
+def console_for(node: FogNode) -> FogConsole:
+    assert node.admin is not None and node.admin.socket is not None
+    return FogConsole(AdminClient(Endpoint(socket=node.admin.socket), actor="pilot"),
+                      poll_s=0.2)
+
+
+def notes(app: FogConsole) -> str:
+    return "\n".join(f"{n.title}: {n.message}" for n in app._notifications)
+
+
+async def test_dashboard_shows_the_running_node(tmp_path: Path) -> None:
+    async with running_node(node_config(tmp_path / "var", threshold=4)) as (node, api):
+        conf = (await api.provision("press-01"))["config"]
+        assert await send_update(conf, tmp_path)
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: "1 of 4 updates" in screen_text(app))
+            text = screen_text(app)
+            assert "site-a (fog)" in text and "test-hall" in text
+            assert "serving 127.0.0.1" in text and "standalone" in text
+            assert "1 active, 0 revoked" in text
+            assert "site-a · test-hall · connected" in text
+            assert "Memory" in text and "Temp" in text
+
+
+async def test_add_a_device_from_the_edges_page(tmp_path: Path) -> None:
+    async with running_node(node_config(tmp_path / "var")) as (node, _api):
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await until(pilot, lambda: "0 devices" in screen_text(app))
+            await pilot.press("a")
+            await until(pilot, lambda: "Add device" in screen_text(app))
+            await pilot.press(*"bad id")
+            await until(pilot, lambda: "1 to 32 letters" in screen_text(app))
+            app.screen.query_one("#device-id", Input).value = ""
+            await pilot.press(*"door-3", "enter")
+            await until(pilot, lambda: "Device door-3 provisioned" in screen_text(app))
+            text = screen_text(app)
+            assert "fog-appliance edge flash --port /dev/ttyUSB0 --device door-3" in text
+            assert '"key": "********"' in text
+            dev = await node.db.run(node.store.device, "door-3")
+            assert dev is not None and not dev.revoked and dev.role == "train"
+            await pilot.press("escape")
+            await until(pilot, lambda: "1 devices" in screen_text(app))
+            assert "door-3" in screen_text(app)
+            assert "door-3 provisioned by pilot (socket)" in "\n".join(
+                e.message for e in await node.db.run(node.store.events, 0, 100))
+
+
+async def test_revoke_a_device_from_the_edges_page(tmp_path: Path) -> None:
+    async with running_node(node_config(tmp_path / "var")) as (node, api):
+        await api.provision("valve-9")
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await until(pilot, lambda: "valve-9" in screen_text(app))
+            await pilot.press("x")
+            await until(pilot, lambda: "Revoke device valve-9?" in screen_text(app))
+            await pilot.press("n")
+            await pilot.pause(0.3)
+            assert not (await node.db.run(node.store.device, "valve-9")).revoked  # type: ignore[union-attr]
+            await pilot.press("x")
+            await until(pilot, lambda: "Revoke device valve-9?" in screen_text(app))
+            await pilot.press("y")
+            await until(pilot, lambda: "revoked" in screen_text(app).split("valve-9", 1)[1])
+            assert (await node.db.run(node.store.device, "valve-9")).revoked  # type: ignore[union-attr]
+
+
+async def test_close_the_round_and_see_the_history(tmp_path: Path) -> None:
+    async with running_node(node_config(tmp_path / "var", threshold=5)) as (node, api):
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            await until(pilot, lambda: "Open round 1" in screen_text(app))
+            await pilot.press("c")
+            await until(pilot, lambda: "has no update yet" in notes(app))
+            conf = (await api.provision("press-01"))["config"]
+            assert await send_update(conf, tmp_path)
+            await until(pilot, lambda: "1 of 5 updates" in screen_text(app))
+            await pilot.press("c")
+            await until(pilot, lambda: "Close round 1 now" in screen_text(app))
+            await pilot.press("y")
+            await until(pilot, lambda: "Open round 2" in screen_text(app))
+            assert node.coordinator.model.version == 2
+            await api.record_metrics(2, {"accuracy": 0.625})
+            await until(pilot, lambda: "62.5%" in screen_text(app))
+            assert "published" in screen_text(app)
+
+
+async def test_change_the_round_with_validation(tmp_path: Path) -> None:
+    async with running_node(node_config(tmp_path / "var", threshold=5)) as (node, _api):
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            await until(pilot, lambda: "Open round 1" in screen_text(app))
+            await pilot.press("t")
+            await until(pilot, lambda: "Change round 1" in screen_text(app))
+            threshold = app.screen.query_one("#threshold", Input)
+            threshold.value = "9"
+            await until(pilot, lambda: "threshold: Must be" in screen_text(app))
+            threshold.value = "3"
+            app.screen.query_one("#deadline_in_s", Input).value = "90"
+            await pilot.press("enter")
+            await until(pilot, lambda: "3 updates (min 1)" in screen_text(app))
+            assert node.coordinator.round.threshold == 3
+
+
+async def test_settings_are_validated_then_saved(tmp_path: Path) -> None:
+    async with running_node(node_config(tmp_path / "var", threshold=4)) as (node, _api):
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("7")
+            await until(pilot, lambda: "rounds.min_updates" in screen_text(app))
+            box = app.screen.query_one("#set-edge_interface--aggregation_threshold", Input)
+            box.value = "0"
+            await until(pilot, lambda: "must be at least 1" in screen_text(app))
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: "Fix the values" in notes(app))
+            assert node.cfg.edge_interface.aggregation_threshold == 4
+            box.value = "2"
+            app.screen.query_one("#set-rounds--min_updates", Input).value = "3"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: "is more than" in notes(app))
+            assert node.cfg.edge_interface.aggregation_threshold == 4
+            app.screen.query_one("#set-rounds--min_updates", Input).value = "1"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: "Saved:" in notes(app))
+            assert node.cfg.edge_interface.aggregation_threshold == 2
+            assert node.coordinator.round.threshold == 2
+
+
+async def test_events_are_live_and_filtered(tmp_path: Path) -> None:
+    async with running_node(node_config(tmp_path / "var")) as (node, api):
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("6")
+            await until(pilot, lambda: "fog node site-a started" in screen_text(app))
+            await api.provision("late-7")
+            await until(pilot, lambda: "device late-7 provisioned" in screen_text(app))
+            await pilot.press("slash", *"late-7 admin")
+            await until(pilot, lambda: "1 of" in screen_text(app))
+            text = screen_text(app)
+            assert "late-7 provisioned by pilot" not in text  # the API's actor was "test"
+            assert "provisioned by test (socket)" in text
+            assert "fog node site-a started" not in text
+
+
+async def test_says_when_the_node_goes_and_comes_back(tmp_path: Path) -> None:
+    first = contextlib.AsyncExitStack()
+    node = await first.enter_async_context(FogNode(node_config(tmp_path / "var")).running())
+    app = console_for(node)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "· connected" in screen_text(app))
+        await first.aclose()  # the service stops: its socket goes away
+        await until(pilot, lambda: "NOT CONNECTED" in screen_text(app))
+        assert "Fog node unreachable" in notes(app)
+        async with FogNode(node_config(tmp_path / "var")).running():
+            await until(pilot, lambda: "service restarted" in notes(app))
+            await until(pilot, lambda: "· connected" in screen_text(app))
+
+
+@pytest.mark.parametrize("page", ["4", "5"])
+async def test_pages_without_their_part_say_not_available(tmp_path: Path, page: str) -> None:
+    async with running_node(node_config(tmp_path / "var")) as (node, _api):
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press(page)
+            await until(pilot, lambda: "not available" in screen_text(app))
+            assert "has no" in screen_text(app)

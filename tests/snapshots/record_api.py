@@ -1,0 +1,66 @@
+"""Record what a real fog node's admin API answers, for the console's snapshot tests.
+
+    PYTHONPATH=. python3 tests/snapshots/record_api.py
+
+Starts a node on loopback (CoAP, temporary store), provisions edges, runs three rounds with
+real signed updates, records accuracies as an evaluator would, revokes one edge, and saves
+every answer the console reads to ``tests/fixtures/console/api.json``. The cache, inference
+and privacy parts are not in this build: their sections are registered here with figures
+shaped as docs/admin-api.md describes, so those pages can be drawn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "tests" / "fixtures" / "console" / "api.json"
+READS = ["/api/status", "/api/edges", "/api/rounds?limit=100", "/api/models",
+         "/api/settings", "/api/events?tail=200", "/api/sections/resources",
+         "/api/sections/inference", "/api/sections/privacy", "/api/sections/cache"]
+
+
+async def record(out: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from fog_appliance.app import FogNode
+    from tests.admin_support import node_config, send_update
+    from textual_ui.client import AdminClient, Endpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = node_config(Path(tmp) / "var", threshold=3)
+        node = FogNode(cfg)
+        node.admin_sections["cache"] = lambda: {
+            "entries": 3, "bytes": 420, "capacity_bytes": 64 * 1024 * 1024, "hit_rate": 0.92,
+            "hits": 1150, "misses": 100}
+        node.admin_sections["inference"] = lambda: {
+            "requests_per_s": 12.5, "latency_p50_ms": 0.8, "latency_p95_ms": 2.4,
+            "requests": 5400, "errors": 2, "batch_size": 16}
+        node.admin_sections["privacy"] = lambda: {
+            "epsilon_spent": 2.6, "epsilon_budget": 8.0, "delta": 1e-5, "clip_norm": 1.0,
+            "noise_multiplier": 1.1}
+        async with node.running():
+            assert node.admin is not None and node.admin.socket is not None
+            async with AdminClient(Endpoint(socket=node.admin.socket), actor="console") as api:
+                confs = [(await api.provision(f"press-{i:02d}"))["config"] for i in range(5)]
+                for rnd in range(3):
+                    for i, conf in enumerate(confs[:3]):
+                        await send_update(conf, Path(tmp), battery=95 - 15 * i,
+                                          rng_seed=10 * rnd + i)
+                    await node.coordinator.wait_closed()
+                    await asyncio.sleep(0.2)
+                    version = node.coordinator.model.version
+                    await api.record_metrics(version, {"accuracy": 0.52 + 0.11 * rnd})
+                await send_update(confs[3], Path(tmp), battery=12)
+                await api.revoke("press-04")
+                answers = {path: await api.get(path) for path in READS}
+    text = json.dumps(answers, indent=1, sort_keys=True) + "\n"
+    await asyncio.to_thread(out.write_text, text)
+    print(f"recorded {len(answers)} answers in {out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(record(OUT))

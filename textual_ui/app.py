@@ -1,0 +1,125 @@
+"""The fog console: a small Textual app. Pages live in ``screens/`` (one per file) and are
+switched with the number keys; every call to the node goes through ``client.py``.
+
+The app keeps a heartbeat on the node's status, says on screen when the service goes
+away (and that it keeps retrying), and when it is back (and whether it restarted).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+
+from textual_ui.client import AdminClient, Refused, Unreachable
+from textual_ui.format import duration
+from textual_ui.screens.cache import CacheScreen
+from textual_ui.screens.dashboard import DashboardScreen
+from textual_ui.screens.edges import EdgesScreen
+from textual_ui.screens.events import EventsScreen
+from textual_ui.screens.help import HelpScreen
+from textual_ui.screens.privacy import PrivacyScreen
+from textual_ui.screens.rounds import RoundsScreen
+from textual_ui.screens.settings import SettingsScreen
+
+PAGES: list[tuple[str, str, str]] = [
+    ("1", "dashboard", "Dashboard"),
+    ("2", "edges", "Edges"),
+    ("3", "rounds", "Rounds"),
+    ("4", "cache", "Cache"),
+    ("5", "privacy", "Privacy"),
+    ("6", "events", "Events"),
+    ("7", "settings", "Settings"),
+]
+
+
+class FogConsole(App[None]):
+    """The on-site console of one fog node."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "fog console"
+    MODES: ClassVar[dict[str, Any]] = {
+        "dashboard": DashboardScreen, "edges": EdgesScreen, "rounds": RoundsScreen,
+        "cache": CacheScreen, "privacy": PrivacyScreen, "events": EventsScreen,
+        "settings": SettingsScreen,
+    }
+    DEFAULT_MODE = "dashboard"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(Binding(key, f"switch_mode('{mode}')", label, key_display=key)
+          for key, mode, label in PAGES),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+    ENABLE_COMMAND_PALETTE = False
+
+    connected: reactive[bool | None] = reactive(None)
+    """None until the first answer; then whether the admin API answers."""
+
+    def __init__(self, client: AdminClient, *, poll_s: float = 2.0,
+                 clock: Callable[[], float] = time.time, read_only: bool = False,
+                 theme: str | None = None) -> None:
+        super().__init__()
+        self.client = client
+        self.poll_s = poll_s
+        self.clock = clock
+        self.read_only = read_only
+        self.node: dict[str, Any] = {}
+        """The last status the node sent (fog id, region, started_at, …)."""
+        self._theme_name = theme or ("ansi-dark" if os.environ.get("TERM") == "linux"
+                                     else "textual-dark")
+
+    def on_mount(self) -> None:
+        self.theme = self._theme_name
+        self.sub_title = f"connecting to {self.client.endpoint.describe()}…"
+        self.set_interval(self.poll_s, self.heartbeat)
+        self.heartbeat()
+
+    @work(exclusive=True, group="heartbeat")
+    async def heartbeat(self) -> None:
+        """The node's status every ``poll_s``: the source of truth for "connected", and for
+        noticing that the service restarted (its ``started_at`` changed)."""
+        try:
+            status = await self.client.status()
+        except Unreachable as exc:
+            self.connection_lost(str(exc))
+            return
+        except Refused as exc:
+            self.connection_lost(f"the admin API refused the status request: {exc.message}")
+            return
+        was = self.connected
+        restarted = bool(self.node) and status.get("started_at") != self.node.get("started_at")
+        self.node = status
+        self.connected = True
+        fog = status.get("fog_id", "?")
+        self.sub_title = f"{fog} · {status.get('region', '')} · connected"
+        if was is False or restarted:
+            up = duration(self.clock() - float(status.get("started_at", self.clock())))
+            what = "the service restarted" if restarted else "the service answers again"
+            self.notify(f"Reconnected to fog node {fog}: {what} (up {up}).",
+                        title="Connected", timeout=6)
+
+    def connection_lost(self, reason: str) -> None:
+        """Called by any failing call: say so once, and keep retrying."""
+        if self.connected is not False:
+            self.connected = False
+            self.notify(f"{reason}. Retrying every {self.poll_s:g} s; the pages show the "
+                        "last figures they had.", title="Fog node unreachable",
+                        severity="error", timeout=10)
+        self.sub_title = "NOT CONNECTED — retrying"
+
+    def connection_ok(self) -> None:
+        """Called by any successful call; the heartbeat announces the reconnection."""
+        if self.connected is False:
+            self.heartbeat()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.screen))
+
+    async def on_unmount(self) -> None:
+        await self.client.close()

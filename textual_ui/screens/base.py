@@ -1,0 +1,79 @@
+"""What every page of the console shares: a periodic refresh that runs in an exclusive
+worker, and one place that turns API errors into specific notifications."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from textual import work
+from textual.screen import Screen
+
+from textual_ui.client import AdminClient, Refused, Unreachable
+
+if TYPE_CHECKING:
+    from textual_ui.app import FogConsole
+
+T = TypeVar("T")
+
+
+class NodeScreen(Screen[None]):
+    """A page that shows data from the admin API, refreshed every ``app.poll_s``.
+
+    Subclasses implement :meth:`fetch` (API calls only) and :meth:`show` (widgets only).
+    """
+
+    TITLE = "page"
+
+    @property
+    def console(self) -> FogConsole:
+        from textual_ui.app import FogConsole
+
+        assert isinstance(self.app, FogConsole)
+        return self.app
+
+    def on_mount(self) -> None:
+        self.set_interval(self.console.poll_s, self._tick)
+        self.reload()
+
+    def on_screen_resume(self) -> None:
+        self.reload()
+
+    def _tick(self) -> None:
+        if self.is_current:
+            self.reload()
+
+    async def fetch(self, client: AdminClient) -> Any:
+        """Read what the page shows (runs in a worker)."""
+        return None
+
+    def show(self, data: Any) -> None:
+        """Put fetched data on screen."""
+
+    @work(exclusive=True, group="reload")
+    async def reload(self) -> None:
+        data = await self.call_api(self.fetch, what=f"reading the {self.TITLE} page")
+        if data is not None:
+            self.show(data)
+
+    async def call_api(self, fn: Callable[[AdminClient], Awaitable[T]], *, what: str
+                       ) -> T | None:
+        """Run one API call; on failure tell the person what failed and why, specifically,
+        and return None."""
+        try:
+            result = await fn(self.console.client)
+        except Unreachable as exc:
+            self.console.connection_lost(str(exc))
+            return None
+        except Refused as exc:
+            self.notify(f"{what}: {exc.message}", title=_refusal_title(exc.status),
+                        severity="error", timeout=8)
+            return None
+        self.console.connection_ok()
+        return result
+
+
+def _refusal_title(status: int) -> str:
+    return {400: "Not valid", 401: "Token rejected", 403: "Not allowed",
+            404: "Not found", 409: "Not possible now",
+            501: "Not in this build"}.get(status, f"Node error {status}")

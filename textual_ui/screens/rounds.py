@@ -1,0 +1,135 @@
+"""Rounds & models: the open round (close it now, change it), accuracy per round, and the
+history of rounds with the models they published."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable, Footer, Header, Static
+
+from textual_ui.client import AdminClient
+from textual_ui.format import clock, duration
+from textual_ui.screens.base import NodeScreen
+from textual_ui.screens.confirm import ConfirmScreen
+from textual_ui.screens.round_edit import RoundEditScreen
+from textual_ui.widgets import ColumnChart, Gauge
+
+STATE_STYLE = {"published": "green", "failed": "red", "open": "cyan", "collecting": "cyan",
+               "aggregating": "yellow"}
+
+
+class RoundsScreen(NodeScreen):
+    TITLE = "Rounds"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("c", "close_round", "Close now"),
+        Binding("t", "edit_round", "Change round"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: dict[str, Any] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="current-round", classes="panel")
+        yield Gauge("Done", id="current-progress")
+        yield ColumnChart(maximum=100.0, axis_format="{:.0f}%", id="accuracy",
+                          empty="no accuracy recorded yet (an evaluator posts it to "
+                          "/api/models/<version>/metrics)", classes="panel")
+        yield DataTable(id="rounds-table", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#accuracy").border_title = "Accuracy of the model each round published"
+        table = self.query_one(DataTable)
+        for key, title in (("id", "Round"), ("state", "State"), ("accepted", "Updates"),
+                           ("threshold", "Thr"), ("model", "Model"), ("accuracy", "Accuracy"),
+                           ("closed", "Closed"), ("note", "Note")):
+            table.add_column(title, key=key)
+        table.focus()
+        super().on_mount()
+
+    async def fetch(self, client: AdminClient) -> dict[str, Any]:
+        return await client.rounds()
+
+    def show(self, data: dict[str, Any]) -> None:
+        now = self.console.clock()
+        cur = self.current = data["current"]
+        panel = self.query_one("#current-round", Static)
+        panel.border_title = f"Open round {cur['id']}"
+        left = cur["deadline_at"] - now
+        panel.update(Text.assemble(
+            (cur["state"], STATE_STYLE.get(cur["state"], "")),
+            f"  {cur['count']} of {cur['threshold']} updates (min {cur['min_updates']}), "
+            f"trains model {cur['model_version']}; "
+            + (f"deadline in {duration(left)}" if left > 0 else "deadline passed")))
+        self.query_one("#current-progress", Gauge).value = 100.0 * cur["progress"]
+        closed = [r for r in reversed(data["history"]) if r["state"] in ("published", "failed")]
+        chart = self.query_one("#accuracy", ColumnChart)
+        acc = [None if r["accuracy"] is None else 100.0 * r["accuracy"] for r in closed]
+        chart.caption = (f"rounds {closed[0]['id']} … {closed[-1]['id']}" if closed else "")
+        chart.values = acc if any(a is not None for a in acc) else []
+        table = self.query_one(DataTable)
+        table.clear()
+        for r in data["history"]:
+            table.add_row(
+                str(r["id"]), Text(r["state"], style=STATE_STYLE.get(r["state"], "")),
+                str(r["accepted"]), str(r["threshold"]),
+                "—" if r["result_version"] is None else f"v{r['result_version']}",
+                "—" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%",
+                clock(r["closed_at"]), r["note"], key=str(r["id"]))
+        table.border_title = (f"{data['published']} published, {data['failed']} failed "
+                              "since start")
+
+    def action_close_round(self) -> None:
+        if self.console.read_only:
+            self.notify("This console is read-only.", severity="warning")
+            return
+        cur = self.current
+        if not cur.get("can_close_now"):
+            self.notify(f"Round {cur.get('id', '?')} has no update yet: nothing to aggregate.",
+                        title="Not possible now", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.do_close()
+
+        self.app.push_screen(ConfirmScreen(
+            f"Close round {cur['id']} now with {cur['count']} of {cur['threshold']} updates "
+            "and publish the aggregate?", "Close now"), answered)
+
+    @work(exclusive=True, group="action")
+    async def do_close(self) -> None:
+        result = await self.call_api(lambda c: c.close_round(), what="closing the round")
+        if result is not None:
+            self.notify(f"Round {result['round']} is closing with {result['count']} updates.",
+                        title="Rounds")
+            self.reload()
+
+    def action_edit_round(self) -> None:
+        if self.console.read_only:
+            self.notify("This console is read-only.", severity="warning")
+            return
+        if not self.current.get("admitting"):
+            self.notify("The round is closing; change the next one.", severity="warning")
+            return
+
+        def answered(changes: dict[str, Any] | None) -> None:
+            if changes:
+                self.do_retune(changes)
+
+        self.app.push_screen(RoundEditScreen(self.current), answered)
+
+    @work(exclusive=True, group="action")
+    async def do_retune(self, changes: dict[str, Any]) -> None:
+        result = await self.call_api(lambda c: c.retune_round(**changes),
+                                     what="changing the round")
+        if result is not None:
+            self.notify(f"Round {result['round']} changed: " + ", ".join(
+                f"{k} {v:g}" for k, v in changes.items()), title="Rounds")
+            self.reload()
