@@ -74,7 +74,7 @@ async def _browse(url: str, profile: Path, shot: Path) -> str:
     try:
         port_file = profile / "DevToolsActivePort"
         async with asyncio.timeout(60):
-            while not await asyncio.to_thread(_port_written, port_file):  # noqa: ASYNC110
+            while not await asyncio.to_thread(_port_written, port_file):
                 await asyncio.sleep(0.2)  # Chromium writes a file: there is no event to await
         port = int(port_file.read_text().split()[0])
         async with aiohttp.ClientSession() as s:
