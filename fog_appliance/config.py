@@ -157,6 +157,65 @@ class LoggingConfig:
     """Log level of the service."""
 
 
+StrategyName = Literal["fedavg", "fedprox", "fednova", "median", "trimmed_mean", "krum",
+                       "multi_krum", "fedbuff"]
+ROBUST_STRATEGIES = ("median", "trimmed_mean", "krum", "multi_krum")
+DP_STRATEGIES = ("fedavg", "fedprox", "fedbuff")
+
+
+@dataclass
+class AggregationConfig:
+    strategy: StrategyName = "fedavg"
+    """How a round's updates become the next model: fedavg, fedprox (edges add a proximal
+    term mu), fednova (updates normalised by their local steps), median, trimmed_mean, krum,
+    multi_krum (byzantine-robust), or fedbuff (asynchronous buffered rounds). See
+    docs/aggregation.md."""
+    weighting: Literal["samples", "uniform"] = "samples"
+    """Weight of each update in fedavg, fedprox, fednova and fedbuff: its sample count, or
+    the same for all (required with privacy.dp_epsilon). Robust strategies are unweighted."""
+    mu: float = bounded(0.01, ge=0.0, le=100.0)
+    """fedprox: proximal coefficient the edges add to their loss (sent in the round config)."""
+    trim_beta: float = bounded(0.1, ge=0.0, le=0.5)
+    """trimmed_mean: fraction of the values dropped at each end of every coordinate
+    (0 <= beta < 0.5); tolerates floor(beta * n) byzantine updates."""
+    krum_f: int = bounded(1, ge=0, le=10_000)
+    """krum, multi_krum: byzantine updates tolerated per round; a round needs 2f + 3."""
+    multi_krum_m: int | None = bounded(None, ge=1, le=100_000)
+    """multi_krum: how many of the best-scored updates are averaged; empty means n - f."""
+    clip_norm: float | None = bounded(None, gt=0.0, le=1e9)
+    """L2 bound every update is scaled down to before aggregation (a defence, and the DP
+    sensitivity); empty: no bound."""
+    buffer_size: int = bounded(10, ge=1, le=100_000)
+    """fedbuff: an asynchronous round aggregates after this many updates (K)."""
+    max_staleness: int = bounded(4, ge=1, le=10_000)
+    """fedbuff: updates trained on a model at most this many versions old are admitted."""
+    staleness_exponent: float = bounded(0.5, ge=0.0, le=10.0)
+    """fedbuff: an update s versions stale is weighted (1 + s)^-a."""
+    max_buffer_mb: float = bounded(256.0, gt=0.0, le=1_000_000.0)
+    """median, trimmed_mean, krum: memory cap in MiB of the per-round buffer that holds
+    every update (round size × model parameters × 4 bytes)."""
+
+
+@dataclass
+class PrivacyConfig:
+    k_min: int = bounded(1, ge=1, le=100_000)
+    """No aggregate built from fewer distinct devices leaves the node (as the next model or
+    upstream); rounds wait for at least this many."""
+    dp_epsilon: float | None = bounded(None, gt=0.0, le=1000.0)
+    """Central differential privacy: total epsilon budget over every release (device-level).
+    Empty: no DP noise. When the next release would exceed it, the node releases nothing."""
+    dp_delta: float = bounded(1e-5, gt=0.0, le=0.1)
+    """delta of the (epsilon, delta) guarantee; keep it well below 1 / number of devices."""
+    noise_multiplier: float | None = bounded(None, gt=0.0, le=1000.0)
+    """Gaussian noise std on the sum of clipped updates, in units of aggregation.clip_norm.
+    Empty: the smallest that lets planned_rounds releases fit in dp_epsilon."""
+    planned_rounds: int = bounded(100, ge=1, le=100_000)
+    """Releases the budget is spread over when noise_multiplier is derived."""
+    accountant: Literal["pld", "rdp"] = "pld"
+    """dp-accounting accountant: privacy loss distributions (tight) or Renyi DP (faster,
+    a few percent more epsilon)."""
+
+
 @dataclass
 class FogConfig:
     fog_node: FogNodeConfig = field(default_factory=FogNodeConfig)
@@ -168,6 +227,8 @@ class FogConfig:
     cloud_interface: CloudInterfaceConfig = field(default_factory=CloudInterfaceConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     base_dir: str = field(default=".", metadata={"internal": True})
     """Directory relative paths are resolved against (the config file's directory)."""
 
@@ -192,7 +253,82 @@ class FogConfig:
             raise ConfigError("config", "coap.enabled",
                               "both MQTT and CoAP are off; edges could not reach the node")
         parse_broker_url(self.edge_interface.mqtt_broker)
+        validate_learning(self)
 
+
+
+def round_capacity(cfg: FogConfig) -> int:
+    """Most updates one round holds: the FedBuff buffer, else the aggregation threshold."""
+    if cfg.aggregation.strategy == "fedbuff":
+        return cfg.aggregation.buffer_size
+    return cfg.edge_interface.aggregation_threshold
+
+
+def _model_params(m: ModelConfig) -> int:
+    sizes = [m.input_dim, *(m.hidden if m.kind == "mlp" else []), m.num_classes]
+    return sum(a * b + b for a, b in itertools.pairwise(sizes))
+
+
+def validate_learning(cfg: FogConfig) -> None:
+    """Cross-field checks of ``aggregation`` and ``privacy`` (docs/aggregation.md)."""
+    agg, priv = cfg.aggregation, cfg.privacy
+    cap = round_capacity(cfg)
+    where = ("aggregation.buffer_size" if agg.strategy == "fedbuff"
+             else "edge_interface.aggregation_threshold")
+    if agg.trim_beta >= 0.5:
+        raise ConfigError("config", "aggregation.trim_beta",
+                          f"{agg.trim_beta} must be below 0.5 (half from each end would "
+                          "trim every value)")
+    if agg.strategy == "fedbuff" and cfg.rounds.min_updates > cap:
+        raise ConfigError("config", "rounds.min_updates",
+                          f"{cfg.rounds.min_updates} is more than aggregation.buffer_size "
+                          f"({cap})")
+    if agg.strategy in ("krum", "multi_krum") and 2 * agg.krum_f + 3 > cap:
+        raise ConfigError("config", "aggregation.krum_f",
+                          f"f={agg.krum_f} needs rounds of at least 2f+3 = "
+                          f"{2 * agg.krum_f + 3} updates; {where} is {cap}")
+    if agg.strategy == "multi_krum" and agg.multi_krum_m is not None \
+            and agg.multi_krum_m + agg.krum_f > cap:
+        raise ConfigError("config", "aggregation.multi_krum_m",
+                          f"m={agg.multi_krum_m} plus f={agg.krum_f} is more than {where} "
+                          f"({cap})")
+    if agg.strategy in ROBUST_STRATEGIES:
+        need = cap * _model_params(cfg.model) * 4 / 2**20
+        if need > agg.max_buffer_mb:
+            raise ConfigError("config", where,
+                              f"{agg.strategy} keeps every update of a round: {cap} × "
+                              f"{_model_params(cfg.model)} parameters need {need:.0f} MiB, "
+                              f"above aggregation.max_buffer_mb ({agg.max_buffer_mb:g})")
+    if priv.k_min > cap:
+        raise ConfigError("config", "privacy.k_min",
+                          f"{priv.k_min} distinct devices can never be reached: {where} is "
+                          f"{cap}")
+    if priv.dp_epsilon is None:
+        if priv.noise_multiplier is not None:
+            raise ConfigError("config", "privacy.noise_multiplier",
+                              "has no effect without privacy.dp_epsilon")
+        return
+    if agg.strategy not in DP_STRATEGIES:
+        raise ConfigError("config", "aggregation.strategy",
+                          f"{agg.strategy} cannot be combined with privacy.dp_epsilon: the "
+                          f"DP noise is calibrated for {', '.join(DP_STRATEGIES)}")
+    if agg.clip_norm is None:
+        raise ConfigError("config", "aggregation.clip_norm",
+                          "privacy.dp_epsilon needs a clip norm (the sensitivity the noise "
+                          "is calibrated to)")
+    if agg.weighting != "uniform":
+        raise ConfigError("config", "aggregation.weighting",
+                          "must be 'uniform' with privacy.dp_epsilon: a sample-weighted "
+                          "mean lets one device's weight, and so its sensitivity, grow "
+                          "without bound")
+    if priv.noise_multiplier is not None:
+        from fog_appliance.privacy.accountant import epsilon
+
+        one = epsilon([priv.noise_multiplier], priv.dp_delta, priv.accountant)
+        if one > priv.dp_epsilon:
+            raise ConfigError("config", "privacy.noise_multiplier",
+                              f"{priv.noise_multiplier} spends epsilon={one:.3f} in one "
+                              f"release, more than privacy.dp_epsilon ({priv.dp_epsilon:g})")
 
 def _resolve(base: str, path: str) -> Path:
     p = Path(path).expanduser()

@@ -15,7 +15,9 @@ catch these::
      ├── StoreError             the SQLite store failed (disk full, locked, corrupt)
      ├── BrokerError            the MQTT broker is unreachable or refused us
      ├── ProvisioningError      a device id is invalid, unknown, or already registered
-     └── ServiceError           a part of the running node failed to start or stopped
+     ├── ServiceError           a part of the running node failed to start or stopped
+     └── ReleaseWithheld        the privacy proxy kept an aggregate on the node (k-minimum,
+                                privacy budget); the round closes without a model
 
 Messages say what happens next ("… the update was rejected; the round continues").
 """
@@ -112,3 +114,9 @@ class ProvisioningError(FogError):
 
 class ServiceError(FogError):
     """A part of the running fog node failed to start or stopped unexpectedly."""
+
+
+class ReleaseWithheld(FogError):
+    """The privacy proxy refused to let a round's aggregate leave the node (too few
+    distinct devices, or the privacy budget would be exceeded). The round closes as failed
+    with this message as its note; the current model stays."""

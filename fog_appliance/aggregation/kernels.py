@@ -45,3 +45,43 @@ def offsets(shapes: list[tuple[int, ...]]) -> list[tuple[int, int]]:
         out.append((pos, pos + n))
         pos += n
     return out
+
+
+def sq_norm(tensor: Tensor) -> float:
+    """``‖values × scale‖²`` of a frame tensor, read from its view in cache-sized chunks
+    (float32 dot products, float64 total). Sparse tensors: only the listed entries count."""
+    vals = tensor.values
+    total = 0.0
+    if vals.dtype == np.float32:
+        for start in range(0, vals.size, CHUNK):
+            c = vals[start:start + CHUNK]
+            total += float(np.dot(c, c))
+    else:
+        tmp = np.empty(min(CHUNK, vals.size), dtype=np.float32)
+        for start in range(0, vals.size, CHUNK):
+            end = min(vals.size, start + CHUNK)
+            t = tmp[:end - start]
+            np.copyto(t, vals[start:end], casting="unsafe")
+            total += float(np.dot(t, t))
+    return total * float(tensor.scale) ** 2
+
+
+def densify_into(out: np.ndarray, tensor: Tensor) -> None:
+    """``out[:] = `` the tensor's float32 values (zeros where a sparse tensor lists none)."""
+    vals = tensor.values
+    if tensor.indices is not None:
+        out.fill(0.0)
+        out[tensor.indices] = vals.astype(np.float32) * np.float32(tensor.scale)
+    elif vals.dtype == np.int8:
+        np.multiply(vals, np.float32(tensor.scale), out=out)
+    else:
+        np.copyto(out, vals, casting="same_kind")
+
+
+def row_sq_norm(row: np.ndarray) -> float:
+    """``‖row‖²`` of a float32 vector (float32 chunk dots, float64 total)."""
+    total = 0.0
+    for start in range(0, row.size, CHUNK):
+        c = row[start:start + CHUNK]
+        total += float(np.dot(c, c))
+    return total
