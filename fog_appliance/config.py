@@ -160,6 +160,12 @@ class LoggingConfig:
 StrategyName = Literal["fedavg", "fedprox", "fednova", "median", "trimmed_mean", "krum",
                        "multi_krum", "fedbuff"]
 ROBUST_STRATEGIES = ("median", "trimmed_mean", "krum", "multi_krum")
+
+
+def strategy_names() -> tuple[str, ...]:
+    """Every value ``aggregation.strategy`` accepts."""
+    return typing.get_args(StrategyName)
+
 DP_STRATEGIES = ("fedavg", "fedprox", "fedbuff")
 
 

@@ -88,9 +88,11 @@ class PrivacyProxy:
         await self._db.run(record_release, self._store, row)
         self._spent.append(s.noise_multiplier)
         self._epsilon = plan.epsilon_after
+        if self._releases_left is not None:
+            # fits(k) after spending one more at σ is fits(k + 1) before: exact, no search
+            self._releases_left = max(0, self._releases_left - 1)
         noisy = await asyncio.to_thread(add_gaussian_noise, agg.delta, plan.noise_std,
                                         self._rng)
-        await asyncio.to_thread(self._refresh)
         metrics = {**agg.metrics, "dp_epsilon": plan.epsilon_after,
                    "dp_noise_std": plan.noise_std}
         return dataclasses.replace(agg, delta=noisy, metrics=metrics)
