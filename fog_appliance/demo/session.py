@@ -5,6 +5,7 @@ the requested number of rounds."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from fog_appliance.demo.edges import SimulatedEdge
 from fog_appliance.demo.options import DemoOptions, RunSpec, demo_config
 from fog_appliance.model.numpy_model import accuracy
 from fog_appliance.provisioning import provision
+
+log = logging.getLogger(__name__)
 
 ASYNC_DELAYS_S = (0.0, 0.05, 0.15, 0.3)
 """Per-round delay of edge i is ``ASYNC_DELAYS_S[i % 4]`` in asynchronous runs."""
@@ -103,13 +106,24 @@ async def run_once(opts: DemoOptions, spec: RunSpec, data: Dataset,
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 for e in edges:
-                    await e.client.close()
+                    await _close(e.client)
             result.privacy = node.privacy.status()
             for e in edges:
                 for reason, n in e.reasons.items():
                     result.rejected[reason] = result.rejected.get(reason, 0) + n
     result.seconds = time.perf_counter() - started
     return result
+
+
+async def _close(client: FLClient) -> None:
+    """Close a client; aiomqtt waits without a limit for the broker to acknowledge the
+    DISCONNECT, so give it a few seconds and move on (the broker goes down next)."""
+    try:
+        async with asyncio.timeout(5.0):
+            await client.close()
+    except TimeoutError:
+        log.warning("%s: MQTT disconnect not acknowledged within 5 s; closed anyway",
+                    client.creds.device_id)
 
 
 async def _until(done: asyncio.Event, tasks: list[asyncio.Task[None]], timeout: float) -> None:
