@@ -21,7 +21,7 @@ from scipy.linalg.blas import saxpy
 from fog_appliance.protocol.frame import Tensor
 
 CHUNK = 1 << 15  # elements per widening chunk: 128 KiB of float32, fits in L2
-BLOCK = 1 << 15  # accumulator elements per block in axpy_group: 128 KiB, stays in L2
+BLOCK = 1 << 13  # accumulator elements per block in axpy_group: 32 KiB, stays in L1/L2
 
 
 def axpy(acc: np.ndarray, tensor: Tensor, weight: float) -> None:
@@ -44,7 +44,14 @@ def axpy(acc: np.ndarray, tensor: Tensor, weight: float) -> None:
 
 
 def axpy_group(acc: np.ndarray, tensors: Sequence[Tensor], weights: Sequence[float]) -> None:
-    """``acc += Σ_k weights[k] · tensors[k]`` for tensors of the same segment ``acc``."""
+    """``acc += Σ_k weights[k] · tensors[k]`` for tensors of the same segment ``acc``.
+
+    Dense tensors go block by block: each ``BLOCK``-element block of ``acc`` stays in L1/L2
+    while every tensor of the group is added to it (``saxpy`` for float32; float16 and int8
+    widened into a scratch block first). ``BLOCK`` is below OpenBLAS's threading threshold
+    for ``axpy`` (10 000 elements), so every call is single-threaded: no thread-pool
+    synchronisation per call, which under CPU contention (a busy gateway) cost more than
+    the arithmetic in our measurements (docs/aggregation.md)."""
     dense: list[tuple[np.ndarray, float]] = []
     for tensor, weight in zip(tensors, weights, strict=True):
         if tensor.indices is not None or tensor.values.size != acc.size:
@@ -53,7 +60,7 @@ def axpy_group(acc: np.ndarray, tensors: Sequence[Tensor], weights: Sequence[flo
             dense.append((tensor.values, weight * tensor.scale))
     if not dense:
         return
-    tmp = np.empty(min(BLOCK, acc.size), dtype=np.float32)
+    scratch = np.empty(min(BLOCK, acc.size), dtype=np.float32)
     for start in range(0, acc.size, BLOCK):
         end = min(acc.size, start + BLOCK)
         block = acc[start:end]
@@ -62,7 +69,7 @@ def axpy_group(acc: np.ndarray, tensors: Sequence[Tensor], weights: Sequence[flo
             if part.dtype == np.float32:
                 saxpy(part, block, a=a)
             else:
-                t = tmp[:end - start]
+                t = scratch[:end - start]
                 np.multiply(part, np.float32(a), out=t, casting="unsafe")
                 np.add(block, t, out=block)
 
