@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fog_appliance.broker import free_port
-from fog_appliance.config import DP_STRATEGIES, FogConfig
+from fog_appliance.config import FogConfig
 from fog_appliance.demo.byzantine import DEFAULT_SCALE, byzantine_edges
 from fog_appliance.errors import ConfigError
+from fog_appliance.learning_checks import DP_STRATEGIES
 
 
 @dataclass(frozen=True)
