@@ -21,13 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import threadpoolctl
 
-from fog_appliance.aggregation import make_strategy
+from fog_appliance.aggregation import build_strategy
+from fog_appliance.aggregation.factory import round_policy
 from fog_appliance.broker import PrivateBroker, fog_password, fog_username, free_port
 from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.coordinator import Coordinator
 from fog_appliance.dbthread import DbThread
 from fog_appliance.intake.committer import Committer
 from fog_appliance.intake.service import Intake
+from fog_appliance.privacy.policy import PrivacySettings
+from fog_appliance.privacy.proxy import PrivacyProxy
 from fog_appliance.provisioning import broker_files, provision, revoke, sync_broker_auth
 from fog_appliance.registry import Registry
 from fog_appliance.store import Store
@@ -62,6 +65,8 @@ class FogNode:
         self.admin_subapps: dict[str, Callable[[], web.Application]] = {}
         """Parts mount aiohttp sub-applications on the admin API (prefix -> factory)."""
         self.admin: AdminServer | None = None
+        self.privacy: PrivacyProxy
+        """The privacy proxy; ``node.privacy.status()`` is what the admin API shows."""
 
     @property
     def status_path(self) -> Path:
@@ -99,8 +104,12 @@ class FogNode:
         apply_saved(cfg)  # settings changed from the console, laid over the config file
         self.registry = Registry()
         await self.db.run(self.registry.load, self.store)
-        self.coordinator = Coordinator(cfg, self.store, self.db, self.registry,
-                                       make_strategy("fedavg"))
+        strategy = build_strategy(cfg)
+        self.privacy = PrivacyProxy(await asyncio.to_thread(_privacy_settings, cfg),
+                                    self.store, self.db)
+        await self.privacy.load()
+        self.coordinator = Coordinator(cfg, self.store, self.db, self.registry, strategy,
+                                       policy=round_policy(cfg, strategy), gate=self.privacy)
         await self.coordinator.start()
         ei = cfg.edge_interface
         self.committer = Committer(self.store, self.db, max_batch=ei.group_commit_max,
@@ -216,3 +225,12 @@ class FogNode:
         tmp = self.status_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.status(), indent=2))
         os.replace(tmp, self.status_path)
+
+
+def _privacy_settings(cfg: FogConfig) -> PrivacySettings:
+    """Resolved once at start-up (deriving the noise multiplier runs the accountant)."""
+    p = cfg.privacy
+    return PrivacySettings.resolve(k_min=p.k_min, dp_epsilon=p.dp_epsilon, dp_delta=p.dp_delta,
+                                   noise_multiplier=p.noise_multiplier,
+                                   planned_rounds=p.planned_rounds,
+                                   clip_norm=cfg.aggregation.clip_norm, accountant=p.accountant)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from fog_appliance import __version__
 from fog_appliance.config import FogConfig, dump_defaults, load_config
+from fog_appliance.demo.args import add_learning_arguments
 from fog_appliance.errors import ConfigError, FogError
 from fog_appliance.store import Store
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out", help="directory for the plot and results")
     demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                       default="warning")
+    add_learning_arguments(demo)
 
     prov = sub.add_parser("provision", help="register a device and write its config JSON")
     _config_arg(prov)
@@ -122,6 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
+    from fog_appliance.demo.args import learning_options
     from fog_appliance.demo.runner import DemoOptions, run_demo
 
     if args.edges < 2:
@@ -131,7 +134,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.non_iid <= 0:
         raise ConfigError("--non-iid", "alpha", f"{args.non_iid}: must be > 0")
     opts = DemoOptions(edges=args.edges, rounds=args.rounds, transport=args.transport,
-                       alpha=args.non_iid, seed=args.seed, out_dir=args.out)
+                       alpha=args.non_iid, seed=args.seed, out_dir=args.out,
+                       **learning_options(args))
     result = asyncio.run(run_demo(opts))
     return 0 if result.ok else 1
 

@@ -298,7 +298,7 @@ class FLClient:
             return SendResult(True, seq, body.get("round"), bool(body.get("duplicate")))
         text = resp.payload.decode(errors="replace")
         reason, _, detail = text.partition(": ")
-        if resp.code.class_ == 5:
+        if resp.code.class_ == 5:  # 5.xx: the fog failed, not the update
             raise ClientError(f"fog answered {resp.code}: {text}")
         return SendResult(False, seq, reason=reason or str(resp.code), detail=detail)
 

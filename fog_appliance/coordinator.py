@@ -14,21 +14,23 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from fog_appliance.aggregation import Aggregate, Strategy
+from fog_appliance.aggregation import Accumulator, Aggregate, Strategy
 from fog_appliance.config import FogConfig
 from fog_appliance.dbthread import DbThread
+from fog_appliance.errors import ReleaseWithheld
 from fog_appliance.intake.committer import Pending
 from fog_appliance.model.spec import ModelSpec, flatten, unflatten
+from fog_appliance.privacy.upstream import UpstreamRelease, build_upstream_release
 from fog_appliance.protocol import topics
 from fog_appliance.protocol.frame import decode_update
 from fog_appliance.protocol.messages import ModelAnnouncement
 from fog_appliance.protocol.model_blob import decode_model, encode_model, sha256_hex
 from fog_appliance.registry import Registry
-from fog_appliance.rounds import CLOSED, Event, Round, State
+from fog_appliance.rounds import CLOSED, Event, Round, RoundPolicy, State
 from fog_appliance.store import ModelRow, RoundRow, Store
 
 log = logging.getLogger(__name__)
@@ -55,9 +57,18 @@ class RoundStats:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+class ReleaseGate(Protocol):
+    """Decides whether a round's aggregate may leave the node (the privacy proxy)."""
+
+    async def release(self, round_id: int, agg: Aggregate) -> Aggregate:
+        """The aggregate to publish (possibly noised), or raise ReleaseWithheld."""
+        ...
+
+
 class Coordinator:
     def __init__(self, cfg: FogConfig, store: Store, db: DbThread, registry: Registry,
-                 strategy: Strategy, *, clock: Callable[[], float] = time.time) -> None:
+                 strategy: Strategy, *, clock: Callable[[], float] = time.time,
+                 policy: RoundPolicy | None = None, gate: ReleaseGate | None = None) -> None:
         self.cfg = cfg
         self.spec = ModelSpec(cfg.model.kind, cfg.model.input_dim, tuple(cfg.model.hidden),
                               cfg.model.num_classes)
@@ -68,12 +79,16 @@ class Coordinator:
         self.strategy = strategy
         self._clock = clock
         self._listeners: list[Callable[[CurrentModel], None]] = []
+        self._release_listeners: list[Callable[[UpstreamRelease], None]] = []
+        self.policy = policy or RoundPolicy(cfg.edge_interface.aggregation_threshold,
+                                            cfg.rounds.min_updates)
+        self.gate = gate
         self._closing: asyncio.Task[None] | None = None
         self.stats = RoundStats()
         self.round: Round
         self.model: CurrentModel
-        self._acc = strategy.accumulator(self.shapes, cfg.edge_interface.aggregation_threshold)
-        self.capacity = cfg.edge_interface.aggregation_threshold
+        self._acc: Accumulator
+        self.capacity = self.policy.threshold
         """Most updates the open round's accumulator was made for (its threshold at open)."""
 
     # -- start-up ---------------------------------------------------------------------------
@@ -103,6 +118,8 @@ class Coordinator:
             rnd = self._new_round_row(rid, row.version)
             await self._db.run(self._store.insert_round, rnd)
         self.round = self._round_from_row(rnd)
+        self._acc = self._accumulator_for(self.round)
+        self.capacity = rnd.threshold
         self.model = self._current(row.version, rnd.id, weights, row.blob, row.sha256)
         await self._rebuild()
 
@@ -132,11 +149,16 @@ class Coordinator:
     def _new_round_row(self, rid: int, version: int) -> RoundRow:
         now = self._clock()
         return RoundRow(rid, version, State.OPEN.value, now, now + self.cfg.rounds.deadline_s,
-                        self.cfg.edge_interface.aggregation_threshold, self.cfg.rounds.min_updates)
+                        self.policy.threshold, self.policy.min_updates)
 
     def _round_from_row(self, r: RoundRow) -> Round:
         return Round(r.id, r.model_version, r.opened_at, r.deadline_at, r.threshold,
-                     r.min_updates, self.cfg.rounds.deadline_s, State(r.state))
+                     r.min_updates, self.cfg.rounds.deadline_s, State(r.state),
+                     max_staleness=self.policy.max_staleness)
+
+    def _accumulator_for(self, rnd: Round) -> Accumulator:
+        return self.strategy.accumulator(self.shapes, rnd.threshold,
+                                         model_version=rnd.model_version)
 
     def _current(self, version: int, round_id: int, weights: list[np.ndarray], blob: bytes,
                  sha: str) -> CurrentModel:
@@ -154,6 +176,10 @@ class Coordinator:
     def add_listener(self, fn: Callable[[CurrentModel], None]) -> None:
         """Called with every newly published model (in the event loop)."""
         self._listeners.append(fn)
+
+    def add_release_listener(self, fn: Callable[[UpstreamRelease], None]) -> None:
+        """Called after every published round with what may go upstream (the cloud link)."""
+        self._release_listeners.append(fn)
 
     def on_committed(self, batch: list[Pending]) -> None:
         for p in batch:
@@ -240,13 +266,20 @@ class Coordinator:
         except ValueError as exc:
             await self._withhold(rnd, f"no aggregate: {exc}")
             return
+        if self.gate is not None:
+            try:
+                agg = await self.gate.release(rnd.id, agg)
+            except ReleaseWithheld as exc:
+                await self._withhold(rnd, str(exc))
+                return
         new_weights = self._apply(agg)
         version = self.model.version + 1
         next_row = self._new_round_row(rnd.id + 1, version)
         blob = encode_model(version, new_weights)
         sha = sha256_hex(blob)
         metrics = {"updates": agg.num_updates, "examples": agg.num_examples,
-                   "devices": len(agg.devices), "closed_by": event.value}
+                   "devices": len(agg.devices), "closed_by": event.value,
+                   "strategy": self.strategy.name, **agg.metrics}
         row = ModelRow(version, rnd.id, now, sha, self.spec.to_dict(), blob, len(blob),
                        "regional", metrics)
         await self._db.run(self._store.publish, rnd.id, row, next_row, now,
@@ -259,7 +292,14 @@ class Coordinator:
         self.stats.history.append({"round": rnd.id, "version": version, **metrics})
         log.info("round %d closed (%s): %d updates, %d examples -> model %d", rnd.id,
                  event.value, agg.num_updates, agg.num_examples, version)
+        base_version = self.model.version
         self._open_next(next_row, version, new_weights, blob, sha)
+        if self._release_listeners:
+            release = build_upstream_release(round_id=rnd.id, base_version=base_version,
+                                             model_version=version, weights=new_weights,
+                                             aggregate=agg)
+            for fn in self._release_listeners:
+                fn(release)
 
     async def _withhold(self, rnd: Round, note: str) -> None:
         now = self._clock()
@@ -281,7 +321,7 @@ class Coordinator:
                    sha: str) -> None:
         assert self.round.state in CLOSED
         self.round = self._round_from_row(row)
-        self._acc = self.strategy.accumulator(self.shapes, row.threshold)
+        self._acc = self._accumulator_for(self.round)
         self.capacity = row.threshold
         self.model = self._current(version, row.id, weights, blob, sha)
         for fn in self._listeners:

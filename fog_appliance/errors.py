@@ -17,6 +17,8 @@ catch these::
      ├── ProvisioningError      a device id is invalid, unknown, or already registered
      ├── ServiceError           a part of the running node failed to start or stopped
      └── ActionError            an admin action was refused (bad value, wrong state, not built)
+     └── ReleaseWithheld        the privacy proxy kept an aggregate on the node (k-minimum,
+                                privacy budget); the round closes without a model
 
 Messages say what happens next ("… the update was rejected; the round continues").
 """
@@ -124,3 +126,7 @@ class ActionError(FogError):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         super().__init__(message)
+class ReleaseWithheld(FogError):
+    """The privacy proxy refused to let a round's aggregate leave the node (too few
+    distinct devices, or the privacy budget would be exceeded). The round closes as failed
+    with this message as its note; the current model stays."""

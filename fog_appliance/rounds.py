@@ -12,7 +12,9 @@ A synchronous round::
 The next round opens when one closes (PUBLISHED or FAILED). An asynchronous (buffered)
 round is the same machine with a different admission rule: updates trained on any model
 version within ``max_staleness`` of the current one are admitted, and the "threshold" is
-the buffer size K.
+the buffer size K. In both, a device has at most one update in a round (so a buffer's
+updates come from distinct devices: the k-minimum, Krum's f and the DP sensitivity count
+devices).
 
 This module does no I/O: the coordinator feeds it events and performs the side effects the
 transitions call for.
@@ -58,6 +60,19 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 
 ADMITTING = (State.OPEN, State.COLLECTING)
 CLOSED = (State.PUBLISHED, State.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundPolicy:
+    """How rounds are sized, from the config and the strategy
+    (``aggregation.factory.round_policy``)."""
+
+    threshold: int
+    """Updates that close a round (the FedBuff buffer size in asynchronous mode)."""
+    min_updates: int
+    """Fewest updates a round may close with at its deadline."""
+    max_staleness: int = 0
+    """0: synchronous rounds; > 0: asynchronous admission by model version window."""
 
 
 class IllegalTransition(Exception):
@@ -135,7 +150,7 @@ class Round:
         if seq <= highest:
             raise PolicyError(Reason.REPLAYED_SEQUENCE,
                               f"sequence {seq} is not above the last accepted {highest}")
-        if not self.is_async and any(d == device for d, _ in (*self.committed, *self.pending)):
+        if any(d == device for d, _ in (*self.committed, *self.pending)):
             raise PolicyError(Reason.ALREADY_CONTRIBUTED,
                               f"device {device} already has an update in round {self.id}")
         if len(self.committed) + len(self.pending) >= self.threshold:

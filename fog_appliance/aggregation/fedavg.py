@@ -1,51 +1,65 @@
-"""FedAvg (McMahan et al. 2017): the sample-weighted mean of the updates.
+"""FedAvg (McMahan et al. 2017) and FedProx (Li et al. 2020).
 
-Streaming: each update is folded into one preallocated float32 buffer as it is committed
-(``acc += n_k · Δ_k``), so a round needs O(model) memory whatever its size, and closing it
-is one division: ``Δ = acc / Σ n_k``.
+FedAvg is the weighted mean of the updates, ``Δ = Σ p_k Δ_k`` with ``p_k = n_k / Σ n``
+(``weighting: samples``) or ``1 / K`` (``uniform``, required under central DP). Streaming:
+``acc += w_k · Δ_k`` as each update is committed, one division at the close.
+
+FedProx changes only the edges' local objective (``+ μ/2 ‖w − w_global‖²``, the ``mu`` in
+the round config); the fog aggregates exactly as FedAvg.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
-from fog_appliance.aggregation.base import Accumulator, Aggregate, Strategy
-from fog_appliance.aggregation.kernels import axpy, offsets
+from fog_appliance.aggregation.base import Accumulator, Aggregate, Strategy, Weighting
+from fog_appliance.aggregation.streaming import StreamingSum, update_weight
 from fog_appliance.protocol.frame import UpdateFrame
 
 
-class WeightedSum(Accumulator):
-    """``acc = Σ w_k · Δ_k`` with ``w_k = weight_of(update)``; result ``acc / Σ w_k``."""
+class WeightedSum(StreamingSum):
+    """``acc = Σ w_k · clip(Δ_k)``; result ``acc / Σ w_k``."""
 
-    def __init__(self, shapes: list[tuple[int, ...]]) -> None:
-        self._slices = offsets(shapes)
-        self._acc = np.zeros(self._slices[-1][1] if self._slices else 0, dtype=np.float32)
+    def __init__(self, shapes: list[tuple[int, ...]], *, weighting: Weighting = "samples",
+                 clip_norm: float | None = None) -> None:
+        super().__init__(shapes, clip_norm=clip_norm)
+        self._weighting = weighting
         self._total_weight = 0.0
-        self._examples = 0
-        self._devices: set[str] = set()
-        self._count = 0
-
-    def weight_of(self, update: UpdateFrame) -> float:
-        return float(update.num_samples)
 
     def add(self, update: UpdateFrame) -> None:
-        w = self.weight_of(update)
-        for (start, end), tensor in zip(self._slices, update.tensors, strict=True):
-            axpy(self._acc[start:end], tensor, w)
+        w = update_weight(update, self._weighting)
+        self.fold(update, w)
         self._total_weight += w
-        self._examples += update.num_samples
-        self._devices.add(update.device_id)
-        self._count += 1
 
     def finish(self) -> Aggregate:
-        if self._count == 0 or self._total_weight <= 0.0:
+        if self._total_weight <= 0.0:
             raise ValueError("no updates to aggregate")
-        delta = self._acc / np.float32(self._total_weight)
-        return Aggregate(delta, self._examples, self._count, frozenset(self._devices))
+        return self.result(1.0 / self._total_weight)
 
 
 class FedAvg(Strategy):
     name = "fedavg"
 
-    def accumulator(self, shapes: list[tuple[int, ...]], capacity: int) -> Accumulator:
-        return WeightedSum(shapes)
+    def __init__(self, *, weighting: Weighting = "samples", clip_norm: float | None = None
+                 ) -> None:
+        self.weighting = weighting
+        self.clip_norm = clip_norm
+        self.dp_compatible = weighting == "uniform" and clip_norm is not None
+
+    def accumulator(self, shapes: list[tuple[int, ...]], capacity: int, *,
+                    model_version: int = 0) -> Accumulator:
+        return WeightedSum(shapes, weighting=self.weighting, clip_norm=self.clip_norm)
+
+
+class FedProx(FedAvg):
+    name = "fedprox"
+
+    def __init__(self, *, mu: float = 0.01, weighting: Weighting = "samples",
+                 clip_norm: float | None = None) -> None:
+        if not mu >= 0.0:
+            raise ValueError(f"FedProx mu must be >= 0, got {mu}")
+        super().__init__(weighting=weighting, clip_norm=clip_norm)
+        self.mu = mu
+
+    def round_config(self) -> dict[str, Any]:
+        return {"mu": self.mu}

@@ -1,14 +1,21 @@
-"""A simulated edge: the public FLClient plus numpy local training on its own shard."""
+"""A simulated edge: the public FLClient plus numpy local training on its own shard.
+
+Options make it one of the demo's characters: a byzantine edge (trains honestly, then
+sends a corrupted delta), a compressing edge (float16, int8, top-k with error feedback),
+or a slow edge (sleeps before sending; with asynchronous rounds its updates arrive stale).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from fog_appliance.client import FLClient
+from fog_appliance.compression import Compression, ErrorFeedback
+from fog_appliance.demo.byzantine import DEFAULT_SCALE, corrupt
 from fog_appliance.model.numpy_model import train_local
 
 log = logging.getLogger(__name__)
@@ -20,13 +27,22 @@ class SimulatedEdge:
     x: np.ndarray
     y: np.ndarray
     seed: int
+    attack: str | None = None
+    """None: honest. Else what it sends instead of its delta (demo/byzantine.py)."""
+    attack_scale: float = DEFAULT_SCALE
+    compression: Compression = field(default_factory=Compression)
+    delay_s: float = 0.0
+    """Extra time the edge takes per round (a slower device)."""
     sent: int = 0
     accepted: int = 0
     rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
 
     async def run(self) -> None:
         """Train and send one update per round, forever (cancel to stop)."""
         await self.client.hello(ram=512 * 1024, battery=None, can_train=True, fw="demo-edge")
+        feedback = ErrorFeedback(self.compression)
+        rng = np.random.default_rng(self.seed + 99)
         last_round = 0
         while True:
             model = await self.client.model(after_round=last_round, timeout=600)
@@ -36,13 +52,31 @@ class SimulatedEdge:
                 epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
                 batch_size=int(cfg["batch_size"]), mu=float(cfg.get("mu", 0.0)),
                 seed=self.seed * 100_003 + model.round)
-            out = await self.client.send_update(result.delta, num_samples=result.num_samples,
-                                                local_steps=result.local_steps, model=model)
+            delta = result.delta
+            if self.attack is not None:
+                delta = corrupt(delta, self.attack, self.attack_scale, rng)
+            delta = feedback.apply(delta)
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            seq, frame = self.client.encode(
+                delta, num_samples=result.num_samples, local_steps=result.local_steps,
+                model=model, dtype=self.compression.dtype,
+                sparse_fraction=self.compression.sparse_fraction)
+            out = await self.client.send_frame(seq, frame)
+            if not out.accepted and out.reason == "round_closed" and cfg.get("async"):
+                # FedBuff: the buffer filled first; the same update (same seq and bytes)
+                # joins the next buffer, one version staler
+                await self.client.model(after_round=model.round, timeout=600)
+                out = await self.client.send_frame(seq, frame)
             self.sent += 1
             if out.accepted:
                 self.accepted += 1
             else:
                 self.rejected += 1
+                reason = out.reason or "?"
+                self.reasons[reason] = self.reasons.get(reason, 0) + 1
                 log.info("%s: update for round %d rejected: %s %s",
                          self.client.creds.device_id, model.round, out.reason, out.detail)
-            last_round = model.round
+            # asynchronous rounds take an update into whichever round is open: wait for
+            # the one after it
+            last_round = max(model.round, out.round or 0)

@@ -79,6 +79,7 @@ class Intake:
                 raise ProtocolError(Reason.BAD_LOCAL_STEPS,
                                     f"local_steps {frame.local_steps} is above the limit "
                                     f"{self._coord.cfg.rounds.max_local_steps}")
+            self._coord.strategy.check_update(frame)
             rnd = self._coord.round
             admission = rnd.admit(frame.device_id, frame.round, frame.model_version, frame.seq,
                                   frame.tag, self._registry.last_seq(frame.device_id))

@@ -86,4 +86,20 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (device_id, reason)
     );
     """,
+    # 2: privacy ledger (issue 3): one row per DP release of an aggregate, never updated.
+    # The spent epsilon is recomputed from the noise multipliers by the accountant.
+    """
+    CREATE TABLE privacy_releases (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        round_id INTEGER NOT NULL,
+        released_at REAL NOT NULL,
+        noise_multiplier REAL NOT NULL,
+        clip_norm REAL NOT NULL,
+        num_updates INTEGER NOT NULL,
+        noise_std REAL NOT NULL,
+        epsilon REAL NOT NULL,
+        delta REAL NOT NULL,
+        accountant TEXT NOT NULL
+    );
+    """,
 ]
