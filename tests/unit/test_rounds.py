@@ -105,7 +105,11 @@ def test_async_admission_window() -> None:
     assert r.admit("a", 99, 7, 1, b"1", 0) is Admission.NEW
     assert r.admit("b", 1, 5, 1, b"2", 0) is Admission.NEW
     r.committed_ok("a", 1)
-    assert r.admit("a", 1, 7, 2, b"3", 1) is Admission.NEW  # several per device in async
+    # One update per device per buffer in async rounds too: the k-minimum, Krum's f and the
+    # DP sensitivity all count devices.
+    with pytest.raises(PolicyError) as info:
+        r.admit("a", 1, 7, 2, b"3", 1)
+    assert info.value.reason is Reason.ALREADY_CONTRIBUTED
     with pytest.raises(PolicyError) as info:
         r.admit("c", 1, 4, 1, b"4", 0)
     assert info.value.reason is Reason.WRONG_MODEL_VERSION
