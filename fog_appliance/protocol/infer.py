@@ -112,8 +112,9 @@ def decode_binary(payload: bytes | memoryview, *, input_dim: int, max_rows: int)
         raise ProtocolError(Reason.TRUNCATED if n < need else Reason.BAD_HEADER,
                             f"request is {n} bytes, {rows} rows of {dim} float32 need {need}")
     x = np.frombuffer(payload, dtype="<f4", count=rows * dim, offset=REQUEST.size)
+    x = x.reshape(rows, dim)
     _check_finite(x)
-    return x.reshape(rows, dim)
+    return x
 
 
 def decode_structured(obj: Any, *, input_dim: int, max_rows: int) -> np.ndarray:
