@@ -49,7 +49,8 @@ resources: {max_cpu_usage: 70, max_disk_share: 0.25, train_min_battery: 50}
     ("resources: {train_min_battery: 101}", "resources.train_min_battery", "above the maximum"),
     ("model: {input_dim: 100000, hidden: [256]}\ncache: {memory_budget_mb: 100}",
      "cache.memory_budget_mb", "cannot hold the current and previous model"),
-    ("model: {input_dim: 100000, hidden: [256]}\ncache: {disk_budget_mb: 100, memory_budget_mb: 1000}",
+    ("model: {input_dim: 100000, hidden: [256]}\n"
+     "cache: {disk_budget_mb: 100, memory_budget_mb: 1000}",
      "cache.disk_budget_mb", "cannot hold the current and previous model"),
 ])
 def test_bad_values_name_the_field(tmp_path: Path, text: str, field: str, problem: str) -> None:
