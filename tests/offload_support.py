@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,3 +57,20 @@ def sample(cpu: float = 10.0, memory: float = 30.0, temperature: float | None = 
     return Sample(ts=time.time(), cpu_percent=cpu, memory_percent=memory,
                   memory_available=4 * GB, temperature_c=temperature, disk_free=disk_free,
                   disk_total=200 * GB, store_bytes=store_bytes)
+
+
+async def serve_coap(resources: dict[tuple[str, ...], Any]) -> tuple[Any, str]:
+    """A real aiocoap server on a free loopback port with ``resources``; (context, base URI)."""
+    import socket
+
+    import aiocoap.resource
+
+    from fog_appliance.broker import free_port
+    from fog_appliance.intake.coap import start_server
+
+    site = aiocoap.resource.Site()
+    for path, res in resources.items():
+        site.add_resource(list(path), res)
+    port = free_port(socket.SOCK_DGRAM)
+    ctx = await start_server(site, "127.0.0.1", port)
+    return ctx, f"coap://127.0.0.1:{port}"

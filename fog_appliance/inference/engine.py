@@ -155,6 +155,12 @@ class InferenceEngine:
         self._cap = max(self._floor, min(cap, self._ceiling))
         self._work.set()  # idle workers re-check and retire
 
+    def _scale_up(self) -> None:
+        """Add a worker when rows wait and every worker is busy (checked on each request and
+        at the start of each batch)."""
+        if scaling.should_add_worker(self._queued_rows, self._busy, self._active, self._cap):
+            self._spawn()
+
     def _spawn(self) -> None:
         if self._tg is None:
             return
@@ -220,6 +226,7 @@ class InferenceEngine:
         x = batch[0].x if len(batch) == 1 else np.concatenate([j.x for j in batch])
         rows = len(x)
         self._busy += 1
+        self._scale_up()
         try:
             if self._cost.inline(rows):
                 t = time.perf_counter()
@@ -270,8 +277,7 @@ class InferenceEngine:
         self.stats.requests += 1
         self.stats.rows += rows
         self._work.set()
-        if scaling.should_add_worker(self._queued_rows, self._busy, self._active, self._cap):
-            self._spawn()
+        self._scale_up()
         return await job.done
 
     def note_rejected(self, reason: str) -> None:
