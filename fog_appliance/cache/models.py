@@ -20,21 +20,21 @@ Everything here runs on the event loop; store reads and writes go through the st
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fog_appliance.cache.lru import ByteLru
 from fog_appliance.cache.stats import CacheStats, Source
+from fog_appliance.cache.upstream import Expected, Fetch, Upstream
+from fog_appliance.cache.writer import EventSink, WriteBehind
 from fog_appliance.dbthread import DbThread
-from fog_appliance.errors import CacheError, ModelNotFoundError, ProtocolError, StoreError
+from fog_appliance.errors import CacheError, ModelNotFoundError, StoreError
 from fog_appliance.model.spec import ModelSpec
-from fog_appliance.protocol.model_blob import decode_model, etag, sha256_hex
+from fog_appliance.protocol.model_blob import etag, sha256_hex
 from fog_appliance.store import ModelRow, Store
-from fog_appliance.store.model_blobs import blob_sizes, write_batch
+from fog_appliance.store.model_blobs import blob_sizes
 
 if TYPE_CHECKING:
     from fog_appliance.coordinator import CurrentModel
@@ -62,15 +62,6 @@ class CachedModel:
         return len(self.blob)
 
 
-@dataclass(slots=True)
-class WriteStats:
-    transactions: int = 0
-    models_written: int = 0
-    blobs_dropped: int = 0
-    refused: int = 0
-    """Prefetched models the disk guard kept out of the store (they stay in RAM)."""
-
-
 def _read_verified(store: Store, version: int) -> tuple[bytes, str, str] | None:
     """(blob, stored sha256, actual sha256) of a version, in the store thread."""
     row = store.model(version)
@@ -83,7 +74,7 @@ class ModelCache:
     def __init__(self, store: Store, db: DbThread, spec: ModelSpec, *, memory_budget: int,
                  disk_budget: int, write_batch_s: float = 0.2, prefetch_timeout_s: float = 120.0,
                  disk_guard: Callable[[int], str | None] | None = None,
-                 events: Callable[[str, str, dict[str, Any]], None] | None = None) -> None:
+                 events: EventSink | None = None) -> None:
         self._store = store
         self._db = db
         self.spec = spec
@@ -95,19 +86,12 @@ class ModelCache:
         self._current: CachedModel | None = None
         self._previous: int | None = None
         self._loading: dict[int, asyncio.Task[CachedModel]] = {}
-        self._prefetching: dict[int, asyncio.Task[CachedModel]] = {}
-        self._puts: list[ModelRow] = []
-        self._drops: list[int] = []
-        self._wake = asyncio.Event()
-        self._batch_s = write_batch_s
-        self._prefetch_timeout = prefetch_timeout_s
-        self.disk_guard = disk_guard
-        """Called with the bytes about to be written; a reason string refuses the write."""
+        self._upstream = Upstream(spec, prefetch_timeout_s)
         self._events = events
+        self.writer = WriteBehind(store, db, batch_s=write_batch_s, guard=disk_guard,
+                                  events=events, on_written=self._written)
         self._listeners: list[Listener] = []
-        self._refusing = False
         self.stats = CacheStats()
-        self.writes = WriteStats()
 
     # -- start-up and new versions ----------------------------------------------------------
 
@@ -175,7 +159,9 @@ class ModelCache:
         if entry is not None:
             return entry.sha256
         meta = self._meta.get(version)
-        return meta.sha256 if meta is not None and version in self._disk else None
+        if meta is not None and version in self._disk:
+            return meta.sha256
+        return self._upstream.sha256_of(version)
 
     def validated(self, version: int, source: Source) -> None:
         """An edge's ETag for ``version`` was current: count it, keep the version warm."""
@@ -190,13 +176,14 @@ class ModelCache:
             if source is not None:
                 self.stats.record(source, "hit")
             return entry
-        if version not in self._disk:
-            if source is not None:
-                self.stats.record(source, "not_found")
-            raise ModelNotFoundError(version, "this fog node does not hold it")
+        known = version in self._disk or self._upstream.knows(version)
         if source is not None:
-            self.stats.record(source, "miss")
-        return await self._load(version)
+            self.stats.record(source, "miss" if known else "not_found")
+        if version in self._disk:
+            return await self._load(version)
+        if self._upstream.knows(version):
+            return await self._materialize(version)
+        raise ModelNotFoundError(version, "this fog node does not hold it")
 
     async def artifact(self, version: int, name: str,
                        build: Callable[[CachedModel], bytes], source: Source) -> bytes:
@@ -238,8 +225,7 @@ class ModelCache:
         blob, stored_sha, actual_sha = got
         if stored_sha != actual_sha:
             self._disk.remove(version)
-            self._drops.append(version)
-            self._wake.set()
+            self.writer.drop(version)
             self._event("error", f"model {version} is corrupt on disk (sha256 mismatch); "
                         "its blob is dropped, edges get another version",
                         {"version": version})
@@ -249,20 +235,30 @@ class ModelCache:
         self._enforce()
         return entry
 
-    # -- prefetch -----------------------------------------------------------------------------
+    # -- upstream models ----------------------------------------------------------------------
 
-    async def prefetch(self, version: int, fetch: Callable[[], Awaitable[bytes]], *,
-                       sha256: str | None = None, provenance: str = "global",
-                       round_id: int | None = None, metrics: dict[str, Any] | None = None,
-                       ) -> CachedModel:
-        """Fetch a model announced upstream (the cloud's global model) before edges ask.
+    def expect(self, version: int, fetch: Fetch, *, sha256: str | None = None,
+               provenance: str = "global", round_id: int | None = None,
+               metrics: dict[str, Any] | None = None) -> None:
+        """Register a model announced upstream without fetching it: the first request for it
+        fetches it (a miss that waits). :meth:`prefetch` fetches at once instead."""
+        if version in self._ram or version in self._disk:
+            return
+        meta = ModelRow(version, round_id, 0.0, "", self.spec.to_dict(), None, 0, provenance,
+                        dict(metrics or {}))
+        self._upstream.expect(version, Expected(fetch, sha256, meta))
 
-        ``fetch`` returns the blob; it is checked against ``sha256`` (when given) and the
-        model definition, kept in RAM (pinned while newer than the current version) and
-        written to the store with the next batch (``INSERT OR IGNORE``: a version the store
-        already has is not rewritten). Concurrent prefetches of one version share one fetch.
-        Counted under the ``cloud`` source. Raises CacheError; nothing is cached then.
-        """
+    async def prefetch(self, version: int, fetch: Fetch, *, sha256: str | None = None,
+                       provenance: str = "global", round_id: int | None = None,
+                       metrics: dict[str, Any] | None = None) -> CachedModel:
+        """Predictive prefetch: fetch a model announced upstream (the cloud's global model)
+        now, before edges ask, so their requests are hits.
+
+        ``fetch`` returns the blob; it must match ``sha256`` (when given) and the model
+        definition. The model is kept in RAM (pinned while newer than the current version)
+        and written to the store with the next batch (``INSERT OR IGNORE``: a version the
+        store already has is not rewritten). Concurrent calls share one fetch. Counted under
+        the ``cloud`` source. Raises CacheError; nothing is cached then."""
         entry = self._ram.get(version)
         if entry is not None:
             self._touch(version)
@@ -271,42 +267,22 @@ class ModelCache:
         self.stats.record("cloud", "miss")
         if version in self._disk:
             return await self._load(version)
-        task = self._prefetching.get(version)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(
-                self._fetch(version, fetch, sha256, ModelRow(
-                    version, round_id, 0.0, "", self.spec.to_dict(), None, 0, provenance,
-                    dict(metrics or {}))), name=f"cache-prefetch-{version}")
-            self._prefetching[version] = task
-            task.add_done_callback(lambda _t: self._prefetching.pop(version, None))
-        return await asyncio.shield(task)
-
-    async def _fetch(self, version: int, fetch: Callable[[], Awaitable[bytes]],
-                     sha256: str | None, meta: ModelRow) -> CachedModel:
-        try:
-            async with asyncio.timeout(self._prefetch_timeout):
-                blob = bytes(await fetch())
-        except TimeoutError:
-            raise CacheError(f"prefetch of model {version} timed out after "
-                             f"{self._prefetch_timeout:.0f} s; edges keep the current model"
-                             ) from None
-        sha = sha256_hex(blob)
-        if sha256 is not None and sha != sha256:
-            raise CacheError(f"prefetched model {version} has sha256 {sha[:12]}…, the "
-                             f"announcement says {sha256[:12]}…; discarded")
-        try:
-            decode_model(blob, self.spec.shapes)
-        except ProtocolError as exc:
-            raise CacheError(f"prefetched model {version} does not fit the model definition: "
-                             f"{exc}; discarded") from None
-        entry = CachedModel(version, sha, blob)
-        self._put_ram(entry)
+        self.expect(version, fetch, sha256=sha256, provenance=provenance, round_id=round_id,
+                    metrics=metrics)
+        entry = await self._materialize(version)
         self.stats.prefetched += 1
-        self._puts.append(dataclasses.replace(meta, created_at=time.time(), sha256=sha,
-                                              blob=blob, size=len(blob)))
-        self._wake.set()
-        self._enforce()
-        log.info("prefetched model %d (%s, %d bytes)", version, meta.provenance, len(blob))
+        return entry
+
+    async def _materialize(self, version: int) -> CachedModel:
+        row = await self._upstream.fetch(version)
+        entry = self._ram.get(version)
+        if entry is None:
+            assert row.blob is not None
+            entry = CachedModel(version, row.sha256, row.blob)
+            self._put_ram(entry)
+            self.writer.put(row)
+            self._enforce()
+            log.info("fetched model %d (%s, %d bytes)", version, row.provenance, row.size)
         return entry
 
     # -- eviction -----------------------------------------------------------------------------
@@ -337,11 +313,9 @@ class ModelCache:
         for v in self._disk.victims(pinned):
             self._disk.remove(v)
             self._drop_ram(v)
-            self._drops.append(v)
+            self.writer.drop(v)
             self.stats.evicted_disk += 1
             log.info("model %d evicted from the store (disk budget)", v)
-        if self._drops:
-            self._wake.set()
 
     def evict(self, version: int) -> int:
         """Admin action: drop a version from RAM and the store. Returns the bytes freed.
@@ -354,52 +328,24 @@ class ModelCache:
         in_ram = self._mem.size(version) if version in self._mem else 0
         on_disk = self._disk.remove(version)
         self._drop_ram(version)
-        self._drops.append(version)
-        self._wake.set()
+        self.writer.drop(version)
         return max(in_ram, on_disk)
 
     # -- batched writes -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """The write-behind loop: gather writes for ``write_batch_ms``, then one transaction."""
-        while True:
-            await self._wake.wait()
-            if self._batch_s > 0:
-                await asyncio.sleep(self._batch_s)
-            self._wake.clear()
-            await self.flush()
+        """The write-behind loop (see :mod:`fog_appliance.cache.writer`)."""
+        await self.writer.run()
 
     async def flush(self) -> None:
-        puts, self._puts = self._puts, []
-        drops, self._drops = self._drops, []
-        need = sum(m.size for m in puts)
-        why = self.disk_guard(need) if puts and self.disk_guard is not None else None
-        if why is not None:
-            self.writes.refused += len(puts)
-            if not self._refusing:
-                self._event("warning", f"model cache not written to disk: {why}; "
-                            f"{len(puts)} model(s) stay in RAM only",
-                            {"versions": [m.version for m in puts], "bytes": need})
-            self._refusing = True
-            puts = []
-        elif puts:
-            self._refusing = False
-        if not puts and not drops:
-            return
-        try:
-            inserted = await self._db.run(write_batch, self._store, puts, drops)
-        except StoreError as exc:
-            log.error("%s; the cache keeps the models in RAM", exc)
-            return
-        self.writes.transactions += 1
-        self.writes.models_written += inserted
-        self.writes.blobs_dropped += len(drops)
-        for m in puts:
+        await self.writer.flush()
+
+    def _written(self, rows: list[ModelRow]) -> None:
+        for m in rows:
             if m.version in self._ram:
                 self._disk.add(m.version, m.size)
-        if puts:
-            self._enforce()
-            await self._refresh_meta()
+        self._enforce()
+        asyncio.get_running_loop().create_task(self._refresh_meta(), name="cache-meta")
 
     def _event(self, level: str, message: str, data: dict[str, Any]) -> None:
         log.log(logging.ERROR if level == "error" else logging.WARNING, "%s", message)
@@ -428,9 +374,9 @@ class ModelCache:
                 "disk": {"bytes": self._disk.total, "budget": self._disk.budget,
                          "versions": len(self._disk)},
                 **self.stats.as_dict(),
-                "writes": {"transactions": self.writes.transactions,
-                           "models_written": self.writes.models_written,
-                           "blobs_dropped": self.writes.blobs_dropped,
-                           "refused": self.writes.refused,
-                           "pending": len(self._puts) + len(self._drops)},
+                "writes": {"transactions": self.writer.stats.transactions,
+                           "models_written": self.writer.stats.models_written,
+                           "blobs_dropped": self.writer.stats.blobs_dropped,
+                           "refused": self.writer.stats.refused,
+                           "pending": self.writer.pending},
                 "versions": rows}

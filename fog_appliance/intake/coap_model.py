@@ -24,7 +24,7 @@ import aiocoap.resource
 from aiocoap.optiontypes import BlockOption
 
 from fog_appliance.cache import CachedModel, ModelCache
-from fog_appliance.errors import ModelNotFoundError
+from fog_appliance.errors import CacheError, ModelNotFoundError
 
 CT_OCTETS = 42
 CT_JSON = 50
@@ -140,3 +140,5 @@ class ModelResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
             return await cache.get(version, "coap")
         except ModelNotFoundError as exc:
             raise aiocoap.error.NotFound(f"not_found: {exc}") from None
+        except CacheError as exc:  # an announced upstream model could not be fetched
+            raise aiocoap.error.ServiceUnavailable(f"unavailable: {exc}") from None

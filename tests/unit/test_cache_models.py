@@ -125,7 +125,7 @@ async def test_disk_budget_drops_old_blobs_keeps_records(h: Harness) -> None:
     await cache.flush()
     assert sorted(await h.db.run(blob_sizes, h.store)) == [3, 4, 5, 6, 7, 8]
     assert cache.status()["previous"] == 7
-    assert cache.writes.blobs_dropped == 2 and cache.writes.transactions == 2
+    assert cache.writer.stats.blobs_dropped == 2 and cache.writer.stats.transactions == 2
 
 
 async def test_a_hit_writes_nothing(h: Harness) -> None:
@@ -140,7 +140,7 @@ async def test_a_hit_writes_nothing(h: Harness) -> None:
         cache.validated(5, "coap")
     await cache.flush()
     assert h.store.db.conn.total_changes == before
-    assert cache.writes.transactions == 0
+    assert cache.writer.stats.transactions == 0
 
 
 async def test_prefetch_writes_the_blob_once_and_pins_it(h: Harness) -> None:
@@ -162,13 +162,13 @@ async def test_prefetch_writes_the_blob_once_and_pins_it(h: Harness) -> None:
     await cache.flush()
     stored = await h.db.run(h.store.model, 9)
     assert stored is not None and stored.blob == blob(9) and stored.provenance == "global"
-    assert cache.writes.models_written == 1
+    assert cache.writer.stats.models_written == 1
     # becoming current is a hit for the edges, not a second write
     await h.db.run(h.store.put_model, row(10))  # unrelated version, like the coordinator
     cache.on_model(current(9))
     assert cache.serve_current("coap").version == 9
     await cache.flush()
-    assert cache.writes.models_written == 1
+    assert cache.writer.stats.models_written == 1
     assert (await cache.prefetch(9, fetch)).version == 9 and calls == 1
     assert cache.stats.sources["cloud"].hits >= 1
 
@@ -213,7 +213,7 @@ async def test_disk_guard_keeps_prefetches_in_ram_with_one_event(h: Harness) -> 
         await cache.prefetch(v, fetch)
         await cache.flush()
     assert await h.db.run(h.store.model, 9) is None
-    assert cache.peek(9) is not None and cache.writes.refused == 2
+    assert cache.peek(9) is not None and cache.writer.stats.refused == 2
     warnings = [e for e in h.events if e[0] == "warning"]
     assert len(warnings) == 1 and "disk is full" in warnings[0][1]
     refuse[0] = ""
@@ -285,3 +285,33 @@ async def test_same_version_new_round_is_not_a_new_version(h: Harness) -> None:
     await h.publish(cache, 6)
     assert seen == [(5, False), (6, True)]
     assert cache.status()["previous"] == 5
+
+
+async def test_an_expected_version_is_fetched_by_its_first_request(h: Harness) -> None:
+    cache = h.cache()
+    await cache.start(current(5))
+    calls = 0
+    fail = [True]
+
+    async def fetch() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        if fail[0]:
+            raise ConnectionError("cloud unreachable")
+        return blob(9)
+
+    cache.expect(9, fetch, sha256=row(9).sha256, round_id=3)
+    assert cache.sha256_of(9) == row(9).sha256 and cache.peek(9) is None
+    with pytest.raises(CacheError, match="cloud unreachable"):
+        await cache.get(9, "coap")
+    fail[0] = False  # still expected: the next request tries again
+    got = await asyncio.gather(*[cache.get(9, "coap") for _ in range(4)])
+    assert calls == 2 and all(g.blob == blob(9) for g in got)
+    assert (await cache.get(9, "coap")).blob == blob(9)
+    coap = cache.stats.sources["coap"]
+    assert (coap.misses, coap.hits, coap.not_found) == (5, 1, 0)
+    await cache.flush()
+    stored = await h.db.run(h.store.model, 9)
+    assert stored is not None and stored.round_id == 3 and stored.provenance == "global"
+    assert cache.stats.prefetched == 0  # fetched on demand, not ahead
