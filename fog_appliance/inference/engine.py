@@ -1,10 +1,10 @@
 """The inference engine: micro-batches feature rows through the current model's session.
 
-Requests queue as jobs. A worker takes the first job, lets the requests that arrived in the
-same event-loop turn join it, and, when that makes a burst (more than one job waiting), waits
-up to ``max_wait`` for the batch to reach ``max_batch_rows``; then it runs the batch once and
-hands every request its rows of the answer. Cheap batches run on the event loop, others in the
-worker's thread (see :mod:`fog_appliance.inference.scaling`).
+Requests queue as jobs. The first job schedules a drain for the next event-loop turn, so the
+requests that arrived in the same turn join it; in a burst (more than one job waiting) the
+batch may wait up to ``max_wait`` to reach ``max_batch_rows``. The batch runs once and every
+request gets its rows of the answer. Cheap batches run on the event loop, others in worker
+threads, as many at once as the cap allows (see :mod:`fog_appliance.inference.scaling`).
 
 A new model version is exported and loaded while the old one keeps serving; the swap is one
 reference assignment, and batches already running finish on the session they started with,
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -75,14 +76,15 @@ class InferenceEngine:
         """Called before each request; raises OverloadedError to refuse it."""
         self._queue: collections.deque[_Job] = collections.deque()
         self._queued_rows = 0
-        self._work = asyncio.Event()
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._waited = False
         self._loaded: LoadedModel | None = None
         self._cost = scaling.CostModel()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fog-infer")
-        self._active = 0
         self._busy = 0
-        self._spawned = 0
-        self._tg: asyncio.TaskGroup | None = None
+        """Batches running in worker threads now."""
+        self._busy_log: collections.deque[tuple[float, int]] = collections.deque(maxlen=1024)
         self._want: int | None = None
         self._load_wake = asyncio.Event()
         self.stats = EngineStats()
@@ -136,77 +138,50 @@ class InferenceEngine:
                 log.error("model %d not loaded for inference (%s); model %s keeps serving",
                           want, exc, self._loaded.version if self._loaded else "none")
 
-    # -- workers ------------------------------------------------------------------------------
+    # -- batches ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run the loader and the workers until cancelled."""
+        """Load new versions as they are asked for, until cancelled."""
         try:
-            async with asyncio.TaskGroup() as tg:
-                self._tg = tg
-                tg.create_task(self._loader(), name="inference-loader")
-                for _ in range(self._floor):
-                    self._spawn()
+            await self._loader()
         finally:
-            self._tg = None
+            if self._timer is not None:
+                self._timer.cancel()
+            for job in self._queue:
+                job.done.cancel()
+            self._queue.clear()
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     def set_cap(self, cap: int) -> None:
-        """Resource manager hook: at most ``cap`` workers (clamped to floor..ceiling)."""
-        self._cap = max(self._floor, min(cap, self._ceiling))
-        self._work.set()  # idle workers re-check and retire
+        """Resource manager hook: at most ``cap`` worker threads at once (within
+        floor..ceiling). Batches already running finish."""
+        self._cap = scaling.clamp_cap(cap, self._floor, self._ceiling)
+        if self._queue:
+            self._kick()
 
-    def _scale_up(self) -> None:
-        """Add a worker when rows wait and every worker is busy (checked on each request and
-        at the start of each batch)."""
-        if scaling.should_add_worker(self._queued_rows, self._busy, self._active, self._cap):
-            self._spawn()
+    def _kick(self) -> None:
+        """Drain the queue in the next event-loop turn (once, however many requests came)."""
+        if not self._scheduled and self._timer is None:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain)
 
-    def _spawn(self) -> None:
-        if self._tg is None:
-            return
-        self._spawned += 1
-        self._active += 1
-        self._tg.create_task(self._worker(), name=f"inference-worker-{self._spawned}")
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._drain()
 
-    async def _worker(self) -> None:
-        try:
-            while True:
-                batch = await self._take()
-                if batch is None:
-                    return
-                if batch:
-                    await self._run_batch(batch)
-        finally:
-            self._active -= 1
-
-    async def _take(self) -> list[_Job] | None:
-        idle_since = time.monotonic()
-        while not self._queue:
-            idle = time.monotonic() - idle_since
-            if scaling.should_retire(idle, self._active, self._floor, self._cap):
-                return None
-            self._work.clear()
-            try:
-                async with asyncio.timeout(scaling.IDLE_RETIRE_S):
-                    await self._work.wait()
-            except TimeoutError:
-                pass
-        if self._active > max(self._cap, self._floor):
-            return None
-        await asyncio.sleep(0)  # requests that arrived in this loop turn join the batch
-        if len(self._queue) > 1 and self._max_wait > 0 and self._queued_rows < self._max_batch:
-            deadline = time.monotonic() + self._max_wait
-            while self._queued_rows < self._max_batch:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._work.clear()
-                try:
-                    async with asyncio.timeout(left):
-                        await self._work.wait()
-                except TimeoutError:
-                    break
-        return self._pop_batch()
+    def _drain(self) -> None:
+        self._scheduled = False
+        while self._queue and self._busy < self._cap:
+            if scaling.should_wait(len(self._queue), self._queued_rows, self._max_batch,
+                                   self._max_wait, self._waited):
+                self._waited = True
+                self._timer = asyncio.get_running_loop().call_later(self._max_wait,
+                                                                    self._on_timer)
+                return
+            batch = self._pop_batch()
+            self._waited = False
+            if batch:
+                self._dispatch(batch)
 
     def _pop_batch(self) -> list[_Job]:
         batch: list[_Job] = []
@@ -220,30 +195,49 @@ class InferenceEngine:
             rows += len(job.x)
         return batch
 
-    async def _run_batch(self, batch: list[_Job]) -> None:
+    def _dispatch(self, batch: list[_Job]) -> None:
         model = self._loaded
         assert model is not None  # infer() refuses until a model is loaded
         x = batch[0].x if len(batch) == 1 else np.concatenate([j.x for j in batch])
-        rows = len(x)
-        self._busy += 1
-        self._scale_up()
-        try:
-            if self._cost.inline(rows):
-                t = time.perf_counter()
+        if self._cost.inline(len(x)):
+            t = time.perf_counter()
+            try:
                 y = model.run(x)
-                seconds = time.perf_counter() - t
-                self.stats.inline_batches += 1
-            else:
-                loop = asyncio.get_running_loop()
-                y, seconds = await loop.run_in_executor(self._pool, _timed, model, x)
-        except InferenceError as exc:
-            self.stats.failed += len(batch)
-            for j in batch:
-                if not j.done.done():
-                    j.done.set_exception(exc)
+            except InferenceError as exc:
+                self._fail(batch, exc)
+                return
+            self.stats.inline_batches += 1
+            self._deliver(batch, model, y, time.perf_counter() - t)
             return
-        finally:
-            self._busy -= 1
+        self._busy += 1
+        self._busy_log.append((time.monotonic(), self._busy))
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, _timed, model, x)
+        fut.add_done_callback(functools.partial(self._thread_done, batch, model))
+
+    def _thread_done(self, batch: list[_Job], model: LoadedModel,
+                     fut: asyncio.Future[tuple[np.ndarray, float]]) -> None:
+        self._busy -= 1
+        if fut.cancelled():
+            for j in batch:
+                j.done.cancel()
+        elif (exc := fut.exception()) is not None:
+            self._fail(batch, exc if isinstance(exc, InferenceError) else
+                       InferenceError(f"model {model.version} failed to run: {exc}"))
+        else:
+            y, seconds = fut.result()
+            self._deliver(batch, model, y, seconds)
+        if self._queue:
+            self._kick()
+
+    def _fail(self, batch: list[_Job], exc: InferenceError) -> None:
+        self.stats.failed += len(batch)
+        for j in batch:
+            if not j.done.done():
+                j.done.set_exception(exc)
+
+    def _deliver(self, batch: list[_Job], model: LoadedModel, y: np.ndarray,
+                 seconds: float) -> None:
+        rows = len(y)
         self._cost.observe(rows, seconds)
         self.stats.batches += 1
         self.stats.batch_rows.append(rows)
@@ -276,9 +270,16 @@ class InferenceEngine:
         self._queued_rows += rows
         self.stats.requests += 1
         self.stats.rows += rows
-        self._work.set()
-        self._scale_up()
+        if self._timer is not None and self._queued_rows >= self._max_batch:
+            self._timer.cancel()  # the batch is full: no need to wait any longer
+            self._timer = None
+        self._kick()
         return await job.done
+
+    def peak_workers(self, window_s: float = 10.0) -> int:
+        """Most worker threads busy at once over the last ``window_s`` seconds."""
+        since = time.monotonic() - window_s
+        return max([b for t, b in self._busy_log if t >= since], default=self._busy)
 
     def note_rejected(self, reason: str) -> None:
         self.stats.rejected[reason] += 1
@@ -291,7 +292,7 @@ class InferenceEngine:
         s = self.stats
         return {
             "model_version": self._loaded.version if self._loaded else None,
-            "workers": {"active": self._active, "busy": self._busy, "cap": self._cap,
+            "workers": {"busy": self._busy, "peak": self.peak_workers(), "cap": self._cap,
                         "floor": self._floor, "ceiling": self._ceiling},
             "queued_rows": self._queued_rows,
             "requests": s.requests, "rows": s.rows, "batches": s.batches,

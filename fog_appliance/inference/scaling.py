@@ -1,15 +1,18 @@
-"""When to add or retire an inference worker, and where a batch runs. No I/O.
-
-Workers follow the load between ``inference.min_workers`` (the floor) and a cap: the
-configured ceiling, lowered to the floor by the resource manager when the node is hot or
-over its caps. A worker is added when rows are waiting and every worker is busy; one retires
-when it has been idle for a while, or at once when the cap fell below the number running.
+"""Micro-batching and worker decisions of the inference engine. No I/O.
 
 Where a batch runs: a small model answers a small batch faster than a thread hand-off costs
-(on the development machine, onnxruntime runs a 64-32-10 MLP in ~6 µs, a hop to a worker
+(on the development machine onnxruntime runs a 64-32-10 MLP in ~6 µs, a hop to a worker
 thread and back costs ~130 µs), so batches predicted to finish within ``INLINE_MAX_S`` run
-on the event loop; larger ones run in the worker's thread, where onnxruntime releases the
-GIL and workers run in parallel.
+on the event loop; larger ones run in a worker thread, where onnxruntime releases the GIL and
+several batches run in parallel.
+
+How many run at once: worker threads follow the load — a queued batch gets a thread as soon
+as fewer than the cap are busy — between the floor and the ceiling of the config; the
+resource manager lowers the cap to the floor when the node is hot or over its caps.
+
+When to wait: a batch is held back for up to ``max_wait`` only in a burst (more than one
+request arrived since the last batch left), only while it is not full, and only once, so a
+lone request is never delayed.
 """
 
 from __future__ import annotations
@@ -18,18 +21,16 @@ from dataclasses import dataclass
 
 INLINE_MAX_S = 200e-6
 """Batches predicted to take less than this run on the event loop (no thread hand-off)."""
-IDLE_RETIRE_S = 5.0
-"""A worker above the floor retires after this long without a batch."""
 
 
-def should_add_worker(queued_rows: int, busy: int, active: int, cap: int) -> bool:
-    return queued_rows > 0 and busy >= active and active < cap
+def clamp_cap(cap: int, floor: int, ceiling: int) -> int:
+    """The worker cap the resource manager asks for, kept within floor..ceiling."""
+    return max(floor, min(cap, ceiling))
 
 
-def should_retire(idle_s: float, active: int, floor: int, cap: int) -> bool:
-    if active > max(cap, floor):
-        return True
-    return active > floor and idle_s >= IDLE_RETIRE_S
+def should_wait(jobs: int, rows: int, max_rows: int, max_wait_s: float, waited: bool) -> bool:
+    """Hold the next batch back for up to ``max_wait_s`` so it can fill?"""
+    return max_wait_s > 0 and not waited and jobs > 1 and rows < max_rows
 
 
 @dataclass(slots=True)

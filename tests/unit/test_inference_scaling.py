@@ -1,31 +1,33 @@
-"""When inference workers are added or retired, and which batches run inline."""
+"""Micro-batching and worker decisions of the inference engine."""
 
 from __future__ import annotations
 
 from fog_appliance.inference import scaling
 
 
-def test_add_a_worker_only_when_all_are_busy_and_below_cap() -> None:
-    assert scaling.should_add_worker(queued_rows=5, busy=2, active=2, cap=4)
-    assert not scaling.should_add_worker(queued_rows=5, busy=1, active=2, cap=4)
-    assert not scaling.should_add_worker(queued_rows=5, busy=4, active=4, cap=4)
-    assert not scaling.should_add_worker(queued_rows=0, busy=2, active=2, cap=4)
+def test_the_cap_stays_within_floor_and_ceiling() -> None:
+    assert scaling.clamp_cap(1, floor=2, ceiling=4) == 2
+    assert scaling.clamp_cap(3, floor=2, ceiling=4) == 3
+    assert scaling.clamp_cap(99, floor=2, ceiling=4) == 4
 
 
-def test_retire_when_idle_above_floor_or_above_cap() -> None:
-    idle = scaling.IDLE_RETIRE_S
-    assert scaling.should_retire(idle, active=3, floor=1, cap=4)
-    assert not scaling.should_retire(idle - 0.1, active=3, floor=1, cap=4)
-    assert not scaling.should_retire(idle * 10, active=1, floor=1, cap=4)
-    assert scaling.should_retire(0.0, active=3, floor=1, cap=2)  # the cap fell
-    assert not scaling.should_retire(0.0, active=2, floor=2, cap=1)  # never below the floor
+def test_only_a_burst_that_is_not_full_waits_and_only_once() -> None:
+    assert scaling.should_wait(jobs=3, rows=3, max_rows=64, max_wait_s=0.001, waited=False)
+    assert not scaling.should_wait(jobs=1, rows=1, max_rows=64, max_wait_s=0.001,
+                                   waited=False)  # a lone request never waits
+    assert not scaling.should_wait(jobs=3, rows=64, max_rows=64, max_wait_s=0.001,
+                                   waited=False)  # full
+    assert not scaling.should_wait(jobs=3, rows=3, max_rows=64, max_wait_s=0.001,
+                                   waited=True)  # waited once already
+    assert not scaling.should_wait(jobs=3, rows=3, max_rows=64, max_wait_s=0.0,
+                                   waited=False)  # batching wait turned off
 
 
 def test_cost_model_runs_cheap_batches_inline() -> None:
     cost = scaling.CostModel()
     assert not cost.inline(1)  # unknown cost: hand it to a thread
     cost.observe(64, 64 * 1e-6)  # 1 µs per row
-    assert cost.inline(64) and cost.inline(200)
+    assert cost.inline(64) and cost.inline(199)
     assert not cost.inline(201)
     for _ in range(50):
         cost.observe(10, 10 * 1e-3)  # the machine got slow: 1 ms per row
