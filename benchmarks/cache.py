@@ -29,6 +29,7 @@ import asyncio
 import json
 import logging
 import random
+import socket
 import sys
 import tempfile
 import time
@@ -72,16 +73,18 @@ SCENARIOS = [Scenario("prefetch, 64 MB RAM", True, None),
 async def run_scenario(sc: Scenario, edges: int, steps: int, wan_s: float, seed: int,
                        progress: Any, task: Any) -> Result:
     import aiocoap
+    import aiocoap.resource
 
+    from fog_appliance.broker import free_port
     from fog_appliance.cache import ModelCache
     from fog_appliance.coordinator import CurrentModel
     from fog_appliance.dbthread import DbThread
+    from fog_appliance.intake.coap import start_server
     from fog_appliance.intake.coap_model import ModelResource
     from fog_appliance.model.spec import ModelSpec
     from fog_appliance.protocol.messages import ModelAnnouncement
     from fog_appliance.protocol.model_blob import encode_model, etag, sha256_hex
     from fog_appliance.store import ModelRow, Store
-    from tests.offload_support import serve_coap
 
     spec = ModelSpec("mlp", 64, (32,), 10)
     blobs = {v: encode_model(v, spec.init_weights(v)) for v in range(1, 8)}
@@ -106,8 +109,11 @@ async def run_scenario(sc: Scenario, edges: int, steps: int, wan_s: float, seed:
                            write_batch_s=0.2)
         await cache.start(announced(5))
         writer = asyncio.create_task(cache.run())
-        resource = ModelResource(cache, lambda: b"{}")
-        server, base = await serve_coap({("model",): resource})
+        site = aiocoap.resource.Site()
+        site.add_resource(["model"], ModelResource(cache, lambda: b"{}"))
+        port = free_port(socket.SOCK_DGRAM)
+        server = await start_server(site, "127.0.0.1", port)
+        base = f"coap://127.0.0.1:{port}"
         client = await aiocoap.Context.create_client_context(transports=["udp6"])
         state = {"current": 5, "told": 5}
         held = [rng.choice([5] * 8 + [4, 3]) for _ in range(edges)]
@@ -218,7 +224,7 @@ def plot(results: list[Result], path: Path) -> None:
     ax1.set_ylabel("hit rate of edge requests, %")
     ax1.legend(loc="lower left")
     ax1.tick_params(axis="x", labelsize=8)
-    k = 100
+    k = max(2, min(100, min(len(r.totals) for r in results) // 4))
     for i, r in enumerate(results):
         t = np.array(r.totals, dtype=float)
         if len(t) <= k:
@@ -229,7 +235,7 @@ def plot(results: list[Result], path: Path) -> None:
     for label, at in results[0].events.items():
         ax2.axvline(at, color="grey", linestyle=":", linewidth=1)
         ax2.text(at, ax2.get_ylim()[0], f" {label}", rotation=90, va="bottom", fontsize=8)
-    ax2.set_title("hit rate over the run (moving window of 100 requests)")
+    ax2.set_title(f"hit rate over the run (moving window of {k} requests)")
     ax2.set_xlabel("request")
     ax2.set_ylabel("%")
     ax2.legend(fontsize=8, loc="lower right")

@@ -65,6 +65,7 @@ class Serving:
         self._coord = coordinator
         self._intake = intake
         self.spec: ModelSpec = coordinator.spec
+        self._background: set[asyncio.Task[Any]] = set()
         inf = cfg.inference
         self._sampler = sampler or Sampler(cfg.data_dir, lambda: file_bytes(store))
         self.resources = ResourceManager(
@@ -160,13 +161,15 @@ class Serving:
                 "resources": self.resources.status()}
 
     def _events(self, kind: str) -> Any:
+        """An event sink that records ``kind`` events through the store thread."""
         def record(level: str, message: str, data: dict[str, Any]) -> None:
             task = asyncio.get_running_loop().create_task(
                 self._db.run(self._store.add_event, kind, level, message, data))
-            task.add_done_callback(_log_failure)
+            self._background.add(task)
+            task.add_done_callback(self._recorded)
         return record
 
-
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("event not recorded: %s", task.exception())
+    def _recorded(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("event not recorded: %s", task.exception())

@@ -91,6 +91,7 @@ class ModelCache:
         self.writer = WriteBehind(store, db, batch_s=write_batch_s, guard=disk_guard,
                                   events=events, on_written=self._written)
         self._listeners: list[Listener] = []
+        self._background: set[asyncio.Task[None]] = set()
         self.stats = CacheStats()
 
     # -- start-up and new versions ----------------------------------------------------------
@@ -124,10 +125,15 @@ class ModelCache:
             if model.version not in self._disk:
                 self._disk.add(model.version, entry.size)  # the coordinator stored it
             self._enforce()
-            asyncio.get_running_loop().create_task(self._refresh_meta(), name="cache-meta")
+            self._refresh_meta_soon()
         assert self._current is not None
         for fn in self._listeners:
             fn(self._current, new)
+
+    def _refresh_meta_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._refresh_meta(), name="cache-meta")
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
 
     async def _refresh_meta(self) -> None:
         try:
@@ -345,7 +351,7 @@ class ModelCache:
             if m.version in self._ram:
                 self._disk.add(m.version, m.size)
         self._enforce()
-        asyncio.get_running_loop().create_task(self._refresh_meta(), name="cache-meta")
+        self._refresh_meta_soon()
 
     def _event(self, level: str, message: str, data: dict[str, Any]) -> None:
         log.log(logging.ERROR if level == "error" else logging.WARNING, "%s", message)
