@@ -79,6 +79,7 @@ class InferenceEngine:
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._waited = False
+        self._last_jobs = 1
         self._loaded: LoadedModel | None = None
         self._cost = scaling.CostModel()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fog-infer")
@@ -173,13 +174,14 @@ class InferenceEngine:
         self._scheduled = False
         while self._queue and self._busy < self._cap:
             if scaling.should_wait(len(self._queue), self._queued_rows, self._max_batch,
-                                   self._max_wait, self._waited):
+                                   self._max_wait, self._waited, self._last_jobs):
                 self._waited = True
                 self._timer = asyncio.get_running_loop().call_later(self._max_wait,
                                                                     self._on_timer)
                 return
             batch = self._pop_batch()
             self._waited = False
+            self._last_jobs = len(batch)
             if batch:
                 self._dispatch(batch)
 

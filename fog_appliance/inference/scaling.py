@@ -10,9 +10,9 @@ How many run at once: worker threads follow the load — a queued batch gets a t
 as fewer than the cap are busy — between the floor and the ceiling of the config; the
 resource manager lowers the cap to the floor when the node is hot or over its caps.
 
-When to wait: a batch is held back for up to ``max_wait`` only in a burst (more than one
-request arrived since the last batch left), only while it is not full, and only once, so a
-lone request is never delayed.
+When to wait: a batch is held back for up to ``max_wait`` only under concurrency (more than
+one request is waiting, or the previous batch served more than one), only while it is not
+full, and only once, so a lone client's requests are never delayed.
 """
 
 from __future__ import annotations
@@ -28,9 +28,12 @@ def clamp_cap(cap: int, floor: int, ceiling: int) -> int:
     return max(floor, min(cap, ceiling))
 
 
-def should_wait(jobs: int, rows: int, max_rows: int, max_wait_s: float, waited: bool) -> bool:
-    """Hold the next batch back for up to ``max_wait_s`` so it can fill?"""
-    return max_wait_s > 0 and not waited and jobs > 1 and rows < max_rows
+def should_wait(jobs: int, rows: int, max_rows: int, max_wait_s: float, waited: bool,
+                last_jobs: int = 1) -> bool:
+    """Hold the next batch back for up to ``max_wait_s`` so it can fill? Only under
+    concurrency: several requests are waiting now, or the last batch served several."""
+    return (max_wait_s > 0 and not waited and rows < max_rows
+            and (jobs > 1 or last_jobs > 1))
 
 
 @dataclass(slots=True)

@@ -11,6 +11,13 @@ def test_the_cap_stays_within_floor_and_ceiling() -> None:
     assert scaling.clamp_cap(99, floor=2, ceiling=4) == 4
 
 
+def test_a_lone_request_after_a_busy_batch_may_wait() -> None:
+    assert scaling.should_wait(jobs=1, rows=1, max_rows=64, max_wait_s=0.001, waited=False,
+                               last_jobs=3)  # concurrency was seen: let the batch fill
+    assert not scaling.should_wait(jobs=1, rows=1, max_rows=64, max_wait_s=0.001,
+                                   waited=False, last_jobs=1)
+
+
 def test_only_a_burst_that_is_not_full_waits_and_only_once() -> None:
     assert scaling.should_wait(jobs=3, rows=3, max_rows=64, max_wait_s=0.001, waited=False)
     assert not scaling.should_wait(jobs=1, rows=1, max_rows=64, max_wait_s=0.001,
