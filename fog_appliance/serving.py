@@ -97,10 +97,9 @@ class Serving:
             self.resources.add_cap_listener(self.inference.set_cap)
 
     async def start(self) -> None:
-        """Index the cache, take a first resource sample, load the model for inference, and
-        set the hooks on the coordinator and the intake."""
+        """Index the cache, load the model for inference, and set the hooks on the
+        coordinator and the intake."""
         await self.cache.start(self._coord.model)
-        self.resources.update(await asyncio.to_thread(self._sampler.sample))
         self._coord.add_listener(self.cache.on_model)
         self._coord.round_gate = self.resources.wait_for_round
         self._intake.update_gate = self.resources.update_gate

@@ -87,7 +87,10 @@ class ModelResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
         return False  # Block2 comes straight from the cache (see block_of)
 
     async def add_observation(self, request: aiocoap.Message, observation: Any) -> None:
-        meta, version = _query(request)
+        try:
+            meta, version = _query(request)
+        except aiocoap.error.BadRequest:
+            return  # not observed; rendering answers 4.00 with the reason
         if version is not None:
             return  # a fixed version never changes: answered without Observe
         target = self._meta_observers if meta else self._blob_observers
@@ -106,6 +109,14 @@ class ModelResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
         return len(self._blob_observers) + len(self._meta_observers)
 
     async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        # Errors are returned, not raised: aiocoap's Observe path does not turn an exception
+        # from the first render into its response (it answers 5.00).
+        try:
+            return await self._render(request)
+        except aiocoap.error.RenderableError as exc:
+            return exc.to_message()
+
+    async def _render(self, request: aiocoap.Message) -> aiocoap.Message:
         meta, version = _query(request)
         if meta:
             return aiocoap.Message(payload=self._announcement(), content_format=CT_JSON)

@@ -62,10 +62,12 @@ class ResourceManager:
     # -- sampling -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Sample every ``interval_s`` for as long as the node runs."""
+        """Sample every ``interval_s`` for as long as the node runs. The first sample comes
+        one interval after the start: CPU use is an average since the previous reading, and
+        start-up itself is not a reason to refuse work."""
         while True:
-            self.update(await asyncio.to_thread(self._sample_fn))
             await asyncio.sleep(self._interval)
+            self.update(await asyncio.to_thread(self._sample_fn))
 
     def update(self, sample: Sample) -> None:
         """Apply a new sample: admission, worker cap, and events on changes."""

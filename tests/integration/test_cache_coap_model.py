@@ -168,3 +168,11 @@ async def test_observing_a_fixed_version_is_not_an_observation(env: Env) -> None
     resp = await asyncio.wait_for(pr.response, 10)
     assert resp.payload == blob(2, SPEC) and resp.opt.observe is None
     assert env.resource.observers == 0
+
+
+async def test_observing_a_bad_query_is_a_bad_request(env: Env) -> None:
+    pr = env.client.request(aiocoap.Message(code=aiocoap.GET, uri=f"{env.base}/model?x=1",
+                                            observe=0))
+    resp = await asyncio.wait_for(pr.response, 10)
+    assert resp.code == aiocoap.BAD_REQUEST and b"unknown query" in resp.payload
+    assert env.resource.observers == 0
