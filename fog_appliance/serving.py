@@ -73,6 +73,7 @@ class Serving:
             interval_s=cfg.resources.sample_interval_s,
             round_max_wait_s=cfg.resources.round_max_wait_s,
             train_ram=train_ram_bytes(self.spec, cfg.rounds.batch_size),
+            model_bytes=4 * self.spec.num_params,
             workers=(inf.min_workers, inf.max_workers),
             offload_path="/" + "/".join(topics.COAP_INFER) if inf.enabled else None,
             events=self._events("resources"))

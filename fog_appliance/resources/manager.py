@@ -5,7 +5,7 @@ It runs one task (sample, decide, sleep) and exposes what the other parts consul
 * :meth:`check_inference` — ``/infer`` refuses with :class:`~fog_appliance.errors.OverloadedError`
   (5.03 + Max-Age) while CPU or memory is over its cap;
 * :meth:`wait_for_round` — the coordinator awaits it before aggregating a due round, so new
-  rounds wait while the node is busy (at most ``resources.round_max_wait_s``);
+  rounds wait while the node is busy or its disk full (at most ``resources.round_max_wait_s``);
 * :meth:`disk_refusal` / :meth:`update_gate` — the disk guard for the cache and the intake;
 * :meth:`place` — train or offload, for the welcome answering a hello;
 * worker-cap listeners — the inference engine drops to its floor when hot or busy.
@@ -38,13 +38,14 @@ EventSink = Callable[[str, str, dict[str, Any]], None]
 class ResourceManager:
     def __init__(self, limits: Limits, sample: Callable[[], Sample], *,
                  interval_s: float = 1.0, round_max_wait_s: float = 300.0,
-                 train_ram: int = 0, workers: tuple[int, int] = (1, 1),
+                 train_ram: int = 0, model_bytes: int = 0, workers: tuple[int, int] = (1, 1),
                  offload_path: str | None = "/infer", events: EventSink | None = None) -> None:
         self.limits = limits
         self._sample_fn = sample
         self._interval = interval_s
         self._round_max_wait = round_max_wait_s
         self._train_ram = train_ram
+        self._model_bytes = model_bytes
         self._floor, self._ceiling = workers
         self._offload_path = offload_path
         self._events = events
@@ -101,19 +102,28 @@ class ResourceManager:
             self.refused_inference += 1
             raise OverloadedError(self.admission.reason, self.admission.retry_after_s)
 
+    def _round_blocker(self) -> str | None:
+        if not self.admission.open:
+            return self.admission.reason
+        why = policy.disk_refusal(self.sample, self._model_bytes, self.limits)
+        return f"disk guard: {why}" if why is not None else None
+
     async def wait_for_round(self, round_id: int) -> None:
-        """Coordinator hook: hold a due round while the node is over its caps (bounded)."""
-        if self.admission.open:
+        """Coordinator hook: hold a due round while the node is over its CPU or memory caps,
+        or the disk guard would refuse the new model (bounded by ``round_max_wait_s``)."""
+        why = self._round_blocker()
+        if why is None:
             return
         self.round_waits += 1
         started = time.monotonic()
-        log.info("round %d is due but waits: %s", round_id, self.admission.reason)
-        while not self.admission.open:
+        log.info("round %d is due but waits: %s", round_id, why)
+        while why is not None:
             if time.monotonic() - started >= self._round_max_wait:
                 log.warning("round %d waited %.0f s for resources (%s); aggregating anyway",
-                            round_id, self._round_max_wait, self.admission.reason)
+                            round_id, self._round_max_wait, why)
                 return
             await asyncio.sleep(min(self._interval, self._round_max_wait))
+            why = self._round_blocker()
         log.info("round %d resumes after %.1f s", round_id, time.monotonic() - started)
 
     def disk_refusal(self, nbytes: int) -> str | None:

@@ -126,3 +126,13 @@ async def test_run_samples_periodically() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
     assert not rm.admission.open and rm.sample is not None
+
+
+async def test_a_full_disk_holds_due_rounds_too() -> None:
+    rm, _events, _caps = manager(model_bytes=10 * MB)
+    rm.update(sample(disk_free=100 * MB, store_bytes=95 * MB))  # 50% of 195 MB: 97.5 MB
+    waiter = asyncio.create_task(rm.wait_for_round(2))
+    await asyncio.sleep(0.05)
+    assert not waiter.done() and rm.round_waits == 1
+    rm.update(sample())
+    await asyncio.wait_for(waiter, 1.0)
