@@ -112,13 +112,15 @@ class InferenceEngine:
         return fresh
 
     def _calibrate(self, model: LoadedModel) -> scaling.CostModel:
-        """Time a full batch (after a warm-up run) to seed the cost model."""
-        x = np.zeros((self._max_batch, model.input_dim), dtype=np.float32)
+        """Time a full batch (after a warm-up run) to seed the cost model; at most ~4 MB of
+        zeros, whatever the input width."""
+        rows = max(1, min(self._max_batch, (1 << 20) // max(1, model.input_dim)))
+        x = np.zeros((rows, model.input_dim), dtype=np.float32)
         model.run(x[:1])
         t = time.perf_counter()
         model.run(x)
         cost = scaling.CostModel()
-        cost.observe(self._max_batch, time.perf_counter() - t)
+        cost.observe(rows, time.perf_counter() - t)
         return cost
 
     def request_load(self, version: int) -> None:
