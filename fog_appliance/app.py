@@ -2,7 +2,8 @@
 tasks in one ``asyncio.TaskGroup``.
 
 Start-up order: store (migrations) → registry → coordinator (model, open round rebuilt from
-the store) → committer → private broker if managed → MQTT intake → CoAP server. The node
+the store) → committer → model cache, inference and resource manager (``serving.py``) →
+private broker if managed → MQTT intake → CoAP server. The node
 writes ``<data_dir>/node.json`` (ports, pid) once it serves, so scripts and tests can find
 it; a failing part stops the whole node with a clear log line.
 """
@@ -33,6 +34,7 @@ from fog_appliance.privacy.policy import PrivacySettings
 from fog_appliance.privacy.proxy import PrivacyProxy
 from fog_appliance.provisioning import broker_files, provision, revoke, sync_broker_auth
 from fog_appliance.registry import Registry
+from fog_appliance.serving import Serving
 from fog_appliance.store import Store
 
 if TYPE_CHECKING:
@@ -57,6 +59,7 @@ class FogNode:
         self.coordinator: Coordinator
         self.committer: Committer
         self.intake: Intake
+        self.serving: Serving
         self.mqtt: Any = None
         self.coap_port: int | None = None
         self.broker: PrivateBroker | None = None
@@ -119,6 +122,9 @@ class FogNode:
         self.intake = Intake(store=self.store, db=self.db, registry=self.registry,
                              coordinator=self.coordinator, committer=self.committer,
                              max_frame_bytes=ei.max_frame_bytes)
+        self.serving = Serving(cfg, self.store, self.db, self.coordinator, self.intake)
+        await self.serving.start()
+        stack.push_async_callback(self.serving.close)
         if ei.mqtt_enabled and ei.manage_broker:
             await self._start_broker(stack)
         tg = await stack.enter_async_context(asyncio.TaskGroup())
@@ -127,6 +133,8 @@ class FogNode:
         self._spawn(tg, self.committer.run(), "committer")
         self._spawn(tg, self.coordinator.run_clock(), "round-clock")
         self._spawn(tg, self._refresh_registry(), "registry-refresh")
+        for coro, name in self.serving.tasks():
+            self._spawn(tg, coro, name)
         if ei.mqtt_enabled:
             await self._start_mqtt(stack, tg)
         if cfg.coap.enabled:
@@ -170,6 +178,7 @@ class FogNode:
                                 client_id=f"fog-{cfg.fog_node.id}-intake",
                                 fog_id=cfg.fog_node.id)
         self.mqtt = MqttIntake(settings, self.intake, self.coordinator)
+        self.mqtt.blob_source = self.serving.mqtt_blob
         self._spawn(tg, self.mqtt.run(), "mqtt-intake")
         try:
             async with asyncio.timeout(15):
@@ -191,7 +200,8 @@ class FogNode:
 
         cfg = self.cfg
         port = cfg.coap.port or free_port(__import__("socket").SOCK_DGRAM, cfg.coap.bind)
-        ctx = await start_server(build_site(self.intake, self.coordinator), cfg.coap.bind, port)
+        site = build_site(self.intake, self.coordinator, self.serving.coap_resources())
+        ctx = await start_server(site, cfg.coap.bind, port)
         stack.push_async_callback(ctx.shutdown)
         self.coap_port = port
         cfg.coap.port = port  # device configs written from now on carry the real port

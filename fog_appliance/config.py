@@ -149,6 +149,72 @@ class ResourcesConfig:
     """Memory percent above which new work is refused or delayed."""
     gpu_acceleration: bool = False
     """Use a GPU execution provider for inference where one exists (never on a Pi)."""
+    sample_interval_s: float = bounded(1.0, ge=0.1, le=60.0)
+    """Seconds between two samples of CPU, memory, temperature and disk (psutil). The CPU
+    figure is the average over the interval."""
+    hysteresis: float = bounded(5.0, ge=0.0, le=50.0)
+    """Once over a CPU or memory cap, work is admitted again only below the cap minus this
+    many points, so admission does not flap around the cap."""
+    max_temperature_c: float = bounded(80.0, ge=30.0, le=120.0)
+    """SoC temperature at which the node counts as hot (the Pi firmware throttles at 80-85
+    °C): inference workers drop to the floor. Ignored where no sensor is readable."""
+    retry_after_s: int = bounded(5, ge=1, le=3600)
+    """Max-Age of a 5.03 answer from ``/infer`` while the node is over its caps: when an edge
+    should ask again."""
+    round_max_wait_s: float = bounded(300.0, ge=0.0, le=24 * 3600.0)
+    """Longest a due round waits for CPU and memory to fall under the caps before it is
+    aggregated anyway (so a node kept busy by inference still learns)."""
+    max_disk_share: float = bounded(0.5, gt=0.0, le=1.0)
+    """The store (SQLite file and WAL) may use at most this share of the disk space available
+    to it (its own size plus the free space). Beyond it, updates are refused as
+    ``overloaded`` and the model cache stops writing, with an event."""
+    min_free_disk_mb: float = bounded(64.0, ge=0.0, le=1_048_576.0)
+    """Writes that would leave less free disk than this are refused too."""
+    train_min_battery: int = bounded(30, ge=0, le=100)
+    """An edge on battery below this percent is told to offload inference instead of
+    training (edges on mains power report no battery)."""
+    train_min_cpu_mhz: int = bounded(80, ge=0, le=100_000)
+    """An edge whose CPU is slower than this is told to offload (0: no CPU floor)."""
+    train_ram_margin: float = bounded(2.0, ge=1.0, le=100.0)
+    """An edge trains only if its free RAM is at least this many times the estimated memory
+    of local training (weights, delta, gradients and one minibatch of activations)."""
+
+
+@dataclass
+class CacheConfig:
+    memory_budget_mb: float = bounded(64.0, gt=0.0, le=65_536.0)
+    """Model versions (blobs and their ONNX exports) kept in RAM, least recently used evicted
+    first; the current and previous versions are never evicted."""
+    disk_budget_mb: float = bounded(512.0, gt=0.0, le=1_048_576.0)
+    """Model blobs kept in the store; beyond it the least recently used old versions lose
+    their blob (their record stays). The current and previous versions are kept."""
+    write_batch_ms: float = bounded(200.0, ge=0.0, le=60_000.0)
+    """Cache writes (prefetched models, dropped blobs) are gathered this long and written in
+    one transaction: fewer, larger writes for SD cards."""
+    prefetch_timeout_s: float = bounded(120.0, gt=0.0, le=3600.0)
+    """Longest a predictive prefetch (a model the cloud announced) may take."""
+
+
+@dataclass
+class InferenceConfig:
+    enabled: bool = True
+    """Serve CoAP ``/infer`` for edges that offload inference (onnxruntime)."""
+    intra_op_threads: int = bounded(1, ge=1, le=64)
+    """onnxruntime threads per run; 1 is fastest for small models on a Pi (parallelism comes
+    from workers instead)."""
+    min_workers: int = bounded(1, ge=1, le=64)
+    """Inference workers always available (the floor of auto-scaling)."""
+    max_workers: int = bounded(2, ge=1, le=64)
+    """Most inference workers under load (the ceiling); the resource manager lowers it when
+    the node is hot or busy."""
+    max_batch_rows: int = bounded(64, ge=1, le=65_536)
+    """Feature rows run together in one micro-batch at most (1 turns batching off)."""
+    max_wait_ms: float = bounded(0.5, ge=0.0, le=1000.0)
+    """How long a worker waits for a micro-batch to fill before running what it has."""
+    max_request_rows: int = bounded(64, ge=1, le=65_536)
+    """Rows one ``/infer`` request may carry; more is a 4.13."""
+    max_queue_rows: int = bounded(4096, ge=1, le=10_000_000)
+    """Rows waiting for a worker at most; beyond it ``/infer`` answers 5.03 (back-pressure)."""
 
 
 @dataclass
@@ -260,6 +326,8 @@ class FogConfig:
     admin: AdminConfig = field(default_factory=AdminConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     base_dir: str = field(default=".", metadata={"internal": True})
     """Directory relative paths are resolved against (the config file's directory)."""
 
@@ -287,7 +355,25 @@ class FogConfig:
         from fog_appliance.learning_checks import validate_learning
 
         validate_learning(self)
+        self._validate_offload()
 
+    def _validate_offload(self) -> None:
+        """Cache, inference and resource checks (issue 5)."""
+        if self.inference.min_workers > self.inference.max_workers:
+            raise ConfigError("config", "inference.min_workers",
+                              f"{self.inference.min_workers} is more than "
+                              f"inference.max_workers ({self.inference.max_workers})")
+        sizes = [self.model.input_dim, *(self.model.hidden if self.model.kind == "mlp" else []),
+                 self.model.num_classes]
+        blob_mb = 4 * sum(a * b + b for a, b in itertools.pairwise(sizes)) / 2**20
+        if self.cache.memory_budget_mb < 2 * blob_mb:
+            raise ConfigError("config", "cache.memory_budget_mb",
+                              f"{self.cache.memory_budget_mb} MB cannot hold the current and "
+                              f"previous model ({blob_mb:.2f} MB each)")
+        if self.cache.disk_budget_mb < 2 * blob_mb:
+            raise ConfigError("config", "cache.disk_budget_mb",
+                              f"{self.cache.disk_budget_mb} MB cannot hold the current and "
+                              f"previous model ({blob_mb:.2f} MB each)")
 
 
 def _resolve(base: str, path: str) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -90,6 +90,9 @@ class Coordinator:
         self._acc: Accumulator
         self.capacity = self.policy.threshold
         """Most updates the open round's accumulator was made for (its threshold at open)."""
+        self.round_gate: Callable[[int], Awaitable[None]] | None = None
+        """Resource hook: awaited with the round id before a due round is aggregated, so new
+        rounds wait while the node is over its caps (``resources/manager.py``)."""
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -259,6 +262,8 @@ class Coordinator:
 
     async def _close(self, event: Event) -> None:
         rnd = self.round
+        if self.round_gate is not None:
+            await self.round_gate(rnd.id)
         now = self._clock()
         await self._db.run(self._store.update_round, rnd.id, state=State.AGGREGATING.value)
         try:

@@ -16,9 +16,17 @@ catch these::
      ├── BrokerError            the MQTT broker is unreachable or refused us
      ├── ProvisioningError      a device id is invalid, unknown, or already registered
      ├── ServiceError           a part of the running node failed to start or stopped
-     └── ActionError            an admin action was refused (bad value, wrong state, not built)
-     └── ReleaseWithheld        the privacy proxy kept an aggregate on the node (k-minimum,
-                                privacy budget); the round closes without a model
+     ├── ActionError            an admin action was refused (bad value, wrong state, not built)
+     ├── ReleaseWithheld        the privacy proxy kept an aggregate on the node (k-minimum,
+     │                          privacy budget); the round closes without a model
+     ├── ModelNotFoundError     the model cache has no such version (never published, or
+     │                          its blob was dropped to keep the disk budget)
+     ├── CacheError             a prefetch failed (fetch error, wrong sha256, time-out);
+     │                          nothing was cached, edges keep the current model
+     ├── InferenceError         a model could not be exported to ONNX or loaded into
+     │                          onnxruntime; the previously loaded model keeps serving
+     └── OverloadedError        the node is over its CPU, memory or disk caps; carries when
+                                to retry (``retry_after_s``)
 
 Messages say what happens next ("… the update was rejected; the round continues").
 """
@@ -130,3 +138,28 @@ class ReleaseWithheld(FogError):
     """The privacy proxy refused to let a round's aggregate leave the node (too few
     distinct devices, or the privacy budget would be exceeded). The round closes as failed
     with this message as its note; the current model stays."""
+
+
+class ModelNotFoundError(FogError):
+    """The model cache has no blob for the asked version."""
+
+    def __init__(self, version: int, detail: str) -> None:
+        self.version = version
+        super().__init__(f"model {version}: {detail}")
+
+
+class CacheError(FogError):
+    """A model could not be fetched into the cache; nothing was cached."""
+
+
+class InferenceError(FogError):
+    """A model could not be exported or loaded for inference; the previous one serves on."""
+
+
+class OverloadedError(FogError):
+    """The node is over a resource cap. ``retry_after_s`` says when to ask again."""
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+        super().__init__(f"overloaded: {detail}; retry in {retry_after_s} s")

@@ -1,30 +1,29 @@
-"""CoAP adapter (aiocoap): ``/update``, ``/hello``, ``/model``, ``/.well-known/core``.
+"""CoAP adapter (aiocoap): ``/update``, ``/hello``, ``/.well-known/core``, plus the resources
+the node adds (``/model`` from the model cache in ``coap_model.py``, ``/infer`` in
+``coap_infer.py``).
 
 Thin: each resource hands the payload to the intake and maps the outcome to a CoAP code.
 ``/update`` answers 2.04 only after the group commit; every rejection is a 4.xx whose
-payload is the diagnostic (reason code, detail, what happens next). ``/model`` serves the
-current model blob block-wise (aiocoap does Block2), with an ETag (first 8 bytes of its
-sha256; a matching ETag gets 2.03 Valid); ``/model?meta`` is the small JSON announcement.
-Observers are notified of each new version; edges observe ``/model?meta`` and then fetch
-the blob block-wise (aiocoap's client does not reassemble a multi-block *notification*
-correctly: the first response of an observed 20 KB blob arrives truncated).
+payload is the diagnostic (reason code, detail, what happens next). ``/model``
+(``coap_model.py``) serves from the model cache; edges observe ``/model?meta`` and fetch the
+blob block-wise (aiocoap's client does not reassemble a multi-block *notification*).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import aiocoap
 import aiocoap.error
 import aiocoap.resource
 
-from fog_appliance.coordinator import Coordinator, CurrentModel
+from fog_appliance.coordinator import Coordinator
 from fog_appliance.errors import AuthError, PolicyError, Reason, RejectedError, StoreError
 from fog_appliance.intake.service import Intake
 from fog_appliance.protocol import topics
-from fog_appliance.protocol.model_blob import etag
 
 log = logging.getLogger(__name__)
 
@@ -90,44 +89,18 @@ class HelloResource(aiocoap.resource.Resource):  # type: ignore[misc]
             raise rejection_to_coap(exc) from None
         except StoreError as exc:
             raise aiocoap.error.InternalServerError(f"not stored ({exc}); retry") from None
-        model = self._coord.model
-        return _json({"type": "welcome", "device": hello.id, "model_version": model.version,
-                      "round": model.round_id})
+        return _json({"type": "welcome", **self._intake.welcome(hello)})
 
 
-class ModelResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
-    """GET the current model blob (Block2, ETag, Observe). ``?meta`` gets the announcement."""
-
-    rt = "fog.model"
-    ct = CT_OCTETS
-
-    def __init__(self, coordinator: Coordinator) -> None:
-        super().__init__()
-        self._coord = coordinator
-        coordinator.add_listener(self._changed)
-        self.hits = 0
-        self.valid = 0
-
-    def _changed(self, model: CurrentModel) -> None:
-        self.updated_state()
-
-    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
-        model = self._coord.model
-        if "meta" in request.opt.uri_query:
-            return aiocoap.Message(payload=model.announcement.to_json(), content_format=CT_JSON)
-        tag = etag(model.sha256)
-        if request.opt.etags and tag in request.opt.etags:
-            self.valid += 1
-            return aiocoap.Message(code=aiocoap.VALID, etag=tag)
-        self.hits += 1
-        return aiocoap.Message(payload=model.blob, etag=tag, content_format=CT_OCTETS)
-
-
-def build_site(intake: Intake, coordinator: Coordinator) -> aiocoap.resource.Site:
+def build_site(intake: Intake, coordinator: Coordinator,
+               extra: Mapping[tuple[str, ...], aiocoap.resource.Resource] | None = None,
+               ) -> aiocoap.resource.Site:
+    """The node's CoAP site; ``extra`` adds resources by path (``/model``, ``/infer``)."""
     site = aiocoap.resource.Site()
     site.add_resource(list(topics.COAP_UPDATE), UpdateResource(intake))
     site.add_resource(list(topics.COAP_HELLO), HelloResource(intake, coordinator))
-    site.add_resource(list(topics.COAP_MODEL), ModelResource(coordinator))
+    for path, resource in (extra or {}).items():
+        site.add_resource(list(path), resource)
     site.add_resource([".well-known", "core"],
                       aiocoap.resource.WKCResource(site.get_resources_as_linkheader))
     return site

@@ -76,6 +76,8 @@ class MqttIntake:
         self._coord = coordinator
         self._models: asyncio.Queue[CurrentModel] = asyncio.Queue()
         coordinator.add_listener(self._models.put_nowait)
+        self.blob_source: collections.abc.Callable[[CurrentModel], bytes] = _own_blob
+        """Where the retained blob comes from (the node sets the model cache)."""
         self.connected = asyncio.Event()
         self.connects = 0
 
@@ -144,9 +146,7 @@ class MqttIntake:
                                      duplicate=acc.duplicate)
             else:
                 hello = await self._intake.submit_hello(payload, "mqtt", edge.device)
-                model = self._coord.model
-                reply = down_message("welcome", device=hello.id, model_version=model.version,
-                                     round=model.round_id)
+                reply = down_message("welcome", **self._intake.welcome(hello))
         except RejectedError as exc:
             reply = down_message("rejected", reason=exc.reason.value, detail=exc.detail,
                                  seq=exc.seq)
@@ -173,8 +173,12 @@ class MqttIntake:
     async def _publish_model(self, client: aiomqtt.Client, model: CurrentModel) -> None:
         fog = self.s.fog_id
         if model.announcement.blob_topic:
-            await client.publish(topics.model_blob(fog), model.blob, qos=1, retain=True)
+            await client.publish(topics.model_blob(fog), self.blob_source(model), qos=1,
+                                 retain=True)
         await client.publish(topics.model(fog), model.announcement.to_json(), qos=1, retain=True)
         log.info("announced model %d for round %d on %s", model.version, model.round_id,
                  topics.model(fog))
 
+
+def _own_blob(model: CurrentModel) -> bytes:
+    return model.blob

@@ -12,7 +12,9 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fog_appliance.coordinator import Coordinator
 from fog_appliance.dbthread import DbThread
@@ -59,6 +61,13 @@ class Intake:
         self._max = max_frame_bytes
         self._inflight: dict[tuple[str, int, int], Pending] = {}
         self.counters = IntakeCounters()
+        self.update_gate: Callable[[int], None] | None = None
+        """Resource hook: called with an update's size before admission; raises
+        RejectedError (``overloaded``) when the store must not grow (the disk guard)."""
+        self.placer: Callable[[Hello], dict[str, Any]] | None = None
+        """Resource hook: the placement fields (``role`` …) of the welcome to a hello."""
+        self.placements: dict[str, dict[str, Any]] = {}
+        """Last placement told to each device."""
 
     async def submit_update(self, payload: bytes, transport: str,
                             topic_device: str | None = None) -> Accepted:
@@ -80,6 +89,8 @@ class Intake:
                                     f"local_steps {frame.local_steps} is above the limit "
                                     f"{self._coord.cfg.rounds.max_local_steps}")
             self._coord.strategy.check_update(frame)
+            if self.update_gate is not None:
+                self.update_gate(len(payload))
             rnd = self._coord.round
             admission = rnd.admit(frame.device_id, frame.round, frame.model_version, frame.seq,
                                   frame.tag, self._registry.last_seq(frame.device_id))
@@ -122,9 +133,18 @@ class Intake:
         info = {"fw": hello.fw, "ram": hello.ram, "battery": hello.battery,
                 "can_train": hello.can_train, "cpu_mhz": hello.cpu_mhz,
                 "model_version": hello.model_version, "transport": transport}
-        await self._db.run(self._store.record_hello, hello.id, info, time.time())
+        placement = self.placer(hello) if self.placer is not None else {}
+        await self._db.run(self._store.record_hello, hello.id, info, time.time(),
+                           placement.get("role"))
+        self.placements[hello.id] = placement
         self.counters.hellos += 1
         return hello
+
+    def welcome(self, hello: Hello) -> dict[str, Any]:
+        """The fields of the welcome answering a hello (both transports)."""
+        model = self._coord.model
+        return {"device": hello.id, "model_version": model.version, "round": model.round_id,
+                **self.placements.get(hello.id, {})}
 
     def _reject(self, device: str, transport: str, exc: RejectedError,
                 what: str = "update") -> None:

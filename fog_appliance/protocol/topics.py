@@ -22,6 +22,7 @@ DOWN = "down"
 COAP_UPDATE = ("update",)
 COAP_HELLO = ("hello",)
 COAP_MODEL = ("model",)
+COAP_INFER = ("infer",)
 
 
 def up(fog: str, device: str) -> str:

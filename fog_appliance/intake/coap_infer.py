@@ -1,0 +1,77 @@
+"""CoAP ``/infer``: a weak edge's feature rows in, class scores and the model version out.
+
+Thin: decode by Content-Format (binary, CBOR, JSON; ``fog_appliance.protocol.infer``), hand
+the rows to the inference engine, encode the answer in the request's format (or the one the
+Accept option asks for). Refusals carry a diagnostic payload ``reason: detail; …``:
+
+==========================================  =====
+wrong feature count, non-finite value, bad   4.00
+bytes, not JSON/CBOR
+more rows than ``inference.max_request_rows``  4.13
+Content-Format / Accept not served           4.15 / 4.06
+node over its CPU/memory caps, queue full    5.03 with Max-Age (seconds to wait)
+==========================================  =====
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiocoap
+import aiocoap.resource
+
+from fog_appliance.errors import InferenceError, OverloadedError, ProtocolError, Reason
+from fog_appliance.inference.engine import InferenceEngine
+from fog_appliance.protocol import infer as wire
+
+log = logging.getLogger(__name__)
+
+
+def _text(code: aiocoap.Code, text: str, **options: object) -> aiocoap.Message:
+    return aiocoap.Message(code=code, payload=text.encode(), content_format=0, **options)
+
+
+class InferResource(aiocoap.resource.Resource):  # type: ignore[misc]
+    """POST features, get class scores."""
+
+    rt = "fog.infer"
+
+    def __init__(self, engine: InferenceEngine, *, input_dim: int, max_rows: int) -> None:
+        super().__init__()
+        self._engine = engine
+        self._dim = input_dim
+        self._max_rows = max_rows
+        # A JSON number takes at most ~25 bytes; anything longer cannot be a valid request.
+        self._max_payload = wire.REQUEST.size + max_rows * input_dim * 25 + 64
+
+    async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        cf = request.opt.content_format
+        cf = None if cf is None else int(cf)
+        if cf is not None and cf not in wire.FORMATS:
+            return _text(aiocoap.UNSUPPORTED_CONTENT_FORMAT,
+                         f"bad_message: content format {cf}; send 42 (binary), 50 (JSON) "
+                         "or 60 (CBOR)")
+        accept = request.opt.accept
+        out = int(accept) if accept is not None else (cf if cf is not None else wire.CF_OCTETS)
+        if out not in wire.FORMATS:
+            return _text(aiocoap.NOT_ACCEPTABLE, f"bad_message: cannot answer in format {out}")
+        payload = request.payload
+        try:
+            if len(payload) > self._max_payload:
+                raise ProtocolError(Reason.TOO_LARGE, f"request is {len(payload)} bytes")
+            x = wire.decode_request(payload, cf, input_dim=self._dim, max_rows=self._max_rows)
+        except ProtocolError as exc:
+            self._engine.note_rejected(exc.reason.value)
+            code = (aiocoap.REQUEST_ENTITY_TOO_LARGE if exc.reason is Reason.TOO_LARGE
+                    else aiocoap.BAD_REQUEST)
+            return _text(code, wire.diagnostic(exc))
+        try:
+            answer = await self._engine.infer(x)
+        except OverloadedError as exc:
+            return _text(aiocoap.SERVICE_UNAVAILABLE,
+                         f"overloaded: {exc.detail}; retry in {exc.retry_after_s} s",
+                         max_age=exc.retry_after_s)
+        except InferenceError as exc:
+            log.error("inference failed: %s", exc)
+            return _text(aiocoap.INTERNAL_SERVER_ERROR, f"failed: {exc}")
+        return aiocoap.Message(payload=wire.encode_answer(answer, out), content_format=out)

@@ -1,0 +1,138 @@
+"""The resource manager's hooks, driven by injected samples (the sampler is the hardware
+boundary; the CPU-burning test in tests/integration uses the real one)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from fog_appliance.errors import OverloadedError, PolicyError, Reason
+from fog_appliance.protocol.messages import Hello
+from fog_appliance.resources import Limits, ResourceManager, Sample
+from fog_appliance.resources.policy import MB
+from tests.offload_support import GB, sample
+
+
+class Feed:
+    """A sample source the test controls."""
+
+    def __init__(self) -> None:
+        self.next = sample()
+
+    def __call__(self) -> Sample:
+        return self.next
+
+
+def manager(**kw: Any) -> tuple[ResourceManager, list[tuple[str, str]], list[int]]:
+    events: list[tuple[str, str]] = []
+    caps: list[int] = []
+    rm = ResourceManager(Limits(max_cpu=80, max_memory=80, retry_after_s=9,
+                                max_disk_share=0.5, min_free_disk=0), Feed(),
+                         interval_s=0.01, workers=(1, 3), train_ram=10_000,
+                         events=lambda level, msg, data: events.append((level, msg)), **kw)
+    rm.add_cap_listener(caps.append)
+    return rm, events, caps
+
+
+async def test_over_cap_refuses_inference_with_retry_and_one_event() -> None:
+    rm, events, caps = manager()
+    rm.update(sample(cpu=20))
+    rm.check_inference()
+    for _ in range(3):
+        rm.update(sample(cpu=97))
+    with pytest.raises(OverloadedError) as exc:
+        rm.check_inference()
+    assert exc.value.retry_after_s == 9 and "cpu 97% > 80%" in str(exc.value)
+    assert [lvl for lvl, _ in events] == ["warning"]
+    assert caps == [1]  # busy: workers down to the floor
+    rm.update(sample(cpu=10))
+    rm.check_inference()
+    assert [lvl for lvl, _ in events] == ["warning", "info"] and caps == [1, 3]
+    assert rm.status()["refused"]["inference"] == 1
+
+
+async def test_hot_soc_lowers_the_worker_cap_without_refusing() -> None:
+    rm, events, caps = manager()
+    rm.update(sample(cpu=10, temperature=85.0))
+    rm.check_inference()
+    assert caps == [1] and rm.status()["hot"] and events == []
+
+
+async def test_due_round_waits_until_resources_free_up() -> None:
+    rm, _events, _caps = manager()
+    rm.update(sample(memory=95))
+    waiter = asyncio.create_task(rm.wait_for_round(4))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    rm.update(sample(memory=50))
+    await asyncio.wait_for(waiter, 1.0)
+    assert rm.round_waits == 1
+
+
+async def test_round_wait_is_bounded() -> None:
+    rm, _events, _caps = manager(round_max_wait_s=0.05)
+    rm.update(sample(cpu=99))
+    await asyncio.wait_for(rm.wait_for_round(1), 1.0)  # gives up waiting, round proceeds
+
+
+async def test_open_node_does_not_delay_rounds() -> None:
+    rm, _events, _caps = manager()
+    rm.update(sample())
+    await asyncio.wait_for(rm.wait_for_round(1), 0.01)
+    assert rm.round_waits == 0
+
+
+async def test_disk_guard_counts_pending_writes_and_refuses_updates() -> None:
+    rm, events, _caps = manager()
+    # 2 GB available to the store, 50% share: 1024 MB; the store holds 900 MB
+    rm.update(sample(disk_free=2 * GB - 900 * MB, store_bytes=900 * MB))
+    assert rm.disk_refusal(70 * MB) is None
+    assert rm.disk_refusal(70 * MB) is not None  # the first 70 MB count until next sample
+    with pytest.raises(PolicyError) as exc:
+        rm.update_gate(70 * MB)
+    assert exc.value.reason is Reason.OVERLOADED and "disk guard" in exc.value.detail
+    assert [lvl for lvl, _ in events] == ["warning"]
+    rm.update(sample(disk_free=2 * GB - 900 * MB, store_bytes=900 * MB))
+    rm.update_gate(70 * MB)  # a new sample: room again
+    assert [lvl for lvl, _ in events] == ["warning", "info"]
+    assert rm.status()["refused"]["updates"] == 1
+
+
+async def test_placement_fields_for_the_welcome() -> None:
+    rm, _events, _caps = manager()
+    weak = rm.place(Hello("watch-1", ram=4096, battery=80, can_train=True, cpu_mhz=64))
+    assert weak["role"] == "offload" and weak["infer"] == "/infer" and "cpu" in weak["reason"]
+    strong = rm.place(Hello("pi-1", ram=10**8, battery=None, can_train=True, cpu_mhz=1500))
+    assert strong == {"role": "train", "reason": "the edge can train this model"}
+    rm2 = ResourceManager(Limits(), Feed(), offload_path=None)
+    assert "infer" not in rm2.place(Hello("w", can_train=False))
+    assert rm.status()["placements"] == {"offload": 1, "train": 1}
+
+
+async def test_run_samples_periodically() -> None:
+    feed = Feed()
+    rm = ResourceManager(Limits(), feed, interval_s=0.01)
+    task = asyncio.create_task(rm.run())
+    feed.next = sample(cpu=99)
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not rm.admission.open:
+                break
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert not rm.admission.open and rm.sample is not None
+
+
+async def test_a_full_disk_holds_due_rounds_too() -> None:
+    rm, _events, _caps = manager(model_bytes=10 * MB)
+    rm.update(sample(disk_free=100 * MB, store_bytes=95 * MB))  # 50% of 195 MB: 97.5 MB
+    waiter = asyncio.create_task(rm.wait_for_round(2))
+    await asyncio.sleep(0.05)
+    assert not waiter.done() and rm.round_waits == 1
+    rm.update(sample())
+    await asyncio.wait_for(waiter, 1.0)
