@@ -269,7 +269,9 @@ def decode_update(buf: bytes | memoryview, key: bytes, expected_shapes: Sequence
 def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, float]:
     """Symmetric per-tensor int8: ``q = round(x / s)``, ``s = max|x| / 127`` (1.0 if x is 0)."""
     peak = float(np.max(np.abs(x))) if x.size else 0.0
-    scale = peak / 127.0 if peak > 0.0 else 1.0
+    scale = peak / 127.0
+    if not float(np.float32(scale)) > 0.0:  # all zeros, or so small the scale underflows
+        return np.zeros(x.shape, np.int8), 1.0
     q = np.clip(np.rint(x / scale), -127, 127).astype(np.int8)
     return q, scale
 

@@ -214,6 +214,11 @@ def test_quantize_and_top_k() -> None:
     assert s == pytest.approx(2.0 / 127)
     assert q.tolist() == [0, 64, -127, 32]
     assert quantize_int8(np.zeros(3, np.float32))[1] == 1.0
+    tiny = np.array([1e-45, -1e-45], np.float32)  # peak/127 underflows float32
+    q, s = quantize_int8(tiny)
+    assert s == 1.0 and q.tolist() == [0, 0]
+    buf = frame(tensors=[np.full((4, 3), 1e-45, np.float32), TENSORS[1]], dtype=DType.INT8)
+    assert decode(buf).tensors[0].scale == 1.0  # type: ignore[attr-defined]
     idx, vals = top_k(x, 0.5)
     assert idx.tolist() == [1, 2] and vals.tolist() == [1.0, -2.0]
 
