@@ -81,6 +81,13 @@ def encode(mtype, code, mid, token, options=(), payload=b""):
 
 def decode(buf):
     # -> (type, code, mid, token, [(number, bytes)], payload); CoapError if malformed.
+    try:
+        return _decode(buf)
+    except IndexError:
+        raise CoapError("option header runs past the message")
+
+
+def _decode(buf):
     if len(buf) < 4 or buf[0] >> 6 != 1:
         raise CoapError("not a CoAP 1 message")
     tkl = buf[0] & 15
@@ -159,7 +166,7 @@ class Client:
             return None
         try:
             return decode(data)
-        except (CoapError, IndexError):
+        except CoapError:
             return None
 
     def request(self, code, path, payload=b"", options=(), confirmable=True):

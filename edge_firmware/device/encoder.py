@@ -150,7 +150,10 @@ def check_and_scale(vals):
         elif v < lo:
             lo = v
     peak = hi if hi >= -lo else -lo
-    return f32(peak / 127.0) if peak > 0.0 else 1.0
+    s = f32(peak / 127.0) if peak > 0.0 else 0.0
+    # An all-zero tensor, or one so small that peak / 127 underflows float32: it
+    # quantizes to zeros, and the scale must still be > 0 for the fog.
+    return s if s > 0.0 else 1.0
 
 
 def _pad4(n):

@@ -32,12 +32,17 @@ class Replay:
         except OSError:
             raise SensorError("replay file %s not found" % path)
         head = self.f.read(12)
+        problem = None
         if len(head) != 12 or head[0:4] != _MAGIC:
-            raise SensorError("%s is not a replay file" % path)
-        dim, self.count = struct.unpack_from("<II", head, 4)
-        if dim != input_dim:
-            raise SensorError("%s has %d features per example, the model takes %d"
-                              % (path, dim, input_dim))
+            problem = "%s is not a replay file" % path
+        else:
+            dim, self.count = struct.unpack_from("<II", head, 4)
+            if dim != input_dim:
+                problem = "%s has %d features per example, the model takes %d" % (
+                    path, dim, input_dim)
+        if problem:
+            self.f.close()
+            raise SensorError(problem)
         self.dim = dim
         self.label = bytearray(4)
         self.pos = 0

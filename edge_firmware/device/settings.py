@@ -96,7 +96,9 @@ def validate(conf):
         _bad("model.kind", "must be softmax or mlp")
     _int(conf, "model.input_dim", 1, 1 << 20)
     _int(conf, "model.num_classes", 2, 1 << 16)
-    hidden = conf["model"].get("hidden") or []
+    hidden = conf["model"].get("hidden")
+    if hidden is None:
+        hidden = []
     if not isinstance(hidden, list) or any(
             not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in hidden):
         _bad("model.hidden", "must be a list of positive integers")
@@ -109,7 +111,9 @@ def validate(conf):
         _str(conf, "wifi.ssid")
         if not isinstance(wifi.get("password", ""), str):
             _bad("wifi.password", "must be a string")
-    edge = conf.get("edge") or {}
+    edge = conf.get("edge")
+    if edge is None:
+        edge = {}
     if not isinstance(edge, dict):
         _bad("edge", "must be an object")
     merged = {}
