@@ -9,10 +9,10 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import sys

@@ -127,6 +127,7 @@ class Edge:
             self.settle_pending()  # the update belongs to the node that opened its round
         self.log("redirected to %s:%d" % (r["host"], r["port"]))
         self.st.redirect = r
+        self.st.done_round = 0  # round numbers are the new node's
         self.st.save()
         self.link.topics = self.topics()
         self.link.move(r["host"], r["port"])
@@ -187,16 +188,18 @@ class Edge:
         self.link.wait(ready, self.edge["wait_s"] * 1000)
         return found[0] if found else None
 
-    def next_round(self):
-        def ready():
-            a = self.link.announcement
-            return self.has_control() or (a is not None and a.get("round", 0) > self.st.done_round)
-
-        self.link.wait(ready, self.edge["wait_s"] * 1000)
+    def new_round(self):
+        # The announced round, if this device has not finished it. Rounds only grow on a
+        # fog node, so a lower number means a new node (or a node started afresh).
         a = self.link.announcement
-        if a is not None and a.get("round", 0) > self.st.done_round and not self.has_control():
+        if a is not None and a.get("round", 0) != self.st.done_round:
             return a
         return None
+
+    def next_round(self):
+        self.link.wait(lambda: self.has_control() or self.new_round() is not None,
+                       self.edge["wait_s"] * 1000)
+        return None if self.has_control() else self.new_round()
 
     def examples(self):
         return self.edge["examples"] or getattr(self.source, "count", None) or 64

@@ -9,54 +9,50 @@ and boots the firmware again, as the chip would.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 PWRON_RESET = 1
 HARD_RESET = 2
 DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
 
-_reset_cause = PWRON_RESET
+state = {"reset_cause": PWRON_RESET, "frequency": 240_000_000}
 pin_log: list[tuple[int, int]] = []
 """(pin id, value) of every output write, oldest first."""
 adc_microvolts: dict[int, int] = {}
 """Simulated voltage per ADC pin, in microvolts."""
 i2c_devices: dict[int, I2CDevice] = {}
 """Simulated I2C bus: address -> device."""
-frequency = 240_000_000
 
 
-class DeepSleep(BaseException):  # noqa: N818 - it is a control-flow signal, like SystemExit
+class DeepSleep(BaseException):
     def __init__(self, ms: int) -> None:
         super().__init__(ms)
         self.ms = ms
 
 
-class Reset(BaseException):  # noqa: N818
+class Reset(BaseException):
     pass
 
 
 def deepsleep(ms: int = 0) -> None:
-    global _reset_cause
-    _reset_cause = DEEPSLEEP_RESET
+    state["reset_cause"] = DEEPSLEEP_RESET
     raise DeepSleep(ms)
 
 
 def reset() -> None:
-    global _reset_cause
-    _reset_cause = HARD_RESET
+    state["reset_cause"] = HARD_RESET
     raise Reset()
 
 
 def reset_cause() -> int:
-    return _reset_cause
+    return state["reset_cause"]
 
 
 def freq(hz: int | None = None) -> int:
-    global frequency
     if hz is not None:
-        frequency = hz
-    return frequency
+        state["frequency"] = hz
+    return state["frequency"]
 
 
 def unique_id() -> bytes:
@@ -69,7 +65,7 @@ class Pin:
     PULL_UP = 1
     PULL_DOWN = 2
 
-    levels: dict[int, int] = {}
+    levels: ClassVar[dict[int, int]] = {}
     """Input level per pin id (default 1: a pulled-up button not pressed)."""
 
     def __init__(self, pid: int, mode: int = IN, pull: int | None = None) -> None:

@@ -12,6 +12,7 @@ what is on the flash directory. The Wi-Fi network named in config.json is "in ra
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import runpy
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="deep sleep lasts ms x scale (default 0.01: 60 s -> 0.6 s)")
     p.add_argument("--imu", action="store_true", help="attach a simulated MPU6050 at 0x68")
     p.add_argument("--no-wifi", action="store_true", help="no access point in range")
+    p.add_argument("--battery-mv", type=int,
+                   help="battery voltage at the ADC pin of config.json's edge.battery")
+    p.add_argument("--free-heap", type=int, default=100_000,
+                   help="what gc.mem_free() reports (CPython has no such call)")
     args = p.parse_args(argv)
     firmware = str(Path(args.firmware).resolve())
     sys.path[:0] = [str(HERE), firmware]
@@ -40,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     import network
     from umqtt import simple
 
+    gc.mem_free = lambda: args.free_heap  # type: ignore[attr-defined]
+    if args.battery_mv is not None:
+        try:
+            batt = json.loads(Path("config.json").read_text())["edge"]["battery"]
+            machine.adc_microvolts[batt["pin"]] = int(args.battery_mv * 1000 / batt.get(
+                "divider", 2.0))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     if args.imu:
         from fakeimu import FakeMPU6050
 

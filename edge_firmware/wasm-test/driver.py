@@ -1,3 +1,5 @@
+# MicroPython code: no zip(strict=) there, and %-formatting is its common idiom.
+# ruff: noqa: B905, UP031, RUF005, RUF059
 # MicroPython code run on the official MicroPython WebAssembly port by run.mjs (compiled
 # to .mpy like the firmware): exercises the firmware's own modules, imported from /fw as
 # .mpy files, on the golden inputs of tests/fixtures (/fx) and on one training round, and
@@ -90,8 +92,9 @@ def encode(dtype, sparse):
 
 def flash_roundtrip():
     # Write-ahead state: a pending frame survives a "reset" (a new State from flash).
-    import flashstate
     import os
+
+    import flashstate
 
     os.mkdir("/st")
     st = flashstate.State("/st/")

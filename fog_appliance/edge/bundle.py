@@ -130,7 +130,7 @@ def bundle_files(replay: bool = False, src: Path | None = None) -> list[str]:
     """Names of the files a bundle holds (what goes to the board's root)."""
     names = [p.stem + ".mpy" for p in sorted((src or firmware_dir()).glob("*.py"))
              if p.name not in SOURCE_ONLY]
-    names += list(SOURCE_ONLY) + ["config.json"]
+    names += [*SOURCE_ONLY, "config.json"]
     return names + (["replay.bin"] if replay else [])
 
 

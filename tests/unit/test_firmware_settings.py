@@ -71,7 +71,7 @@ def test_bad_fields_name_themselves(path: str, value: Any) -> None:
     with pytest.raises(settings.ConfigError) as err:
         settings.validate(conf)
     assert err.value.code == settings.CODE_BAD_FIELD
-    field = path.split(".")[0] if path in ("edge", "wifi") else path
+    field = path.split(".", maxsplit=1)[0] if path in ("edge", "wifi") else path
     if path == "mqtt.tls":
         field = "mqtt.tls"
     assert field in str(err.value)

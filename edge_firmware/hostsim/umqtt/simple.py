@@ -36,7 +36,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 _TIMEOUT_S = 30.0
 _live: list[MQTTClient] = []
-_up_publishes = 0
+_count = {"up": 0}
+"""Publishes to /up/ topics in this process (power-cut injection counts them)."""
 
 
 class MQTTException(Exception):
@@ -52,7 +53,7 @@ def power_down() -> None:
 def _maybe_cut(point: str) -> None:
     spec = os.environ.get("FOG_SIM_POWER_CUT", "")
     where, _, nth = spec.partition(":")
-    if where == point and nth.isdigit() and _up_publishes == int(nth):
+    if where == point and nth.isdigit() and _count["up"] == int(nth):
         print(f"power cut at publish {nth} ({point})", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -179,12 +180,11 @@ class MQTTClient:
 
     def publish(self, topic: str | bytes, msg: bytes | bytearray, retain: bool = False,
                 qos: int = 0) -> None:
-        global _up_publishes
         c = self._check()
         t = topic.decode() if isinstance(topic, bytes) else topic
         is_up = "/up/" in t
         if is_up:
-            _up_publishes += 1
+            _count["up"] += 1
             _maybe_cut("before")
         info = c.publish(t, bytes(msg), qos, retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:
