@@ -27,9 +27,9 @@ FIXTURES = REPO / "tests" / "fixtures"
 
 def firmware(name: str) -> ModuleType:
     """A device module, imported from edge_firmware/device (fakes on the path too)."""
-    for d in (str(HOSTSIM), str(DEVICE)):
+    for d in (str(DEVICE), str(HOSTSIM)):
         if d not in sys.path:
-            sys.path.insert(0, d)
+            sys.path.append(d)  # last: never shadows another package's modules
     mod = importlib.import_module(name)
     where = Path(mod.__file__ or "").resolve()
     assert DEVICE in where.parents or HOSTSIM in where.parents, (

@@ -15,7 +15,7 @@ import weak
 import wifi
 from board import CODE_BROKER, CODE_CRASH, CODE_SENSOR, CODE_WIFI, Board, back_off, halt
 from flashstate import State
-from rt import collect, mem_free, print_exception, zeros
+from rt import collect, const, mem_free, print_exception, ticks_diff, ticks_ms, zeros
 from sensor import SensorError, open_source
 from settings import ConfigError, load
 from uplink import LinkDown, Uplink
@@ -25,6 +25,7 @@ FW_VERSION = "0.1.0"
 _ROUND_OVER = ("wrong_round", "round_closed", "wrong_model_version", "already_contributed")
 _CONTROL = ("redirect", "role", "welcome")
 _OUTCOME = ("accepted", "rejected")
+_HEARTBEAT_MS = const(600000)  # a hello at least every 10 minutes while awake
 
 
 def topics_for(fog, dev):
@@ -57,6 +58,7 @@ class Edge:
         self.redirect_to = None
         self.last_inference = None
         self.coap_client = None
+        self.hello_at = 0
 
     def log(self, msg):
         print("edge %s: %s" % (self.dev, msg))
@@ -78,10 +80,23 @@ class Edge:
         host, port = (r["host"], r["port"]) if r else (m["host"], m["port"])
         self.link = Uplink(self.conf, host, port, self.edge["keepalive"])
         self.link.topics = self.topics()
-        self.link.connect()
+        try:
+            self.link.connect()
+        except LinkDown:
+            if not r:
+                raise
+            # The node we were sent to is gone: back to the one we were provisioned for.
+            self.log("redirect target %s:%d unreachable; back to %s:%d"
+                     % (host, port, m["host"], m["port"]))
+            self.st.redirect = None
+            self.st.done_round = 0
+            self.st.save()
+            self.connect()
+            return
         self.log("connected to %s:%d" % (host, port))
 
     def hello(self):
+        self.hello_at = ticks_ms()
         info = {"id": self.dev, "fw": "%s-%s" % (sys.platform, FW_VERSION), "ram": mem_free(),
                 "battery": self.board.battery(), "can_train": self.role() == "train",
                 "cpu_mhz": self.board.cpu_mhz(), "model_version": self.st.model_version()}
@@ -339,6 +354,8 @@ class Edge:
         self.hello()
         while True:
             self.service()
+            if ticks_diff(ticks_ms(), self.hello_at) > _HEARTBEAT_MS:
+                self.hello()
             if self.role() == "offload":
                 self.weak_step()
             else:

@@ -21,16 +21,19 @@ try:
     ticks_ms = time.ticks_ms
     ticks_diff = time.ticks_diff
     sleep_ms = time.sleep_ms
-except AttributeError:  # CPython
+except AttributeError:  # CPython (host simulation: FOG_SIM_TIME_SCALE speeds waits up)
+    import os
+
+    _SCALE = float(os.environ.get("FOG_SIM_TIME_SCALE", "1"))
 
     def ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(time.monotonic() * 1000 / _SCALE)
 
     def ticks_diff(a, b):
         return a - b
 
     def sleep_ms(ms):
-        time.sleep(ms / 1000)
+        time.sleep(ms / 1000 * _SCALE)
 
 
 def mem_free():

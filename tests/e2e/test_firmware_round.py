@@ -152,6 +152,27 @@ async def test_a_redirect_moves_the_board_to_another_fog_node(tmp_path: Path) ->
     assert state["redirect"]["fog"] == "fog-b"
 
 
+async def test_an_unreachable_redirect_falls_back_to_the_home_node(tmp_path: Path) -> None:
+    site = FogSite(tmp_path, threshold=1)
+    shards, _ = digits_shards(1, 20)
+    node = FogNode(site.cfg)
+    try:
+        async with node.running():
+            flash = await site.add_edge(node, "homing", *shards[0])
+            (flash / "state.json").write_text(json.dumps(
+                {"seq": 0, "done_round": 0, "redirect": {"host": "127.0.0.1",
+                                                         "port": free_port(), "fog": "gone"}}))
+            site.start("homing", FOG_SIM_TIME_SCALE="0.02")
+            assert await wait_until(lambda: node.coordinator.model.version >= 2, 60), (
+                site.console("homing")[-2000:])
+            site.stop_all()
+            await quiesce(node)
+    finally:
+        site.stop_all()
+    assert "unreachable; back to 127.0.0.1" in site.console("homing")
+    assert json.loads((flash / "state.json").read_text())["redirect"] is None
+
+
 class _Infer(aiocoap.resource.Resource):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()

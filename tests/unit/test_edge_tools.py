@@ -66,6 +66,16 @@ def test_every_device_file_compiles_within_its_budget(tmp_path: Path) -> None:
     assert "| `edgeloop` |" in table and "**total**" in table
 
 
+def test_device_code_has_no_undefined_names() -> None:
+    # ruff's project config excludes edge_firmware/device (MicroPython idioms); pyflakes'
+    # checks still apply to it.
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "--select",
+                           "F,E9", str(DEVICE)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout
+
+
 def test_budget_violations_are_reported(tmp_path: Path) -> None:
     files = compile_firmware(tmp_path)
     import dataclasses

@@ -55,6 +55,7 @@ def test_hello_with_some_fields_is_accepted_by_the_fog() -> None:
 
 
 @given(key=st.binary(min_size=0, max_size=200), msg=st.binary(max_size=300))
+@settings(deadline=None)
 def test_fallback_hmac_equals_the_standard_library(key: bytes, msg: bytes) -> None:
     assert enc._hmac_fallback(key, msg) == hmac.new(key, msg, hashlib.sha256).digest()
 
@@ -68,7 +69,7 @@ def np_f16(x: float) -> int:
 
 
 @given(_F32_BITS)
-@settings(max_examples=3000)
+@settings(max_examples=3000, deadline=None)
 def test_f16_conversion_equals_numpy_for_any_float32(bits: int) -> None:
     (x,) = struct.unpack("<f", struct.pack("<I", bits))
     want = np_f16(x)
@@ -93,7 +94,7 @@ _TENSOR = hnp.arrays(np.float32, st.integers(1, 60),
 
 
 @given(_TENSOR, st.sampled_from(["float32", "float16", "int8"]))
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 def test_dense_frames_equal_the_fogs_encoder(x: np.ndarray, dtype: str) -> None:
     key = bytes(range(32))
     w = x.reshape(-1, 1) if x.size % 2 else x.reshape(-1, 2)
@@ -110,7 +111,7 @@ def test_dense_frames_equal_the_fogs_encoder(x: np.ndarray, dtype: str) -> None:
 @given(hnp.arrays(np.float32, st.integers(2, 80), unique=True,
                   elements=st.floats(-100, 100, width=32).filter(lambda v: v != 0)),
        st.sampled_from([0.01, 0.1, 0.25, 0.5, 0.9, 1.0]), st.sampled_from(["float32", "int8"]))
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 def test_sparse_frames_equal_the_fogs_encoder(x: np.ndarray, frac: float, dtype: str) -> None:
     if len(set(np.abs(x).tolist())) != x.size:  # magnitudes must be distinct (no top-k ties)
         return
@@ -124,6 +125,7 @@ def test_sparse_frames_equal_the_fogs_encoder(x: np.ndarray, frac: float, dtype:
 
 @given(hnp.arrays(np.float32, st.integers(1, 50), elements=st.floats(-8, 8, width=32)),
        st.floats(0.01, 1.0))
+@settings(deadline=None)
 def test_top_k_keeps_the_largest_magnitudes_lowest_index_first_on_ties(x: np.ndarray,
                                                                        frac: float) -> None:
     idx, vals = enc.top_k(floats(x), frac)
@@ -146,6 +148,7 @@ def test_top_k_keeps_the_largest_magnitudes_lowest_index_first_on_ties(x: np.nda
 @given(hnp.arrays(np.float32, st.integers(1, 40),
                   elements=st.floats(-50, 50, width=32).filter(lambda v: abs(v) > 1e-30 or
                                                                  v == 0)))
+@settings(deadline=None)
 def test_int8_scale_equals_the_fogs(x: np.ndarray) -> None:
     _, scale = quantize_int8(x)
     assert enc.check_and_scale(floats(x)) == np.float32(scale)

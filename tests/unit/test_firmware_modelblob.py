@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fog_appliance.model.spec import ModelSpec
@@ -70,6 +70,7 @@ def test_a_blob_that_is_not_the_announced_one_is_refused() -> None:
 
 
 @given(st.binary(max_size=200))
+@settings(deadline=None)
 def test_garbage_raises_blob_error_only(data: bytes) -> None:
     with contextlib.suppress(mb.BlobError):
         mb.parse(data, SPEC.shapes)

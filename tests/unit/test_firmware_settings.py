@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from fog_appliance.config import FogConfig
@@ -102,6 +103,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | s
 @given(st.sampled_from(["device_id", "fog_id", "key", "mqtt", "topics", "model", "coap",
                         "wifi", "edge", "mqtt.host", "mqtt.port", "model.hidden",
                         "model.input_dim", "edge.sensor", "edge.sparse"]), _JSON)
+@hsettings(deadline=None)
 def test_any_garbage_value_is_a_config_error_or_accepted(path: str, value: Any) -> None:
     conf = provisioned()
     conf["edge"] = {}

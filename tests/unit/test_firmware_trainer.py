@@ -20,6 +20,7 @@ SPECS = [ModelSpec("softmax", 6, (), 3), ModelSpec("mlp", 8, (5,), 4),
 
 @given(st.sampled_from(["softmax", "mlp"]), st.integers(1, 70),
        st.lists(st.integers(1, 40), max_size=3), st.integers(2, 12))
+@settings(deadline=None)
 def test_shapes_equal_the_model_definition(kind: str, d: int, hidden: list[int], k: int) -> None:
     spec = ModelSpec(kind, d, tuple(hidden), k)  # type: ignore[arg-type]
     assert tr.shapes(spec.to_dict()) == spec.shapes
