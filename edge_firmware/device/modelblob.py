@@ -1,0 +1,96 @@
+# The model blob (fog -> edge, docs/protocol.md): float32 weights of one model version.
+# The blob has no signature of its own; its sha256 is in the retained announcement, which
+# only the fog may publish, and is checked before any weight is used.
+import hashlib
+import struct
+from binascii import hexlify
+
+from rt import floats_from
+
+
+class BlobError(Exception):
+    pass
+
+
+def sha256_hex(data):
+    return hexlify(hashlib.sha256(data).digest()).decode()
+
+
+def _header(head, expected):
+    # head: at least the fixed part and the descriptors. Returns (version, data offset).
+    if len(head) < 12 or bytes(head[0:4]) != b"FOGM":
+        raise BlobError("not a model blob (magic)")
+    fmt, dtype, n = struct.unpack_from("<BBB", head, 4)
+    if fmt != 1 or dtype != 0:
+        raise BlobError("model blob format %d dtype %d is not supported" % (fmt, dtype))
+    (version,) = struct.unpack_from("<I", head, 8)
+    if n != len(expected):
+        raise BlobError("model blob has %d tensors, the model has %d" % (n, len(expected)))
+    pos = 12
+    for shape in expected:
+        if pos + 4 > len(head) or head[pos] != len(shape):
+            raise BlobError("model blob tensor shapes differ from the model")
+        for i, d in enumerate(shape):
+            if struct.unpack_from("<I", head, pos + 4 + 4 * i)[0] != d:
+                raise BlobError("model blob tensor shapes differ from the model")
+        pos += 4 + 4 * len(shape)
+    return version, pos
+
+
+def _numel(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def data_size(expected):
+    head = 12 + sum(4 + 4 * len(s) for s in expected)
+    return head + 4 * sum(_numel(s) for s in expected)
+
+
+def parse(blob, expected, sha256=None):
+    # blob: bytes; expected: list of shapes. Returns (version, [array('f'), ...]).
+    if sha256 is not None and sha256_hex(blob) != sha256:
+        raise BlobError("model blob sha256 does not match the announcement")
+    if len(blob) != data_size(expected):
+        raise BlobError("model blob is %d bytes, the model needs %d"
+                        % (len(blob), data_size(expected)))
+    version, pos = _header(blob, expected)
+    out = []
+    for shape in expected:
+        n = 4 * _numel(shape)
+        out.append(floats_from(bytes(blob[pos:pos + n])))
+        pos += n
+    return version, out
+
+
+def load(path, expected, sha256=None):
+    # The same from a file in flash, reading one tensor at a time.
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise BlobError("stored model does not match its sha256")
+    need = data_size(expected)
+    with open(path, "rb") as f:
+        head = f.read(need - 4 * sum(_numel(s) for s in expected))
+        version, pos = _header(head, expected)
+        out = []
+        for shape in expected:
+            buf = bytearray(4 * _numel(shape))
+            if f.readinto(buf) != len(buf):
+                raise BlobError("stored model is truncated")
+            out.append(floats_from(buf))
+        if f.read(1):
+            raise BlobError("stored model has trailing bytes")
+    return version, out
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    buf = bytearray(512)
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(memoryview(buf)[:n])
+    return hexlify(h.digest()).decode()

@@ -1,0 +1,149 @@
+# Local training of the fog's model definition: softmax regression or an MLP with ReLU
+# hidden layers. Tensors, in order: per layer the weight (fan_in, fan_out), row-major,
+# then the bias (fan_out,) -- the order of update frames and model blobs.
+# Minibatch SGD over array('f') buffers, mean cross-entropy, optional FedProx term
+# mu/2 * ||w - w_global||^2. Every buffer is allocated once, in __init__.
+import math
+
+from rt import copy_floats, zeros
+
+
+def layer_sizes(spec):
+    hidden = list(spec.get("hidden") or []) if spec["kind"] == "mlp" else []
+    return [spec["input_dim"]] + hidden + [spec["num_classes"]]
+
+
+def shapes(spec):
+    s = layer_sizes(spec)
+    out = []
+    for i in range(len(s) - 1):
+        out.append((s[i], s[i + 1]))
+        out.append((s[i + 1],))
+    return out
+
+
+class Trainer:
+    def __init__(self, spec, weights, lr, batch_size=16, mu=0.0):
+        # weights: the global model, list of array('f'); kept unchanged (FedProx, delta).
+        self.sizes = layer_sizes(spec)
+        self.shapes = shapes(spec)
+        self.lr = lr
+        self.mu = mu
+        self.batch_size = max(1, batch_size)
+        self.w0 = weights
+        self.w = [copy_floats(t) for t in weights]
+        self.g = [zeros(len(t)) for t in weights]
+        n = len(self.sizes)
+        self.acts = [None] + [zeros(self.sizes[i]) for i in range(1, n)]
+        self.errs = [None] + [zeros(self.sizes[i]) for i in range(1, n)]
+        self.in_batch = 0
+        self.steps = 0
+        self.samples = 0
+        self.loss = 0.0
+
+    def forward(self, x):
+        # Class probabilities of x (a buffer reused by the next call).
+        self.acts[0] = x
+        last = len(self.sizes) - 2
+        for layer in range(last + 1):
+            a = self.acts[layer]
+            z = self.acts[layer + 1]
+            w = self.w[2 * layer]
+            b = self.w[2 * layer + 1]
+            fo = self.sizes[layer + 1]
+            for j in range(fo):
+                z[j] = b[j]
+            for i in range(self.sizes[layer]):
+                ai = a[i]
+                if ai != 0.0:
+                    base = i * fo
+                    for j in range(fo):
+                        z[j] += ai * w[base + j]
+            if layer < last:
+                for j in range(fo):
+                    if z[j] < 0.0:
+                        z[j] = 0.0
+        p = self.acts[last + 1]
+        m = p[0]
+        for v in p:
+            if v > m:
+                m = v
+        s = 0.0
+        for j in range(len(p)):
+            e = math.exp(p[j] - m)
+            p[j] = e
+            s += e
+        for j in range(len(p)):
+            p[j] /= s
+        return p
+
+    def example(self, x, y):
+        # Accumulate the gradient of one labelled example; steps at each full batch.
+        p = self.forward(x)
+        self.loss -= math.log(p[y] + 1e-12)
+        last = len(self.sizes) - 1
+        d = self.errs[last]
+        for j in range(len(p)):
+            d[j] = p[j]
+        d[y] -= 1.0
+        for layer in range(last - 1, -1, -1):
+            a = self.acts[layer]
+            w = self.w[2 * layer]
+            gw = self.g[2 * layer]
+            gb = self.g[2 * layer + 1]
+            fo = self.sizes[layer + 1]
+            for j in range(fo):
+                gb[j] += d[j]
+            prev = self.errs[layer] if layer else None
+            for i in range(self.sizes[layer]):
+                ai = a[i]
+                base = i * fo
+                if ai != 0.0:
+                    for j in range(fo):
+                        gw[base + j] += ai * d[j]
+                if prev is not None:
+                    # ReLU: the hidden activation is > 0 exactly where it passed.
+                    s = 0.0
+                    if ai > 0.0:
+                        for j in range(fo):
+                            s += w[base + j] * d[j]
+                    prev[i] = s
+            d = prev
+        self.samples += 1
+        self.in_batch += 1
+        if self.in_batch >= self.batch_size:
+            self.step()
+
+    def step(self):
+        # One SGD step with the mean gradient of the examples since the last step.
+        if not self.in_batch:
+            return
+        scale = 1.0 / self.in_batch
+        lr = self.lr
+        mu = self.mu
+        for t in range(len(self.w)):
+            w = self.w[t]
+            g = self.g[t]
+            if mu:
+                w0 = self.w0[t]
+                for i in range(len(w)):
+                    w[i] -= lr * (g[i] * scale + mu * (w[i] - w0[i]))
+                    g[i] = 0.0
+            else:
+                for i in range(len(w)):
+                    w[i] -= lr * g[i] * scale
+                    g[i] = 0.0
+        self.in_batch = 0
+        self.steps += 1
+
+    def delta(self):
+        # Local minus global weights, as (shape, array) pairs; consumes the local weights.
+        self.step()
+        out = []
+        for t in range(len(self.w)):
+            w = self.w[t]
+            w0 = self.w0[t]
+            for i in range(len(w)):
+                w[i] -= w0[i]
+            out.append((self.shapes[t], w))
+        return out

@@ -1,0 +1,1 @@
+"""Host stand-in for MicroPython's umqtt package (see simple.py)."""

