@@ -144,6 +144,7 @@ class Intake:
         """The fields of the welcome answering a hello (both transports)."""
         model = self._coord.model
         return {"device": hello.id, "model_version": model.version, "round": model.round_id,
+                "last_seq": self._registry.last_seq(hello.id),
                 **self.placements.get(hello.id, {})}
 
     def _reject(self, device: str, transport: str, exc: RejectedError,
