@@ -76,6 +76,11 @@ async def run_once(opts: DemoOptions, spec: RunSpec, data: Dataset,
             acc = accuracy(node.coordinator.spec, model.weights, data.x_test, data.y_test)
             result.accuracies.append(acc)
             rnd = len(result.accuracies) - 1
+            hist = node.coordinator.stats.history[-1] if rnd and node.coordinator.stats.history \
+                else {}
+            progress.console.print(f"{spec.short} round {rnd:2d}: test accuracy "
+                                   f"{100 * acc:5.1f}%  ({hist.get('updates', 0)} updates, "
+                                   f"{hist.get('examples', 0)} examples)")
             progress.update(task, completed=rnd, acc=f"accuracy {100 * acc:.1f}%")
             if rnd >= opts.rounds:
                 done.set()

@@ -23,7 +23,7 @@ def test_demo_runs_and_learns(tmp_path: Path, transport: str) -> None:
                          capture_output=True, text=True, env=env(), timeout=300,
                          check=False)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "round  2: test accuracy" in out.stdout
+    assert "round  1: test accuracy" in out.stdout and "round  2: test accuracy" in out.stdout
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["transport"] == transport and res["rounds"] == 2
     acc = res["accuracy"]
