@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import socket
 import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
