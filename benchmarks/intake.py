@@ -27,7 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import OUT, bar_png, table
 from fog_appliance.app import FogNode
-from fog_appliance.broker import BrokerFiles, PrivateBroker, fog_password, free_port
+from fog_appliance.broker import (
+    BrokerFiles,
+    PrivateBroker,
+    fog_password,
+    free_port,
+    hash_password,
+)
 from fog_appliance.config import FogConfig
 from fog_appliance.protocol.frame import encode_update
 from fog_appliance.provisioning import broker_files, sync_broker_auth
@@ -132,8 +138,9 @@ async def main(n: int, synchronous: str) -> dict[str, float]:
     cfg.storage.synchronous = synchronous  # type: ignore[assignment]
     store = Store.open(cfg.db_path)
     keys = [bytes([i % 251]) * 32 for i in range(n)]
+    pw_hash = hash_password("unused")  # devices never log in: the fog's user publishes
     for i in range(n):
-        store.add_device(DeviceRow(f"b{i:05d}", keys[i], "$7$unused", time.time()))
+        store.add_device(DeviceRow(f"b{i:05d}", keys[i], pw_hash, time.time()))
     sync_broker_auth(cfg, store)
     store.close()
     frames = tmp / "frames.npy"

@@ -82,17 +82,25 @@ class BrokerFiles:
         return self.root / "persistence"
 
     @property
+    def log(self) -> Path:
+        return self.root / "mosquitto.log"
+
+    @property
     def pid(self) -> Path:
         return self.root / "mosquitto.pid"
 
 
 def render_conf(files: BrokerFiles, host: str, port: int, *, max_queued: int = 100_000,
-                max_inflight: int = 1000, max_packet: int = 16 * 1024 * 1024,
+                max_inflight: int = 100, max_packet: int = 16 * 1024 * 1024,
                 run_as: str | None = None) -> str:
     """A mosquitto.conf: auth on, ACL, persistence, queues sized for bursts.
 
     ``max_queued_messages`` defaults to 1000 in Mosquitto and messages past it are dropped
     even at QoS 1: a burst of edges reconnecting after an outage exceeds that easily.
+    ``max_inflight_messages`` bounds the unacknowledged QoS 1 messages in flight to each
+    client. The fog acknowledges updates only after their commit, so this is also how much
+    the broker pushes ahead of the store: with 1000 × 400 KB in the pipe, the PUBACKs of the
+    fog's own publishes queued behind 400 MB, timed out, and the reconnect resent it all.
     ``run_as``: Mosquitto started as root drops to the ``mosquitto`` user unless told
     otherwise; a private broker keeps the user that owns its (0600) files.
     """
@@ -178,16 +186,18 @@ class PrivateBroker:
         run_as = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
         write_atomic(self.files.conf, render_conf(self.files, self.host, self.port,
                                                   run_as=run_as), 0o644)
-        # Popen returns at once; the broker lives as long as this object.
-        self._proc = subprocess.Popen([exe, "-c", str(self.files.conf)],  # noqa: ASYNC220
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Popen returns at once; the broker lives as long as this object. Its log goes to a
+        # file, never to a pipe: nobody would drain a pipe, and once 64 KiB of warnings filled
+        # it the broker blocked on write(2) and stopped answering CONNECT (seen here).
+        with self.files.log.open("ab") as log_file:
+            self._proc = subprocess.Popen([exe, "-c", str(self.files.conf)],  # noqa: ASYNC220
+                                          stdout=subprocess.DEVNULL, stderr=log_file)
         write_atomic(self.files.pid, f"{self._proc.pid}\n", 0o644)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr \
-                    else ""
+                err = self.files.log.read_text(errors="replace")[-2000:]
                 raise BrokerError(f"mosquitto exited at start: {err.strip()}")
             try:
                 _, writer = await asyncio.open_connection(self.host, self.port)
@@ -207,8 +217,6 @@ class PrivateBroker:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-        if self._proc.stderr:
-            self._proc.stderr.close()
         with contextlib.suppress(OSError):
             self.files.pid.unlink()
         self._proc = None

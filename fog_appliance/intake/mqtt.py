@@ -69,6 +69,11 @@ class MqttSettings:
     max_concurrent: int = 512
 
 
+PUBLISH_TIMEOUT_S = 60.0
+"""How long the fog's own publishes (announcements, down messages) may wait for their PUBACK:
+it queues behind the updates the broker is pushing to us."""
+
+
 class MqttIntake:
     def __init__(self, settings: MqttSettings, intake: Intake, coordinator: Coordinator) -> None:
         self.s = settings
@@ -104,7 +109,7 @@ class MqttIntake:
     async def _session(self) -> None:
         client = aiomqtt.Client(self.s.host, self.s.port, username=self.s.username,
                                 password=self.s.password, identifier=self.s.client_id,
-                                clean_session=False, keepalive=30,
+                                clean_session=False, keepalive=30, timeout=PUBLISH_TIMEOUT_S,
                                 max_queued_outgoing_messages=100_000)
         client._client.manual_ack_set(True)
         client.pending_calls_threshold = 10 * self.s.max_concurrent  # down replies in flight
@@ -116,7 +121,7 @@ class MqttIntake:
             self.connected.set()
             log.info("MQTT intake connected to %s:%d as %s", self.s.host, self.s.port,
                      self.s.client_id)
-            await self._publish_model(client, self._coord.model)
+            self._models.put_nowait(self._coord.model)  # (re)announce on every connect
             failure: asyncio.Future[StoreError] = asyncio.get_running_loop().create_future()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._model_publisher(client), name="mqtt-model-publisher")
@@ -164,11 +169,19 @@ class MqttIntake:
                 log.info("could not tell %s the outcome: %s", edge.device, exc)
 
     async def _model_publisher(self, client: aiomqtt.Client) -> None:
+        """Announce each new model; a publish that times out (the broker is busy pushing
+        updates to us) is retried, it does not end the session."""
         while True:
             model = await self._models.get()
             while not self._models.empty():
                 model = self._models.get_nowait()
-            await self._publish_model(client, model)
+            try:
+                await self._publish_model(client, model)
+            except aiomqtt.MqttError as exc:
+                log.warning("announcing model %d failed (%s); retrying", model.version, exc)
+                await asyncio.sleep(1.0)
+                if self._models.empty():
+                    self._models.put_nowait(model)
 
     async def _publish_model(self, client: aiomqtt.Client, model: CurrentModel) -> None:
         fog = self.s.fog_id
