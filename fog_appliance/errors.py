@@ -15,7 +15,9 @@ catch these::
      ├── StoreError             the SQLite store failed (disk full, locked, corrupt)
      ├── BrokerError            the MQTT broker is unreachable or refused us
      ├── ProvisioningError      a device id is invalid, unknown, or already registered
-     └── ServiceError           a part of the running node failed to start or stopped
+     ├── ServiceError           a part of the running node failed to start or stopped
+     ├── CloudError             the cloud link failed or the cloud sent something unusable
+     └── PeerError              a peer fog node is unreachable or answered something unusable
 
 Messages say what happens next ("… the update was rejected; the round continues").
 """
@@ -112,3 +114,13 @@ class ProvisioningError(FogError):
 
 class ServiceError(FogError):
     """A part of the running fog node failed to start or stopped unexpectedly."""
+
+
+class CloudError(FogError):
+    """The cloud tier (Flower) failed or sent something unusable; edges are not affected,
+    the fog keeps running rounds standalone."""
+
+
+class PeerError(FogError):
+    """A peer fog node is unreachable or answered something unusable; this node carries on
+    without it."""
