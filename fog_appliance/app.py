@@ -49,6 +49,12 @@ class FogNode:
         self.mqtt: Any = None
         self.coap_port: int | None = None
         self.broker: PrivateBroker | None = None
+        self.cloud: Any = None
+        """The cloud link (``cloud/``) when ``cloud_interface.server_url`` is set."""
+        self.peers: Any = None
+        """The peers service (``peers/``) when ``peers.nodes`` lists neighbours."""
+        self.extra_status: dict[str, Any] = {}
+        """Addresses the federation parts add to ``node.json``."""
 
     @property
     def status_path(self) -> Path:
@@ -81,6 +87,10 @@ class FogNode:
         await self.db.run(self.registry.load, self.store)
         self.coordinator = Coordinator(cfg, self.store, self.db, self.registry,
                                        make_strategy("fedavg"))
+        if cfg.cloud_interface.server_url:  # hooked in before any round can close
+            from fog_appliance.cloud.service import attach_cloud
+
+            self.cloud = await attach_cloud(self)
         await self.coordinator.start()
         ei = cfg.edge_interface
         self.committer = Committer(self.store, self.db, max_batch=ei.group_commit_max,
@@ -102,6 +112,14 @@ class FogNode:
             await self._start_mqtt(stack, tg)
         if cfg.coap.enabled:
             await self._start_coap(stack)
+        if self.cloud is not None:
+            from fog_appliance.cloud.service import serve_cloud
+
+            await serve_cloud(self, self.cloud, stack, tg)
+        if cfg.peers.nodes:
+            from fog_appliance.peers.service import start_peers
+
+            self.peers = await start_peers(self, stack, tg)
         self._write_status()
         self.ready.set()
         await self.db.run(self.store.add_event, "node", "info",
@@ -173,7 +191,7 @@ class FogNode:
         return {"fog_id": self.cfg.fog_node.id, "region": self.cfg.fog_node.region,
                 "pid": os.getpid(), "mqtt": broker, "coap_port": self.coap_port,
                 "coap_bind": self.cfg.coap.bind, "started_at": self.started_at,
-                "db": str(self.cfg.db_path)}
+                "db": str(self.cfg.db_path), **self.extra_status}
 
     def _write_status(self) -> None:
         tmp = self.status_path.with_suffix(".tmp")
