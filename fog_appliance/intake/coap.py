@@ -88,9 +88,7 @@ class HelloResource(aiocoap.resource.Resource):  # type: ignore[misc]
             raise rejection_to_coap(exc) from None
         except StoreError as exc:
             raise aiocoap.error.InternalServerError(f"not stored ({exc}); retry") from None
-        model = self._coord.model
-        return _json({"type": "welcome", "device": hello.id, "model_version": model.version,
-                      "round": model.round_id})
+        return _json(await self._intake.hello_answer(hello, "coap"))
 
 
 class ModelResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]

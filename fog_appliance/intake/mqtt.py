@@ -143,9 +143,8 @@ class MqttIntake:
                                      duplicate=acc.duplicate)
             else:
                 hello = await self._intake.submit_hello(payload, "mqtt", edge.device)
-                model = self._coord.model
-                reply = down_message("welcome", device=hello.id, model_version=model.version,
-                                     round=model.round_id)
+                answer = await self._intake.hello_answer(hello, "mqtt")
+                reply = down_message(answer.pop("type"), **answer)
         except RejectedError as exc:
             reply = down_message("rejected", reason=exc.reason.value, detail=exc.detail,
                                  seq=exc.seq)

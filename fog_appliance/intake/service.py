@@ -12,7 +12,9 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fog_appliance.coordinator import Coordinator
 from fog_appliance.dbthread import DbThread
@@ -59,6 +61,8 @@ class Intake:
         self._max = max_frame_bytes
         self._inflight: dict[tuple[str, int, int], Pending] = {}
         self.counters = IntakeCounters()
+        self.hello_gate: Callable[[Hello, str], Awaitable[dict[str, Any] | None]] | None = None
+        """Peers hook: the redirect for an edge this node has no room for (None: welcome)."""
 
     async def submit_update(self, payload: bytes, transport: str,
                             topic_device: str | None = None) -> Accepted:
@@ -124,6 +128,17 @@ class Intake:
         await self._db.run(self._store.record_hello, hello.id, info, time.time())
         self.counters.hellos += 1
         return hello
+
+    async def hello_answer(self, hello: Hello, transport: str) -> dict[str, Any]:
+        """What to tell an edge whose hello was accepted: a welcome with the current model
+        and round, or a redirect to a peer fog node with room (``hello_gate``)."""
+        if self.hello_gate is not None:
+            redirect = await self.hello_gate(hello, transport)
+            if redirect is not None:
+                return redirect
+        model = self._coord.model
+        return {"type": "welcome", "device": hello.id, "model_version": model.version,
+                "round": model.round_id}
 
     def _reject(self, device: str, transport: str, exc: RejectedError,
                 what: str = "update") -> None:
