@@ -164,7 +164,7 @@ class CloudLink:
         known = await self._db.run(find_global, self._store, sha)
         if req.kind == "evaluate":
             self.counters.evaluate += 1
-            await self._ensure(weights, sha, req.run, passed, round_cfg, known)
+            await self._ensure(weights, sha, req.run, passed, None, known)
             return await self._evaluation()
         self.counters.train += 1
         if known is not None:
@@ -175,8 +175,10 @@ class CloudLink:
         return await self._serve(await self._wait_for(version, req.timeout))
 
     async def _ensure(self, weights: list[np.ndarray], sha: str, run: int, server_round: int,
-                      round_cfg: dict[str, Any], known: ModelRow | None) -> int:
-        """The version of this global model the fog is training, adopting it if needed."""
+                      round_cfg: dict[str, Any] | None, known: ModelRow | None) -> int:
+        """The version of this global model the fog is training, adopting it if needed.
+        ``round_cfg`` (train messages) replaces the edges' round settings; evaluate
+        messages carry none and leave them as they are."""
         if known is not None and (known.version == self._coord.model.version
                                   or known.version in self._awaited):
             self._awaited[known.version] = GlobalRef(known.version, run, server_round, sha)
