@@ -27,10 +27,12 @@ class Registry:
         self._data_version = -1
         self.refreshed_at = 0.0
 
-    def load(self, store: Store) -> None:
-        """Replace the cache from the store (only if the store changed since last time)."""
+    def load(self, store: Store, *, force: bool = False) -> None:
+        """Replace the cache from the store (only if the store changed since last time).
+        ``PRAGMA data_version`` only sees commits of *other* connections: after writing
+        devices through ``store`` itself, pass ``force=True``."""
         version = store.data_version()
-        if version == self._data_version and self._devices:
+        if version == self._data_version and self._devices and not force:
             return
         fresh = {d.id: KnownDevice(d.key, d.revoked, d.last_seq, d.role)
                  for d in store.devices()}

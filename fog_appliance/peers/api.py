@@ -96,7 +96,7 @@ async def _devices(request: web.Request) -> web.StreamResponse:
         new = await node.db.run(import_device, node.store, dev)
         if new:
             await node.db.run(sync_broker_auth, node.cfg, node.store)
-            await node.db.run(node.registry.load, node.store)
+            await node.db.run(lambda: node.registry.load(node.store, force=True))
             await node.db.run(node.store.add_event, "device", "info",
                               f"device {dev.id} handed over by {dev.info['handed_over_by']}",
                               {"device": dev.id})

@@ -82,7 +82,7 @@ async def provision_edges(node: FogNode, n: int, prefix: str) -> list[DeviceCred
     for i in range(n):
         conf, _ = await node.db.run(provision, node.cfg, node.store, f"{prefix}-{i}")
         creds.append(DeviceCredentials.from_dict(conf))
-    await node.db.run(node.registry.load, node.store)
+    await node.db.run(lambda: node.registry.load(node.store, force=True))
     return creds
 
 

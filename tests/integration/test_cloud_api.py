@@ -11,17 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from fog_appliance.app import FogNode
-from fog_appliance.broker import free_port
-from fog_appliance.cloud.clientapp import FOG_REFUSED, FOG_TIMEOUT, FogCallError, post
-from fog_appliance.cloud.supernode import token_path
-from fog_appliance.cloud.wire import CloudReply, CloudRequest, encode_request
-from fog_appliance.localhttp import read_token
-from fog_appliance.model.spec import flatten
-from fog_appliance.protocol.model_blob import decode_model, encode_model
-from fog_appliance.store.outbox import ACKED, SENT, outbox_rows
-
 from cloud_support import (
     add_flat,
     digits,
@@ -30,6 +19,18 @@ from cloud_support import (
     round_updates,
     start_edges,
 )
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+
+from fog_appliance.app import FogNode
+from fog_appliance.broker import free_port
+from fog_appliance.cloud import clientapp
+from fog_appliance.cloud.clientapp import FOG_REFUSED, FOG_TIMEOUT, FogCallError, post
+from fog_appliance.cloud.supernode import token_path
+from fog_appliance.cloud.wire import CloudReply, CloudRequest, encode_request
+from fog_appliance.localhttp import read_token
+from fog_appliance.model.spec import flatten
+from fog_appliance.protocol.model_blob import decode_model, encode_model
+from fog_appliance.store.outbox import ACKED, SENT, outbox_rows
 
 
 def _global(shapes: list[tuple[int, ...]], seed: int) -> list[np.ndarray]:
@@ -152,3 +153,60 @@ async def test_bad_requests_are_refused_with_a_reason(tmp_path: Path) -> None:
         assert await asyncio.to_thread(_status, api, "/outbox?limit=x", token) == 400
         assert await asyncio.to_thread(_status, api, "/status", token) == 200
         assert node.coordinator.model.version == 1  # nothing was adopted
+
+
+def _message(kind: str, arrays: dict[str, np.ndarray], config: dict[str, object]) -> Message:
+    content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                          "config": ConfigRecord(config)})  # type: ignore[arg-type]
+    meta = Metadata(run_id=77, message_id="m1", src_node_id=1, dst_node_id=2,
+                    reply_to_message_id="", group_id="1", created_at=0.0, ttl=60.0,
+                    message_type=kind)
+    return Message(content=content, metadata=meta)
+
+
+def _context(api: str, token_file: Path) -> Context:
+    return Context(run_id=77, node_id=2, node_config={
+        "fog-api": api, "fog-token-file": str(token_file), "round-timeout": 60.0},
+        state=RecordDict(), run_config={})
+
+
+async def test_the_flower_shim_keeps_array_keys_and_maps_failures(tmp_path: Path) -> None:
+    cfg = fog_config(tmp_path, "fd", threshold=2, cloud=f"127.0.0.1:{free_port()}")
+    async with FogNode(cfg).running() as node:
+        fleet = await start_edges(node, 2, "fd-e", digits(), seed=4)
+        try:
+            shapes = node.coordinator.shapes
+            names = [f"layer{i}" for i in range(len(shapes))]
+            g = dict(zip(names, _global(shapes, 5), strict=True))
+            ctx = _context(node.extra_status["cloud_api"], token_path(cfg))
+            reply = await asyncio.to_thread(
+                clientapp.train, _message("train", g, {"server-round": 1}), ctx)
+            assert not reply.has_error(), reply.error
+            assert list(reply.content["arrays"].keys()) == names
+            metrics = reply.content["metrics"]
+            assert metrics["updates"] == 2 and metrics["num-examples"] > 0
+            assert reply.metadata.reply_to_message_id == "m1"
+            ev = await asyncio.to_thread(
+                clientapp.evaluate, _message("evaluate", g, {"server-round": 1}), ctx)
+            assert not ev.has_error() and len(ev.content.array_records) == 0
+            assert ev.content["metrics"]["num-examples"] == metrics["num-examples"]
+
+            wrong = {"w": np.zeros((2, 2), np.float32)}
+            bad = await asyncio.to_thread(
+                clientapp.train, _message("train", wrong, {"server-round": 2}), ctx)
+            assert bad.has_error() and bad.error.code == clientapp.FOG_REFUSED
+            await fleet.stop()  # no edges: the round cannot close in time
+            late = await asyncio.to_thread(clientapp.train, _message(
+                "train", dict(zip(names, _global(shapes, 6), strict=True)),
+                {"server-round": 2, "fog-timeout": 1.0}), ctx)
+            assert late.has_error() and late.error.code == clientapp.FOG_TIMEOUT
+        finally:
+            await fleet.stop()
+    gone = _context(f"http://127.0.0.1:{free_port()}", token_path(cfg))
+    down = await asyncio.to_thread(clientapp.train, _message(
+        "train", {"w": np.zeros(2, np.float32)}, {"fog-timeout": 1.0}), gone)
+    assert down.has_error() and down.error.code == clientapp.FOG_UNREACHABLE
+    nourl = _context("not-a-url", token_path(cfg))
+    down = await asyncio.to_thread(clientapp.train, _message(
+        "train", {"w": np.zeros(2, np.float32)}, {}), nourl)
+    assert down.has_error() and down.error.code == clientapp.FOG_UNREACHABLE

@@ -10,18 +10,6 @@ import socket
 from pathlib import Path
 
 import numpy as np
-
-from fog_appliance.app import FogNode
-from fog_appliance.broker import free_port
-from fog_appliance.client import DeviceCredentials, FLClient
-from fog_appliance.cloud.clientapp import post
-from fog_appliance.cloud.supernode import token_path
-from fog_appliance.cloud.wire import CloudRequest, encode_request
-from fog_appliance.localhttp import read_token
-from fog_appliance.model.numpy_model import train_local
-from fog_appliance.peers.gossip import mix
-from fog_appliance.protocol.model_blob import encode_model
-
 from cloud_support import (
     add_flat,
     digits,
@@ -33,6 +21,17 @@ from cloud_support import (
     wait_until,
     weights_of,
 )
+
+from fog_appliance.app import FogNode
+from fog_appliance.broker import free_port
+from fog_appliance.client import DeviceCredentials, FLClient
+from fog_appliance.cloud.clientapp import post
+from fog_appliance.cloud.supernode import token_path
+from fog_appliance.cloud.wire import CloudRequest, encode_request
+from fog_appliance.localhttp import read_token
+from fog_appliance.model.numpy_model import train_local
+from fog_appliance.peers.gossip import mix
+from fog_appliance.protocol.model_blob import encode_model
 
 
 async def test_an_edge_over_capacity_is_redirected_to_the_peer_with_room(
@@ -50,6 +49,8 @@ async def test_an_edge_over_capacity_is_redirected_to_the_peer_with_room(
         a = await stack.enter_async_context(FogNode(cfg("ra", 1)).running())
         b = await stack.enter_async_context(FogNode(cfg("rb", 1)).running())
         c = await stack.enter_async_context(FogNode(cfg("rc", 5)).running())
+        # rc already has an edge of its own (its registry is not empty)
+        await provision_edges(c, 1, "rc-e")
         # rb is full: one edge of its own says hello
         (b_creds,) = await provision_edges(b, 1, "rb-e")
         async with FLClient(b_creds) as b_edge:
@@ -111,7 +112,7 @@ async def test_without_the_cloud_peers_gossip_and_the_cloud_wins_when_back(
             # recompute it: ga's own result of that round, averaged with gb's model
             (used,) = row.metrics["gossip"]
             assert used["fog"] == "gb"
-            rnd = [r for r in a.store.rounds(200) if r.result_version == row.version][0]
+            rnd = next(r for r in a.store.rounds(200) if r.result_version == row.version)
             own = add_flat(weights_of(a.store, rnd.model_version, shapes),
                            flat_fedavg(round_updates(a.store, rnd.id, shapes)), shapes)
             peer = weights_of(b.store, used["version"], shapes)
