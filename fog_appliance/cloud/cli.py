@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fog_appliance.config import FogConfig, load_config
-from fog_appliance.errors import ServiceError
+from fog_appliance.errors import ConfigError, ServiceError
 
 
 def register(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -39,6 +39,11 @@ def register(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) ->
     st = csub.add_parser("status", help="cloud link and outbox of the running node")
     config_arg(st)
     st.set_defaults(func=cmd_cloud_status)
+    loc = csub.add_parser("local", help="a Flower SuperLink + SuperExec on loopback, for "
+                          "development (no TLS)")
+    loc.add_argument("--dir", default="cloud-dev", help="state and logs (default cloud-dev)")
+    loc.add_argument("--port", type=int, default=0, help="SuperLink port (default: free)")
+    loc.set_defaults(func=cmd_local)
 
     peers = sub.add_parser("peers", help="fog-to-fog collaboration")
     psub = peers.add_subparsers(dest="peers_command", required=True, metavar="ACTION")
@@ -110,6 +115,41 @@ def cmd_cloud_status(args: argparse.Namespace) -> int:
         raise ServiceError("the running node has no cloud tier (cloud_interface.server_url)")
     print(json.dumps(_get_json(f"{api}/status", read_token(token_path(cfg))), indent=2))
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from fog_appliance.cloud.localcloud import APP_DIR, FlowerCloud
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError("--port", "port", f"{args.port} is not a TCP port")
+    root = Path(args.dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    cloud = FlowerCloud(root, port=args.port)
+    try:
+        cloud.start_superlink()
+        cloud.start_superexec()
+        print(f"Flower SuperLink on {cloud.address} (no TLS: loopback development only); "
+              f"state and logs in {root}\n"
+              f"fog node config:  cloud_interface: {{server_url: '{cloud.address}', "
+              "insecure: true, manage_supernode: true}\n"
+              f"start a run:      FLWR_HOME={cloud.cli_home} flwr run {APP_DIR} test\n"
+              "Ctrl-C stops the SuperLink and the SuperExec.")
+        signal.signal(signal.SIGTERM, _interrupt)
+        while all(p.poll() is None for p in cloud.procs.values()):
+            time.sleep(1.0)
+        print("a Flower process exited; see the logs in", root, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        cloud.stop()
 
 
 def cmd_peers_token(args: argparse.Namespace) -> int:

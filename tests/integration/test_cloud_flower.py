@@ -25,9 +25,9 @@ from cloud_support import (
     wait_until,
     weights_of,
 )
-from flower_support import FlowerCloud
 
 from fog_appliance.app import FogNode
+from fog_appliance.cloud.localcloud import FlowerCloud
 from fog_appliance.cloud.wire import content_sha256
 from fog_appliance.store.outbox import ACKED, PENDING, SENT, outbox_rows
 

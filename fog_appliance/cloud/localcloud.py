@@ -1,9 +1,12 @@
-"""A real Flower cloud on loopback for the tests: ``flower-superlink`` (insecure, tests
-only; state in a SQLite file so it survives a restart), a separately started
-``flower-superexec`` that runs the ServerApp (process isolation, so the ServerApp outlives
-a SuperLink restart), and ``flwr run`` of ``examples/cloud-fedavg``. Every process is
-started here in its own process group and stopped by its id. Nothing is downloaded:
-telemetry, update checks and runtime dependency installation are off."""
+"""A Flower cloud on loopback for development, tests and benchmarks.
+
+``flower-superlink`` without TLS (loopback only; its state in a SQLite file so it survives
+a restart), a separately started ``flower-superexec`` that runs ServerApps (process
+isolation: a ServerApp outlives a SuperLink restart), and ``flwr run`` of a Flower App
+directory (default: ``examples/cloud-fedavg`` of a checkout). Every process is started in
+its own process group and stopped by its id. Nothing is downloaded: telemetry, update
+checks and runtime dependency installation are off.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +23,11 @@ import numpy as np
 
 from fog_appliance.broker import free_port
 from fog_appliance.cloud.supernode import OFFLINE_ENV
+from fog_appliance.errors import CloudError
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "examples" / "cloud-fedavg"
+"""The example cloud app, in a checkout of fog-appliance."""
 BIN = Path(sys.executable).parent
 
 
@@ -32,9 +37,10 @@ def _exe(name: str) -> str:
 
 
 class FlowerCloud:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, app_dir: Path = APP_DIR, port: int = 0) -> None:
         self.root = root
-        self.port = free_port()
+        self.app_dir = app_dir
+        self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.db = root / "superlink.db"
         self.cli_home = root / "cli-home"
@@ -73,8 +79,8 @@ class FlowerCloud:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
             time.sleep(0.2)
-        raise AssertionError(f"SuperLink did not listen on {self.address}: "
-                             f"{self.log_tail('superlink')}")
+        raise CloudError(f"the SuperLink did not listen on {self.address}: "
+                         f"{self.log_tail('superlink')}")
 
     def kill_superlink(self) -> None:
         proc = self.procs.pop("superlink")
@@ -88,14 +94,14 @@ class FlowerCloud:
                f'round-timeout={round_timeout} fraction-evaluate={fraction_evaluate} '
                f'out-dir="{self.out_dir}"')
         env = {**self.env, "FLWR_HOME": str(self.cli_home)}
-        done = subprocess.run([_exe("flwr"), "run", str(APP_DIR), "test", "--run-config", cfg,
+        done = subprocess.run([_exe("flwr"), "run", str(self.app_dir), "test", "--run-config", cfg,
                                "--format", "json"], env=env, capture_output=True, timeout=120,
                               check=False)
         out = done.stdout.decode(errors="replace")
         start = out.find("{")
         if done.returncode != 0 or start < 0:
-            raise AssertionError(f"flwr run failed ({done.returncode}): {out} "
-                                 f"{done.stderr.decode(errors='replace')}")
+            raise CloudError(f"flwr run failed ({done.returncode}): {out} "
+                             f"{done.stderr.decode(errors='replace')}")
         return int(json.loads(out[start:])["run-id"])
 
     def result(self) -> dict[str, object] | None:
