@@ -42,6 +42,7 @@ from fog_appliance.protocol.messages import (
     ModelAnnouncement,
     encode_hello,
     parse_down,
+    parse_redirect,
 )
 from fog_appliance.protocol.model_blob import decode_model, etag
 
@@ -230,20 +231,19 @@ class FLClient:
 
     async def _follow(self, msg: dict[str, Any]) -> None:
         """Reconnect to the fog node a redirect names."""
-        host, port, fog = msg.get("host"), msg.get("port"), msg.get("fog_id")
-        if not isinstance(host, str) or not host or not isinstance(fog, str) or not fog \
-                or isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ClientError(f"redirect is malformed: {msg}")
+        try:
+            r = parse_redirect(msg)
+        except ProtocolError as exc:
+            raise ClientError(f"redirect is malformed: {exc}") from None
         await self.close()
         c = self.creds
         if self.transport == "mqtt":
-            coap_port = msg.get("coap_port")
             self.creds = dataclasses.replace(
-                c, fog_id=fog, mqtt_host=host, mqtt_port=port,
-                coap_host=str(msg.get("coap_host") or c.coap_host),
-                coap_port=coap_port if isinstance(coap_port, int) else c.coap_port)
+                c, fog_id=r.fog_id, mqtt_host=r.host, mqtt_port=r.port,
+                coap_host=r.coap_host or c.coap_host, coap_port=r.coap_port or c.coap_port)
         else:
-            self.creds = dataclasses.replace(c, fog_id=fog, coap_host=host, coap_port=port)
+            self.creds = dataclasses.replace(c, fog_id=r.fog_id, coap_host=r.host,
+                                             coap_port=r.port)
         self.redirects.append(msg)
         self._announcement, self._blob = None, None
         self._outcomes, self._answers = asyncio.Queue(), asyncio.Queue()
@@ -256,7 +256,7 @@ class FLClient:
                 return
             except ClientError as exc:  # the new fog's broker may still be reloading
                 last = exc
-        raise ClientError(f"could not follow the redirect to {fog}: {last}")
+        raise ClientError(f"could not follow the redirect to {r.fog_id}: {last}")
 
     async def model(self, *, after_round: int = 0, timeout: float | None = None
                     ) -> GlobalModel:

@@ -84,6 +84,15 @@ async def test_an_edge_over_capacity_is_redirected_to_the_peer_with_room(
                 # an edge ra already serves is never sent away
                 assert (await e1.hello(wait=True) or {})["type"] == "welcome"
                 assert a.peers.counters.redirected == 1
+            # over CoAP the redirect is the answer to the hello, with rc's CoAP port
+            (third,) = await provision_edges(a, 1, "ra-c")
+            async with FLClient(third, transport="coap") as e3:
+                answer = await e3.hello(wait=True)
+                assert answer is not None and answer["type"] == "welcome"
+                assert e3.redirects[0]["fog_id"] == "rc"
+                assert e3.redirects[0]["port"] == c.coap_port
+                assert e3.creds.coap_port == c.coap_port
+            assert a.peers.counters.redirected == 2
 
 
 async def test_without_the_cloud_peers_gossip_and_the_cloud_wins_when_back(

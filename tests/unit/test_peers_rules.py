@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fog_appliance.errors import PeerError
+from fog_appliance.errors import PeerError, ProtocolError
 from fog_appliance.peers.api import parse_device
 from fog_appliance.peers.gossip import mix
 from fog_appliance.peers.hints import LoadHint, choose_peer, redirect_message
+from fog_appliance.protocol.messages import Redirect, parse_redirect
 
 
 def hint(fog: str, edges: int, max_edges: int = 10, cpu: float = 10.0, ts: float = 100.0,
@@ -138,3 +139,29 @@ def test_bad_device_records_are_refused(change: dict[str, object], message: str)
 def test_garbage_device_records_only_raise_value_error(obj: object) -> None:
     with contextlib.suppress(ValueError):
         parse_device(obj)
+
+
+def test_a_redirect_parses_back_from_the_message_the_node_sends() -> None:
+    r = parse_redirect(redirect_message(hint("hall-c", 1), "mqtt"))
+    assert r == Redirect("hall-c", "10.0.0.2", 1883, "10.0.0.2", 5683)
+    assert parse_redirect({"type": "redirect", "fog_id": "b", "host": "h", "port": 5683}) \
+        == Redirect("b", "h", 5683)
+
+
+@pytest.mark.parametrize("change", [
+    {"fog_id": "a/b"}, {"fog_id": "#"}, {"fog_id": ""}, {"fog_id": 3}, {"host": ""},
+    {"host": None}, {"port": 0}, {"port": 65536}, {"port": True}, {"port": "1883"},
+    {"coap_port": 0}, {"coap_host": None}, {"host": "h" * 254},
+])
+def test_malformed_redirects_are_refused(change: dict[str, object]) -> None:
+    msg = {**redirect_message(hint("b", 1), "mqtt"), **change}
+    with pytest.raises(ProtocolError):
+        parse_redirect(msg)
+
+
+@given(st.dictionaries(st.sampled_from(["fog_id", "host", "port", "coap_host", "coap_port",
+                                        "type"]),
+                       st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=9))))
+def test_garbage_redirects_only_raise_protocol_error(msg: dict[str, object]) -> None:
+    with contextlib.suppress(ProtocolError):
+        parse_redirect(msg)
