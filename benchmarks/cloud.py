@@ -66,7 +66,7 @@ def node_yaml(root: Path, fog: str, cloud: str, edges: int) -> Path:
         "model": {"hidden": HIDDEN},
         "storage": {"synchronous": "normal"},
         "cloud_interface": {"server_url": cloud, "insecure": True, "sync_interval": 1.0,
-                            "manage_supernode": True, "supernode_port": 0},
+                            "manage_supernode": True, "supernode_port": 0, "api_port": 0},
         "logging": {"level": "warning"},
     }
     path = root / f"{fog}.yaml"

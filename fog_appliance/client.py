@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fog_appliance.aio import honour_cancellation
 from fog_appliance.errors import FogError, ProtocolError, Reason
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol import topics
@@ -212,6 +213,7 @@ class FLClient:
             if self.transport == "mqtt":
                 await self._mqtt.publish(topics.hello(self.creds.fog_id, self.creds.device_id),
                                          payload, qos=1)
+                honour_cancellation()
                 if not wait:
                     return None
                 async with asyncio.timeout(self.timeout):
@@ -330,6 +332,7 @@ class FLClient:
     async def _send_mqtt(self, seq: int, frame: bytes) -> SendResult:
         c = self.creds
         await self._mqtt.publish(topics.up(c.fog_id, c.device_id), frame, qos=1)
+        honour_cancellation()  # a cancel lost inside aiomqtt's publish (Python 3.11)
         async with asyncio.timeout(self.timeout):
             while True:
                 msg = await self._outcomes.get()

@@ -146,8 +146,9 @@ class CloudInterfaceConfig:
     """PEM CA bundle that signed the SuperLink's certificate (default: the system's)."""
     api_bind: str = "127.0.0.1"
     """Address of the local cloud API the Flower ClientApp shim calls. Keep it on loopback."""
-    api_port: int = bounded(0, ge=0, le=65535)
-    """TCP port of the local cloud API (0 picks a free one, written to ``node.json``)."""
+    api_port: int = bounded(8471, ge=0, le=65535)
+    """TCP port of the local cloud API. A fixed port lets a separately started SuperNode
+    find the node again after a restart; 0 picks a free one (written to ``node.json``)."""
     manage_supernode: bool = False
     """Start and supervise ``flower-supernode`` as a child process (development, tests).
     The appliance image runs it as its own systemd unit instead."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from fog_appliance.aio import honour_cancellation
 from fog_appliance.backoff import backoff_delays
 from fog_appliance.coordinator import Coordinator, CurrentModel
 from fog_appliance.errors import RejectedError, StoreError
@@ -167,12 +168,7 @@ class MqttIntake:
             while not self._models.empty():
                 model = self._models.get_nowait()
             await self._publish_model(client, model)
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # Python 3.11's asyncio.wait_for (inside aiomqtt's publish) can swallow a
-                # cancellation that lands as the PUBACK arrives; honour it here, or the
-                # node's shutdown waits for this task forever.
-                raise asyncio.CancelledError
+            honour_cancellation()  # a cancel lost inside aiomqtt's publish (Python 3.11)
 
     async def _publish_model(self, client: aiomqtt.Client, model: CurrentModel) -> None:
         fog = self.s.fog_id

@@ -4,6 +4,7 @@ reference computation (flat FedAvg over the edges' updates, read back from a nod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ def fog_config(root: Path, fog_id: str, *, threshold: int = 3, cloud: str | None
         cfg.cloud_interface.insecure = True
         cfg.cloud_interface.sync_interval = 0.3
         cfg.cloud_interface.round_timeout = 120.0
+        cfg.cloud_interface.api_port = 0
     if peers:
         cfg.peers.nodes = [PeerConfig(pid, url) for pid, url in peers]
         cfg.peers.port = peer_port
@@ -66,11 +68,15 @@ class EdgeFleet:
     tasks: list[asyncio.Task[None]]
 
     async def stop(self) -> None:
+        """Stop the edges; bounded, so a stuck edge cannot hang a test's teardown."""
         for t in self.tasks:
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=15)
         for e in self.edges:
-            await e.client.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(e.client.close(), 10)
+        self.tasks.clear()
 
 
 def digits() -> Dataset:
@@ -150,3 +156,15 @@ async def wait_until(predicate: object, timeout: float, what: str,
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def dump_tasks_after(seconds: float) -> None:
+    """Diagnostics for a hang: after ``seconds``, print every asyncio task's stack (stderr).
+    Start it as a task and cancel it when the test is done."""
+    import sys
+
+    await asyncio.sleep(seconds)
+    print(f"\n--- asyncio tasks after {seconds} s ---", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        print(f"{task.get_name()}: {task!r}", file=sys.stderr)
+        task.print_stack(limit=20, file=sys.stderr)

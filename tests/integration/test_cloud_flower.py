@@ -19,6 +19,7 @@ from cloud_support import (
     EdgeFleet,
     add_flat,
     digits,
+    dump_tasks_after,
     fog_config,
     round_updates,
     start_edges,
@@ -101,6 +102,7 @@ async def _until_done(cloud: FlowerCloud, timeout: float) -> None:
 async def test_global_fedavg_over_fogs_equals_flat_fedavg_over_all_edges(
         tmp_path: Path) -> None:
     cloud = FlowerCloud(tmp_path)
+    watchdog = asyncio.create_task(dump_tasks_after(200))
     try:
         await asyncio.to_thread(cloud.start_superlink)
         cloud.start_superexec()
@@ -116,11 +118,13 @@ async def test_global_fedavg_over_fogs_equals_flat_fedavg_over_all_edges(
                 assert globals_[0].metrics["content_sha256"] == content_sha256(
                     cloud.global_model(3))
     finally:
+        watchdog.cancel()
         cloud.stop()
 
 
 async def test_a_superlink_killed_mid_run_loses_no_regional_aggregate(tmp_path: Path) -> None:
     cloud = FlowerCloud(tmp_path)
+    watchdog = asyncio.create_task(dump_tasks_after(200))
     try:
         await asyncio.to_thread(cloud.start_superlink)
         cloud.start_superexec()
@@ -148,4 +152,5 @@ async def test_a_superlink_killed_mid_run_loses_no_regional_aggregate(tmp_path: 
             await asyncio.sleep(0.5)
             _check_global_rounds(cloud, nodes, run_id, 3, final_acked=False)
     finally:
+        watchdog.cancel()
         cloud.stop()
