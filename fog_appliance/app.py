@@ -70,6 +70,12 @@ class FogNode:
         self.admin: AdminServer | None = None
         self.privacy: PrivacyProxy
         """The privacy proxy; ``node.privacy.status()`` is what the admin API shows."""
+        self.cloud: Any = None
+        """The cloud link (``cloud/``) when ``cloud_interface.server_url`` is set."""
+        self.peers: Any = None
+        """The peers service (``peers/``) when ``peers.nodes`` lists neighbours."""
+        self.extra_status: dict[str, Any] = {}
+        """Addresses the federation parts add to ``node.json``."""
 
     @property
     def status_path(self) -> Path:
@@ -113,6 +119,10 @@ class FogNode:
         await self.privacy.load()
         self.coordinator = Coordinator(cfg, self.store, self.db, self.registry, strategy,
                                        policy=round_policy(cfg, strategy), gate=self.privacy)
+        if cfg.cloud_interface.server_url:  # hooked in before any round can close
+            from fog_appliance.cloud.service import attach_cloud
+
+            self.cloud = await attach_cloud(self)
         await self.coordinator.start()
         ei = cfg.edge_interface
         self.committer = Committer(self.store, self.db, max_batch=ei.group_commit_max,
@@ -139,6 +149,14 @@ class FogNode:
             await self._start_mqtt(stack, tg)
         if cfg.coap.enabled:
             await self._start_coap(stack)
+        if self.cloud is not None:
+            from fog_appliance.cloud.service import serve_cloud
+
+            await serve_cloud(self, self.cloud, stack, tg)
+        if cfg.peers.nodes:
+            from fog_appliance.peers.service import start_peers
+
+            self.peers = await start_peers(self, stack, tg)
         if cfg.admin.enabled:  # last: every part has registered its section by now
             from fog_appliance.admin.server import start_admin
 
@@ -229,7 +247,7 @@ class FogNode:
                 "pid": os.getpid(), "mqtt": broker, "coap_port": self.coap_port,
                 "coap_bind": self.cfg.coap.bind, "started_at": self.started_at,
                 "db": str(self.cfg.db_path),
-                "admin": self.admin.addresses() if self.admin else None}
+                "admin": self.admin.addresses() if self.admin else None, **self.extra_status}
 
     def _write_status(self) -> None:
         tmp = self.status_path.with_suffix(".tmp")

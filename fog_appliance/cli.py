@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -108,6 +109,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fog_appliance.app import FogNode
 
     async def main() -> None:
+        # systemd stops with SIGTERM: shut down like Ctrl-C, so children (the private
+        # broker, a supervised flower-supernode) are stopped, not orphaned
+        task = asyncio.current_task()
+        if task is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         node = FogNode(cfg)
         if not args.monitor:
             await node.run()
@@ -117,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         async with node.running():
             await monitor(node)
 
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(main())
     return 0
 
@@ -216,7 +222,7 @@ COMMANDS = {"run": cmd_run, "demo": cmd_demo, "provision": cmd_provision,
 
 # Subcommands that live in their own module: each module has
 # ``register(subparsers, config_arg)`` that adds its parsers with ``set_defaults(func=...)``.
-COMMAND_MODULES: list[str] = ["fog_appliance.edge.cli"]
+COMMAND_MODULES: list[str] = ["fog_appliance.edge.cli", "fog_appliance.cloud.cli"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,12 +12,17 @@ the current model, send signed updates, learn whether each was accepted::
 
 Sequence numbers are persisted in ``state_path`` (write-ahead), so a restarted device never
 reuses one. Resending the same update (same seq, same bytes) is idempotent.
+
+A fog node that has no room for another edge answers a hello with a ``redirect`` to a
+neighbouring fog node; ``await client.hello(wait=True)`` follows it (reconnects there, with
+the same credentials, which the fog handed over) and returns the final welcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fog_appliance.aio import honour_cancellation
 from fog_appliance.backoff import backoff_delays
 from fog_appliance.errors import FogError, ProtocolError, Reason
 from fog_appliance.model.spec import ModelSpec
@@ -38,12 +44,17 @@ from fog_appliance.protocol.messages import (
     ModelAnnouncement,
     encode_hello,
     parse_down,
+    parse_redirect,
 )
 from fog_appliance.protocol.model_blob import decode_model, etag
 
 
 class ClientError(FogError):
     """The fog node could not be reached or answered something unusable."""
+
+
+MAX_REDIRECTS = 3
+ANSWERS = ("welcome", "redirect")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +116,14 @@ class FLClient:
     def __init__(self, creds: DeviceCredentials, *,
                  transport: Literal["mqtt", "coap"] = "mqtt",
                  state_path: str | os.PathLike[str] | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, follow_redirects: bool = True) -> None:
         self.creds = creds
         self.transport = transport
         self.timeout = timeout
+        self.follow_redirects = follow_redirects
+        self.redirects: list[dict[str, Any]] = []
+        """Redirects followed so far (the fog nodes this client was sent away from)."""
+        self._answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._state_path = Path(state_path) if state_path else None
         self._seq = self._load_seq()
         self._mqtt: Any = None
@@ -181,21 +196,70 @@ class FLClient:
                     self._changed.notify_all()
             else:
                 with contextlib.suppress(ProtocolError):
-                    self._outcomes.put_nowait(parse_down(payload))
+                    down = parse_down(payload)
+                    queue = self._answers if down["type"] in ANSWERS else self._outcomes
+                    queue.put_nowait(down)
 
     # -- the API ------------------------------------------------------------------------------
 
     async def hello(self, *, ram: int | None = None, battery: int | None = None,
                     can_train: bool = True, fw: str = "fog-client", model_version: int = 0,
-                    ) -> None:
-        """Register / heartbeat. Over CoAP the answer comes back at once."""
-        payload = encode_hello(Hello(self.creds.device_id, fw, ram, battery, can_train, None,
-                                     model_version), self.creds.key)
+                    wait: bool = False) -> dict[str, Any] | None:
+        """Register / heartbeat. With ``wait``, return the fog's answer (a ``welcome``),
+        after following redirects to peer fog nodes unless ``follow_redirects`` is off (then
+        the ``redirect`` itself is returned)."""
+        for _ in range(MAX_REDIRECTS + 1):
+            payload = encode_hello(Hello(self.creds.device_id, fw, ram, battery, can_train,
+                                         None, model_version), self.creds.key)
+            if self.transport == "mqtt":
+                await self._mqtt.publish(topics.hello(self.creds.fog_id, self.creds.device_id),
+                                         payload, qos=1)
+                honour_cancellation()
+                if not wait:
+                    return None
+                async with asyncio.timeout(self.timeout):
+                    answer = await self._answers.get()
+            else:
+                body = await self._coap_request("POST", "/hello", payload)
+                if not wait:
+                    return None
+                try:
+                    answer = parse_down(body)
+                except ProtocolError as exc:
+                    raise ClientError(f"hello answer is unusable: {exc}") from None
+            if answer["type"] != "redirect" or not self.follow_redirects:
+                return answer
+            await self._follow(answer)
+        raise ClientError(f"more than {MAX_REDIRECTS} redirects in a row")
+
+    async def _follow(self, msg: dict[str, Any]) -> None:
+        """Reconnect to the fog node a redirect names."""
+        try:
+            r = parse_redirect(msg)
+        except ProtocolError as exc:
+            raise ClientError(f"redirect is malformed: {exc}") from None
+        await self.close()
+        c = self.creds
         if self.transport == "mqtt":
-            await self._mqtt.publish(topics.hello(self.creds.fog_id, self.creds.device_id),
-                                     payload, qos=1)
+            self.creds = dataclasses.replace(
+                c, fog_id=r.fog_id, mqtt_host=r.host, mqtt_port=r.port,
+                coap_host=r.coap_host or c.coap_host, coap_port=r.coap_port or c.coap_port)
         else:
-            await self._coap_request("POST", "/hello", payload)
+            self.creds = dataclasses.replace(c, fog_id=r.fog_id, coap_host=r.host,
+                                             coap_port=r.port)
+        self.redirects.append(msg)
+        self._announcement, self._blob = None, None
+        self._outcomes, self._answers = asyncio.Queue(), asyncio.Queue()
+        self._stack = contextlib.AsyncExitStack()
+        last: Exception | None = None
+        for delay in (0.0, 0.2, 0.5, 1.0, 2.0):
+            await asyncio.sleep(delay)
+            try:
+                await self.connect()
+                return
+            except ClientError as exc:  # the new fog's broker may still be reloading
+                last = exc
+        raise ClientError(f"could not follow the redirect to {r.fog_id}: {last}")
 
     async def model(self, *, after_round: int = 0, timeout: float | None = None
                     ) -> GlobalModel:
@@ -272,6 +336,7 @@ class FLClient:
     async def _send_mqtt(self, seq: int, frame: bytes) -> SendResult:
         c = self.creds
         await self._mqtt.publish(topics.up(c.fog_id, c.device_id), frame, qos=1)
+        honour_cancellation()  # a cancel lost inside aiomqtt's publish (Python 3.11)
         async with asyncio.timeout(self.timeout):
             while True:
                 msg = await self._outcomes.get()

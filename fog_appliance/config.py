@@ -138,7 +138,24 @@ class CloudInterfaceConfig:
     server_url: str | None = None
     """Flower SuperLink fleet address (``host:port``); empty means standalone."""
     sync_interval: float = bounded(300.0, gt=0.0)
-    """Seconds between attempts to push pending regional aggregates upstream."""
+    """Seconds between checks of the cloud link (is the SuperLink reachable?). Aggregates the
+    cloud asked for wait in the outbox until it takes them; see docs/cloud.md."""
+    insecure: bool = False
+    """Talk to the SuperLink without TLS. For tests and development on loopback only."""
+    root_certificates: str | None = None
+    """PEM CA bundle that signed the SuperLink's certificate (default: the system's)."""
+    api_bind: str = "127.0.0.1"
+    """Address of the local cloud API the Flower ClientApp shim calls. Keep it on loopback."""
+    api_port: int = bounded(8471, ge=0, le=65535)
+    """TCP port of the local cloud API. A fixed port lets a separately started SuperNode
+    find the node again after a restart; 0 picks a free one (written to ``node.json``)."""
+    manage_supernode: bool = False
+    """Start and supervise ``flower-supernode`` as a child process (development, tests).
+    The appliance image runs it as its own systemd unit instead."""
+    supernode_port: int = bounded(9094, ge=0, le=65535)
+    """Port of the SuperNode's Runtime API on loopback (0 picks a free one)."""
+    round_timeout: float = bounded(600.0, gt=0.0, le=7 * 24 * 3600.0)
+    """Longest the shim waits for the regional aggregate of one cloud round."""
 
 
 @dataclass
@@ -313,6 +330,37 @@ class PrivacyConfig:
 
 
 @dataclass
+class PeerConfig:
+    id: str = bounded("peer", pattern=ID_PATTERN)
+    """The peer's ``fog_node.id``."""
+    url: str = bounded("http://127.0.0.1:8470", pattern=r"^https?://[^/\s]+(:\d{1,5})?/?$")
+    """Base URL of the peer's peer API (``http://host:port``)."""
+
+
+@dataclass
+class PeersConfig:
+    nodes: list[PeerConfig] = bounded([])
+    """Neighbouring fog nodes of this site or city (empty: no fog-to-fog collaboration)."""
+    bind: str = "127.0.0.1"
+    """Address of this node's peer API; the gateway's LAN address to serve real peers."""
+    port: int = bounded(8470, ge=0, le=65535)
+    """TCP port of this node's peer API (0 picks a free one, written to ``node.json``)."""
+    token_file: str = "peers.token"
+    """Shared secret of the site (the same file on every peer), relative to
+    ``fog_node.data_dir`` unless absolute; ``fog-appliance peers token`` makes one."""
+    interval_s: float = bounded(5.0, gt=0.0, le=3600.0)
+    """Seconds between exchanges of load hints (and models, while gossiping) with peers."""
+    max_age_s: float = bounded(30.0, gt=0.0, le=24 * 3600.0)
+    """Hints and models older than this are ignored."""
+    redirect: bool = True
+    """Send edges that arrive over ``edge_interface.max_edge_clients`` to a peer with room."""
+    gossip: bool = True
+    """Average models with peers while the cloud is unreachable (or not configured)."""
+    active_window_s: float = bounded(600.0, gt=0.0, le=30 * 24 * 3600.0)
+    """An edge counts against ``max_edge_clients`` if it was heard from this recently."""
+
+
+@dataclass
 class FogConfig:
     fog_node: FogNodeConfig = field(default_factory=FogNodeConfig)
     edge_interface: EdgeInterfaceConfig = field(default_factory=EdgeInterfaceConfig)
@@ -328,6 +376,7 @@ class FogConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    peers: PeersConfig = field(default_factory=PeersConfig)
     base_dir: str = field(default=".", metadata={"internal": True})
     """Directory relative paths are resolved against (the config file's directory)."""
 
@@ -352,6 +401,12 @@ class FogConfig:
             raise ConfigError("config", "coap.enabled",
                               "both MQTT and CoAP are off; edges could not reach the node")
         parse_broker_url(self.edge_interface.mqtt_broker)
+        if self.cloud_interface.server_url:
+            parse_host_port(self.cloud_interface.server_url, "cloud_interface.server_url")
+        ids = [p.id for p in self.peers.nodes]
+        if self.fog_node.id in ids or len(set(ids)) != len(ids):
+            raise ConfigError("config", "peers.nodes",
+                              "peer ids must be unique and differ from fog_node.id")
         from fog_appliance.learning_checks import validate_learning
 
         validate_learning(self)
@@ -398,6 +453,20 @@ def parse_broker_url(url: str) -> tuple[str, int, bool]:
     if not 0 <= port <= 65535:
         raise ConfigError("config", "edge_interface.mqtt_broker", f"port {port} out of range")
     return host.strip("[]"), port, scheme == "mqtts"
+
+
+def parse_host_port(address: str, field_name: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` → (host, port); ConfigError naming the field."""
+    host, sep, port_s = address.strip().rpartition(":")
+    if not sep or not host or "/" in address:
+        raise ConfigError("config", field_name, f"{address!r} is not host:port")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError("config", field_name, f"port {port_s!r} is not a number") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError("config", field_name, f"port {port} out of range")
+    return host.strip("[]"), port
 
 
 T = TypeVar("T")

@@ -5,6 +5,11 @@ It performs the side effects the state machine in ``rounds.py`` calls for: store
 (through the store thread), aggregation, announcing a new model to the listeners (the MQTT
 and CoAP adapters). After a restart it rebuilds the open round from the store: every
 committed update is re-decoded and folded in once, so nothing is lost or counted twice.
+
+Hooks for the federation tiers (``cloud/``, ``peers/``): ``upstream`` puts a closing round's
+aggregate in the outbox (same transaction as the publication), ``mixer`` may replace the
+next model (gossip averaging with peers), and :meth:`Coordinator.adopt` makes a model from
+outside (the cloud's global model) the next version, superseding the open round.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from fog_appliance.protocol.frame import decode_update
 from fog_appliance.protocol.messages import ModelAnnouncement
 from fog_appliance.protocol.model_blob import decode_model, encode_model, sha256_hex
 from fog_appliance.registry import Registry
-from fog_appliance.rounds import CLOSED, Event, Round, RoundPolicy, State
+from fog_appliance.rounds import ADMITTING, CLOSED, Event, Round, RoundPolicy, State
 from fog_appliance.store import ModelRow, RoundRow, Store
+from fog_appliance.store.outbox import OutboxItem, adopt_model, publish_with_outbox
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,7 @@ class RoundStats:
 
     published: int = 0
     failed: int = 0
+    superseded: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -93,6 +100,14 @@ class Coordinator:
         self.round_gate: Callable[[int], Awaitable[None]] | None = None
         """Resource hook: awaited with the round id before a due round is aggregated, so new
         rounds wait while the node is over its caps (``resources/manager.py``)."""
+        self.upstream: Callable[[Round, Aggregate, CurrentModel], OutboxItem | None] | None = None
+        """Cloud hook: the outbox item for a closing round's aggregate (None: not upstream)."""
+        self.mixer: Callable[[list[np.ndarray], Aggregate],
+                             tuple[list[np.ndarray], dict[str, Any]] | None] | None = None
+        """Peers hook: replace the next model (gossip) and say how in its metrics, or None."""
+        self.round_config: dict[str, Any] = {}
+        """Round settings from the cloud, announced over the config's until the next one."""
+        self._adopting = asyncio.Lock()
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -123,6 +138,10 @@ class Coordinator:
         self.round = self._round_from_row(rnd)
         self._acc = self._accumulator_for(self.round)
         self.capacity = rnd.threshold
+        for m in await self._db.run(self._store.models):
+            if m.provenance == "global":
+                self.round_config = dict(m.metrics.get("round_config", {}))
+                break
         self.model = self._current(row.version, rnd.id, weights, row.blob, row.sha256)
         await self._rebuild()
 
@@ -168,7 +187,8 @@ class Coordinator:
         fog = self.cfg.fog_node.id
         config = {"lr": self.cfg.rounds.learning_rate, "epochs": self.cfg.rounds.local_epochs,
                   "batch_size": self.cfg.rounds.batch_size,
-                  "deadline": round(self.round.deadline_at, 3), **self.strategy.round_config()}
+                  "deadline": round(self.round.deadline_at, 3), **self.strategy.round_config(),
+                  **self.round_config}
         small = len(blob) <= self.cfg.edge_interface.mqtt_blob_max_bytes
         ann = ModelAnnouncement(fog, version, round_id, sha, len(blob), self.spec.to_dict(),
                                 config, blob_topic=topics.model_blob(fog) if small else None)
@@ -186,9 +206,9 @@ class Coordinator:
 
     def on_committed(self, batch: list[Pending]) -> None:
         for p in batch:
-            if p.row.round_id != self.round.id:  # pragma: no cover - admitted for this round
-                log.error("committed update for round %d while round %d is open",
-                          p.row.round_id, self.round.id)
+            if p.row.round_id != self.round.id:  # its round was superseded meanwhile
+                log.info("update %s/%d committed to round %d, which is over; not counted",
+                         p.row.device_id, p.row.seq, p.row.round_id)
                 continue
             self._acc.add(p.frame)
             self.round.committed_ok(p.row.device_id, p.row.seq)
@@ -278,17 +298,25 @@ class Coordinator:
                 await self._withhold(rnd, str(exc))
                 return
         new_weights = self._apply(agg)
+        provenance, extra = "regional", dict[str, Any]()
+        if self.mixer is not None and (mixed := self.mixer(new_weights, agg)) is not None:
+            (new_weights, extra), provenance = mixed, "gossip"
         version = self.model.version + 1
         next_row = self._new_round_row(rnd.id + 1, version)
         blob = encode_model(version, new_weights)
         sha = sha256_hex(blob)
         metrics = {"updates": agg.num_updates, "examples": agg.num_examples,
                    "devices": len(agg.devices), "closed_by": event.value,
-                   "strategy": self.strategy.name, **agg.metrics}
+                   "strategy": self.strategy.name, **agg.metrics, **extra}
         row = ModelRow(version, rnd.id, now, sha, self.spec.to_dict(), blob, len(blob),
-                       "regional", metrics)
-        await self._db.run(self._store.publish, rnd.id, row, next_row, now,
-                           f"closed by {event.value}")
+                       provenance, metrics)
+        item = self.upstream(rnd, agg, self.model) if self.upstream is not None else None
+        if item is None:
+            await self._db.run(self._store.publish, rnd.id, row, next_row, now,
+                               f"closed by {event.value}")
+        else:
+            await self._db.run(publish_with_outbox, self._store, rnd.id, row, next_row, now,
+                               f"closed by {event.value}; aggregate in the outbox", item)
         rnd.fire(Event.PUBLISHED)
         await self._db.run(self._store.add_event, "round", "info",
                            f"round {rnd.id} published model {version} from "
@@ -317,6 +345,50 @@ class Coordinator:
         log.warning("round %d released nothing: %s", rnd.id, note)
         self._open_next(next_row, self.model.version, self.model.weights, self.model.blob,
                         self.model.sha256)
+
+    async def adopt(self, weights: list[np.ndarray], provenance: str, metrics: dict[str, Any],
+                    round_config: dict[str, Any] | None = None) -> CurrentModel:
+        """Make ``weights`` the next model version now (the cloud's global model).
+
+        The open round is superseded (its updates were trained on the model being replaced),
+        a new round opens on the adopted model, and the listeners re-announce it to edges.
+        ``round_config`` (if given) is announced with every round until the next adoption.
+        """
+        if [tuple(w.shape) for w in weights] != [tuple(s) for s in self.shapes]:
+            raise ValueError(f"tensor shapes {[w.shape for w in weights]} are not the "
+                             f"model's {self.shapes}")
+        async with self._adopting:
+            while self._closing is not None and not self._closing.done():
+                await asyncio.wait([self._closing])
+            rnd = self.round
+            if rnd.state not in ADMITTING:
+                from fog_appliance.errors import ServiceError
+
+                raise ServiceError(f"round {rnd.id} is {rnd.state.value}: a model cannot be "
+                                   "adopted now; the fog keeps its current model")
+            rnd.fire(Event.SUPERSEDED)
+            now = self._clock()
+            version = self.model.version + 1
+            weights = [np.ascontiguousarray(w, dtype=np.float32) for w in weights]
+            if round_config is not None:
+                self.round_config = dict(round_config)
+            blob = encode_model(version, weights)
+            sha = sha256_hex(blob)
+            row = ModelRow(version, None, now, sha, self.spec.to_dict(), blob, len(blob),
+                           provenance, {**metrics, "round_config": self.round_config})
+            next_row = self._new_round_row(rnd.id + 1, version)
+            await self._db.run(adopt_model, self._store, rnd.id, row, next_row, now,
+                               f"superseded by {provenance} model {version}")
+            self.stats.superseded += 1
+            self.stats.history.append({"round": rnd.id, "version": version,
+                                       "provenance": provenance, "updates": 0, "examples": 0})
+            log.info("adopted %s model %d; round %d (%d updates) superseded, round %d opens",
+                     provenance, version, rnd.id, rnd.count, next_row.id)
+            self._open_next(next_row, version, weights, blob, sha)
+            await self._db.run(self._store.add_event, "model", "info",
+                               f"{provenance} model {version} adopted; round {rnd.id} "
+                               "superseded", {"round": rnd.id, "version": version})
+            return self.model
 
     def _apply(self, agg: Aggregate) -> list[np.ndarray]:
         flat = flatten(self.model.weights) + agg.delta

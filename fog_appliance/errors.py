@@ -25,8 +25,10 @@ catch these::
      │                          nothing was cached, edges keep the current model
      ├── InferenceError         a model could not be exported to ONNX or loaded into
      │                          onnxruntime; the previously loaded model keeps serving
-     └── OverloadedError        the node is over its CPU, memory or disk caps; carries when
-                                to retry (``retry_after_s``)
+     ├── OverloadedError        the node is over its CPU, memory or disk caps; carries when
+     │                          to retry (``retry_after_s``)
+     ├── CloudError             the cloud link failed or the cloud sent something unusable
+     └── PeerError              a peer fog node is unreachable or answered something unusable
 
 Messages say what happens next ("… the update was rejected; the round continues").
 """
@@ -163,3 +165,13 @@ class OverloadedError(FogError):
         self.detail = detail
         self.retry_after_s = retry_after_s
         super().__init__(f"overloaded: {detail}; retry in {retry_after_s} s")
+
+
+class CloudError(FogError):
+    """The cloud tier (Flower) failed or sent something unusable; edges are not affected,
+    the fog keeps running rounds standalone."""
+
+
+class PeerError(FogError):
+    """A peer fog node is unreachable or answered something unusable; this node carries on
+    without it."""

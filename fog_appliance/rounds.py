@@ -9,6 +9,9 @@ A synchronous round::
       │                  └────────withheld───▶ FAILED      (nothing released; reason noted)
       └─deadline with too few updates: the deadline is extended, the state stays
 
+    OPEN / COLLECTING ──superseded──▶ FAILED  (a model from the cloud replaced the round's
+                                               model: its updates no longer apply)
+
 The next round opens when one closes (PUBLISHED or FAILED). An asynchronous (buffered)
 round is the same machine with a different admission rule: updates trained on any model
 version within ``max_staleness`` of the current one are admitted, and the "threshold" is
@@ -44,6 +47,7 @@ class Event(enum.StrEnum):
     CLOSE_NOW = "close_now"
     PUBLISHED = "published"
     WITHHELD = "withheld"
+    SUPERSEDED = "superseded"
 
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -56,6 +60,8 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.COLLECTING, Event.DEADLINE_SHORT): State.COLLECTING,
     (State.AGGREGATING, Event.PUBLISHED): State.PUBLISHED,
     (State.AGGREGATING, Event.WITHHELD): State.FAILED,
+    (State.OPEN, Event.SUPERSEDED): State.FAILED,
+    (State.COLLECTING, Event.SUPERSEDED): State.FAILED,
 }
 
 ADMITTING = (State.OPEN, State.COLLECTING)

@@ -89,7 +89,7 @@ class HelloResource(aiocoap.resource.Resource):  # type: ignore[misc]
             raise rejection_to_coap(exc) from None
         except StoreError as exc:
             raise aiocoap.error.InternalServerError(f"not stored ({exc}); retry") from None
-        return _json({"type": "welcome", **self._intake.welcome(hello)})
+        return _json(await self._intake.hello_answer(hello, "coap"))
 
 
 def build_site(intake: Intake, coordinator: Coordinator,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from fog_appliance.aio import honour_cancellation
 from fog_appliance.backoff import backoff_delays
 from fog_appliance.coordinator import Coordinator, CurrentModel
 from fog_appliance.errors import RejectedError, StoreError
@@ -151,7 +152,8 @@ class MqttIntake:
                                      duplicate=acc.duplicate)
             else:
                 hello = await self._intake.submit_hello(payload, "mqtt", edge.device)
-                reply = down_message("welcome", **self._intake.welcome(hello))
+                answer = await self._intake.hello_answer(hello, "mqtt")
+                reply = down_message(answer.pop("type"), **answer)
         except RejectedError as exc:
             reply = down_message("rejected", reason=exc.reason.value, detail=exc.detail,
                                  seq=exc.seq)
@@ -182,6 +184,7 @@ class MqttIntake:
                 await asyncio.sleep(1.0)
                 if self._models.empty():
                     self._models.put_nowait(model)
+            honour_cancellation()  # a cancel lost inside aiomqtt's publish (Python 3.11)
 
     async def _publish_model(self, client: aiomqtt.Client, model: CurrentModel) -> None:
         fog = self.s.fog_id

@@ -12,7 +12,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,8 @@ class Intake:
         """Resource hook: the placement fields (``role`` …) of the welcome to a hello."""
         self.placements: dict[str, dict[str, Any]] = {}
         """Last placement told to each device."""
+        self.hello_gate: Callable[[Hello, str], Awaitable[dict[str, Any] | None]] | None = None
+        """Peers hook: the redirect for an edge this node has no room for (None: welcome)."""
 
     async def submit_update(self, payload: bytes, transport: str,
                             topic_device: str | None = None) -> Accepted:
@@ -146,6 +148,15 @@ class Intake:
         return {"device": hello.id, "model_version": model.version, "round": model.round_id,
                 "last_seq": self._registry.last_seq(hello.id),
                 **self.placements.get(hello.id, {})}
+
+    async def hello_answer(self, hello: Hello, transport: str) -> dict[str, Any]:
+        """What to tell an edge whose hello was accepted: a welcome with the current model,
+        round and placement, or a redirect to a peer fog node with room (``hello_gate``)."""
+        if self.hello_gate is not None:
+            redirect = await self.hello_gate(hello, transport)
+            if redirect is not None:
+                return redirect
+        return {"type": "welcome", **self.welcome(hello)}
 
     def _reject(self, device: str, transport: str, exc: RejectedError,
                 what: str = "update") -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -111,6 +112,42 @@ class ModelAnnouncement:
 def down_message(kind: str, **fields: Any) -> bytes:
     """A ``fog/F/down/D`` message: ``accepted``, ``rejected``, ``role``, ``redirect`` …"""
     return json.dumps({"type": kind, **fields}, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """A ``redirect`` down message: the fog node an edge should go to instead."""
+
+    fog_id: str
+    host: str
+    port: int
+    """Port of the edge's own transport (MQTT or CoAP) at that node."""
+    coap_host: str | None = None
+    coap_port: int | None = None
+    """For MQTT edges: the node's CoAP address (large models, inference)."""
+
+
+_FOG_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def parse_redirect(msg: dict[str, Any]) -> Redirect:
+    """Check a ``redirect``: a fog id fit for MQTT topics, a host, ports in range."""
+    fog, host, port = msg.get("fog_id"), msg.get("host"), msg.get("port")
+    coap_host, coap_port = msg.get("coap_host"), msg.get("coap_port")
+
+    def is_port(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536
+
+    if not isinstance(fog, str) or not _FOG_ID.fullmatch(fog):
+        raise ProtocolError(Reason.BAD_MESSAGE, "redirect fog_id is not a fog node id")
+    if not isinstance(host, str) or not host or len(host) > 253 or not is_port(port):
+        raise ProtocolError(Reason.BAD_MESSAGE, "redirect host or port is not usable")
+    if coap_port is not None and (not is_port(coap_port) or not isinstance(coap_host, str)
+                                  or not coap_host):
+        raise ProtocolError(Reason.BAD_MESSAGE, "redirect CoAP address is not usable")
+    assert isinstance(port, int)
+    return Redirect(fog, host, port, coap_host if coap_port is not None else None,
+                    coap_port)
 
 
 def parse_down(data: bytes) -> dict[str, Any]:

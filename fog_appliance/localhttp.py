@@ -1,0 +1,78 @@
+"""Small pieces shared by the node's HTTP sub-applications (cloud API, peer API): bearer
+token authentication, JSON errors, token files, and serving an app on a TCP port.
+
+The sub-applications are plain :class:`aiohttp.web.Application` objects, so the admin API
+can mount them (``admin.add_subapp("/cloud", cloud_api(...))``); until then the node serves
+each on its own listener with :func:`serve_app`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from fog_appliance.errors import ServiceError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def bearer_auth(token: str) -> Any:
+    """Middleware: every request must carry ``Authorization: Bearer <token>``."""
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return json_error(401, "missing or wrong bearer token")
+        return await handler(request)
+
+    return middleware
+
+
+def read_or_create_token(path: Path) -> str:
+    """The token in ``path``; a new random one (0600) if the file does not exist."""
+    if path.exists():
+        return read_token(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    return token
+
+
+def read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ServiceError(f"cannot read the token file {path}: {exc}") from None
+    if len(token) < 16:
+        raise ServiceError(f"the token in {path} is shorter than 16 characters")
+    return token
+
+
+async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (0: a free port); returns the runner and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ServiceError(f"cannot listen on {host}:{port}: {exc}") from None
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = int(sockets[0].getsockname()[1]) if sockets else port
+    return runner, bound

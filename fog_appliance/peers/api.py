@@ -1,0 +1,114 @@
+"""The peer API: the aiohttp sub-application other fog nodes of the site call.
+
+    GET  /hint      this node's load hint (JSON)
+    GET  /model     the current model blob; ``X-Model-Version``, ``X-Examples``, ``ETag``
+                    (304 when ``If-None-Match`` matches)
+    POST /devices   take over an edge another node redirects here: JSON ``device_id``,
+                    ``key`` (hex), ``mqtt_password_hash``, ``role``, ``from``
+    GET  /status    what this node knows about its peers
+
+Every request carries the site's bearer token (``peers.token_file``). The handed-over
+device key is a secret: on a LAN that is not trusted, put the peer API behind TLS.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from fog_appliance.errors import ProvisioningError, StoreError
+from fog_appliance.localhttp import bearer_auth, json_error
+from fog_appliance.protocol.frame import DEVICE_ID_RE
+from fog_appliance.provisioning import sync_broker_auth
+from fog_appliance.store.edges import import_device
+from fog_appliance.store.rows import DeviceRow
+
+if TYPE_CHECKING:
+    from fog_appliance.peers.service import PeersService
+
+log = logging.getLogger(__name__)
+
+SERVICE: web.AppKey[Any] = web.AppKey("peers_service", object)
+HASH_RE = re.compile(r"^\$7\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
+
+
+def peers_api(service: PeersService, token: str | None) -> web.Application:
+    """The sub-application. ``token=None`` leaves authentication to the parent app."""
+    app = web.Application(middlewares=[bearer_auth(token)] if token else [],
+                          client_max_size=64 * 1024)
+    app[SERVICE] = service
+    app.router.add_get("/hint", _hint)
+    app.router.add_get("/model", _model)
+    app.router.add_post("/devices", _devices)
+    app.router.add_get("/status", _status)
+    return app
+
+
+async def _hint(request: web.Request) -> web.StreamResponse:
+    service: PeersService = request.app[SERVICE]
+    return web.json_response(service.own_hint().to_dict())
+
+
+async def _model(request: web.Request) -> web.StreamResponse:
+    service: PeersService = request.app[SERVICE]
+    model = service._node.coordinator.model
+    etag = f'"{model.sha256}"'
+    headers = {"ETag": etag, "X-Model-Version": str(model.version),
+               "X-Examples": str(service._examples), "X-Fog-Id": service.cfg.fog_node.id}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=model.blob, headers=headers,
+                        content_type="application/octet-stream")
+
+
+def parse_device(obj: object) -> DeviceRow:
+    """A handed-over device record → DeviceRow; ValueError says what is wrong."""
+    if not isinstance(obj, dict):
+        raise ValueError("expected a JSON object")
+    dev, key, pw, role = (obj.get("device_id"), obj.get("key"), obj.get("mqtt_password_hash"),
+                          obj.get("role", "train"))
+    if not isinstance(dev, str) or not DEVICE_ID_RE.fullmatch(dev.encode()) \
+            or dev.startswith("fog-"):
+        raise ValueError("device_id is not a device id")
+    if not isinstance(key, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", key):
+        raise ValueError("key must be 64 hex digits")
+    if not isinstance(pw, str) or not HASH_RE.fullmatch(pw):
+        raise ValueError("mqtt_password_hash is not a mosquitto $7$ hash")
+    if role not in ("train", "offload"):
+        raise ValueError("role must be train or offload")
+    source = obj.get("from", "?")
+    return DeviceRow(dev, bytes.fromhex(key), pw, time.time(), role=role,
+                     info={"handed_over_by": str(source)[:32]})
+
+
+async def _devices(request: web.Request) -> web.StreamResponse:
+    service: PeersService = request.app[SERVICE]
+    node = service._node
+    try:
+        dev = parse_device(await request.json())
+    except ValueError as exc:
+        return json_error(400, f"bad device record: {exc}")
+    try:
+        new = await node.db.run(import_device, node.store, dev)
+        if new:
+            await node.db.run(sync_broker_auth, node.cfg, node.store)
+            await node.db.run(lambda: node.registry.load(node.store, force=True))
+            await node.db.run(node.store.add_event, "device", "info",
+                              f"device {dev.id} handed over by {dev.info['handed_over_by']}",
+                              {"device": dev.id})
+    except ProvisioningError as exc:
+        return json_error(409, str(exc))
+    except StoreError as exc:
+        return json_error(503, str(exc))
+    log.info("edge %s handed over by peer %s (%s)", dev.id, dev.info["handed_over_by"],
+             "new here" if new else "already known")
+    return web.json_response({"status": "registered" if new else "known"})
+
+
+async def _status(request: web.Request) -> web.StreamResponse:
+    service: PeersService = request.app[SERVICE]
+    return web.json_response(service.status())

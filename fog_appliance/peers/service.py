@@ -1,0 +1,295 @@
+"""Fog-to-fog collaboration inside a running node: load hints, edge redirects, gossip.
+
+Every ``peers.interval_s`` the node asks each configured peer for its load hint over the
+peers' HTTP API (``peers/api.py``), and — while gossip is on, i.e. while the cloud is not
+reachable — for its current model (ETag: unchanged models are not sent again). Two hooks
+plug this into the spine:
+
+* ``intake.hello_gate``: an edge that says hello to a node already serving
+  ``edge_interface.max_edge_clients`` edges is handed over to the peer with the most room
+  (its key and broker password go to that peer first) and told to go there with a
+  ``redirect`` down message. An edge this node already serves is never sent away.
+* ``coordinator.mixer``: a closing round's model is averaged with peers' newer models,
+  weighted by examples (``peers/gossip.py``).
+
+Transport choice (docs/peers.md): plain HTTP between the nodes' peer APIs with the site's
+shared bearer token — the nodes already serve HTTP, hints and model pulls are
+request/response, and it needs no change to each site's Mosquitto configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import numpy as np
+import psutil
+
+from fog_appliance.aggregation import Aggregate
+from fog_appliance.config import FogConfig, parse_broker_url
+from fog_appliance.coordinator import CurrentModel
+from fog_appliance.errors import PeerError, ProtocolError
+from fog_appliance.peers.gossip import mix
+from fog_appliance.peers.hints import LoadHint, choose_peer, redirect_message
+from fog_appliance.protocol.messages import Hello
+from fog_appliance.protocol.model_blob import decode_model
+from fog_appliance.store.edges import active_devices
+
+if TYPE_CHECKING:
+    from fog_appliance.app import FogNode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerModel:
+    fog_id: str
+    version: int
+    examples: int
+    etag: str
+    weights: list[np.ndarray]
+    fetched_at: float
+
+
+@dataclass(slots=True)
+class PeerCounters:
+    redirected: int = 0
+    over_capacity: int = 0
+    mixes: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+class PeersService:
+    def __init__(self, node: FogNode, token: str, *, clock: Callable[[], float] = time.time
+                 ) -> None:
+        self.cfg = node.cfg
+        self._node = node
+        self._token = token
+        self._clock = clock
+        self._urls = {p.id: p.url.rstrip("/") for p in self.cfg.peers.nodes}
+        self.hints: dict[str, LoadHint] = {}
+        """Each peer's last hint, its ``ts`` replaced by when it arrived (our clock)."""
+        self.models: dict[str, PeerModel] = {}
+        self._mixed: dict[str, int] = {}
+        self._active: dict[str, float] = {}
+        self._sent: dict[str, list[float]] = {}
+        self._examples = 0
+        self.counters = PeerCounters()
+        self._session: aiohttp.ClientSession | None = None
+        node.coordinator.mixer = self.mixer
+        node.coordinator.add_listener(self._on_model)
+        node.intake.hello_gate = self.gate
+
+    # -- what this node says about itself ---------------------------------------------------
+
+    @property
+    def gossip_active(self) -> bool:
+        link = self._node.cloud
+        return self.cfg.peers.gossip and (link is None or link.reachable is not True)
+
+    def active_edges(self) -> int:
+        since = self._clock() - self.cfg.peers.active_window_s
+        return sum(1 for ts in self._active.values() if ts >= since)
+
+    def own_hint(self) -> LoadHint:
+        cfg, node = self.cfg, self._node
+        ei = cfg.edge_interface
+        mqtt_host = mqtt_port = None
+        if node.mqtt is not None:
+            mqtt_host = ei.advertise_host or parse_broker_url(ei.mqtt_broker)[0]
+            mqtt_port = int(node.mqtt.s.port)
+        link = node.cloud
+        return LoadHint(
+            cfg.fog_node.id, self._clock(), self.active_edges(), ei.max_edge_clients,
+            float(psutil.cpu_percent(None)), node.committer.backlog,
+            node.coordinator.model.version, self._examples,
+            None if link is None else link.reachable is True, mqtt_host, mqtt_port,
+            (ei.advertise_host or cfg.coap.bind) if node.coap_port else None, node.coap_port)
+
+    def _on_model(self, model: CurrentModel) -> None:
+        history = self._node.coordinator.stats.history
+        self._examples = next((int(h.get("examples", 0)) for h in reversed(history)
+                               if h.get("version") == model.version), 0)
+
+    # -- talking to peers -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        since = self._clock() - self.cfg.peers.active_window_s
+        self._active = await self._node.db.run(active_devices, self._node.store, since)
+        interval = self.cfg.peers.interval_s
+        timeout = aiohttp.ClientTimeout(total=max(2.0, min(30.0, 2 * interval)))
+        async with aiohttp.ClientSession(timeout=timeout, headers={
+                "Authorization": f"Bearer {self._token}"}) as session:
+            self._session = session
+            try:
+                while True:
+                    await self.exchange()
+                    await asyncio.sleep(interval)
+            finally:
+                self._session = None
+
+    async def exchange(self) -> None:
+        """One round of hints (and models, while gossiping) with every peer."""
+        await asyncio.gather(*(self._exchange_one(pid) for pid in self._urls))
+
+    async def _exchange_one(self, peer: str) -> None:
+        try:
+            await self._fetch_hint(peer)
+            if self.gossip_active:
+                await self._fetch_model(peer)
+        except PeerError as exc:
+            self.counters.failures[peer] = self.counters.failures.get(peer, 0) + 1
+            log.info("peer %s: %s", peer, exc)
+
+    async def _get(self, peer: str, path: str, headers: dict[str, str] | None = None
+                   ) -> tuple[int, bytes, dict[str, str]]:
+        if self._session is None:
+            raise PeerError("the peers service is not running")
+        try:
+            async with self._session.get(f"{self._urls[peer]}{path}",
+                                         headers=headers or {}) as resp:
+                return resp.status, await resp.read(), dict(resp.headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PeerError(f"{path}: {exc or type(exc).__name__}") from None
+
+    async def _fetch_hint(self, peer: str) -> None:
+        status, body, _ = await self._get(peer, "/hint")
+        if status != 200:
+            raise PeerError(f"/hint answered {status}")
+        try:
+            hint = LoadHint.from_dict(json.loads(body))
+        except ValueError:
+            raise PeerError("/hint is not JSON") from None
+        if hint.fog_id != peer:
+            raise PeerError(f"configured as {peer!r} but says it is {hint.fog_id!r}")
+        self.hints[peer] = dataclasses.replace(hint, ts=self._clock())
+
+    async def _fetch_model(self, peer: str) -> None:
+        cached = self.models.get(peer)
+        headers = {"If-None-Match": cached.etag} if cached else {}
+        status, body, h = await self._get(peer, "/model", headers)
+        now = self._clock()
+        if status == 304 and cached is not None:
+            self.models[peer] = dataclasses.replace(cached, fetched_at=now)
+            return
+        if status != 200:
+            raise PeerError(f"/model answered {status}")
+        try:
+            weights = [np.array(t) for t in decode_model(body, self._node.coordinator.shapes)
+                       .tensors]
+            version, examples = int(h["X-Model-Version"]), int(h["X-Examples"])
+        except (ProtocolError, KeyError, ValueError) as exc:
+            raise PeerError(f"/model is unusable: {exc}") from None
+        self.models[peer] = PeerModel(peer, version, examples, h.get("ETag", ""), weights, now)
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def mixer(self, new_weights: list[np.ndarray], agg: Aggregate
+              ) -> tuple[list[np.ndarray], dict[str, Any]] | None:
+        """Coordinator hook: average the next model with peers' newer models (gossip)."""
+        if not self.gossip_active:
+            return None
+        now = self._clock()
+        fresh = [m for m in self.models.values()
+                 if now - m.fetched_at <= self.cfg.peers.max_age_s and m.examples > 0
+                 and m.version > self._mixed.get(m.fog_id, 0)]
+        if not fresh:
+            return None
+        mixed = mix(new_weights, agg.num_examples, [(m.weights, m.examples) for m in fresh])
+        for m in fresh:
+            self._mixed[m.fog_id] = m.version
+        self.counters.mixes += 1
+        used = [{"fog": m.fog_id, "version": m.version, "examples": m.examples} for m in fresh]
+        log.info("gossip: next model averaged with %s", ", ".join(
+            f"{m.fog_id} v{m.version}" for m in fresh))
+        return mixed, {"gossip": used, "own_examples": agg.num_examples}
+
+    async def gate(self, hello: Hello, transport: str) -> dict[str, Any] | None:
+        """Intake hook: None to welcome the edge, or the redirect to send it."""
+        now = self._clock()
+        if hello.id in self._active or not self.cfg.peers.redirect \
+                or self.active_edges() < self.cfg.edge_interface.max_edge_clients:
+            self._active[hello.id] = now
+            return None
+        window = self.cfg.peers.interval_s * 2
+        reserved = {p: sum(1 for t in ts if now - t <= window) for p, ts in self._sent.items()}
+        peer = choose_peer(self.hints.values(), transport, now, self.cfg.peers.max_age_s,
+                           reserved)
+        if peer is not None:
+            try:
+                await self._hand_over(peer.fog_id, hello.id)
+            except PeerError as exc:
+                log.warning("could not hand edge %s over to %s: %s", hello.id, peer.fog_id,
+                            exc)
+                peer = None
+        if peer is None:
+            self.counters.over_capacity += 1
+            log.warning("edge %s arrives over max_edge_clients (%d) and no peer has room; "
+                        "it is served here", hello.id, self.cfg.edge_interface.max_edge_clients)
+            self._active[hello.id] = now
+            return None
+        self._sent.setdefault(peer.fog_id, []).append(now)
+        self._sent[peer.fog_id] = [t for t in self._sent[peer.fog_id] if now - t <= window]
+        self.counters.redirected += 1
+        log.info("edge %s redirected to peer %s (%d of %d edges there)", hello.id,
+                 peer.fog_id, peer.edges, peer.max_edges)
+        return redirect_message(peer, transport)
+
+    async def _hand_over(self, peer: str, device_id: str) -> None:
+        dev = await self._node.db.run(self._node.store.device, device_id)
+        if dev is None or self._session is None:
+            raise PeerError(f"device {device_id} cannot be handed over now")
+        record = {"device_id": dev.id, "key": dev.key.hex(), "role": dev.role,
+                  "mqtt_password_hash": dev.mqtt_password_hash, "from": self.cfg.fog_node.id}
+        try:
+            async with self._session.post(f"{self._urls[peer]}/devices", json=record) as resp:
+                if resp.status != 200:
+                    raise PeerError(f"/devices answered {resp.status}: {await resp.text()}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PeerError(f"/devices: {exc or type(exc).__name__}") from None
+
+    def status(self) -> dict[str, Any]:
+        now = self._clock()
+        return {"gossip_active": self.gossip_active, "active_edges": self.active_edges(),
+                "peers": {p: {"age": round(now - h.ts, 1), "edges": h.edges,
+                              "max_edges": h.max_edges, "cpu": h.cpu,
+                              "model_version": h.model_version, "cloud": h.cloud}
+                          for p, h in self.hints.items()},
+                "redirected": self.counters.redirected, "mixes": self.counters.mixes,
+                "over_capacity": self.counters.over_capacity,
+                "failures": dict(self.counters.failures)}
+
+
+def token_path(cfg: FogConfig) -> Path:
+    """Where the site's shared peer token is (``peers.token_file``)."""
+    path = Path(cfg.peers.token_file).expanduser()
+    return path if path.is_absolute() else cfg.data_dir / path
+
+
+async def start_peers(node: FogNode, stack: contextlib.AsyncExitStack,
+                      tg: asyncio.TaskGroup) -> PeersService:
+    """Build the service, serve the peer API, start the exchange loop (from ``app.py``)."""
+    from fog_appliance.localhttp import read_token, serve_app
+    from fog_appliance.peers.api import peers_api
+
+    pc = node.cfg.peers
+    token_file = token_path(node.cfg)
+    if not token_file.exists():
+        raise PeerError(f"peers.token_file {token_file} does not exist: put the site's shared "
+                        "token there (fog-appliance peers token writes a new one)")
+    service = PeersService(node, read_token(token_file))
+    runner, port = await serve_app(peers_api(service, service._token), pc.bind, pc.port)
+    stack.push_async_callback(runner.cleanup)
+    node._spawn(tg, service.run(), "peers")
+    node.extra_status["peers_api"] = f"http://{pc.bind}:{port}"
+    log.info("peers: %s; peer API on %s:%d", ", ".join(service._urls), pc.bind, port)
+    return service

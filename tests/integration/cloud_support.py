@@ -1,0 +1,170 @@
+"""Helpers for the cloud and peers tests: fog nodes on loopback, simulated edges, and the
+reference computation (flat FedAvg over the edges' updates, read back from a node's store)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fog_appliance.app import FogNode
+from fog_appliance.broker import free_port
+from fog_appliance.client import DeviceCredentials, FLClient
+from fog_appliance.config import FogConfig, PeerConfig
+from fog_appliance.demo.dataset import Dataset, dirichlet_split, load_digits
+from fog_appliance.demo.edges import SimulatedEdge
+from fog_appliance.model.spec import flatten, unflatten
+from fog_appliance.protocol.frame import decode_update
+from fog_appliance.provisioning import provision
+from fog_appliance.store import Store
+
+PEER_TOKEN = "site-token-for-tests-0123456789abcdef"
+
+
+def fog_config(root: Path, fog_id: str, *, threshold: int = 3, cloud: str | None = None,
+               peers: Sequence[tuple[str, str]] = (), peer_port: int = 0,
+               max_edges: int = 100, gossip: bool = True) -> FogConfig:
+    cfg = FogConfig()
+    cfg.fog_node.id = fog_id
+    cfg.fog_node.data_dir = str(root / fog_id)
+    cfg.edge_interface.manage_broker = True
+    cfg.edge_interface.mqtt_broker = f"mqtt://127.0.0.1:{free_port()}"
+    cfg.edge_interface.aggregation_threshold = threshold
+    cfg.edge_interface.max_edge_clients = max_edges
+    cfg.coap.port = free_port(socket.SOCK_DGRAM)
+    cfg.rounds.min_updates = threshold
+    cfg.rounds.deadline_s = 60.0
+    cfg.rounds.local_epochs = 1
+    cfg.rounds.batch_size = 16
+    cfg.model.hidden = [16]
+    cfg.storage.synchronous = "normal"
+    if cloud is not None:
+        cfg.cloud_interface.server_url = cloud
+        cfg.cloud_interface.insecure = True
+        cfg.cloud_interface.sync_interval = 0.3
+        cfg.cloud_interface.round_timeout = 120.0
+        cfg.cloud_interface.api_port = 0
+    if peers:
+        cfg.peers.nodes = [PeerConfig(pid, url) for pid, url in peers]
+        cfg.peers.port = peer_port
+        cfg.peers.interval_s = 0.3
+        cfg.peers.max_age_s = 5.0
+        cfg.peers.gossip = gossip
+        token = cfg.data_dir / cfg.peers.token_file
+        token.parent.mkdir(parents=True, exist_ok=True)
+        token.write_text(PEER_TOKEN + "\n")
+    cfg.validate()
+    return cfg
+
+
+@dataclass
+class EdgeFleet:
+    edges: list[SimulatedEdge]
+    tasks: list[asyncio.Task[None]]
+
+    async def stop(self) -> None:
+        """Stop the edges; bounded, so a stuck edge cannot hang a test's teardown."""
+        for t in self.tasks:
+            t.cancel()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=15)
+        for e in self.edges:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(e.client.close(), 10)
+        self.tasks.clear()
+
+
+def digits() -> Dataset:
+    return load_digits(0)
+
+
+async def provision_edges(node: FogNode, n: int, prefix: str) -> list[DeviceCredentials]:
+    creds = []
+    for i in range(n):
+        conf, _ = await node.db.run(provision, node.cfg, node.store, f"{prefix}-{i}")
+        creds.append(DeviceCredentials.from_dict(conf))
+    await node.db.run(lambda: node.registry.load(node.store, force=True))
+    return creds
+
+
+async def start_edges(node: FogNode, n: int, prefix: str, data: Dataset, seed: int,
+                      n_shards: int | None = None, first_shard: int = 0) -> EdgeFleet:
+    """``n`` provisioned edges training on their own non-IID shard of the digits."""
+    shards = dirichlet_split(data.y_train, n_shards or n, 0.5, seed)
+    edges = []
+    for i, creds in enumerate(await provision_edges(node, n, prefix)):
+        client = FLClient(creds, transport="mqtt", timeout=30.0)
+        await client.connect()
+        shard = shards[first_shard + i]
+        edges.append(SimulatedEdge(client, data.x_train[shard], data.y_train[shard],
+                                   seed=seed * 100 + i))
+    tasks = [asyncio.create_task(e.run(), name=f"edge-{prefix}-{i}")
+             for i, e in enumerate(edges)]
+    return EdgeFleet(edges, tasks)
+
+
+def round_updates(store: Store, round_id: int, shapes: list[tuple[int, ...]]
+                  ) -> list[tuple[np.ndarray, int]]:
+    """(flat float64 delta, num_samples) of every update accepted in a round."""
+    out = []
+    for u in store.round_updates(round_id):
+        dev = store.device(u.device_id)
+        assert dev is not None
+        frame = decode_update(u.frame, dev.key, shapes, max_frame_bytes=len(u.frame))
+        dense = []
+        for t, shape in zip(frame.tensors, shapes, strict=True):
+            values = t.values.astype(np.float64) * t.scale
+            if t.indices is not None:
+                full = np.zeros(int(np.prod(shape)))
+                full[t.indices] = values
+                values = full
+            dense.append(values.reshape(-1))
+        out.append((np.concatenate(dense), u.num_samples))
+    return out
+
+
+def flat_fedavg(updates: Sequence[tuple[np.ndarray, int]]) -> np.ndarray:
+    """The weighted mean of the deltas, weights = samples (np.average's answer)."""
+    return np.average(np.stack([d for d, _ in updates]), axis=0,
+                      weights=np.array([n for _, n in updates], dtype=np.float64))
+
+
+def weights_of(store: Store, version: int, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    from fog_appliance.protocol.model_blob import decode_model
+
+    row = store.model(version)
+    assert row is not None and row.blob is not None
+    return [np.array(t) for t in decode_model(row.blob, shapes).tensors]
+
+
+def add_flat(base: list[np.ndarray], delta: np.ndarray, shapes: list[tuple[int, ...]]
+             ) -> list[np.ndarray]:
+    return unflatten(flatten(base).astype(np.float64) + delta, shapes)
+
+
+async def wait_until(predicate: object, timeout: float, what: str,
+                     interval: float = 0.05) -> None:
+    assert callable(predicate)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def dump_tasks_after(seconds: float) -> None:
+    """Diagnostics for a hang: after ``seconds``, print every asyncio task's stack (stderr).
+    Start it as a task and cancel it when the test is done."""
+    import sys
+
+    await asyncio.sleep(seconds)
+    print(f"\n--- asyncio tasks after {seconds} s ---", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        print(f"{task.get_name()}: {task!r}", file=sys.stderr)
+        task.print_stack(limit=20, file=sys.stderr)
