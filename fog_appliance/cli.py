@@ -9,10 +9,10 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import sys
@@ -212,7 +212,7 @@ COMMANDS = {"run": cmd_run, "demo": cmd_demo, "provision": cmd_provision,
 
 # Subcommands that live in their own module: each module has
 # ``register(subparsers, config_arg)`` that adds its parsers with ``set_defaults(func=...)``.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["fog_appliance.appliance.cli"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
