@@ -278,6 +278,8 @@ def mqtt_connect(port: int, user: str, password: str, ca_pem: str | None = None,
 def test_boots_with_no_failed_units(vm: Vm) -> None:
     failed = vm.ssh("systemctl list-units --failed --plain --no-legend").stdout.strip()
     assert failed == "", failed
+    cycles = vm.ssh("sudo journalctl -b --no-pager | grep -i 'ordering cycle' || true").stdout
+    assert cycles == "", cycles
     for unit in ("fog-firstboot.service", "mosquitto.service", "fog-appliance.service",
                  "fog-broker-reload.path", "ssh.service"):
         assert vm.ssh(f"systemctl is-active {unit}").stdout.strip() == "active", unit
