@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import threadpoolctl
 
+from fog_appliance import sdnotify
 from fog_appliance.aggregation import build_strategy
 from fog_appliance.aggregation.factory import round_policy
 from fog_appliance.broker import PrivateBroker, fog_password, fog_username, free_port
@@ -103,6 +104,7 @@ class FogNode:
                 await self._start(stack)
                 yield self
         finally:
+            sdnotify.notify("STOPPING=1")
             with contextlib.suppress(OSError):
                 self.status_path.unlink()
 
@@ -163,11 +165,23 @@ class FogNode:
             self.admin = await start_admin(self, stack)
         self._write_status()
         self.ready.set()
+        self._notify_systemd(tg)
         await self.db.run(self.store.add_event, "node", "info",
                           f"fog node {cfg.fog_node.id} started", self.status())
         log.info("fog node %s serving (region %s): MQTT %s, CoAP %s", cfg.fog_node.id,
                  cfg.fog_node.region, self.mqtt_address or "off",
                  f"{cfg.coap.bind}:{self.coap_port}" if self.coap_port else "off")
+
+    def _notify_systemd(self, tg: asyncio.TaskGroup) -> None:
+        """Under systemd (``Type=notify``): report ready, and ping the watchdog while the
+        database thread answers. A no-op elsewhere."""
+        sdnotify.notify(f"READY=1\nSTATUS=serving as {self.cfg.fog_node.id}")
+        interval = sdnotify.watchdog_interval()
+        if interval is not None:
+            self._spawn(tg, sdnotify.watchdog(interval, self._health_check), "watchdog")
+
+    async def _health_check(self) -> None:
+        await self.db.run(self.store.data_version)
 
     def _spawn(self, tg: asyncio.TaskGroup, coro: Any, name: str) -> None:
         self._tasks.append(tg.create_task(coro, name=name))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import grp
 import hashlib
 import os
 import pwd
@@ -125,15 +126,40 @@ def render_conf(files: BrokerFiles, host: str, port: int, *, max_queued: int = 1
     ])
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+def write_atomic(path: Path, text: str, mode: int = 0o600, group: str | None = None) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, with exactly
+    ``mode``; ``group`` also hands the file to that group (the caller must belong to it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
+        if group is not None:
+            share_with_group(f.fileno(), group, path)
+        os.fchmod(f.fileno(), mode)
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def share_with_group(target: int | Path, group: str, shown: Path | None = None) -> None:
+    """chgrp a file (descriptor) or directory to ``group``; BrokerError if that fails."""
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise BrokerError(f"group {group!r} does not exist; the broker could not read "
+                          f"{shown or target}") from None
+    try:
+        current = os.fstat(target) if isinstance(target, int) else os.stat(target)
+        if current.st_gid == gid:
+            return  # nothing to change (and no chown call for a seccomp filter to judge)
+        if isinstance(target, int):
+            os.fchown(target, -1, gid)
+        else:
+            os.chown(target, -1, gid)
+    except OSError as exc:
+        raise BrokerError(f"cannot give {shown or target} to group {group!r} ({exc}); is this "
+                          f"user a member of it?") from None
 
 
 def fog_password(files: BrokerFiles) -> str:

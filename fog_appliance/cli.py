@@ -222,7 +222,8 @@ COMMANDS = {"run": cmd_run, "demo": cmd_demo, "provision": cmd_provision,
 
 # Subcommands that live in their own module: each module has
 # ``register(subparsers, config_arg)`` that adds its parsers with ``set_defaults(func=...)``.
-COMMAND_MODULES: list[str] = ["fog_appliance.edge.cli", "fog_appliance.cloud.cli"]
+COMMAND_MODULES: list[str] = ["fog_appliance.edge.cli", "fog_appliance.cloud.cli",
+                              "fog_appliance.appliance.cli"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -360,6 +360,50 @@ class PeersConfig:
     """An edge counts against ``max_edge_clients`` if it was heard from this recently."""
 
 
+HOSTNAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+SSH_KEY_PATTERN = (r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)"
+                   r"|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)"
+                   r" [A-Za-z0-9+/]+={0,3}( [^\n]*)?$")
+DEVICE_ID_PATTERN = r"^(?!fog-)[A-Za-z0-9_-]{1,32}$"
+
+
+@dataclass
+class ApplianceConfig:
+    """Settings of the flashable gateway image (``image/``); ignored by a node run by hand,
+    except the broker-file and CA settings, which work anywhere."""
+
+    hostname: str | None = bounded(None, pattern=HOSTNAME_PATTERN)
+    """Host name of the gateway (lower-case letters, digits, ``-``); default: the node id,
+    lower-cased, with ``_`` turned into ``-``."""
+    ssh_authorized_keys: list[str] = bounded([], pattern=SSH_KEY_PATTERN)
+    """Public keys (one ``authorized_keys`` line each, no options) that may log in over SSH
+    as ``fog-admin``. Without any, SSH stays off."""
+    provision_devices: list[str] = bounded([], pattern=DEVICE_ID_PATTERN)
+    """Devices to register at boot if they are not registered yet; their configs (with
+    their secret keys) are written to ``<data_dir>/devices/<id>.json``."""
+    mqtt_lan_plain: bool = True
+    """Let edges use plain MQTT on 1883 from the LAN. Off: 1883 listens on loopback only
+    (for the node itself) and edges must use the TLS listener."""
+    mqtt_tls_port: int = bounded(8883, ge=0, le=65535)
+    """Port of the broker's TLS listener for edges; 0 turns it off."""
+    mqtt_ca_file: str | None = None
+    """CA certificate (PEM) that signed the broker's TLS certificate. When set and the file
+    exists, device configs point edges at ``mqtt_tls_port`` with TLS and carry this CA."""
+    broker_files_group: str | None = bounded(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    """Group that may read the broker's password file and ACL (they become mode 0640):
+    ``mosquitto`` on the appliance, where the broker runs as its own systemd unit. Unset:
+    mode 0600, readable by this node's user only."""
+
+    def validate(self) -> None:
+        if not self.mqtt_lan_plain and self.mqtt_tls_port == 0:
+            raise ConfigError("config", "appliance.mqtt_tls_port",
+                              "0 (TLS off) while appliance.mqtt_lan_plain is false: edges "
+                              "could not reach the broker")
+        if len(set(self.provision_devices)) != len(self.provision_devices):
+            raise ConfigError("config", "appliance.provision_devices",
+                              "lists a device more than once")
+
+
 @dataclass
 class FogConfig:
     fog_node: FogNodeConfig = field(default_factory=FogNodeConfig)
@@ -377,6 +421,7 @@ class FogConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     peers: PeersConfig = field(default_factory=PeersConfig)
+    appliance: ApplianceConfig = field(default_factory=ApplianceConfig)
     base_dir: str = field(default=".", metadata={"internal": True})
     """Directory relative paths are resolved against (the config file's directory)."""
 
@@ -407,6 +452,7 @@ class FogConfig:
         if self.fog_node.id in ids or len(set(ids)) != len(ids):
             raise ConfigError("config", "peers.nodes",
                               "peer ids must be unique and differ from fog_node.id")
+        self.appliance.validate()
         from fog_appliance.learning_checks import validate_learning
 
         validate_learning(self)

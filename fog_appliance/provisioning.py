@@ -21,6 +21,7 @@ from fog_appliance.broker import (
     reload_broker,
     render_acl,
     render_passwd,
+    share_with_group,
     write_atomic,
 )
 from fog_appliance.config import FogConfig, parse_broker_url
@@ -57,15 +58,42 @@ def sync_broker_auth(cfg: FogConfig, store: Store) -> None:
     fog_id = cfg.fog_node.id
     entries = [(fog_username(fog_id), hash_password(fog_password(files)))]
     entries += [(d.id, d.mqtt_password_hash) for d in active]
-    write_atomic(files.passwd, render_passwd(entries))
-    write_atomic(files.acl, render_acl(fog_id, [d.id for d in active]))
+    # A broker run by systemd as its own user reads these through a shared group; it is
+    # reloaded by the unit that watches them (image: fog-broker-reload.path).
+    group = cfg.appliance.broker_files_group
+    mode = 0o640 if group else 0o600
+    if group:
+        files.root.mkdir(parents=True, exist_ok=True)
+        share_with_group(files.root, group)
+        files.root.chmod(0o750)
+    write_atomic(files.passwd, render_passwd(entries), mode, group)
+    write_atomic(files.acl, render_acl(fog_id, [d.id for d in active]), mode, group)
     reload_broker(files)
+
+
+def broker_ca(cfg: FogConfig) -> str | None:
+    """The PEM of the CA edges verify the broker's TLS listener with, if there is one."""
+    ap = cfg.appliance
+    if not ap.mqtt_ca_file or not ap.mqtt_tls_port:
+        return None
+    path = Path(ap.mqtt_ca_file)
+    if not path.is_absolute():
+        path = Path(cfg.base_dir) / path
+    try:
+        return path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProvisioningError(f"cannot read the broker CA {path}: {exc}") from None
 
 
 def device_config(cfg: FogConfig, device_id: str, key: bytes, mqtt_password: str
                   ) -> dict[str, Any]:
     host, port, tls = parse_broker_url(cfg.edge_interface.mqtt_broker)
     advertised = cfg.edge_interface.advertise_host or host
+    ca = broker_ca(cfg)
+    if ca is not None:
+        port, tls = cfg.appliance.mqtt_tls_port, True
     fog = cfg.fog_node.id
     spec = ModelSpec(cfg.model.kind, cfg.model.input_dim, tuple(cfg.model.hidden),
                      cfg.model.num_classes)
@@ -75,7 +103,7 @@ def device_config(cfg: FogConfig, device_id: str, key: bytes, mqtt_password: str
         "fog_id": fog,
         "key": key.hex(),
         "mqtt": {"host": advertised, "port": port, "tls": tls, "username": device_id,
-                 "password": mqtt_password, "client_id": device_id, "ca": None},
+                 "password": mqtt_password, "client_id": device_id, "ca": ca},
         "coap": {"host": cfg.edge_interface.advertise_host or cfg.coap.bind,
                  "port": cfg.coap.port},
         "topics": {"up": topics.up(fog, device_id), "hello": topics.hello(fog, device_id),

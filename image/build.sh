@@ -1,0 +1,108 @@
+#!/bin/bash
+# image/build.sh [debian|rpios]: build the flashable fog appliance image.
+#
+#   debian  (default) Debian bookworm arm64 + Debian's kernel and Raspberry Pi firmware
+#           (Pi 3, Pi 4): runs here and in CI, as root, with qemu-user for the arm64 parts.
+#   rpios   Raspberry Pi OS (Pi 4, Pi 5) through rpi-image-gen on a connected machine; see
+#           image/rpios/README.md.
+#
+# Output: dist/fog-appliance-<version>-arm64.img.xz and .img.xz.sha256, plus
+# dist/fog-appliance-<version>-arm64.units.txt (systemd-analyze verify and security).
+#
+# Environment: FOG_IMAGE_CACHE (rootfs tarball cache, default /var/cache/fog-appliance-image),
+# FOG_IMAGE_WORK (scratch, default build/image), FOG_EXTRAS (fog-appliance extras to install),
+# FOG_XZ_LEVEL (default 6), FOG_KEEP_RAW=1 (also keep the uncompressed .img in the work dir).
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+target=${1:-debian}
+# shellcheck source=image/lib.sh
+. "$repo/image/lib.sh"
+
+case "$target" in
+  debian) ;;
+  rpios) exec "$repo/image/rpios/build.sh" ;;
+  -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+  *) die "unknown target '$target' (debian or rpios)" ;;
+esac
+
+export FOG_STEPS=8
+version=$(PYTHONPATH=$repo python3 -c 'import fog_appliance; print(fog_appliance.__version__)')
+name="fog-appliance-$version-arm64"
+cache=${FOG_IMAGE_CACHE:-/var/cache/fog-appliance-image}
+work=${FOG_IMAGE_WORK:-$repo/build/image}
+dist=$repo/dist
+export FOG_IMAGE_VERSION=$version
+
+step "prerequisites"
+[ "$(id -u)" -eq 0 ] || die "run as root (mmdebstrap, chroot and file ownership in the image)"
+need mmdebstrap mmdebstrap
+need qemu-aarch64-static qemu-user-static
+need update-binfmts binfmt-support
+need mke2fs e2fsprogs
+need mkfs.fat dosfstools
+need mcopy mtools
+need sfdisk fdisk
+need xz xz-utils
+need systemd-analyze systemd
+need python3 python3
+check_needs
+python3 -m pip --version >/dev/null 2>&1 || die "pip is missing for python3 (apt-get install python3-pip)"
+ensure_binfmt
+mkdir -p "$cache" "$work" "$dist"
+echo "    fog-appliance $version; cache $cache; work $work"
+
+step "wheels: fog_appliance + aarch64 dependencies (cp311)"
+rm -rf "$work/wheels" "$work/src"
+mkdir -p "$work/wheels" "$work/src"
+# Build from a clean copy, so the checkout gets no build/ or egg-info.
+cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/fog_appliance" "$work/src/"
+find "$work/src" -name __pycache__ -prune -exec rm -rf {} +
+# pip's warnings about this machine's own package mirrors are noise here.
+quiet_pip() { python3 -m pip "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+quiet_pip wheel -q --no-deps -w "$work/wheels" "$work/src"
+wheel=$(ls "$work"/wheels/fog_appliance-*.whl)
+quiet_pip download -q -d "$work/wheels" --only-binary=:all: \
+  --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
+  --platform manylinux_2_28_aarch64 --platform linux_aarch64 \
+  --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
+  "$wheel${FOG_EXTRAS:+[$FOG_EXTRAS]}"
+echo "    $(find "$work/wheels" -name "*.whl" | wc -l) wheels, $(du -sh "$work/wheels" | cut -f1)"
+
+step "base root file system (Debian bookworm arm64, kernel, Raspberry Pi firmware)"
+tarball=$("$repo/image/debian/rootfs.sh" "$cache")
+
+step "unpack"
+rootfs=$work/rootfs
+rm -rf "$rootfs"
+mkdir -p "$rootfs"
+tar -C "$rootfs" -xpf "$tarball" --numeric-owner
+echo "    $(du -sh "$rootfs" | cut -f1) in $rootfs"
+
+step "customize: fog appliance (common/customize.sh)"
+FOG_WHEELS=$work/wheels "$repo/image/common/customize.sh" "$rootfs"
+# Debian builder only: fstab by label, wired DHCP, no apt downloads in the background.
+tar -C "$repo/image/debian/overlay" --owner=0 --group=0 --numeric-owner -cf - . \
+  | tar -C "$rootfs" --no-overwrite-dir -xpf -
+chroot "$rootfs" systemctl enable systemd-networkd.service 2>&1 | sed 's/^/    /'
+chroot "$rootfs" systemctl mask apt-daily.timer apt-daily-upgrade.timer 2>&1 | sed 's/^/    /'
+
+step "verify units (systemd-analyze verify, security)"
+report="$dist/$name.units.txt"
+"$repo/image/verify-units.sh" "$rootfs" > "$report" || { cat "$report"; die "unit verification failed"; }
+grep -E '^(verify:|→ Overall)' "$report" | sed 's/^/    /'
+
+step "assemble the disk image (no mounts)"
+raw="$work/$name.img"
+"$repo/image/debian/assemble.sh" "$rootfs" "$raw"
+
+step "compress and checksum"
+rm -f "$dist/$name.img.xz" "$dist/$name.img.xz.sha256"
+xz -T0 "-${FOG_XZ_LEVEL:-6}" -c "$raw" > "$dist/$name.img.xz.tmp"
+mv "$dist/$name.img.xz.tmp" "$dist/$name.img.xz"
+(cd "$dist" && sha256sum "$name.img.xz" > "$name.img.xz.sha256")
+[ "${FOG_KEEP_RAW:-0}" = 1 ] || rm -f "$raw"
+rm -rf "$rootfs"
+printf '    %s (%s; %s uncompressed)\n' "$dist/$name.img.xz" \
+  "$(du -h "$dist/$name.img.xz" | cut -f1)" "$(xz --robot -l "$dist/$name.img.xz" \
+  | awk '$1 == "totals" {printf "%.0f MiB", $5 / 1048576}')"
+finish
