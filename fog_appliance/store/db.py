@@ -28,6 +28,7 @@ from fog_appliance.store.rows import (
     StoredUpdate,
 )
 from fog_appliance.store.schema import MIGRATIONS
+from fog_appliance.store.updatelog import UpdateLog
 
 OPEN_STATES = ("open", "collecting", "aggregating")
 
@@ -43,9 +44,11 @@ def _translated(what: str) -> Iterator[None]:
 class Store:
     """One SQLite file. Open with :meth:`open`; close with :meth:`close`."""
 
-    def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
+    def __init__(self, db: sqlite_utils.Database, path: Path, log: UpdateLog) -> None:
         self.db = db
         self.path = path
+        self.log = log
+        """Where the bytes of accepted updates are (``updatelog.py``)."""
         self._lock = threading.RLock()
 
     @classmethod
@@ -64,8 +67,15 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
             db.execute("PRAGMA foreign_keys=ON")
-            store = cls(db, p)
+            log = UpdateLog(p.with_name(p.stem + "-updates"), fsync=synchronous == "full")
+            store = cls(db, p, log)
             store._migrate()
+            ends = {int(r[0]): int(r[1]) for r in db.execute(
+                "SELECT round_id, MAX(blob_offset + blob_len) FROM updates GROUP BY round_id")}
+        try:
+            log.recover(ends)
+        except OSError as exc:
+            raise StoreError(f"store: cannot check the update log {log.root}: {exc}") from exc
         return store
 
     def close(self) -> None:
@@ -163,14 +173,29 @@ class Store:
                       rejected: Sequence[tuple[str, str]], now: float) -> None:
         """One transaction: the accepted updates, each device's last sequence number, each
         round's accepted count and the rejection counters. All or nothing."""
-        with self._lock, _translated("committing updates"), self.db.atomic():
+        by_round: dict[int, list[AcceptedUpdate]] = {}
+        for u in accepted:
+            by_round.setdefault(u.round_id, []).append(u)
+        rows: list[tuple[object, ...]] = []
+        with self._lock:
+            try:  # the bytes first (durable), then the rows that point at them
+                for rid, items in by_round.items():
+                    spans = self.log.append(rid, [u.frame for u in items])
+                    rows += [(u.device_id, u.round_id, u.seq, u.model_version, u.num_samples,
+                              u.local_steps, u.dtype, u.received_at, u.transport, u.tag, off,
+                              length) for u, (off, length) in zip(items, spans, strict=True)]
+            except OSError as exc:
+                raise StoreError(f"store: writing the update log failed ({exc}); nothing "
+                                 "was committed") from exc
+            self._commit_rows(rows, accepted, rejected, now)
+
+    def _commit_rows(self, rows: list[tuple[object, ...]], accepted: Sequence[AcceptedUpdate],
+                     rejected: Sequence[tuple[str, str]], now: float) -> None:
+        with _translated("committing updates"), self.db.atomic():
             self.db.conn.executemany(
                 "INSERT INTO updates (device_id, round_id, seq, model_version, num_samples, "
-                "local_steps, dtype, received_at, transport, tag, frame) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(u.device_id, u.round_id, u.seq, u.model_version, u.num_samples,
-                  u.local_steps, u.dtype, u.received_at, u.transport, u.tag, u.frame)
-                 for u in accepted])
+                "local_steps, dtype, received_at, transport, tag, blob_offset, blob_len) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             self.db.conn.executemany(
                 "UPDATE devices SET last_seq = MAX(last_seq, ?), last_seen = ? WHERE id = ?",
                 [(u.seq, u.received_at, u.device_id) for u in accepted])
@@ -191,10 +216,16 @@ class Store:
         with self._lock, _translated("reading updates"):
             rows = list(self.db.query(
                 "SELECT id, device_id, round_id, seq, model_version, num_samples, local_steps, "
-                "transport, received_at, frame FROM updates WHERE round_id = ? ORDER BY id",
-                [round_id]))
-        for r in rows:
-            yield StoredUpdate(**r)
+                "transport, received_at, blob_offset, blob_len FROM updates "
+                "WHERE round_id = ? ORDER BY id", [round_id]))
+            try:
+                frames = self.log.read(round_id, [(r.pop("blob_offset"), r.pop("blob_len"))
+                                                  for r in rows]) if rows else []
+            except OSError as exc:
+                raise StoreError(f"store: reading the updates of round {round_id} failed "
+                                 f"({exc})") from exc
+        for r, frame in zip(rows, frames, strict=True):
+            yield StoredUpdate(**r, frame=frame)
 
     def update_keys(self, round_id: int) -> list[tuple[str, int]]:
         with self._lock, _translated("reading updates"):

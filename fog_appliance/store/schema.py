@@ -43,7 +43,8 @@ MIGRATIONS: list[str] = [
         received_at REAL NOT NULL,
         transport TEXT NOT NULL,
         tag BLOB NOT NULL,
-        frame BLOB NOT NULL,
+        blob_offset INTEGER NOT NULL,
+        blob_len INTEGER NOT NULL,
         UNIQUE (device_id, round_id, seq)
     );
     CREATE INDEX updates_round ON updates(round_id);

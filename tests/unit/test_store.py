@@ -101,3 +101,39 @@ def test_events(tmp_path: Path) -> None:
     s.add_event("node", "warning", "second")
     evs = s.events(after_id=first)
     assert [e.message for e in evs] == ["second"]
+
+
+def test_update_bytes_live_in_the_log_once(tmp_path: Path) -> None:
+    s = open_store(tmp_path)
+    frames = [bytes([i]) * (1000 + i) for i in range(3)]
+    s.commit_intake([AcceptedUpdate("d1", 1, i + 1, 1, 10, 2, 0, 0.0, "mqtt", b"t" * 32, f)
+                     for i, f in enumerate(frames)], [], 0.0)
+    seg = s.log.path(1)
+    assert seg.stat().st_size == sum(len(f) for f in frames)
+    s.close()
+    s2 = Store.open(tmp_path / "fog.db")
+    assert [u.frame for u in s2.round_updates(1)] == frames
+    assert s2.db.execute("SELECT COUNT(*) FROM pragma_table_info('updates') "
+                         "WHERE name = 'frame'").fetchone()[0] == 0  # not in SQLite
+
+
+def test_bytes_of_a_failed_commit_are_cut_off_at_open(tmp_path: Path) -> None:
+    s = open_store(tmp_path)
+    s.commit_intake([upd(1)], [], 0.0)
+    committed = s.log.path(1).stat().st_size
+    with pytest.raises(StoreError):  # (d1, 1, 1) again: appended, then the rows fail
+        s.commit_intake([upd(2), upd(1)], [], 0.0)
+    assert s.log.path(1).stat().st_size > committed
+    s.close()
+    s2 = Store.open(tmp_path / "fog.db")
+    assert s2.log.path(1).stat().st_size == committed
+    assert [u.seq for u in s2.round_updates(1)] == [1]
+
+
+def test_log_write_failure_is_a_store_error(tmp_path: Path) -> None:
+    s = open_store(tmp_path)
+    s.log.root = tmp_path / "blocker" / "sub"
+    (tmp_path / "blocker").write_text("a file where the directory should be")
+    with pytest.raises(StoreError, match="update log"):
+        s.commit_intake([upd(1)], [], 0.0)
+    assert s.count_updates(1) == 0
