@@ -65,7 +65,7 @@ quiet_pip download -q -d "$work/wheels" --only-binary=:all: \
   --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
   --platform manylinux_2_28_aarch64 --platform linux_aarch64 \
   --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
-  "$wheel${FOG_EXTRAS:+[$FOG_EXTRAS]}"
+  -c "$repo/constraints.txt" "$wheel${FOG_EXTRAS:+[$FOG_EXTRAS]}"
 echo "    $(find "$work/wheels" -name "*.whl" | wc -l) wheels, $(du -sh "$work/wheels" | cut -f1)"
 
 step "base root file system (Debian bookworm arm64, kernel, Raspberry Pi firmware)"
