@@ -52,20 +52,8 @@ mkdir -p "$cache" "$work" "$dist"
 echo "    fog-appliance $version; cache $cache; work $work"
 
 step "wheels: fog_appliance + aarch64 dependencies (cp311)"
-rm -rf "$work/wheels" "$work/src"
-mkdir -p "$work/wheels" "$work/src"
-# Build from a clean copy, so the checkout gets no build/ or egg-info.
-cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/fog_appliance" "$work/src/"
-find "$work/src" -name __pycache__ -prune -exec rm -rf {} +
-# pip's warnings about this machine's own package mirrors are noise here.
-quiet_pip() { python3 -m pip "$@" 2> >(grep -v "^WARNING: Location" >&2); }
-quiet_pip wheel -q --no-deps -w "$work/wheels" "$work/src"
-wheel=$(ls "$work"/wheels/fog_appliance-*.whl)
-quiet_pip download -q -d "$work/wheels" --only-binary=:all: \
-  --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
-  --platform manylinux_2_28_aarch64 --platform linux_aarch64 \
-  --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
-  -c "$repo/constraints.txt" "$wheel${FOG_EXTRAS:+[$FOG_EXTRAS]}"
+rm -rf "$work/wheels"
+"$repo/image/common/fetch-wheels.sh" "$work/wheels"
 echo "    $(find "$work/wheels" -name "*.whl" | wc -l) wheels, $(du -sh "$work/wheels" | cut -f1)"
 
 step "base root file system (Debian bookworm arm64, kernel, Raspberry Pi firmware)"

@@ -31,20 +31,12 @@ check_needs
 step "stage the rpi-image-gen source directory (layer, config, common/, wheels)"
 src=$work/src
 rm -rf "$src"
-mkdir -p "$src/wheels" "$work/pkg"
+mkdir -p "$src/wheels"
 cp -r "$repo/image/rpios/layer" "$repo/image/rpios/config" "$src/"
 cp -r "$repo/image/common" "$src/common"
 sed -i -e "s/@DEVICE@/$device/g" -e "s/@VERSION@/$version/g" -e "s/@EXTRAS@/${FOG_EXTRAS:-}/g" \
   "$src/config/fog-appliance.yaml"
-rm -rf "$work/pkg"/*
-cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/fog_appliance" "$work/pkg/"
-python3 -m pip wheel -q --no-deps -w "$src/wheels" "$work/pkg"
-wheel=$(ls "$src"/wheels/fog_appliance-*.whl)
-python3 -m pip download -q -d "$src/wheels" --only-binary=:all: \
-  --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 \
-  --platform manylinux_2_28_aarch64 --platform linux_aarch64 \
-  --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
-  "$wheel${FOG_EXTRAS:+[$FOG_EXTRAS]}"
+"$repo/image/common/fetch-wheels.sh" "$src/wheels"
 
 step "rpi-image-gen build ($device)"
 # rpi-image-gen works in ./work of the current directory.
