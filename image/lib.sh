@@ -1,6 +1,11 @@
 # shellcheck shell=bash
 # Helpers for the image build scripts (sourced, bash).
 
+# The appliance ships the console (tty1) and the Flower sidecar's packages by default, so a
+# cloud can be configured on the boot partition without a rebuild. FOG_EXTRAS= (empty) for
+# a minimal image.
+export FOG_EXTRAS=${FOG_EXTRAS-console,cloud}
+
 FOG_STEP=0
 FOG_STEPS=${FOG_STEPS:-?}
 FOG_T0=${FOG_T0:-$(date +%s)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,13 +32,18 @@ TOTAL_BUDGET = 40 * 1024
 
 def firmware_dir() -> Path:
     """The device files: ``$FOG_EDGE_FIRMWARE_DIR``, else ``edge_firmware/device`` of the
-    checkout this package runs from."""
+    checkout this package runs from, else the copy an installed wheel carries
+    (``<prefix>/share/fog-appliance/edge_firmware/device``, e.g. on the appliance)."""
     env = os.environ.get(ENV_FIRMWARE_DIR)
-    d = Path(env) if env else Path(__file__).resolve().parents[2] / "edge_firmware" / "device"
-    if not (d / "main.py").is_file():
-        raise EdgeToolError(f"firmware sources not found in {d}; set {ENV_FIRMWARE_DIR} to "
-                            "the edge_firmware/device folder of a fog-appliance checkout")
-    return d
+    candidates = [Path(env)] if env else [
+        Path(__file__).resolve().parents[2] / "edge_firmware" / "device",
+        Path(sys.prefix) / "share" / "fog-appliance" / "edge_firmware" / "device"]
+    for d in candidates:
+        if (d / "main.py").is_file():
+            return d
+    raise EdgeToolError(f"firmware sources not found in {' or '.join(map(str, candidates))}; "
+                        f"set {ENV_FIRMWARE_DIR} to the edge_firmware/device folder of a "
+                        "fog-appliance checkout")
 
 
 def mpy_cross_binary() -> str:

@@ -6,7 +6,7 @@
 #
 #   FOG_WHEELS=DIR       the fog_appliance wheel and its aarch64 dependency wheels (required;
 #                        image/build.sh makes them)
-#   FOG_EXTRAS=a,b       extras of fog-appliance to install (e.g. cloud,console), default none
+#   FOG_EXTRAS=a,b       extras of fog-appliance to install (image/lib.sh: console,cloud)
 #   FOG_PIP_ONLINE=1     let pip fetch missing wheels from the package index (a connected
 #                        builder); default: only FOG_WHEELS
 #   FOG_IMAGE_VERSION    recorded in /usr/share/fog-appliance/release

@@ -9,7 +9,9 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 src=$(mktemp -d)
 trap 'rm -rf "$src"' EXIT
 # Build from a clean copy, so the checkout gets no build/ or egg-info.
-cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/fog_appliance" "$src/"
+cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/fog_appliance" "$repo/textual_ui" "$src/"
+mkdir -p "$src/edge_firmware"
+cp -r "$repo/edge_firmware/device" "$src/edge_firmware/"
 find "$src" -name __pycache__ -prune -exec rm -rf {} +
 mkdir -p "$out"
 # pip's warnings about this machine's own package mirrors are noise here.

@@ -367,6 +367,19 @@ def test_console_on_tty1(vm: Vm) -> None:
     assert f"node {NODE_ID}" in vm.ssh("cat /etc/issue.d/fog-appliance.issue").stdout
 
 
+def test_the_console_user_reaches_the_admin_api(vm: Vm) -> None:
+    """What the console on tty1 does first: ask the node's admin socket for its status."""
+    probe = ("import json, socket; s = socket.socket(socket.AF_UNIX); "
+             "s.connect('/run/fog-appliance/admin.sock'); "
+             "s.sendall(b'GET /api/status HTTP/1.0\\r\\nHost: node\\r\\n\\r\\n'); "
+             "data = b''.join(iter(lambda: s.recv(65536), b'')); "
+             "print(json.loads(data.split(b'\\r\\n\\r\\n', 1)[1])['fog_id'])")
+    out = vm.ssh(f'sudo -u fog-console /opt/fog-appliance/venv/bin/python -c "{probe}"')
+    assert out.stdout.strip() == NODE_ID
+    mode = vm.ssh("stat -c '%a %G' /run/fog-appliance/admin.sock").stdout.split()
+    assert mode == ["660", "fog"]
+
+
 def test_the_root_file_system_grew_to_the_disk(vm: Vm) -> None:
     size = int(vm.ssh("df -B1 --output=size / | tail -n1").stdout)
     assert size > vm.root_part_bytes + GROW_BYTES // 2
