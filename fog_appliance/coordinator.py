@@ -155,7 +155,7 @@ class Coordinator:
             frame = decode_update(u.frame, key, self.shapes,
                                   max_frame_bytes=max(len(u.frame), 1024))
             self._acc.add(frame)
-            self.round.committed[(u.device_id, u.seq)] = frame.tag
+            self.round.restore(u.device_id, u.seq, frame.tag)
             self._registry.committed(u.device_id, u.seq)
         if stored and self.round.state is State.OPEN:
             self.round.state = State.COLLECTING

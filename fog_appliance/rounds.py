@@ -111,6 +111,14 @@ class Round:
     """(device, seq) → tag of every update committed in this round."""
     pending: dict[tuple[str, int], bytes] = field(default_factory=dict)
     """(device, seq) → tag of admitted updates whose commit is in flight."""
+    contributors: dict[str, int] = field(default_factory=dict)
+    """device → seq of its update in this round (pending or committed): at most one each,
+    so admission is O(1) however large the round."""
+
+    def restore(self, device: str, seq: int, tag: bytes) -> None:
+        """Count an update committed before a restart (the round is being rebuilt)."""
+        self.committed[(device, seq)] = tag
+        self.contributors[device] = seq
 
     @property
     def count(self) -> int:
@@ -152,17 +160,20 @@ class Round:
         if self.state not in ADMITTING:
             raise PolicyError(Reason.ROUND_CLOSED,
                               f"round {self.id} is {self.state.value}; send to the next round")
-        highest = max([last_seq] + [s for (d, s) in self.pending if d == device])
+        mine = self.contributors.get(device)
+        pending_seq = mine if mine is not None and (device, mine) in self.pending else 0
+        highest = max(last_seq, pending_seq)
         if seq <= highest:
             raise PolicyError(Reason.REPLAYED_SEQUENCE,
                               f"sequence {seq} is not above the last accepted {highest}")
-        if any(d == device for d, _ in (*self.committed, *self.pending)):
+        if mine is not None:
             raise PolicyError(Reason.ALREADY_CONTRIBUTED,
                               f"device {device} already has an update in round {self.id}")
         if len(self.committed) + len(self.pending) >= self.threshold:
             raise PolicyError(Reason.ROUND_CLOSED,
                               f"round {self.id} already has {self.threshold} updates")
         self.pending[key] = tag
+        self.contributors[device] = seq
         return Admission.NEW
 
     def committed_ok(self, device: str, seq: int) -> None:
@@ -174,7 +185,8 @@ class Round:
 
     def commit_failed(self, device: str, seq: int) -> None:
         """The store could not commit it: free its place (the edge will resend)."""
-        self.pending.pop((device, seq), None)
+        if self.pending.pop((device, seq), None) is not None:
+            self.contributors.pop(device, None)
 
     def due(self, now: float) -> Event | None:
         """The event the clock or the count calls for now, if any."""
