@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import threadpoolctl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -107,15 +108,20 @@ def bench_fedavg(n: int, size: int, repeat: int, step: Callable[[str], None]) ->
     wn = w / w.sum()
     np.testing.assert_allclose(fold(FedAvg(), fs, size), wn @ stacked, rtol=1e-4, atol=1e-5)
     step("FedAvg vs w @ S vs np.stack + np.average")
+    with threadpoolctl.threadpool_limits(None):  # the limit with every core, for reference
+        t_all_cores = best_ms(lambda: wn @ stacked, repeat)
     t = measure({"limit": lambda: wn @ stacked,
                  "ours": lambda: fold(FedAvg(), fs, size),
-                 "stack": lambda: np.average(np.stack(dense), axis=0, weights=w),
                  "clip": lambda: fold(FedAvg(clip_norm=100.0), fs, size)}, repeat)
+    # Apart: its 400 MB allocation and release disturbed the others' timings when they
+    # took turns with it (the fold measured 2× slower).
+    t |= measure({"stack": lambda: np.average(np.stack(dense), axis=0, weights=w)}, repeat)
     step("decode + HMAC")
     t_decode = best_ms(lambda: [decode_update(r, KEY, [(size,)], max_frame_bytes=len(r))
                                 for r in raws], 1) / n
     rows: list[Row] = [
-        ("a", f"w @ S ({n} × {size:,}), stacked in advance", t["limit"], "the limit"),
+        ("a", f"w @ S ({n} × {size:,}), stacked in advance", t["limit"],
+         f"the limit (one BLAS thread, as in the node; {t_all_cores:.1f} ms on every core)"),
         ("a", "FedAvg folded from frame views", t["ours"],
          f"{t['ours'] / t['limit']:.2f}× the limit (goal ≤ 1.5×)"),
         ("a", "np.stack + np.average", t["stack"], f"{t['stack'] / t['ours']:.1f}× ours"),
@@ -191,11 +197,15 @@ def main() -> None:
         def step(name: str) -> None:
             progress.update(task, advance=1, description=name)
 
+        # As in the node (app.py): BLAS on one thread. Multi-threaded OpenBLAS calls leave
+        # worker threads spinning, which on 2 cores slowed whatever ran next 2-3×.
+        limits = threadpoolctl.threadpool_limits(limits=1, user_api="blas")
         rows += bench_fedavg(n_avg, size, repeat, step)
         gc.collect()
         rows += bench_robust(n_rob, size, repeat, step)
         gc.collect()
         rows += bench_flower(n_avg, size, repeat, step)
+        limits.restore_original_limits()
     table = Table(title=f"aggregation ({'quick' if args.quick else 'full'}; best of {repeat})")
     for col, just in [("", "left"), ("what", "left"), ("ms", "right"), ("ratio", "left")]:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
