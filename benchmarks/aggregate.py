@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -108,7 +109,7 @@ def bench_fedavg(n: int, size: int, repeat: int, step: Callable[[str], None]) ->
     wn = w / w.sum()
     np.testing.assert_allclose(fold(FedAvg(), fs, size), wn @ stacked, rtol=1e-4, atol=1e-5)
     step("FedAvg vs w @ S vs np.stack + np.average")
-    with threadpoolctl.threadpool_limits(None):  # the limit with every core, for reference
+    with threadpoolctl.threadpool_limits(limits=os.cpu_count() or 1, user_api="blas"):
         t_all_cores = best_ms(lambda: wn @ stacked, repeat)
     t = measure({"limit": lambda: wn @ stacked,
                  "ours": lambda: fold(FedAvg(), fs, size),
