@@ -257,7 +257,7 @@ def main() -> int:
     ap.add_argument("--wan-ms", type=float, default=1000.0,
                     help="download time of the cloud's model over the WAN (1000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     if not 1 <= args.edges <= 1000 or not 3 <= args.steps <= 10_000 or args.wan_ms < 0:
         ap.error("--edges in 1..1000, --steps in 3..10000, --wan-ms >= 0")

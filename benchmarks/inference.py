@@ -126,6 +126,7 @@ async def serve() -> None:
     port = free_port(socket.SOCK_DGRAM)
     ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port),
                                                       transports=["udp6"])
+    gc.freeze()  # as the node does once it serves (app.py)
     print(json.dumps({"port": port}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent goes
     for t in tasks:
@@ -225,7 +226,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3,
                     help="slices per cell, interleaved with the other targets (3)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:

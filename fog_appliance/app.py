@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -164,6 +165,10 @@ class FogNode:
 
             self.admin = await start_admin(self, stack)
         self._write_status()
+        # Everything allocated so far (modules, numpy, onnxruntime, the model) lives as long
+        # as the node: keep it out of the collector's full passes, whose pauses were the p99
+        # tail of /infer under load (benchmarks/inference.py).
+        gc.freeze()
         self.ready.set()
         self._notify_systemd(tg)
         await self.db.run(self.store.add_event, "node", "info",
