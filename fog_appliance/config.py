@@ -528,19 +528,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> FogConfig:
         return cfg
     p = Path(path)
     source = str(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, "", f"cannot read: {exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "YAML"
-        raise ConfigError(source, where, f"not valid YAML: {getattr(exc, 'problem', exc)}"
-                          ) from None
+    raw = read_yaml(p, source)
     if raw is None:
         raw = {}
     cfg = from_mapping(FogConfig, raw, source)
@@ -550,6 +538,24 @@ def load_config(path: str | os.PathLike[str] | None = None) -> FogConfig:
     except ConfigError as exc:
         raise ConfigError(source, exc.field, exc.problem) from None
     return cfg
+
+
+def read_yaml(path: Path, source: str | None = None) -> object:
+    """Parse a YAML file; ConfigError (with the line) if it cannot be read or parsed."""
+    source = source or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, "", f"cannot read: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "YAML"
+        raise ConfigError(source, where, f"not valid YAML: {getattr(exc, 'problem', exc)}"
+                          ) from None
 
 
 def from_mapping(cls: type[T], raw: object, source: str, prefix: str = "") -> T:

@@ -28,6 +28,8 @@ from typing import Any
 
 import psutil
 
+from fog_appliance.resources.sampler import read_temperature
+
 log = logging.getLogger(__name__)
 
 SectionProvider = Callable[[], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
@@ -83,7 +85,7 @@ class ResourcesFallback:
             "memory_used_bytes": mem.total - mem.available,
             "memory_total_bytes": mem.total,
             "disk_percent": disk,
-            "temperature_c": soc_temperature(),
+            "temperature_c": read_temperature(),
             "load_1m": os.getloadavg()[0],
             "process_rss_bytes": self._proc.memory_info().rss,
             "process_cpu_percent": self._proc.cpu_percent(interval=None),
@@ -91,15 +93,3 @@ class ResourcesFallback:
             "sampled_at": time.time(),
         }
 
-
-def soc_temperature() -> float | None:
-    """The hottest sensor psutil reports (the SoC on a Pi: ``cpu_thermal``), or None."""
-    read = getattr(psutil, "sensors_temperatures", None)
-    if read is None:
-        return None
-    try:
-        sensors = read()
-    except (OSError, RuntimeError):
-        return None
-    temps = [t.current for entries in sensors.values() for t in entries if t.current]
-    return max(temps) if temps else None

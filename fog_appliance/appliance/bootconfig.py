@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from fog_appliance.appliance.paths import AppliancePaths
-from fog_appliance.config import FogConfig, from_mapping, load_config
+from fog_appliance.config import FogConfig, from_mapping, load_config, read_yaml
 from fog_appliance.errors import ConfigError
 
 Status = Literal["applied", "invalid", "absent"]
@@ -42,24 +42,6 @@ class Outcome:
     raw: dict[str, Any] | None
     """The merged mapping to write as the active config; None keeps the file as it is."""
     error: ConfigError | None = None
-
-
-def read_yaml(path: Path, source: str | None = None) -> object:
-    """Parse a YAML file; ConfigError (with the line) if it cannot be read or parsed."""
-    source = source or str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, "", f"cannot read: {exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "YAML"
-        raise ConfigError(source, where, f"not valid YAML: {getattr(exc, 'problem', exc)}"
-                          ) from None
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

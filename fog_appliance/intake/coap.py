@@ -11,9 +11,10 @@ blob block-wise (aiocoap's client does not reassemble a multi-block *notificatio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import aiocoap
@@ -47,6 +48,17 @@ def rejection_to_coap(exc: RejectedError) -> aiocoap.error.RenderableError:
     return aiocoap.error.BadRequest(msg)
 
 
+@contextlib.contextmanager
+def coap_errors() -> Iterator[None]:
+    """Rejections become 4.xx with their diagnostic; a failed commit a 5.00 (retry)."""
+    try:
+        yield
+    except RejectedError as exc:
+        raise rejection_to_coap(exc) from None
+    except StoreError as exc:
+        raise aiocoap.error.InternalServerError(f"not stored ({exc}); retry") from None
+
+
 def _json(obj: dict[str, Any], code: aiocoap.Code = aiocoap.CHANGED) -> aiocoap.Message:
     return aiocoap.Message(code=code, payload=json.dumps(obj, separators=(",", ":")).encode(),
                            content_format=CT_JSON)
@@ -62,12 +74,8 @@ class UpdateResource(aiocoap.resource.Resource):  # type: ignore[misc]
         self._intake = intake
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
-        try:
+        with coap_errors():
             acc = await self._intake.submit_update(bytes(request.payload), "coap")
-        except RejectedError as exc:
-            raise rejection_to_coap(exc) from None
-        except StoreError as exc:
-            raise aiocoap.error.InternalServerError(f"not stored ({exc}); retry") from None
         return _json({"status": "accepted", "round": acc.round, "seq": acc.seq,
                       "duplicate": acc.duplicate})
 
@@ -83,12 +91,8 @@ class HelloResource(aiocoap.resource.Resource):  # type: ignore[misc]
         self._coord = coordinator
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
-        try:
+        with coap_errors():
             hello = await self._intake.submit_hello(bytes(request.payload), "coap")
-        except RejectedError as exc:
-            raise rejection_to_coap(exc) from None
-        except StoreError as exc:
-            raise aiocoap.error.InternalServerError(f"not stored ({exc}); retry") from None
         return _json(await self._intake.hello_answer(hello, "coap"))
 
 
