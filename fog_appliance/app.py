@@ -126,6 +126,8 @@ class FogNode:
             from fog_appliance.cloud.service import attach_cloud
 
             self.cloud = await attach_cloud(self)
+            # The cloud is told the epsilon spent so far (inf: no DP guarantee).
+            self.cloud.epsilon = lambda: self.privacy.status().get("epsilon_spent")
         await self.coordinator.start()
         ei = cfg.edge_interface
         self.committer = Committer(self.store, self.db, max_batch=ei.group_commit_max,
@@ -160,6 +162,7 @@ class FogNode:
             from fog_appliance.peers.service import start_peers
 
             self.peers = await start_peers(self, stack, tg)
+        self._register_admin_sections()
         if cfg.admin.enabled:  # last: every part has registered its section by now
             from fog_appliance.admin.server import start_admin
 
@@ -253,6 +256,30 @@ class FogNode:
         """Revoke a device: the broker and the intake refuse it from now on."""
         await self.db.run(revoke, self.cfg, self.store, device_id)
         await self.db.run(self.registry.load, self.store, force=True)
+
+    def _register_admin_sections(self) -> None:
+        """What the admin API (and the console) show of each part."""
+        sections = self.admin_sections
+        sections.setdefault("privacy", self.privacy.status)
+        sections.setdefault("cache", self.serving.cache.status)
+        if self.serving.inference is not None:
+            sections.setdefault("inference", self.serving.inference.status)
+        if self.cloud is not None:
+            sections.setdefault("cloud", self.cloud.status)
+        if self.peers is not None:
+            sections.setdefault("peers", self.peers.status)
+
+        def resources() -> dict[str, Any]:
+            st = self.serving.resources.status()
+            sample = st.get("sample") or {}
+            # Flat gauges (the console's dashboard) plus the manager's own view.
+            return {**{k: sample.get(k) for k in ("cpu_percent", "memory_percent",
+                                                  "temperature_c")},
+                    "limits": {"cpu_percent": self.cfg.resources.max_cpu_usage,
+                               "memory_percent": self.cfg.resources.max_memory_usage},
+                    "manager": st}
+
+        sections.setdefault("resources", resources)
 
     async def _refresh_registry(self) -> None:
         """Pick up devices provisioned or revoked by another process (the CLI)."""

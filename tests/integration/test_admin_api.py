@@ -238,3 +238,16 @@ async def test_unreachable_when_no_node(tmp_path: Path) -> None:
     with pytest.raises(Unreachable, match="nothing is listening"):
         await api.status()
     await api.close()
+
+
+async def test_every_part_shows_its_section(tmp_path: Path) -> None:
+    """The node registers the real privacy, cache, inference and resources sections."""
+    async with running_node(node_config(tmp_path / "var")) as (node, api):
+        for name in ("privacy", "cache", "inference", "resources"):
+            data = await api.section(name)
+            assert data.get("available", True), (name, data)
+        res = await api.section("resources")
+        assert res["limits"]["cpu_percent"] == node.cfg.resources.max_cpu_usage
+        assert "admission" in res["manager"]
+        assert "hit_rate" in await api.section("cache")
+        assert (await api.section("privacy"))["k_min"] == node.cfg.privacy.k_min

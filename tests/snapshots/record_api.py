@@ -4,9 +4,8 @@
 
 Starts a node on loopback (CoAP, temporary store), provisions edges, runs three rounds with
 real signed updates, records accuracies as an evaluator would, revokes one edge, and saves
-every answer the console reads to ``tests/fixtures/console/api.json``. The cache, inference
-and privacy parts are not in this build: their sections are registered here with figures
-shaped as docs/admin-api.md describes, so those pages can be drawn.
+every answer the console reads to ``tests/fixtures/console/api.json``. Every section is the
+node's own (privacy with a DP budget, so that page has something to draw).
 """
 
 from __future__ import annotations
@@ -32,16 +31,11 @@ async def record(out: Path) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = node_config(Path(tmp) / "var", threshold=3)
+        cfg.privacy.dp_epsilon = 8.0
+        cfg.aggregation.clip_norm = 1.0
+        cfg.aggregation.weighting = "uniform"
+        cfg.validate()
         node = FogNode(cfg)
-        node.admin_sections["cache"] = lambda: {
-            "entries": 3, "bytes": 420, "capacity_bytes": 64 * 1024 * 1024, "hit_rate": 0.92,
-            "hits": 1150, "misses": 100}
-        node.admin_sections["inference"] = lambda: {
-            "requests_per_s": 12.5, "latency_p50_ms": 0.8, "latency_p95_ms": 2.4,
-            "requests": 5400, "errors": 2, "batch_size": 16}
-        node.admin_sections["privacy"] = lambda: {
-            "epsilon_spent": 2.6, "epsilon_budget": 8.0, "delta": 1e-5, "clip_norm": 1.0,
-            "noise_multiplier": 1.1}
         async with node.running():
             assert node.admin is not None and node.admin.socket is not None
             async with AdminClient(Endpoint(socket=node.admin.socket), actor="console") as api:

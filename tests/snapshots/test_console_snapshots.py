@@ -29,7 +29,7 @@ from textual_ui.client import AdminClient, Endpoint
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "console" / "api.json"
 ANSWERS: dict[str, Any] = json.loads(FIXTURE.read_text())
 PAGES = {"1": "Updates per minute", "2": "sorted by Device", "3": "published",
-         "4": "model versions", "5": "spent 2.6", "6": "press-04 revoked by console",
+         "4": "model versions", "5": "ε spent", "6": "press-04 revoked by console",
          "7": "Saved in"}
 
 
