@@ -92,7 +92,9 @@ async def test_deep_sleep_between_rounds_with_the_model_over_coap(tmp_path: Path
                     st = json.loads((site.flash["sleepy-0"] / "state.json").read_text())
                 except (OSError, ValueError):
                     return False
-                return bool(st["done_round"] >= 2 and st["pending"] is None)
+                # ... and has slept and woken again after it (a third boot).
+                return bool(st["done_round"] >= 2 and st["pending"] is None
+                            and site.console("sleepy-0").count("--- boot") >= 3)
 
             # The board may learn "accepted" only on its next wake (persistent session).
             assert await wait_until(finished_round_2, 30), site.console("sleepy-0")[-2000:]
