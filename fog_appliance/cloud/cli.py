@@ -105,16 +105,25 @@ def _get_json(url: str, token: str) -> Any:
         raise ServiceError(f"{url}: {exc}") from None
 
 
-def cmd_cloud_status(args: argparse.Namespace) -> int:
-    from fog_appliance.cloud.supernode import token_path
+def _print_status(args: argparse.Namespace, api_key: str,
+                  token_path: Callable[[FogConfig], Path],
+                  missing: str) -> int:
+    """GET ``<api>/status`` of a part of the running node and print it."""
     from fog_appliance.localhttp import read_token
 
     cfg = load_config(args.config)
-    api = _running(cfg).get("cloud_api")
+    api = _running(cfg).get(api_key)
     if not api:
-        raise ServiceError("the running node has no cloud tier (cloud_interface.server_url)")
+        raise ServiceError(missing)
     print(json.dumps(_get_json(f"{api}/status", read_token(token_path(cfg))), indent=2))
     return 0
+
+
+def cmd_cloud_status(args: argparse.Namespace) -> int:
+    from fog_appliance.cloud.supernode import token_path
+
+    return _print_status(args, "cloud_api", token_path,
+                         "the running node has no cloud tier (cloud_interface.server_url)")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -168,12 +177,7 @@ def cmd_peers_token(args: argparse.Namespace) -> int:
 
 
 def cmd_peers_status(args: argparse.Namespace) -> int:
-    from fog_appliance.localhttp import read_token
     from fog_appliance.peers.service import token_path
 
-    cfg = load_config(args.config)
-    api = _running(cfg).get("peers_api")
-    if not api:
-        raise ServiceError("the running node has no peers (peers.nodes is empty)")
-    print(json.dumps(_get_json(f"{api}/status", read_token(token_path(cfg))), indent=2))
-    return 0
+    return _print_status(args, "peers_api", token_path,
+                         "the running node has no peers (peers.nodes is empty)")
