@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
 import threadpoolctl
 
 from fog_appliance import sdnotify
@@ -36,6 +37,7 @@ from fog_appliance.privacy.policy import PrivacySettings
 from fog_appliance.privacy.proxy import PrivacyProxy
 from fog_appliance.provisioning import broker_files, provision, revoke, sync_broker_auth
 from fog_appliance.registry import Registry
+from fog_appliance.resources.sampler import read_temperature
 from fog_appliance.serving import Serving
 from fog_appliance.store import Store
 
@@ -271,7 +273,10 @@ class FogNode:
 
         def resources() -> dict[str, Any]:
             st = self.serving.resources.status()
-            sample = st.get("sample") or {}
+            # Until the manager's first sample (one interval after the start; CPU use is an
+            # average between readings), show memory and temperature read now.
+            sample = st.get("sample") or {"memory_percent": psutil.virtual_memory().percent,
+                                          "temperature_c": read_temperature()}
             # Flat gauges (the console's dashboard) plus the manager's own view.
             return {**{k: sample.get(k) for k in ("cpu_percent", "memory_percent",
                                                   "temperature_c")},

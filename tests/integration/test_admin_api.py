@@ -42,9 +42,11 @@ async def test_status_edges_rounds_and_sections(tmp_path: Path) -> None:
         st = await api.status()
         assert st["round"]["count"] == 1 and st["intake"]["accepted"] == 1
         assert sum(st["updates_per_minute"]) == 1 and len(st["updates_per_minute"]) == 30
-        for name in ("cache", "inference", "privacy", "peers"):
+        for name in ("cloud", "peers"):  # not configured on this node
             section = await api.section(name)
             assert section["available"] is False and name in section["reason"]
+        for name in ("cache", "privacy", "inference"):  # on by default
+            assert (await api.section(name))["available"] is True
         res = await api.section("resources")
         assert res["available"] and 0 <= res["memory_percent"] <= 100
 
@@ -193,7 +195,8 @@ async def test_http_needs_the_token_and_serves_metrics(tmp_path: Path) -> None:
         assert 'fog_info{fog_id="site-a",region="test-hall"' in text
         assert 'fog_devices{state="active"} 1.0' in text
         assert 'fog_device_updates_accepted_total{device="meter-1"} 0.0' in text
-        assert 'fog_section_available{section="cache"} 0.0' in text
+        assert 'fog_section_available{section="cache"} 1.0' in text
+        assert 'fog_section_available{section="peers"} 0.0' in text
         assert "fog_resources_memory_percent" in text
         assert 'fog_link_up{link="coap"} 1.0' in text
         events = (await api.recent_events(5))["events"]
