@@ -105,13 +105,7 @@ STRUCTURED_CASES = [
 @pytest.mark.parametrize(("obj", "reason"), STRUCTURED_CASES)
 @pytest.mark.parametrize("cf", [wire.CF_JSON, wire.CF_CBOR])
 def test_bad_structured_requests(obj: object, reason: Reason, cf: int) -> None:
-    if cf == wire.CF_JSON:
-        payload = json.dumps(obj).encode()
-    else:
-        try:
-            payload = cbor2.dumps(obj)
-        except (ValueError, OverflowError):
-            pytest.skip("not representable in CBOR")
+    payload = json.dumps(obj).encode() if cf == wire.CF_JSON else cbor2.dumps(obj)
     with pytest.raises(ProtocolError) as exc:
         decode(payload, cf)
     assert exc.value.reason is reason
