@@ -131,6 +131,10 @@ class StorageConfig:
     synchronous: Literal["normal", "full"] = "full"
     """``full`` survives power loss (fsync on every group commit); ``normal`` survives a
     process crash only and is faster on SD cards."""
+    keep_update_rounds: int = bounded(5, ge=1)
+    """Rounds whose update frames stay on disk, the open one included (for audit and
+    re-aggregation). When a round closes, the frames of older rounds are deleted; their rows
+    (device, sequence, time, tag) stay in the database."""
 
 
 @dataclass

@@ -26,7 +26,7 @@ import numpy as np
 from fog_appliance.aggregation import Accumulator, Aggregate, Strategy
 from fog_appliance.config import FogConfig
 from fog_appliance.dbthread import DbThread
-from fog_appliance.errors import ReleaseWithheld
+from fog_appliance.errors import ReleaseWithheld, StoreError
 from fog_appliance.intake.committer import Pending
 from fog_appliance.model.spec import ModelSpec, flatten, unflatten
 from fog_appliance.privacy.upstream import UpstreamRelease, build_upstream_release
@@ -144,6 +144,7 @@ class Coordinator:
                 break
         self.model = self._current(row.version, rnd.id, weights, row.blob, row.sha256)
         await self._rebuild()
+        await self._retire_frames()
 
     async def _rebuild(self) -> None:
         stored = await self._db.run(lambda: list(self._store.round_updates(self.round.id)))
@@ -333,6 +334,7 @@ class Coordinator:
                                              aggregate=agg)
             for fn in self._release_listeners:
                 fn(release)
+        await self._retire_frames()
 
     async def _withhold(self, rnd: Round, note: str) -> None:
         now = self._clock()
@@ -345,6 +347,7 @@ class Coordinator:
         log.warning("round %d released nothing: %s", rnd.id, note)
         self._open_next(next_row, self.model.version, self.model.weights, self.model.blob,
                         self.model.sha256)
+        await self._retire_frames()
 
     async def adopt(self, weights: list[np.ndarray], provenance: str, metrics: dict[str, Any],
                     round_config: dict[str, Any] | None = None) -> CurrentModel:
@@ -388,6 +391,7 @@ class Coordinator:
             await self._db.run(self._store.add_event, "model", "info",
                                f"{provenance} model {version} adopted; round {rnd.id} "
                                "superseded", {"round": rnd.id, "version": version})
+            await self._retire_frames()
             return self.model
 
     def _apply(self, agg: Aggregate) -> list[np.ndarray]:
@@ -403,6 +407,17 @@ class Coordinator:
         self.model = self._current(version, row.id, weights, blob, sha)
         for fn in self._listeners:
             fn(self.model)
+
+    async def _retire_frames(self) -> None:
+        """Keep the frames of the last ``storage.keep_update_rounds`` rounds on disk."""
+        before = self.round.id - self.cfg.storage.keep_update_rounds + 1
+        try:
+            freed = await self._db.run(self._store.drop_update_frames, before)
+        except StoreError as exc:  # disk hygiene must not stop the rounds
+            log.warning("%s", exc)
+            return
+        if freed:
+            log.info("deleted %d bytes of update frames from before round %d", freed, before)
 
     async def run_clock(self, interval: float = 0.25) -> None:
         """Deadlines: check the open round a few times a second."""

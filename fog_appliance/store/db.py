@@ -227,6 +227,15 @@ class Store:
         for r, frame in zip(rows, frames, strict=True):
             yield StoredUpdate(**r, frame=frame)
 
+    def drop_update_frames(self, before_round: int) -> int:
+        """Delete the frames of rounds before ``before_round`` (their rows stay); returns the
+        bytes freed."""
+        with self._lock:
+            try:
+                return self.log.drop_before(before_round)
+            except OSError as exc:
+                raise StoreError(f"store: deleting old update frames failed ({exc})") from exc
+
     def update_keys(self, round_id: int) -> list[tuple[str, int]]:
         with self._lock, _translated("reading updates"):
             return [(r[0], r[1]) for r in self.db.execute(

@@ -79,11 +79,21 @@ class UpdateLog:
                     os.truncate(seg, end)
         return dropped
 
-    def drop_rounds(self, round_ids: Iterable[int]) -> None:
-        """Delete the segments of rounds whose updates are no longer needed."""
-        for rid in round_ids:
-            with contextlib.suppress(FileNotFoundError):
-                self.path(rid).unlink()
+    def drop_before(self, round_id: int) -> int:
+        """Delete the segments of every round before ``round_id``; returns the bytes freed.
+        Their rows stay in SQLite (who sent what, when, with which tag): only the frames go."""
+        freed = 0
+        for seg in self.root.glob("round-*.seg"):
+            try:
+                rid = int(seg.stem.removeprefix("round-"))
+            except ValueError:
+                continue
+            if rid < round_id:
+                with contextlib.suppress(FileNotFoundError):
+                    size = seg.stat().st_size
+                    seg.unlink()
+                    freed += size
+        return freed
 
     def size(self) -> int:
         return sum(p.stat().st_size for p in self.root.glob("round-*.seg"))

@@ -139,3 +139,24 @@ async def test_hello_and_discovery(coap_node: FogNode, ctx: aiocoap.Context) -> 
     links = wkc.payload.decode()
     for path in ("</update>", "</hello>", "</model>"):
         assert path in links
+
+
+async def test_frames_of_old_rounds_are_deleted(tmp_path: object, ctx: aiocoap.Context) -> None:
+    cfg = make_config(tmp_path, mqtt=False, threshold=1)  # type: ignore[arg-type]
+    cfg.storage.keep_update_rounds = 2
+    node = FogNode(cfg)
+    async with node.running():
+        d = await add_device(node, "r1")
+        for rid in range(1, 5):
+            resp = await post(ctx, node, "/update",
+                              zeros_frame(node, "r1", d.key, round=rid, seq=rid,
+                                          model_version=rid))
+            assert resp.code == aiocoap.CHANGED, resp.payload
+            async with asyncio.timeout(10):
+                while node.coordinator.round.id == rid:
+                    await asyncio.sleep(0.01)
+            await node.coordinator.wait_closed()
+        assert node.coordinator.round.id == 5
+        segments = sorted(p.name for p in node.store.log.root.iterdir())
+        assert segments == ["round-00000004.seg"]  # rounds 4 and 5 (still empty) are kept
+        assert await node.db.run(node.store.count_updates) == 4  # the rows stay

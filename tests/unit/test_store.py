@@ -137,3 +137,21 @@ def test_log_write_failure_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="update log"):
         s.commit_intake([upd(1)], [], 0.0)
     assert s.count_updates(1) == 0
+
+
+def test_old_frames_go_and_their_rows_stay(tmp_path: Path) -> None:
+    s = open_store(tmp_path)
+    for rid in (2, 3):
+        s.insert_round(RoundRow(rid, 1, "open", 0.0, 10.0, 3, 1))
+    for rid in (1, 2, 3):
+        s.commit_intake([upd(rid, rnd=rid)], [], time.time())
+    assert s.drop_update_frames(3) == 2 * len(b"frame")
+    assert sorted(p.name for p in s.log.root.iterdir()) == ["round-00000003.seg"]
+    assert [u.frame for u in s.round_updates(3)] == [b"frame"]
+    assert s.count_updates() == 3  # who sent what stays on record
+    with pytest.raises(StoreError, match="round 1"):
+        list(s.round_updates(1))
+    assert s.drop_update_frames(3) == 0
+    s.close()
+    s = Store.open(tmp_path / "fog.db")  # recovery does not trip over the missing files
+    assert [u.frame for u in s.round_updates(3)] == [b"frame"] and s.count_updates() == 3
