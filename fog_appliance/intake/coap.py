@@ -23,6 +23,7 @@ import aiocoap.resource
 
 from fog_appliance.coordinator import Coordinator
 from fog_appliance.errors import AuthError, PolicyError, Reason, RejectedError, StoreError
+from fog_appliance.intake.coap_block1 import BoundedBlock1Spool
 from fog_appliance.intake.service import Intake
 from fog_appliance.protocol import topics
 
@@ -72,6 +73,9 @@ class UpdateResource(aiocoap.resource.Resource):  # type: ignore[misc]
     def __init__(self, intake: Intake) -> None:
         super().__init__()
         self._intake = intake
+        self._block1 = BoundedBlock1Spool(
+            intake.max_frame_bytes,
+            lambda exc: intake.record_rejection("?", "coap", exc))
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         with coap_errors():

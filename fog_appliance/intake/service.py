@@ -58,7 +58,7 @@ class Intake:
         self._registry = registry
         self._coord = coordinator
         self._committer = committer
-        self._max = max_frame_bytes
+        self.max_frame_bytes = max_frame_bytes
         self._inflight: dict[tuple[str, int, int], Pending] = {}
         self.counters = IntakeCounters()
         self.update_gate: Callable[[int], None] | None = None
@@ -77,15 +77,15 @@ class Intake:
         device = topic_device or "?"
         header = None
         try:
-            header = read_header(payload, self._max)
+            header = read_header(payload, self.max_frame_bytes)
             device = header.device_id
             if topic_device is not None and topic_device != header.device_id:
                 raise ProtocolError(Reason.DEVICE_MISMATCH,
                                     f"frame of device {header.device_id!r} published on the "
                                     f"topic of {topic_device!r}")
             key = self._registry.key_for(header.device_id)
-            frame = decode_update(payload, key, self._coord.shapes, max_frame_bytes=self._max,
-                                  header=header)
+            frame = decode_update(payload, key, self._coord.shapes,
+                                  max_frame_bytes=self.max_frame_bytes, header=header)
             if frame.local_steps > self._coord.cfg.rounds.max_local_steps:
                 raise ProtocolError(Reason.BAD_LOCAL_STEPS,
                                     f"local_steps {frame.local_steps} is above the limit "
@@ -98,7 +98,7 @@ class Intake:
                                   frame.tag, self._registry.last_seq(frame.device_id))
         except RejectedError as exc:
             exc.seq = header.seq if header is not None else None
-            self._reject(device, transport, exc)
+            self.record_rejection(device, transport, exc)
             raise
         ident = (frame.device_id, rnd.id, frame.seq)
         if admission is Admission.DUPLICATE:
@@ -130,7 +130,7 @@ class Intake:
                 raise ProtocolError(Reason.DEVICE_MISMATCH,
                                     f"hello of {hello.id!r} on the topic of {topic_device!r}")
         except RejectedError as exc:
-            self._reject(device, transport, exc, what="hello")
+            self.record_rejection(device, transport, exc, what="hello")
             raise
         info = {"fw": hello.fw, "ram": hello.ram, "battery": hello.battery,
                 "can_train": hello.can_train, "cpu_mhz": hello.cpu_mhz,
@@ -158,8 +158,10 @@ class Intake:
                 return redirect
         return {"type": "welcome", **self.welcome(hello)}
 
-    def _reject(self, device: str, transport: str, exc: RejectedError,
-                what: str = "update") -> None:
+    def record_rejection(self, device: str, transport: str, exc: RejectedError,
+                         what: str = "update") -> None:
+        """Count and log a rejection (also for adapters that refuse before the intake, such
+        as the CoAP block-wise size cap)."""
         self.counters.rejected[exc.reason.value] += 1
         self._committer.note_rejection(device, exc.reason.value)
         level = logging.INFO if isinstance(exc, PolicyError) else logging.WARNING

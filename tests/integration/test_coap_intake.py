@@ -85,6 +85,12 @@ async def test_too_large_frame(tmp_path: object, ctx: aiocoap.Context) -> None:
         resp = await post(ctx, node, "/update", zeros_frame(node, "big", d.key))
         assert resp.code == aiocoap.REQUEST_ENTITY_TOO_LARGE
         assert resp.payload.startswith(b"too_large")
+        assert resp.opt.size1 == 2048  # what would fit (RFC 7959 2.9.3)
+        # Refused at the block that passes the limit, not after holding the whole upload.
+        huge = await post(ctx, node, "/update", b"\0" * 4_000_000)
+        assert huge.code == aiocoap.REQUEST_ENTITY_TOO_LARGE and huge.opt.size1 == 2048
+        assert b"the limit is 2048" in huge.payload
+        assert node.intake.counters.rejected["too_large"] == 2
 
 
 async def test_model_blockwise_etag_observe(tmp_path: object, ctx: aiocoap.Context) -> None:
