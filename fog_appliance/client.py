@@ -99,6 +99,13 @@ class GlobalModel:
     config: dict[str, Any]
     sha256: str
 
+    @property
+    def pause(self) -> str | None:
+        """Why the fog asks edges not to train for now (its privacy budget is spent, say),
+        or None. Wait for the next model instead of training on this one."""
+        reason = self.config.get("pause")
+        return str(reason) if reason else None
+
 
 @dataclass(frozen=True, slots=True)
 class SendResult:

@@ -71,6 +71,11 @@ class ReleaseGate(Protocol):
         """The aggregate to publish (possibly noised), or raise ReleaseWithheld."""
         ...
 
+    def training_pause(self) -> str | None:
+        """Why edges should not train now (nothing they send could be released), or None.
+        Announced to the edges as the round config's ``pause``."""
+        ...
+
 
 class Coordinator:
     def __init__(self, cfg: FogConfig, store: Store, db: DbThread, registry: Registry,
@@ -190,6 +195,9 @@ class Coordinator:
                   "batch_size": self.cfg.rounds.batch_size,
                   "deadline": round(self.round.deadline_at, 3), **self.strategy.round_config(),
                   **self.round_config}
+        pause = self.gate.training_pause() if self.gate is not None else None
+        if pause is not None:
+            config["pause"] = pause
         small = len(blob) <= self.cfg.edge_interface.mqtt_blob_max_bytes
         ann = ModelAnnouncement(fog, version, round_id, sha, len(blob), self.spec.to_dict(),
                                 config, blob_topic=topics.model_blob(fog) if small else None)

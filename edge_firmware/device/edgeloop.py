@@ -220,6 +220,15 @@ class Edge:
         return self.edge["examples"] or getattr(self.source, "count", None) or 64
 
     def train_and_send(self, ann):
+        pause = (ann.get("config") or {}).get("pause")
+        if pause:
+            # Nothing this device could send would be released (the fog's privacy budget is
+            # spent, say): keep the battery until the fog announces something new.
+            self.log("round %d: the fog paused training: %s" % (ann["round"], pause))
+            link = self.link
+            link.wait(lambda: self.has_control() or link.announcement is not ann,
+                      self.edge["wait_s"] * 1000)
+            return
         spec = ann.get("spec") or self.conf["model"]
         shapes = trainer.shapes(spec)
         weights = self.model(ann, shapes)

@@ -47,6 +47,11 @@ class SimulatedEdge:
         while True:
             model = await self.client.model(after_round=last_round, timeout=600)
             cfg = model.config
+            if model.pause is not None:
+                log.info("%s: not training round %d: %s", self.client.creds.device_id,
+                         model.round, model.pause)
+                last_round = model.round
+                continue
             result = await asyncio.to_thread(
                 train_local, model.spec, model.weights, self.x, self.y,
                 epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),

@@ -108,6 +108,14 @@ class PrivacyProxy:
                                f"privacy budget exhausted at round {round_id}: {reason}",
                                self.status())
 
+    def training_pause(self) -> str | None:
+        """Once the DP budget is spent, no aggregate can be released again: edges are told
+        to stop training (and spending battery) for nothing."""
+        if self._releases_left != 0:
+            return None
+        return (f"privacy budget exhausted (epsilon {self._epsilon:.3g} of "
+                f"{self.settings.epsilon_budget:.3g} spent); the fog releases no more models")
+
     def status(self) -> dict[str, Any]:
         """What the admin API and the console show."""
         s = self.settings

@@ -248,3 +248,37 @@ def test_a_broken_config_halts_with_a_message_and_no_crash_loop(
     log = (tmp_path / "console.log").read_text()
     assert f"blink code {code}" in log and says in log
     assert log.count("--- boot") == 1
+
+
+async def test_a_spent_privacy_budget_pauses_the_boards(tmp_path: Path) -> None:
+    from fog_appliance.privacy.accountant import epsilon
+
+    site = FogSite(tmp_path, threshold=1)
+    site.cfg.aggregation.clip_norm = 1.0
+    site.cfg.aggregation.weighting = "uniform"
+    site.cfg.privacy.noise_multiplier = 2.0
+    site.cfg.privacy.dp_delta = 1e-5
+    one, two = (epsilon([2.0] * k, 1e-5) for k in (1, 2))
+    site.cfg.privacy.dp_epsilon = (one + two) / 2  # exactly one release fits
+    site.cfg.validate()
+    shards, _ = digits_shards(1, 20)
+    node = FogNode(site.cfg)
+    try:
+        async with node.running():
+            await site.add_edge(node, "esp-dp", *shards[0])
+            site.start("esp-dp")
+            assert await wait_until(lambda: node.coordinator.model.version >= 2, 60), (
+                site.console("esp-dp")[-3000:])
+            pause = node.coordinator.model.announcement.config.get("pause")
+            assert pause is not None and "privacy budget exhausted" in pause
+            assert await wait_until(
+                lambda: "the fog paused training" in site.console("esp-dp"), 60), (
+                site.console("esp-dp")[-3000:])
+            await asyncio.sleep(1.0)  # a board that ignored the pause would have sent by now
+            round_2 = node.store.count_updates(2)
+            site.stop_all()
+            await quiesce(node)
+    finally:
+        site.stop_all()
+    assert round_2 == 0
+    assert node.coordinator.model.version == 2

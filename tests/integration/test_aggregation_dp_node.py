@@ -68,6 +68,9 @@ async def test_dp_budget_is_enforced_through_the_node(tmp_path: Path) -> None:
         status = node.privacy.status()
         assert status["releases"] == 2 and status["exhausted"] is True
         assert status["epsilon_spent"] <= cfg.privacy.dp_epsilon
+        paused = await edges[0].model(after_round=3)  # edges are told to stop training
+        assert paused.round == 4 and paused.pause is not None
+        assert "privacy budget exhausted" in paused.pause
         assert status["withheld"] == 1
         events = await node.db.run(node.store.events)
         assert any(e.kind == "privacy" and "exhausted" in e.message for e in events)
@@ -83,6 +86,7 @@ async def test_dp_budget_is_enforced_through_the_node(tmp_path: Path) -> None:
         status = node.privacy.status()
         assert status["releases"] == 2 and status["exhausted"] is True
         models = [await e.model(after_round=3) for e in edges]
+        assert all(m.pause is not None for m in models)  # the pause survives the restart
         for e, m in zip(edges, models, strict=True):
             assert (await e.send_update(delta(0.01), num_samples=5, local_steps=2,
                                         model=m)).accepted
