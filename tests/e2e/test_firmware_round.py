@@ -19,6 +19,7 @@ import pytest
 
 from fog_appliance.app import FogNode
 from fog_appliance.broker import find_mosquitto, fog_password, free_port
+from fog_appliance.intake.coap import start_server
 from fog_appliance.model.numpy_model import accuracy
 from fog_appliance.protocol import topics
 from fog_appliance.protocol.frame import DType
@@ -195,7 +196,7 @@ async def test_the_fog_can_turn_a_board_into_a_weak_edge(tmp_path: Path) -> None
     srv = aiocoap.resource.Site()
     srv.add_resource(["infer"], infer)
     port = free_port(socket.SOCK_DGRAM)
-    ctx = await aiocoap.Context.create_server_context(srv, bind=("127.0.0.1", port))
+    ctx = await start_server(srv, "127.0.0.1", port)  # UDP only, as the node binds
     node = FogNode(site.cfg)
     try:
         async with node.running():

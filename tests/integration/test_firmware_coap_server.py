@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from fog_appliance.broker import free_port
+from fog_appliance.intake.coap import start_server
 from tests.firmware_support import firmware
 
 coap = firmware("coap")
@@ -71,7 +72,7 @@ async def server() -> AsyncIterator[tuple[int, Infer]]:
     site.add_resource(["slow"], Slow())
     site.add_resource(["big"], Big())
     port = free_port(__import__("socket").SOCK_DGRAM)
-    ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
+    ctx = await start_server(site, "127.0.0.1", port)  # UDP only, as the node binds
     try:
         yield port, infer
     finally:
