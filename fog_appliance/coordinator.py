@@ -113,6 +113,8 @@ class Coordinator:
         self.round_config: dict[str, Any] = {}
         """Round settings from the cloud, announced over the config's until the next one."""
         self._adopting = asyncio.Lock()
+        self._round_opened = asyncio.Event()
+        """Set (and replaced) each time a round opens."""
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -415,6 +417,18 @@ class Coordinator:
         self.model = self._current(version, row.id, weights, blob, sha)
         for fn in self._listeners:
             fn(self.model)
+        self._round_opened.set()
+        self._round_opened = asyncio.Event()
+
+    async def wait_round_after(self, round_id: int, timeout: float) -> bool:
+        """Wait at most ``timeout`` s until a round after ``round_id`` is open."""
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                while self.round.id <= round_id:
+                    await self._round_opened.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _retire_frames(self) -> None:
         """Keep the frames of the last ``storage.keep_update_rounds`` rounds on disk."""

@@ -20,13 +20,16 @@ from fog_appliance.coordinator import Coordinator
 from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import PolicyError, ProtocolError, Reason, RejectedError
 from fog_appliance.intake.committer import Committer, Pending
-from fog_appliance.protocol.frame import decode_update, read_header
+from fog_appliance.protocol.frame import UpdateFrame, decode_update, read_header
 from fog_appliance.protocol.messages import Hello, decode_hello
 from fog_appliance.registry import Registry
-from fog_appliance.rounds import Admission
+from fog_appliance.rounds import Admission, Round
 from fog_appliance.store import AcceptedUpdate, Store
 
 log = logging.getLogger(__name__)
+
+CARRY_OVER_WAIT_S = 30.0
+"""Longest an update to a full asynchronous buffer waits for the next one to open."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +96,7 @@ class Intake:
             self._coord.strategy.check_update(frame)
             if self.update_gate is not None:
                 self.update_gate(len(payload))
-            rnd = self._coord.round
-            admission = rnd.admit(frame.device_id, frame.round, frame.model_version, frame.seq,
-                                  frame.tag, self._registry.last_seq(frame.device_id))
+            rnd, admission = await self._admit(frame)
         except RejectedError as exc:
             exc.seq = header.seq if header is not None else None
             self.record_rejection(device, transport, exc)
@@ -119,6 +120,24 @@ class Intake:
         self.counters.accepted += 1
         self.counters.by_transport[transport] += 1
         return Accepted(frame.device_id, rnd.id, frame.seq, duplicate=False)
+
+    async def _admit(self, frame: UpdateFrame) -> tuple[Round, Admission]:
+        """Admission to the open round. Asynchronous rounds (FedBuff) carry an update that
+        finds its buffer full or being aggregated over into the next buffer (one version
+        staler) instead of refusing it; ``round_closed`` only if none opens in time."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + CARRY_OVER_WAIT_S
+        while True:
+            rnd = self._coord.round
+            try:
+                return rnd, rnd.admit(frame.device_id, frame.round, frame.model_version,
+                                      frame.seq, frame.tag,
+                                      self._registry.last_seq(frame.device_id))
+            except PolicyError as exc:
+                if not (rnd.is_async and exc.reason is Reason.ROUND_CLOSED):
+                    raise
+                if not await self._coord.wait_round_after(rnd.id, give_up - loop.time()):
+                    raise
 
     async def submit_hello(self, payload: bytes, transport: str,
                            topic_device: str | None = None) -> Hello:

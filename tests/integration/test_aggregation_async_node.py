@@ -64,3 +64,29 @@ async def test_buffered_asynchronous_rounds(tmp_path: Path) -> None:
         rows = await rounds_of(node)
         assert [r.state for r in rows] == ["published"] * 3 + ["open"]
         assert [r.threshold for r in rows] == [2, 2, 2, 2]
+
+
+async def test_an_update_to_a_full_buffer_joins_the_next(tmp_path: Path) -> None:
+    import asyncio
+
+    cfg = node_config(tmp_path / "node")
+    cfg.aggregation.strategy = "fedbuff"
+    cfg.aggregation.buffer_size = 2
+    cfg.aggregation.max_staleness = 2
+    cfg.aggregation.weighting = "uniform"
+    cfg.rounds.min_updates = 1
+    names = ["a", "b", "c", "d", "e"]
+    async with running(cfg) as node, clients(node, names) as edges:
+        models = [await e.model() for e in edges]
+        # Five updates at once into buffers of two: none is refused; they fill buffers 1, 2
+        # and part of 3, the later ones one or two versions staler.
+        outs = await asyncio.gather(*(
+            e.send_update(delta(0.1 * (i + 1)), num_samples=3, local_steps=1, model=m)
+            for i, (e, m) in enumerate(zip(edges, models, strict=True))))
+        assert all(o.accepted for o in outs), outs
+        assert sorted(o.round or 0 for o in outs) == [1, 1, 2, 2, 3]
+        await node.coordinator.wait_closed()
+        assert node.coordinator.model.version == 3
+        counts = [await node.db.run(node.store.count_updates, r) for r in (1, 2, 3)]
+        assert counts == [2, 2, 1]
+        assert node.intake.counters.rejected["round_closed"] == 0
