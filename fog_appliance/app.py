@@ -31,6 +31,7 @@ from fog_appliance.broker import PrivateBroker, fog_password, fog_username, free
 from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.coordinator import Coordinator
 from fog_appliance.dbthread import DbThread
+from fog_appliance.errors import FogError
 from fog_appliance.intake.committer import Committer
 from fog_appliance.intake.service import Intake
 from fog_appliance.privacy.policy import PrivacySettings
@@ -106,6 +107,13 @@ class FogNode:
                 stack.callback(self.db.close)
                 await self._start(stack)
                 yield self
+        except BaseExceptionGroup as group:
+            # The node's task group wraps what stopped it; a start-up or service error
+            # (a FogError) reaches the CLI as itself, so it prints one clear line.
+            fog, rest = group.split(FogError)
+            if fog is None or rest is not None:
+                raise
+            raise _first_leaf(fog) from None
         finally:
             sdnotify.notify("STOPPING=1")
             with contextlib.suppress(OSError):
@@ -313,3 +321,8 @@ def _privacy_settings(cfg: FogConfig) -> PrivacySettings:
                                    noise_multiplier=p.noise_multiplier,
                                    planned_rounds=p.planned_rounds,
                                    clip_norm=cfg.aggregation.clip_norm, accountant=p.accountant)
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -362,6 +362,15 @@ class PeersConfig:
     """Average models with peers while the cloud is unreachable (or not configured)."""
     active_window_s: float = bounded(600.0, gt=0.0, le=30 * 24 * 3600.0)
     """An edge counts against ``max_edge_clients`` if it was heard from this recently."""
+    tls_cert: str | None = None
+    """PEM certificate (chain) the peer API serves TLS with, together with ``tls_key``; peers
+    then use ``https://`` URLs for this node. Relative to ``fog_node.data_dir`` unless
+    absolute. Use TLS on any LAN you do not trust: a hand-over carries a device's key."""
+    tls_key: str | None = None
+    """PEM private key of ``tls_cert``."""
+    ca_file: str | None = None
+    """PEM CA bundle that signed the peers' certificates: ``https://`` peer URLs are verified
+    against it (default: the system's CAs)."""
 
 
 HOSTNAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -437,6 +446,10 @@ class FogConfig:
     def db_path(self) -> Path:
         return _resolve(str(self.data_dir), self.storage.path)
 
+    def data_path(self, value: str) -> Path:
+        """A path setting: relative to ``fog_node.data_dir`` unless absolute."""
+        return _resolve(str(self.data_dir), value)
+
     def validate(self) -> None:
         """Cross-field checks that no single field can make."""
         if self.rounds.min_updates > self.edge_interface.aggregation_threshold:
@@ -452,6 +465,10 @@ class FogConfig:
         parse_broker_url(self.edge_interface.mqtt_broker)
         if self.cloud_interface.server_url:
             parse_host_port(self.cloud_interface.server_url, "cloud_interface.server_url")
+        if (self.peers.tls_cert is None) != (self.peers.tls_key is None):
+            raise ConfigError("config", "peers.tls_key" if self.peers.tls_key is None
+                              else "peers.tls_cert", "peers.tls_cert and peers.tls_key go "
+                              "together (the certificate and its key)")
         ids = [p.id for p in self.peers.nodes]
         if self.fog_node.id in ids or len(set(ids)) != len(ids):
             raise ConfigError("config", "peers.nodes",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,13 @@ def read_token(path: Path) -> str:
     return token
 
 
-async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on ``host:port`` (0: a free port); returns the runner and the port."""
+async def serve_app(app: web.Application, host: str, port: int,
+                    ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (0: a free port), over TLS with ``ssl_context``;
+    returns the runner and the port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as exc:

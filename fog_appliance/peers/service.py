@@ -40,6 +40,7 @@ from fog_appliance.coordinator import CurrentModel
 from fog_appliance.errors import PeerError, ProtocolError
 from fog_appliance.peers.gossip import mix
 from fog_appliance.peers.hints import LoadHint, choose_peer, redirect_message
+from fog_appliance.peers.tls import client_context, is_loopback, server_context
 from fog_appliance.protocol.messages import Hello
 from fog_appliance.protocol.model_blob import decode_model
 from fog_appliance.store.edges import active_devices
@@ -127,7 +128,8 @@ class PeersService:
         self._active = await self._node.db.run(active_devices, self._node.store, since)
         interval = self.cfg.peers.interval_s
         timeout = aiohttp.ClientTimeout(total=max(2.0, min(30.0, 2 * interval)))
-        async with aiohttp.ClientSession(timeout=timeout, headers={
+        connector = aiohttp.TCPConnector(ssl=client_context(self.cfg))
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers={
                 "Authorization": f"Bearer {self._token}"}) as session:
             self._session = session
             try:
@@ -271,8 +273,7 @@ class PeersService:
 
 def token_path(cfg: FogConfig) -> Path:
     """Where the site's shared peer token is (``peers.token_file``)."""
-    path = Path(cfg.peers.token_file).expanduser()
-    return path if path.is_absolute() else cfg.data_dir / path
+    return cfg.data_path(cfg.peers.token_file)
 
 
 async def start_peers(node: FogNode, stack: contextlib.AsyncExitStack,
@@ -287,9 +288,17 @@ async def start_peers(node: FogNode, stack: contextlib.AsyncExitStack,
         raise PeerError(f"peers.token_file {token_file} does not exist: put the site's shared "
                         "token there (fog-appliance peers token writes a new one)")
     service = PeersService(node, read_token(token_file))
-    runner, port = await serve_app(peers_api(service, service._token), pc.bind, pc.port)
+    tls = server_context(node.cfg)
+    client_context(node.cfg)  # a bad peers.ca_file fails the start, not every exchange
+    runner, port = await serve_app(peers_api(service, service._token), pc.bind, pc.port, tls)
     stack.push_async_callback(runner.cleanup)
     node._spawn(tg, service.run(), "peers")
-    node.extra_status["peers_api"] = f"http://{pc.bind}:{port}"
-    log.info("peers: %s; peer API on %s:%d", ", ".join(service._urls), pc.bind, port)
+    scheme = "https" if tls else "http"
+    node.extra_status["peers_api"] = f"{scheme}://{pc.bind}:{port}"
+    log.info("peers: %s; peer API on %s://%s:%d", ", ".join(service._urls), scheme, pc.bind,
+             port)
+    if tls is None and not is_loopback(pc.bind):
+        log.warning("peers: the peer API on %s is plain HTTP and hand-overs carry device "
+                    "keys; set peers.tls_cert and peers.tls_key on a LAN you do not trust",
+                    pc.bind)
     return service

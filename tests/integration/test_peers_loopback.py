@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import numpy as np
+import pytest
 from cloud_support import (
     add_flat,
     digits,
@@ -157,3 +158,47 @@ def test_peer_credentials_helper_roundtrip() -> None:
             "mqtt": {"host": "h", "port": 1, "username": "d", "password": "p"},
             "coap": {"host": "h", "port": 2}}
     assert DeviceCredentials.from_dict(conf).coap_port == 2
+
+
+async def test_peers_talk_tls_and_refuse_a_peer_they_cannot_verify(tmp_path: Path) -> None:
+    import shutil
+
+    from fog_appliance.appliance.tls import TlsFiles, ensure_ca, ensure_server
+    from fog_appliance.errors import PeerError
+
+    site = TlsFiles(tmp_path / "site-ca")
+    ensure_ca(site, "site")
+    ports = {f: free_port() for f in ("ta", "tb", "tc", "td")}
+
+    def cfg(fog: str, peers: list[str], tls: bool, ca: bool):  # type: ignore[no-untyped-def]
+        c = fog_config(tmp_path, fog, threshold=1, peer_port=ports[fog],
+                       peers=[(p, f"https://127.0.0.1:{ports[p]}") for p in peers])
+        if tls:
+            files = TlsFiles(c.data_dir / "tls")
+            files.root.mkdir(parents=True)
+            for f in (site.ca_key, site.ca_cert):
+                shutil.copy(f, files.root / f.name)
+            ensure_server(files, ["localhost", "127.0.0.1"], None)
+            c.peers.tls_cert, c.peers.tls_key = "tls/server.crt", "tls/server.key"
+        if ca:
+            c.peers.ca_file = str(site.ca_cert)
+        c.validate()
+        return c
+
+    async with contextlib.AsyncExitStack() as stack:
+        a = await stack.enter_async_context(FogNode(cfg("ta", ["tb"], True, True)).running())
+        b = await stack.enter_async_context(FogNode(cfg("tb", ["ta"], True, True)).running())
+        # tc trusts only the system's CAs: it must not talk to tb
+        c = await stack.enter_async_context(FogNode(cfg("tc", ["tb"], False, False)).running())
+        assert a.extra_status["peers_api"].startswith("https://")
+        await wait_until(lambda: a.peers.hints.get("tb") is not None
+                         and b.peers.hints.get("ta") is not None, 10, "hints over TLS")
+        await wait_until(lambda: c.peers.counters.failures.get("tb", 0) >= 2, 10,
+                         "tc refusing tb")
+        assert "tb" not in c.peers.hints
+    broken = cfg("td", ["ta"], False, False)
+    broken.peers.tls_cert, broken.peers.tls_key = "missing.crt", "missing.key"
+    node = FogNode(broken)
+    with pytest.raises(PeerError, match="peers.tls_cert"):
+        async with node.running():
+            pass
