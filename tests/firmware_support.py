@@ -126,6 +126,7 @@ class FogSite:
         cfg.model.hidden = list(hidden)
         cfg.model.num_classes = 10
         cfg.storage.synchronous = "normal"
+        cfg.storage.keep_update_rounds = 1000  # the tests re-read every round's frames
         cfg.validate()
         self.cfg = cfg
         self.procs: dict[str, subprocess.Popen[bytes]] = {}

@@ -43,6 +43,7 @@ def fog_config(root: Path, fog_id: str, *, threshold: int = 3, cloud: str | None
     cfg.rounds.batch_size = 16
     cfg.model.hidden = [16]
     cfg.storage.synchronous = "normal"
+    cfg.storage.keep_update_rounds = 1000  # the tests re-read every round's frames
     if cloud is not None:
         cfg.cloud_interface.server_url = cloud
         cfg.cloud_interface.insecure = True
