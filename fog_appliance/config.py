@@ -134,7 +134,10 @@ class StorageConfig:
     keep_update_rounds: int = bounded(5, ge=1)
     """Rounds whose update frames stay on disk, the open one included (for audit and
     re-aggregation). When a round closes, the frames of older rounds are deleted; their rows
-    (device, sequence, time, tag) stay in the database."""
+    (device, sequence, time, tag) stay until ``history_days``."""
+    history_days: float = bounded(90.0, gt=0.0)
+    """Rows of updates (device, sequence, time, tag) and events older than this are deleted
+    (checked hourly); each device's tally of accepted updates stays."""
 
 
 @dataclass

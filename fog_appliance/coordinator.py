@@ -41,6 +41,9 @@ from fog_appliance.store.outbox import OutboxItem, adopt_model, publish_with_out
 
 log = logging.getLogger(__name__)
 
+HISTORY_PRUNE_INTERVAL_S = 3600.0
+"""How often old rows of updates and events are looked for (``storage.history_days``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class CurrentModel:
@@ -115,6 +118,7 @@ class Coordinator:
         self._adopting = asyncio.Lock()
         self._round_opened = asyncio.Event()
         """Set (and replaced) each time a round opens."""
+        self._history_pruned_at = float("-inf")
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -151,7 +155,7 @@ class Coordinator:
                 break
         self.model = self._current(row.version, rnd.id, weights, row.blob, row.sha256)
         await self._rebuild()
-        await self._retire_frames()
+        await self._retire_old()
 
     async def _rebuild(self) -> None:
         stored = await self._db.run(lambda: list(self._store.round_updates(self.round.id)))
@@ -344,7 +348,7 @@ class Coordinator:
                                              aggregate=agg)
             for fn in self._release_listeners:
                 fn(release)
-        await self._retire_frames()
+        await self._retire_old()
 
     async def _withhold(self, rnd: Round, note: str) -> None:
         now = self._clock()
@@ -357,7 +361,7 @@ class Coordinator:
         log.warning("round %d released nothing: %s", rnd.id, note)
         self._open_next(next_row, self.model.version, self.model.weights, self.model.blob,
                         self.model.sha256)
-        await self._retire_frames()
+        await self._retire_old()
 
     async def adopt(self, weights: list[np.ndarray], provenance: str, metrics: dict[str, Any],
                     round_config: dict[str, Any] | None = None) -> CurrentModel:
@@ -401,7 +405,7 @@ class Coordinator:
             await self._db.run(self._store.add_event, "model", "info",
                                f"{provenance} model {version} adopted; round {rnd.id} "
                                "superseded", {"round": rnd.id, "version": version})
-            await self._retire_frames()
+            await self._retire_old()
             return self.model
 
     def _apply(self, agg: Aggregate) -> list[np.ndarray]:
@@ -430,11 +434,21 @@ class Coordinator:
             return False
         return True
 
-    async def _retire_frames(self) -> None:
-        """Keep the frames of the last ``storage.keep_update_rounds`` rounds on disk."""
-        before = self.round.id - self.cfg.storage.keep_update_rounds + 1
+    async def _retire_old(self) -> None:
+        """Keep the frames of the last ``storage.keep_update_rounds`` rounds on disk, and
+        (at most hourly) the rows of the last ``storage.history_days``."""
+        st = self.cfg.storage
+        before = self.round.id - st.keep_update_rounds + 1
+        now = self._clock()
         try:
             freed = await self._db.run(self._store.drop_update_frames, before)
+            if now - self._history_pruned_at >= HISTORY_PRUNE_INTERVAL_S:
+                self._history_pruned_at = now
+                rows = await self._db.run(self._store.prune_history,
+                                          now - st.history_days * 86400.0, self.round.id)
+                if any(rows):
+                    log.info("deleted %d update rows and %d events older than %g days",
+                             *rows, st.history_days)
         except StoreError as exc:  # disk hygiene must not stop the rounds
             log.warning("%s", exc)
             return

@@ -19,7 +19,7 @@ from fog_appliance.store.rows import EventRow
 
 @dataclass(frozen=True, slots=True)
 class DeviceTally:
-    """What the updates table knows about one device."""
+    """What the store knows about one device's updates."""
 
     accepted: int
     last_update_at: float | None
@@ -42,11 +42,12 @@ class ModelEntry:
 
 
 def device_tallies(store: Store) -> dict[str, DeviceTally]:
-    """Accepted updates per device, with the time and round of the latest one."""
+    """Accepted updates per device (ever: the tally outlives the pruned rows), with the
+    time and round of the latest one."""
     with store._lock, _translated("tallying updates"):
         rows = store.db.execute(
-            "SELECT device_id, COUNT(*), MAX(received_at), MAX(round_id) FROM updates "
-            "GROUP BY device_id").fetchall()
+            "SELECT id, accepted, last_update_at, last_round FROM devices "
+            "WHERE accepted > 0").fetchall()
     return {r[0]: DeviceTally(int(r[1]), r[2], r[3]) for r in rows}
 
 

@@ -197,8 +197,11 @@ class Store:
                 "local_steps, dtype, received_at, transport, tag, blob_offset, blob_len) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             self.db.conn.executemany(
-                "UPDATE devices SET last_seq = MAX(last_seq, ?), last_seen = ? WHERE id = ?",
-                [(u.seq, u.received_at, u.device_id) for u in accepted])
+                "UPDATE devices SET last_seq = MAX(last_seq, ?), last_seen = ?, "
+                "accepted = accepted + 1, last_update_at = MAX(COALESCE(last_update_at, 0), ?), "
+                "last_round = MAX(COALESCE(last_round, 0), ?) WHERE id = ?",
+                [(u.seq, u.received_at, u.received_at, u.round_id, u.device_id)
+                 for u in accepted])
             per_round: dict[int, int] = {}
             for u in accepted:
                 per_round[u.round_id] = per_round.get(u.round_id, 0) + 1
@@ -235,6 +238,15 @@ class Store:
                 return self.log.drop_before(before_round)
             except OSError as exc:
                 raise StoreError(f"store: deleting old update frames failed ({exc})") from exc
+
+    def prune_history(self, before: float, open_round: int) -> tuple[int, int]:
+        """Delete the rows of updates (of closed rounds) and of events older than ``before``
+        (unix s); the devices keep their tallies. Returns (updates, events) deleted."""
+        with self._lock, _translated("deleting old history"), self.db.atomic():
+            updates = self.db.execute("DELETE FROM updates WHERE received_at < ? AND "
+                                      "round_id < ?", [before, open_round]).rowcount
+            events = self.db.execute("DELETE FROM events WHERE ts < ?", [before]).rowcount
+        return int(updates), int(events)
 
     def update_keys(self, round_id: int) -> list[tuple[str, int]]:
         with self._lock, _translated("reading updates"):

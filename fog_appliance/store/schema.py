@@ -103,4 +103,17 @@ MIGRATIONS: list[str] = [
         accountant TEXT NOT NULL
     );
     """,
+    # 3: old rows of updates and events are deleted (storage.history_days), so each device
+    # keeps its own tally, and "updates per minute" reads a time index, not the table.
+    """
+    ALTER TABLE devices ADD COLUMN accepted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN last_update_at REAL;
+    ALTER TABLE devices ADD COLUMN last_round INTEGER;
+    UPDATE devices SET
+        accepted = (SELECT COUNT(*) FROM updates u WHERE u.device_id = devices.id),
+        last_update_at = (SELECT MAX(received_at) FROM updates u WHERE u.device_id = devices.id),
+        last_round = (SELECT MAX(round_id) FROM updates u WHERE u.device_id = devices.id);
+    CREATE INDEX updates_received ON updates(received_at);
+    CREATE INDEX events_ts ON events(ts);
+    """,
 ]

@@ -147,9 +147,14 @@ async def test_hello_and_discovery(coap_node: FogNode, ctx: aiocoap.Context) -> 
         assert path in links
 
 
-async def test_frames_of_old_rounds_are_deleted(tmp_path: object, ctx: aiocoap.Context) -> None:
+@pytest.mark.parametrize("history_days", [90.0, 1e-9])
+async def test_frames_of_old_rounds_are_deleted(tmp_path: object, ctx: aiocoap.Context,
+                                                history_days: float) -> None:
+    from fog_appliance.store.admin_queries import device_tallies
+
     cfg = make_config(tmp_path, mqtt=False, threshold=1)  # type: ignore[arg-type]
     cfg.storage.keep_update_rounds = 2
+    cfg.storage.history_days = history_days
     node = FogNode(cfg)
     async with node.running():
         d = await add_device(node, "r1")
@@ -165,4 +170,10 @@ async def test_frames_of_old_rounds_are_deleted(tmp_path: object, ctx: aiocoap.C
         assert node.coordinator.round.id == 5
         segments = sorted(p.name for p in node.store.log.root.iterdir())
         assert segments == ["round-00000004.seg"]  # rounds 4 and 5 (still empty) are kept
-        assert await node.db.run(node.store.count_updates) == 4  # the rows stay
+        assert await node.db.run(node.store.count_updates) == 4  # the rows stay ...
+    async with FogNode(cfg).running() as again:
+        # ... for history_days, looked at when the node starts and then hourly; the
+        # device's tally counts every update it ever had accepted.
+        rows = await again.db.run(again.store.count_updates)
+        assert rows == (4 if history_days == 90.0 else 0)
+        assert (await again.db.run(device_tallies, again.store))["r1"].accepted == 4

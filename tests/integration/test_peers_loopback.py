@@ -199,6 +199,6 @@ async def test_peers_talk_tls_and_refuse_a_peer_they_cannot_verify(tmp_path: Pat
     broken = cfg("td", ["ta"], False, False)
     broken.peers.tls_cert, broken.peers.tls_key = "missing.crt", "missing.key"
     node = FogNode(broken)
-    with pytest.raises(PeerError, match="peers.tls_cert"):
+    with pytest.raises(PeerError, match=r"peers\.tls_cert"):
         async with node.running():
             pass

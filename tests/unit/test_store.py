@@ -155,3 +155,54 @@ def test_old_frames_go_and_their_rows_stay(tmp_path: Path) -> None:
     s.close()
     s = Store.open(tmp_path / "fog.db")  # recovery does not trip over the missing files
     assert [u.frame for u in s.round_updates(3)] == [b"frame"] and s.count_updates() == 3
+
+
+def test_old_history_goes_and_device_tallies_stay(tmp_path: Path) -> None:
+    from fog_appliance.store.admin_queries import device_tallies, updates_per_minute
+
+    s = open_store(tmp_path)
+    s.insert_round(RoundRow(2, 1, "open", 0.0, 10.0, 3, 1))
+    old = AcceptedUpdate("d1", 1, 1, 1, 10, 2, 0, 1000.0, "mqtt", b"t" * 32, b"frame")
+    s.commit_intake([old], [], 1000.0)
+    s.add_event("round", "info", "long ago", ts=1000.0)
+    now = time.time()
+    s.commit_intake([upd(2, rnd=2)], [], now)
+    s.add_event("round", "info", "just now", ts=now)
+    assert s.prune_history(now - 60, open_round=2) == (1, 1)
+    assert s.count_updates() == 1 and [e.message for e in s.events()] == ["just now"]
+    tally = device_tallies(s)["d1"]
+    assert (tally.accepted, tally.last_round) == (2, 2)  # counts the pruned update too
+    assert sum(updates_per_minute(s, now)) == 1
+    # the open round's rows stay, however old
+    s.commit_intake([AcceptedUpdate("d1", 2, 3, 1, 10, 2, 0, 1000.0, "mqtt", b"u" * 32,
+                                    b"frame")], [], now)
+    assert s.prune_history(now - 60, open_round=2) == (0, 0)
+
+
+def test_migration_3_backfills_the_device_tallies(tmp_path: Path) -> None:
+    import sqlite3 as sq
+
+    from fog_appliance.store.admin_queries import device_tallies
+    from fog_appliance.store.db import _statements
+
+    path = tmp_path / "old.db"
+    conn = sq.connect(path)
+    for script in MIGRATIONS[:2]:
+        for stmt in _statements(script):
+            conn.execute(stmt)
+    conn.execute("PRAGMA user_version=2")
+    conn.execute("INSERT INTO devices (id, key, mqtt_password_hash, created_at) "
+                 "VALUES ('d1', x'00', '$7$x', 0)")
+    conn.execute("INSERT INTO rounds (id, model_version, state, opened_at, deadline_at, "
+                 "threshold, min_updates) VALUES (1, 1, 'open', 0, 10, 3, 1)")
+    for seq, ts in ((1, 5.0), (2, 7.0)):
+        conn.execute("INSERT INTO updates (device_id, round_id, seq, model_version, "
+                     "num_samples, local_steps, dtype, received_at, transport, tag, "
+                     "blob_offset, blob_len) VALUES ('d1', 1, ?, 1, 1, 1, 0, ?, 'mqtt', x'00', "
+                     "0, 0)", [seq, ts])
+    conn.commit()
+    conn.close()
+    s = Store.open(path)
+    assert s.schema_version == len(MIGRATIONS) == 3
+    assert device_tallies(s)["d1"].accepted == 2
+    assert device_tallies(s)["d1"].last_update_at == 7.0
