@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,10 @@ def fog_config(root: Path, fog_id: str, *, threshold: int = 3, cloud: str | None
     cfg.model.hidden = [16]
     cfg.storage.synchronous = "normal"
     cfg.storage.keep_update_rounds = 1000  # the tests re-read every round's frames
+    # Two fog nodes, Flower's SuperLink, SuperExec, SuperNodes and the edges share two
+    # cores here: at the default 80 % cap the resource manager holds due rounds back (up to
+    # round_max_wait_s), long enough for a Flower round to time out. Not what these test.
+    cfg.resources.max_cpu_usage = 100.0
     if cloud is not None:
         cfg.cloud_interface.server_url = cloud
         cfg.cloud_interface.insecure = True
@@ -148,14 +152,16 @@ def add_flat(base: list[np.ndarray], delta: np.ndarray, shapes: list[tuple[int, 
     return unflatten(flatten(base).astype(np.float64) + delta, shapes)
 
 
-async def wait_until(predicate: object, timeout: float, what: str,
+async def wait_until(predicate: object, timeout: float, what: str | Callable[[], str],
                      interval: float = 0.05) -> None:
+    """``what`` may be a callable: evaluated on time-out (logs as they are then)."""
     assert callable(predicate)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout} s waiting for {said}")
         await asyncio.sleep(interval)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from cloud_support import (
 
 from fog_appliance.app import FogNode
 from fog_appliance.cloud.localcloud import FlowerCloud
+from fog_appliance.cloud.supernode import flower_home
 from fog_appliance.cloud.wire import content_sha256
 from fog_appliance.store.outbox import ACKED, PENDING, SENT, outbox_rows
 
@@ -93,10 +95,19 @@ async def _fogs(tmp_path: Path, cloud: FlowerCloud):  # type: ignore[no-untyped-
                 await fleet.stop()
 
 
-async def _until_done(cloud: FlowerCloud, timeout: float) -> None:
-    await wait_until(lambda: cloud.result() is not None, timeout,
-                     f"the Flower run to finish; SuperLink log:\n{cloud.log_tail('superlink')}"
-                     f"\nSuperExec log:\n{cloud.log_tail('superexec')}", interval=0.5)
+async def _until_done(cloud: FlowerCloud, timeout: float,
+                      nodes: Sequence[FogNode] = ()) -> None:
+    def logs() -> str:
+        out = (f"the Flower run to finish; SuperLink log:\n{cloud.log_tail('superlink')}"
+               f"\nSuperExec log:\n{cloud.log_tail('superexec')}")
+        for n in nodes:
+            path = flower_home(n.cfg) / "supernode.log"
+            tail = path.read_text(errors="replace").splitlines()[-30:] if path.exists() \
+                else ["(no log)"]
+            out += f"\nSuperNode of {n.cfg.fog_node.id}:\n" + "\n".join(tail)
+        return out
+
+    await wait_until(lambda: cloud.result() is not None, timeout, logs, interval=0.5)
 
 
 async def test_global_fedavg_over_fogs_equals_flat_fedavg_over_all_edges(
@@ -108,7 +119,7 @@ async def test_global_fedavg_over_fogs_equals_flat_fedavg_over_all_edges(
         cloud.start_superexec()
         async with _fogs(tmp_path, cloud) as nodes:
             run_id = await asyncio.to_thread(cloud.run, 3, "16")
-            await _until_done(cloud, 150)
+            await _until_done(cloud, 150, nodes)
             await asyncio.sleep(0.5)  # the last evaluate reply settles the outbox
             _check_global_rounds(cloud, nodes, run_id, 3)
             for node in nodes:  # the final global model is in service at every fog
@@ -148,7 +159,7 @@ async def test_a_superlink_killed_mid_run_loses_no_regional_aggregate(tmp_path: 
                                          for n, v in zip(nodes, versions, strict=True)), 20,
                              "standalone rounds during the outage")
             await asyncio.to_thread(cloud.start_superlink)
-            await _until_done(cloud, 180)
+            await _until_done(cloud, 180, nodes)
             await asyncio.sleep(0.5)
             _check_global_rounds(cloud, nodes, run_id, 3, final_acked=False)
     finally:
