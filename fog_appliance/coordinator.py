@@ -105,9 +105,13 @@ class Coordinator:
         self._acc: Accumulator
         self.capacity = self.policy.threshold
         """Most updates the open round's accumulator was made for (its threshold at open)."""
-        self.round_gate: Callable[[int], Awaitable[None]] | None = None
+        self.round_gate: Callable[[int, Callable[[], bool]], Awaitable[None]] | None = None
         """Resource hook: awaited with the round id before a due round is aggregated, so new
-        rounds wait while the node is over its caps (``resources/manager.py``)."""
+        rounds wait while the node is over its caps (``resources/manager.py``) — unless the
+        second argument says the round is awaited upstream."""
+        self.awaited_upstream: Callable[[], bool] | None = None
+        """Cloud hook: True while the cloud waits on this node (due rounds are not held back
+        for resources then)."""
         self.upstream: Callable[[Round, Aggregate, CurrentModel], OutboxItem | None] | None = None
         """Cloud hook: the outbox item for a closing round's aggregate (None: not upstream)."""
         self.mixer: Callable[[list[np.ndarray], Aggregate],
@@ -298,7 +302,7 @@ class Coordinator:
     async def _close(self, event: Event) -> None:
         rnd = self.round
         if self.round_gate is not None:
-            await self.round_gate(rnd.id)
+            await self.round_gate(rnd.id, self.awaited_upstream or (lambda: False))
         now = self._clock()
         await self._db.run(self._store.update_round, rnd.id, state=State.AGGREGATING.value)
         try:

@@ -114,6 +114,8 @@ class CloudLink:
         self._awaited: dict[int, GlobalRef] = {}
         self._dropped: set[int] = set()
         self._tick = asyncio.Event()
+        self._in_hand = 0
+        """Cloud messages being answered right now (the cloud waits on this node)."""
         self._rejected_mark = 0
         self.reachable: bool | None = None
         """Could the SuperLink be reached at the last check (None: not checked yet)?"""
@@ -124,6 +126,7 @@ class CloudLink:
         self.sidecar: SupernodeSidecar | None = None
         """The supervised flower-supernode, when the node manages it."""
         coordinator.upstream = self.outbox_item
+        coordinator.awaited_upstream = lambda: self._in_hand > 0
         coordinator.add_listener(self._on_model)
 
     # -- start-up -------------------------------------------------------------------------
@@ -146,7 +149,16 @@ class CloudLink:
     # -- messages from the cloud ----------------------------------------------------------
 
     async def handle(self, req: CloudRequest) -> CloudReply:
-        """Serve one message from the cloud (see the module docstring)."""
+        """Serve one message from the cloud (see the module docstring). While one is in
+        hand, due rounds are not held back for resources: the cloud's round would time out
+        (and a held round would block adopting the cloud's model)."""
+        self._in_hand += 1
+        try:
+            return await self._handle(req)
+        finally:
+            self._in_hand -= 1
+
+    async def _handle(self, req: CloudRequest) -> CloudReply:
         now = self._clock()
         self.last_contact = now
         self._set_reachable(True)

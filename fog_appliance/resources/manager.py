@@ -108,11 +108,14 @@ class ResourceManager:
         why = policy.disk_refusal(self.sample, self._model_bytes, self.limits)
         return f"disk guard: {why}" if why is not None else None
 
-    async def wait_for_round(self, round_id: int) -> None:
+    async def wait_for_round(self, round_id: int,
+                             awaited: Callable[[], bool] = lambda: False) -> None:
         """Coordinator hook: hold a due round while the node is over its CPU or memory caps,
-        or the disk guard would refuse the new model (bounded by ``round_max_wait_s``)."""
+        or the disk guard would refuse the new model (bounded by ``round_max_wait_s``).
+        While ``awaited()`` (the cloud waits on this node, and its own round would time out)
+        the round is not held, or no longer."""
         why = self._round_blocker()
-        if why is None:
+        if why is None or awaited():
             return
         self.round_waits += 1
         started = time.monotonic()
@@ -121,6 +124,9 @@ class ResourceManager:
             if time.monotonic() - started >= self._round_max_wait:
                 log.warning("round %d waited %.0f s for resources (%s); aggregating anyway",
                             round_id, self._round_max_wait, why)
+                return
+            if awaited():
+                log.info("round %d: the cloud is waiting; aggregating now (%s)", round_id, why)
                 return
             await asyncio.sleep(min(self._interval, self._round_max_wait))
             why = self._round_blocker()

@@ -46,7 +46,8 @@ def fog_config(root: Path, fog_id: str, *, threshold: int = 3, cloud: str | None
     cfg.storage.keep_update_rounds = 1000  # the tests re-read every round's frames
     # Two fog nodes, Flower's SuperLink, SuperExec, SuperNodes and the edges share two
     # cores here: at the default 80 % cap the resource manager holds due rounds back (up to
-    # round_max_wait_s), long enough for a Flower round to time out. Not what these test.
+    # round_max_wait_s), which these tests are not about (test_cloud_api checks that a
+    # message from the cloud releases a held round).
     cfg.resources.max_cpu_usage = 100.0
     if cloud is not None:
         cfg.cloud_interface.server_url = cloud

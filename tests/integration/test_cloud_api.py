@@ -18,6 +18,7 @@ from cloud_support import (
     fog_config,
     round_updates,
     start_edges,
+    wait_until,
 )
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
 
@@ -126,6 +127,34 @@ async def test_aggregate_waits_in_the_outbox_across_a_fog_restart(tmp_path: Path
                                                          {}, 60.0))
             assert reply.model_version == version  # the same adoption, not a new one
             assert reply.metrics["updates"] == 2
+        finally:
+            await fleet.stop()
+
+
+async def test_the_cloud_is_not_kept_waiting_by_held_rounds(tmp_path: Path) -> None:
+    cfg = fog_config(tmp_path, "fh", threshold=2, cloud=f"127.0.0.1:{free_port()}")
+    cfg.resources.max_memory_usage = 0.1  # always over the cap: due rounds are held ...
+    cfg.resources.round_max_wait_s = 3600.0  # ... for as long as that lasts
+    data = digits()
+    async with FogNode(cfg).running() as node:
+        fleet = await start_edges(node, 2, "fh-e", data, seed=4)
+        try:
+            manager = node.serving.resources
+            # (the first rounds close before the manager's first sample)
+            await wait_until(lambda: manager.round_waits >= 1, 30, "a held standalone round")
+            held = node.coordinator.model.version
+            await asyncio.sleep(1.0)
+            assert node.coordinator.model.version == held  # nobody upstream waits for it
+            api, token = node.extra_status["cloud_api"], read_token(token_path(cfg))
+            g = _global(node.coordinator.shapes, 5)
+            # The cloud's message releases the held round (so its model can be adopted),
+            # and the round on the cloud's model is not held either.
+            reply = await _call(api, token, CloudRequest(11, 1, "train", encode_model(0, g),
+                                                         {}, 60.0))
+            assert reply.metrics["updates"] == 2
+            assert reply.model_version == held + 2  # the held round published, then adopted
+            adopted = await node.db.run(node.store.model, reply.model_version)
+            assert adopted is not None and adopted.provenance == "global"
         finally:
             await fleet.stop()
 

@@ -71,6 +71,19 @@ async def test_due_round_waits_until_resources_free_up() -> None:
     assert rm.round_waits == 1
 
 
+async def test_a_round_awaited_upstream_is_not_held() -> None:
+    rm, _events, _caps = manager()
+    rm.update(sample(cpu=99))
+    await asyncio.wait_for(rm.wait_for_round(1, lambda: True), 0.05)
+    assert rm.round_waits == 0
+    cloud_waits = False
+    waiter = asyncio.create_task(rm.wait_for_round(2, lambda: cloud_waits))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()  # held: nobody upstream waits yet
+    cloud_waits = True  # a cloud round now waits for it: released while still over the cap
+    await asyncio.wait_for(waiter, 1.0)
+
+
 async def test_round_wait_is_bounded() -> None:
     rm, _events, _caps = manager(round_max_wait_s=0.05)
     rm.update(sample(cpu=99))
