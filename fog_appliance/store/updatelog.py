@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -64,11 +64,7 @@ class UpdateLog:
         commit that did not reach SQLite); segments of rounds with no row go. Returns the
         number of bytes dropped."""
         dropped = 0
-        for seg in self.root.glob("round-*.seg"):
-            try:
-                rid = int(seg.stem.removeprefix("round-"))
-            except ValueError:
-                continue
+        for rid, seg in self._segments():
             end = committed_ends.get(rid, 0)
             size = seg.stat().st_size
             if size > end:
@@ -83,17 +79,21 @@ class UpdateLog:
         """Delete the segments of every round before ``round_id``; returns the bytes freed.
         Their rows stay in SQLite (who sent what, when, with which tag): only the frames go."""
         freed = 0
-        for seg in self.root.glob("round-*.seg"):
-            try:
-                rid = int(seg.stem.removeprefix("round-"))
-            except ValueError:
-                continue
+        for rid, seg in self._segments():
             if rid < round_id:
                 with contextlib.suppress(FileNotFoundError):
                     size = seg.stat().st_size
                     seg.unlink()
                     freed += size
         return freed
+
+    def _segments(self) -> Iterator[tuple[int, Path]]:
+        """(round id, path) of every segment file."""
+        for seg in self.root.glob("round-*.seg"):
+            try:
+                yield int(seg.stem.removeprefix("round-")), seg
+            except ValueError:
+                continue
 
     def size(self) -> int:
         return sum(p.stat().st_size for p in self.root.glob("round-*.seg"))
