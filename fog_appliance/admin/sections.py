@@ -20,15 +20,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
-
-import psutil
-
-from fog_appliance.resources.sampler import read_temperature
 
 log = logging.getLogger(__name__)
 
@@ -56,40 +49,3 @@ async def read_section(providers: Mapping[str, SectionProvider], name: str) -> d
         return {"available": False, "reason": f"the {name} part failed to report: {exc}"}
     out.setdefault("available", True)
     return out
-
-
-class ResourcesFallback:
-    """A ``resources`` section from psutil, used until a resources part registers its own:
-    CPU, memory, disk of the data directory, SoC temperature, load, and the configured
-    limits the gauges are drawn against."""
-
-    def __init__(self, data_dir: Path, max_cpu: float, max_memory: float) -> None:
-        self._data_dir = data_dir
-        self._max_cpu = max_cpu
-        self._max_memory = max_memory
-        self._proc = psutil.Process()
-        psutil.cpu_percent(interval=None)  # prime: the next call measures since now
-        self._proc.cpu_percent(interval=None)
-
-    def __call__(self) -> dict[str, Any]:
-        mem = psutil.virtual_memory()
-        try:
-            disk: float | None = psutil.disk_usage(str(self._data_dir)).percent
-        except OSError:
-            disk = None
-        return {
-            "source": "psutil",
-            "cpu_percent": psutil.cpu_percent(interval=None),
-            "cpu_count": psutil.cpu_count() or 1,
-            "memory_percent": mem.percent,
-            "memory_used_bytes": mem.total - mem.available,
-            "memory_total_bytes": mem.total,
-            "disk_percent": disk,
-            "temperature_c": read_temperature(),
-            "load_1m": os.getloadavg()[0],
-            "process_rss_bytes": self._proc.memory_info().rss,
-            "process_cpu_percent": self._proc.cpu_percent(interval=None),
-            "limits": {"cpu_percent": self._max_cpu, "memory_percent": self._max_memory},
-            "sampled_at": time.time(),
-        }
-

@@ -25,7 +25,7 @@ from aiohttp import web
 from fog_appliance.admin import actions, settings, views
 from fog_appliance.admin.events import EventFeed, stream_events
 from fog_appliance.admin.metrics import CONTENT_TYPE_LATEST, render
-from fog_appliance.admin.sections import KNOWN_SECTIONS, ResourcesFallback, read_section
+from fog_appliance.admin.sections import KNOWN_SECTIONS, read_section
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port, write_atomic
 from fog_appliance.config import FogConfig
@@ -41,13 +41,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def socket_path(node_cfg: FogConfig) -> Path:
-    p = Path(node_cfg.admin.socket).expanduser()
-    return p if p.is_absolute() else node_cfg.data_dir / p
+    return node_cfg.data_path(node_cfg.admin.socket)
 
 
 def token_path(node_cfg: FogConfig) -> Path:
-    p = Path(node_cfg.admin.token_file).expanduser()
-    return p if p.is_absolute() else node_cfg.data_dir / p
+    return node_cfg.data_path(node_cfg.admin.token_file)
 
 
 def load_or_create_token(path: Path) -> str:
@@ -286,8 +284,6 @@ class AdminServer:
 async def start_admin(node: FogNode, stack: contextlib.AsyncExitStack) -> AdminServer:
     """Start the admin API of ``node``; it stops when ``stack`` unwinds."""
     cfg = node.cfg
-    node.admin_sections.setdefault("resources", ResourcesFallback(
-        cfg.data_dir, cfg.resources.max_cpu_usage, cfg.resources.max_memory_usage))
     feed = EventFeed()
     token = load_or_create_token(token_path(cfg)) if cfg.admin.http_enabled else ""
     app = build_app(node, feed, token)
