@@ -91,6 +91,16 @@ class CoapConfig:
     """Address to bind; ``::`` or ``0.0.0.0`` to serve the LAN."""
     port: int = bounded(5683, ge=0, le=65535)
     """UDP port (0 picks a free one, which the node logs)."""
+    upload_max_assemblies: int = bounded(16, ge=1, le=10_000)
+    """Block-wise uploads reassembled at once, over all sources (more get 5.03)."""
+    upload_max_per_source: int = bounded(4, ge=1, le=10_000)
+    """Block-wise uploads reassembled at once from one source address (more get 4.29)."""
+    upload_max_bytes: int = bounded(16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    """Bytes all block-wise uploads being reassembled may hold (more get 5.03)."""
+    upload_idle_s: float = bounded(15.0, gt=0.0, le=600.0)
+    """A block-wise upload whose next block does not come within this is dropped."""
+    upload_max_age_s: float = bounded(120.0, gt=0.0, le=3600.0)
+    """A block-wise upload not complete this long after its first block is dropped."""
 
 
 @dataclass

@@ -23,9 +23,10 @@ import aiocoap.resource
 
 from fog_appliance.coordinator import Coordinator
 from fog_appliance.errors import AuthError, PolicyError, Reason, RejectedError, StoreError
-from fog_appliance.intake.coap_block1 import BoundedBlock1Spool
+from fog_appliance.intake.coap_block1 import Uploads
 from fog_appliance.intake.service import Intake
 from fog_appliance.protocol import topics
+from fog_appliance.protocol.messages import MAX_HELLO_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,10 @@ class UpdateResource(aiocoap.resource.Resource):  # type: ignore[misc]
     def __init__(self, intake: Intake) -> None:
         super().__init__()
         self._intake = intake
-        self._block1 = BoundedBlock1Spool(
-            intake.max_frame_bytes,
-            lambda exc: intake.record_rejection("?", "coap", exc))
+        self.max_upload_bytes = intake.max_frame_bytes
+
+    def upload_refused(self, exc: RejectedError) -> None:
+        self._intake.record_rejection("?", "coap", exc)
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         with coap_errors():
@@ -93,6 +95,10 @@ class HelloResource(aiocoap.resource.Resource):  # type: ignore[misc]
         super().__init__()
         self._intake = intake
         self._coord = coordinator
+        self.max_upload_bytes = MAX_HELLO_BYTES
+
+    def upload_refused(self, exc: RejectedError) -> None:
+        self._intake.record_rejection("?", "coap", exc, what="hello")
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         with coap_errors():
@@ -102,15 +108,23 @@ class HelloResource(aiocoap.resource.Resource):  # type: ignore[misc]
 
 def build_site(intake: Intake, coordinator: Coordinator,
                extra: Mapping[tuple[str, ...], aiocoap.resource.Resource] | None = None,
-               ) -> aiocoap.resource.Site:
-    """The node's CoAP site; ``extra`` adds resources by path (``/model``, ``/infer``)."""
+               uploads: Uploads | None = None) -> aiocoap.resource.Site:
+    """The node's CoAP site; ``extra`` adds resources by path (``/model``, ``/infer``).
+
+    Every resource reassembles block-wise uploads through ``uploads`` (bounded: see
+    ``coap_block1.py``) up to its ``max_upload_bytes`` (none if it has no such attribute),
+    reporting refusals to its ``upload_refused`` if it has one."""
+    uploads = uploads or Uploads()
     site = aiocoap.resource.Site()
-    site.add_resource(list(topics.COAP_UPDATE), UpdateResource(intake))
-    site.add_resource(list(topics.COAP_HELLO), HelloResource(intake, coordinator))
-    for path, resource in (extra or {}).items():
+    resources: dict[tuple[str, ...], aiocoap.resource.Resource] = {
+        topics.COAP_UPDATE: UpdateResource(intake),
+        topics.COAP_HELLO: HelloResource(intake, coordinator), **(extra or {})}
+    resources[(".well-known", "core")] = aiocoap.resource.WKCResource(
+        site.get_resources_as_linkheader)
+    for path, resource in resources.items():
+        resource._block1 = uploads.spool(int(getattr(resource, "max_upload_bytes", 0)),
+                                         getattr(resource, "upload_refused", None))
         site.add_resource(list(path), resource)
-    site.add_resource([".well-known", "core"],
-                      aiocoap.resource.WKCResource(site.get_resources_as_linkheader))
     return site
 
 

@@ -42,7 +42,11 @@ class InferResource(aiocoap.resource.Resource):  # type: ignore[misc]
         self._dim = input_dim
         self._max_rows = max_rows
         # A JSON number takes at most ~25 bytes; anything longer cannot be a valid request.
-        self._max_payload = wire.REQUEST.size + max_rows * input_dim * 25 + 64
+        self.max_upload_bytes = wire.REQUEST.size + max_rows * input_dim * 25 + 64
+
+    def upload_refused(self, exc: ProtocolError) -> None:
+        """A block-wise upload past ``max_upload_bytes`` (refused while reassembling)."""
+        self._engine.note_rejected(exc.reason.value)
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         cf = request.opt.content_format
@@ -57,7 +61,7 @@ class InferResource(aiocoap.resource.Resource):  # type: ignore[misc]
             return _text(aiocoap.NOT_ACCEPTABLE, f"bad_message: cannot answer in format {out}")
         payload = request.payload
         try:
-            if len(payload) > self._max_payload:
+            if len(payload) > self.max_upload_bytes:
                 raise ProtocolError(Reason.TOO_LARGE, f"request is {len(payload)} bytes")
             x = wire.decode_request(payload, cf, input_dim=self._dim, max_rows=self._max_rows)
         except ProtocolError as exc:
