@@ -249,6 +249,13 @@ class InferenceConfig:
     """Rows one ``/infer`` request may carry; more is a 4.13."""
     max_queue_rows: int = bounded(4096, ge=1, le=10_000_000)
     """Rows waiting for a worker at most; beyond it ``/infer`` answers 5.03 (back-pressure)."""
+    require_auth: bool = True
+    """Serve ``/infer`` only to requests signed with a provisioned device's key (the envelope
+    in docs/inference.md); unsigned requests get 4.01."""
+    rate_per_source: float = bounded(20.0, gt=0.0, le=1_000_000.0)
+    """``/infer`` requests a second one source address may make (4.29 beyond it)."""
+    burst_per_source: int = bounded(40, ge=1, le=1_000_000)
+    """``/infer`` requests one source address may make at once before the rate applies."""
 
 
 @dataclass

@@ -23,6 +23,10 @@ class RawPeer:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
         self.sock.bind((source, 0))
+        self.sent_bytes = 0
+        """Size of the last request datagram."""
+        self.received_bytes = 0
+        """Size of the last answer datagram."""
 
     def close(self) -> None:
         self.sock.close()
@@ -37,6 +41,7 @@ class RawPeer:
             msg.token = msg.mid.to_bytes(2, "big")
         loop = asyncio.get_running_loop()
         data = msg.encode()
+        self.sent_bytes = len(data)
         wait = 2.0
         for _ in range(attempts):
             await loop.sock_sendto(self.sock, data, self.dest)
@@ -49,8 +54,10 @@ class RawPeer:
     async def _answer(self, msg: aiocoap.Message) -> aiocoap.Message:
         loop = asyncio.get_running_loop()
         while True:
-            answer = aiocoap.Message.decode(await loop.sock_recv(self.sock, 70_000))
+            data = await loop.sock_recv(self.sock, 70_000)
+            answer = aiocoap.Message.decode(data)
             if answer.mid == msg.mid:
+                self.received_bytes = len(data)
                 return answer
 
     async def block(self, path: str, payload: bytes, num: int, more: bool, *,

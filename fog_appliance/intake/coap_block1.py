@@ -39,6 +39,7 @@ import aiocoap.error
 from aiocoap.blockwise import ContinueException, IncompleteException, _extract_block_key
 
 from fog_appliance.errors import ProtocolError, Reason
+from fog_appliance.intake.coap_guard import source_of
 
 MAX_SZX = 6  # 1024-byte blocks; BERT (7) is for CoAP over TCP only
 
@@ -103,14 +104,6 @@ class UploadCounters:
     expired: int = 0
     completed: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
-
-
-def _source_of(remote: Any) -> str:
-    """The source *address* (not port) of a request."""
-    sockaddr = getattr(remote, "sockaddr", None)
-    if isinstance(sockaddr, tuple) and sockaddr:
-        return str(sockaddr[0])
-    return str(getattr(remote, "hostinfo", remote))
 
 
 class Uploads:
@@ -230,7 +223,7 @@ class Uploads:
                limit: int) -> _Assembly:
         self._drop(key)  # a new block 0 restarts the upload (RFC 7959 2.5)
         lim = self.limits
-        source = _source_of(req.remote)
+        source = source_of(req.remote)
         retry = max(1, int(lim.idle_s))
         if self.counters.by_source.get(source, 0) >= lim.max_per_source:
             self.counters.refused_busy += 1
