@@ -286,6 +286,10 @@ class AdminConfig:
     token_file: str = "admin.token"
     """File holding the HTTP bearer token, relative to ``fog_node.data_dir`` unless
     absolute; created (0600, random) if missing."""
+    readonly_token_file: str = "admin.readonly.token"
+    """File holding the read-only bearer token, relative to ``fog_node.data_dir`` unless
+    absolute; created (0600, random) at start. A request carrying it (over the socket or
+    HTTP) may only read: the browser console's sessions use it."""
     metrics_without_token: bool = False
     """Let ``GET /metrics`` over HTTP through without the token (for a local Prometheus
     that cannot send one)."""
