@@ -13,8 +13,9 @@ resource of the site gets a spool that reassembles within these bounds:
 * **concurrent assemblies**: at most ``max_per_source`` per source address (4.29 Too Many
   Requests, Max-Age) and ``max_assemblies`` in all (5.03, Max-Age), and at most
   ``max_bytes`` reserved over all of them (5.03).
-* **one preallocated buffer** per upload (a ``bytearray`` sized from Size1 when given, never
-  past the limit, else grown by amortised appends): linear, not quadratic.
+* **one preallocated buffer** per upload (a ``bytearray`` sized from Size1 when given, at
+  most ``PREALLOC_MAX`` and never past the limit, then grown by amortised appends as bytes
+  arrive): linear, not quadratic.
 * **short life**: an assembly is dropped ``idle_s`` after its last block and ``max_age_s``
   after its first, whatever arrives; its memory is freed then, or as soon as it completes or
   is refused.
@@ -42,6 +43,9 @@ from fog_appliance.errors import ProtocolError, Reason
 from fog_appliance.intake.coap_guard import source_of
 
 MAX_SZX = 6  # 1024-byte blocks; BERT (7) is for CoAP over TCP only
+PREALLOC_MAX = 256 * 1024
+"""Most bytes reserved from Size1 alone: past it the buffer grows with the bytes that
+actually arrive, so a one-packet announcement cannot claim the whole budget."""
 
 
 class UploadTooLarge(aiocoap.error.RequestEntityTooLarge):  # type: ignore[misc]
@@ -230,7 +234,7 @@ class Uploads:
             raise _Busy(aiocoap.TOO_MANY_REQUESTS, f"overloaded: {lim.max_per_source} "
                         "uploads from this address are already in progress; finish one or "
                         f"retry in {retry} s", retry)
-        size = max(min(announced, limit), len(req.payload))
+        size = max(min(announced, limit, PREALLOC_MAX), len(req.payload))
         if len(self._assemblies) >= lim.max_assemblies or self._reserved + size > lim.max_bytes:
             self.counters.refused_busy += 1
             raise _Busy(aiocoap.SERVICE_UNAVAILABLE, "overloaded: too many uploads in "

@@ -137,6 +137,9 @@ async def test_a_flood_of_incomplete_uploads_keeps_node_memory_bounded(tmp_path:
         taken = await flood(cfg.coap.port, [f"127.0.1.{i}" for i in range(1, 33)], 4, 48)
         after = ps.memory_info().rss
         started = sum(1 for t in taken if t > 0)
+        print(f"flood: {len(taken)} uploads announced as 2 MiB, {started} started, "
+              f"{sum(taken)} blocks taken; node RSS {before / 2**20:.0f} -> "
+              f"{after / 2**20:.0f} MiB")  # docs/security.md quotes this line
         assert started <= cfg.coap.upload_max_assemblies, taken
         # Reserved bytes never pass upload_max_bytes (16 MiB): generous margin for the
         # interpreter's own growth under 6 000 requests.

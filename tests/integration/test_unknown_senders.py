@@ -59,6 +59,8 @@ async def test_random_device_ids_cost_one_key(tmp_path: Path,
         assert rejected == ['fog_device_updates_rejected_total{device="unknown",'
                             f'reason="unknown_device"}} {float(FRAMES)}'], rejected
         assert len(text) < 20_000  # was ~80 B more per random id
+        print(f"{FRAMES} random-id frames: {len(counts)} rejection row, {len(rejected)} "
+              f"label, /metrics {len(text)} bytes")  # docs/security.md quotes this line
         lines = [r for r in caplog.records if "rejected" in r.getMessage()]
         assert 1 <= len(lines) <= 10, len(lines)  # rate-limited: 5 per 10 s per key
 
