@@ -78,15 +78,21 @@ def supernode_argv(cfg: FogConfig, api_url: str, runtime_port: int,
     return argv
 
 
+def path_with_our_bin(path: str) -> str:
+    """``PATH`` with this interpreter's scripts directory first: Flower's processes start
+    their helpers by name (flower-superlink starts ``flwr-serverapp``, a SuperNode
+    ``flwr-clientapp``), and a venv's are found only there when it is not activated."""
+    bindir = str(Path(sys.executable).parent)
+    return os.pathsep.join([bindir, *[p for p in path.split(os.pathsep) if p and p != bindir]])
+
+
 def supernode_env(cfg: FogConfig, base: Mapping[str, str]) -> dict[str, str]:
     """The environment: offline switches, FLWR_HOME, and the paths under which the
     SuperNode's helpers (flower-superexec, flwr-clientapp) and fog_appliance are found."""
     env = dict(base)
     env.update(OFFLINE_ENV)
     env["FLWR_HOME"] = str(flower_home(cfg))
-    bindir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([bindir, *[p for p in env.get("PATH", "").split(os.pathsep)
-                                             if p and p != bindir]])
+    env["PATH"] = path_with_our_bin(env.get("PATH", ""))
     pkg_parent = str(Path(fog_appliance.__file__).resolve().parent.parent)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != pkg_parent]
     env["PYTHONPATH"] = os.pathsep.join([pkg_parent, *paths])

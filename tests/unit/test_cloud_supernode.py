@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import fog_appliance
+from fog_appliance.cloud.localcloud import FlowerCloud
 from fog_appliance.cloud.supernode import (
     OFFLINE_ENV,
     SupernodeSidecar,
@@ -75,6 +76,16 @@ def test_env_is_offline_and_finds_the_package_and_flowers_helpers(tmp_path: Path
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
     pkg_parent = str(Path(fog_appliance.__file__).resolve().parent.parent)
     assert env["PYTHONPATH"].split(os.pathsep) == [pkg_parent, "/a"]
+
+
+def test_the_local_cloud_finds_flowers_helpers_without_an_activated_venv(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # flower-superlink starts flwr-serverapp by name: from a shell whose PATH lacks the
+    # venv's bin directory it was not found, and the Flower tests timed out.
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    cloud = FlowerCloud(tmp_path)
+    assert cloud.env["PATH"].split(os.pathsep) == [str(Path(sys.executable).parent),
+                                                   "/usr/bin", "/bin"]
 
 
 def test_the_unit_runs_the_sidecar_command_with_flower_offline() -> None:
