@@ -35,6 +35,7 @@ def _cfg(tmp_path: Path, **cloud: object) -> FogConfig:
 
 def test_argv_joins_the_superlink_with_the_node_config(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, root_certificates="ca.pem", round_timeout=90.0)
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     argv = supernode_argv(cfg, "http://127.0.0.1:8471", 9094, exe="/x/flower-supernode")
     assert argv[:3] == ["/x/flower-supernode", "--superlink", "cloud.example:9092"]
     assert argv[argv.index("--root-certificates") + 1] == str(tmp_path / "ca.pem")
