@@ -81,6 +81,15 @@ class EdgeInterfaceConfig:
     """Updates committed to SQLite in one transaction at most."""
     group_commit_wait_ms: float = bounded(5.0, ge=0.0, le=1000.0)
     """How long the committer waits for more updates before committing a partial group."""
+    max_samples_per_update: int = bounded(1_000_000, ge=1, le=2**32 - 1)
+    """Largest ``num_samples`` one update may declare (its weight in FedAvg); more is
+    rejected as ``too_many_samples``. One device must not outweigh the others: set it a
+    little above the largest local dataset of the site's edges."""
+    max_update_value: float = bounded(1e4, gt=0.0, le=1e12)
+    """Largest magnitude of one element of an update (float frames), and of ``127 ×
+    scale`` (int8 frames); beyond it the update is rejected as ``value_too_large``.
+    With ``max_samples_per_update`` and the round threshold this bounds every sum the
+    accumulator makes far below the float32 range (docs/security.md)."""
 
 
 @dataclass
@@ -122,6 +131,11 @@ class ModelConfig:
     """Number of output classes."""
     seed: int = 0
     """Seed of the initial weights (version 1 of the model)."""
+    max_norm: float = bounded(1e4, gt=0.0, le=1e30)
+    """Largest L2 norm (over all tensors) of a model this node publishes or adopts: its own
+    next model, a peer's model it mixes in, the cloud's global model, a rollback. A model
+    that is not finite or is above it is refused (event, log, metric) and the current
+    model stays."""
 
 
 @dataclass
@@ -272,6 +286,10 @@ class AdminConfig:
     metrics_without_token: bool = False
     """Let ``GET /metrics`` over HTTP through without the token (for a local Prometheus
     that cannot send one)."""
+    allowed_hosts: list[str] = bounded([], pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    """Host names the HTTP listener answers besides the loopback ones (``localhost``,
+    ``127.x.x.x``, ``::1``): the name a reverse proxy forwards. Any other ``Host`` header
+    gets a 403, so a DNS-rebinding web page cannot read the API or ``/metrics``."""
 
 
 StrategyName = Literal["fedavg", "fedprox", "fednova", "median", "trimmed_mean", "krum",
@@ -374,6 +392,9 @@ class PeersConfig:
     ca_file: str | None = None
     """PEM CA bundle that signed the peers' certificates: ``https://`` peer URLs are verified
     against it (default: the system's CAs)."""
+    max_model_distance: float = bounded(100.0, gt=0.0, le=1e30)
+    """A peer's model farther than this (L2 distance) from this node's is not mixed in
+    (besides being finite and within ``model.max_norm``)."""
 
 
 HOSTNAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"

@@ -78,7 +78,7 @@ def _run_script(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProc
     script.write_text(SCRIPT.read_text().replace(EXE, str(fake)))
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     return subprocess.run(["sh", str(script)], env={**base, **env}, capture_output=True,
-                          text=True, timeout=30)
+                          text=True, timeout=30, check=False)
 
 
 def test_the_sidecar_script_refuses_to_start_without_tls_settings(tmp_path: Path) -> None:
