@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import struct
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,48 @@ async def test_rollback_from_the_console_asks_first(tmp_path: Path) -> None:
         assert node.coordinator.model.version == 3
         row3 = await node.db.run(node.store.model, 3)
         assert row3 is not None and row3.metrics["rolled_back_to"] == 1
+
+
+async def test_a_non_finite_or_huge_cloud_model_is_refused(tmp_path: Path) -> None:
+    """The cloud's global model arrives through the node's real local cloud API, the way
+    the Flower ClientApp shim posts it."""
+    import asyncio
+
+    from fog_appliance.cloud.clientapp import FOG_REFUSED, FogCallError, post
+    from fog_appliance.cloud.supernode import token_path as cloud_token_path
+    from fog_appliance.cloud.wire import CloudRequest, encode_request
+    from fog_appliance.localhttp import read_token
+    from fog_appliance.protocol.model_blob import encode_model
+
+    cfg = make_config(tmp_path, mqtt=False, threshold=1)
+    cfg.cloud_interface.server_url = f"127.0.0.1:{free_port()}"
+    cfg.cloud_interface.insecure = True
+    cfg.cloud_interface.api_port = 0
+    cfg.resources.max_cpu_usage = 100.0
+    async with FogNode(cfg).running() as node:
+        api, token = node.extra_status["cloud_api"], read_token(cloud_token_path(cfg))
+        before = node.coordinator.model
+        shapes = node.coordinator.shapes
+        nan = [np.full(s, np.nan, np.float32) for s in shapes]
+        huge = [np.full(s, 1e30, np.float32) for s in shapes]
+        for i, weights in enumerate((nan, huge)):
+            req = CloudRequest(7, i + 1, "train", encode_model(0, weights), {}, 5.0)
+            with pytest.raises(FogCallError) as info:
+                await asyncio.to_thread(post, api, "train", encode_request(req), token, 5.0)
+            assert info.value.code == FOG_REFUSED
+            assert "the cloud's global model was refused" in str(info.value)
+        assert node.coordinator.model.version == before.version
+        assert node.coordinator.model.sha256 == before.sha256
+        assert node.coordinator.stats.refused == {"cloud": 2}
+        assert node.cloud is not None and node.cloud.counters.refused == 2
+        events = await node.db.run(node.store.events)
+        reasons = [e.data["reason"] for e in events if e.message.startswith("cloud model "
+                                                                             "refused")]
+        assert reasons == ["non_finite", "norm"]
+        # a sound global model is still adopted
+        good = [np.full(s, 0.01, np.float32) for s in shapes]
+        req = CloudRequest(7, 3, "evaluate", encode_model(0, good), {}, 5.0)
+        await asyncio.to_thread(post, api, "evaluate", encode_request(req), token, 5.0)
+        assert node.coordinator.model.version == before.version + 1
+        assert math.isclose(float(node.coordinator.model.weights[0][0, 0]), 0.01,
+                            rel_tol=1e-6)
