@@ -135,9 +135,12 @@ async def revoke_edge(node: FogNode, device_id: str, actor: str) -> dict[str, An
     except ProvisioningError as exc:
         raise ActionError(404 if "not registered" in str(exc) else 409, str(exc)) from None
     await node.db.run(node.registry.load, node.store, force=True)
-    await log_action(node, f"device {device_id} revoked by {actor}", {"device": device_id},
+    result: dict[str, Any] = {"device": device_id, "state": "revoked"}
+    if node.peers is not None:  # a device handed over to a peer is revoked there too
+        result["peers"] = await node.peers.propagate_revocation(device_id)
+    await log_action(node, f"device {device_id} revoked by {actor}", dict(result),
                      level="warning", actor=actor)
-    return {"device": device_id, "state": "revoked"}
+    return result
 
 
 async def evict_model(node: FogNode, version: int, actor: str) -> dict[str, Any]:
