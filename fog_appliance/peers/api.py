@@ -96,6 +96,9 @@ async def _devices(request: web.Request) -> web.StreamResponse:
         dev = parse_device(await request.json())
     except ValueError as exc:
         return json_error(400, f"bad device record: {exc}")
+    if dev.info["handed_over_by"] not in service._urls:
+        return json_error(403, f"from={dev.info['handed_over_by']!r} is not a configured peer; "
+                          "only a peer of this node hands devices over")
     try:
         new = await node.db.run(import_device, node.store, dev)
         if new:

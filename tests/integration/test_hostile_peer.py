@@ -233,6 +233,9 @@ async def test_a_peer_node_revokes_only_what_that_peer_handed_over(tmp_path: Pat
         record = {"device_id": "d9", "key": "ab" * 32, "role": "train", "from": "ra",
                   "mqtt_password_hash": "$7$101$c2FsdA==$aGFzaA=="}
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
+            async with s.post(f"{api}/devices", json={**record, "from": "nobody"}) as r:
+                assert r.status == 403, await r.text()  # not a peer of this node
+            assert await node.db.run(node.store.device, "d9") is None
             async with s.post(f"{api}/devices", json=record) as r:
                 assert r.status == 200, await r.text()
             for device, source, status in (("d9", "rc", 403), ("own-1", "ra", 403),
