@@ -139,7 +139,8 @@ def test_bad_federation_config_names_the_field(tmp_path: Path, yaml_text: str,
 def test_good_federation_config_loads(tmp_path: Path) -> None:
     path = tmp_path / "fog.yaml"
     path.write_text("cloud_interface: {server_url: 'cloud:9092', sync_interval: 30}\n"
-                    "peers: {nodes: [{id: b, url: 'http://10.0.0.2:8470'}], bind: 0.0.0.0}\n")
+                    "peers: {nodes: [{id: b, url: 'https://10.0.0.2:8470'}], bind: 0.0.0.0,"
+                    " tls_cert: peer.crt, tls_key: peer.key}\n")
     cfg = load_config(path)
     assert cfg.cloud_interface.server_url == "cloud:9092"
-    assert cfg.peers.nodes[0].url == "http://10.0.0.2:8470"
+    assert cfg.peers.nodes[0].url == "https://10.0.0.2:8470"
