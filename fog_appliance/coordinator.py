@@ -175,6 +175,16 @@ class Coordinator:
                 self.round_config = dict(m.metrics.get("round_config", {}))
                 break
         self.model = self._current(row.version, rnd.id, weights, row.blob, row.sha256)
+        try:
+            check_model(weights, self.shapes, max_norm=self.cfg.model.max_norm)
+        except ModelRefused as exc:  # published before the check existed, or a lower bound
+            log.error("the current model %d fails the model check (%s); roll back to an "
+                      "earlier version (POST /api/models/<v>/rollback, console: Cache, b)",
+                      row.version, exc)
+            await self._db.run(self._store.add_event, "model", "error",
+                               f"current model {row.version} fails the model check: {exc}; "
+                               "roll back to an earlier version",
+                               {"version": row.version, "reason": exc.reason})
         await self._rebuild()
         await self._retire_old()
 

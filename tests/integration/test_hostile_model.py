@@ -288,3 +288,37 @@ async def test_a_non_finite_or_huge_cloud_model_is_refused(tmp_path: Path) -> No
         assert node.coordinator.model.version == before.version + 1
         assert math.isclose(float(node.coordinator.model.weights[0][0, 0]), 0.01,
                             rel_tol=1e-6)
+
+
+async def test_a_node_restarted_on_a_poisoned_model_says_so_and_rolls_back(
+        tmp_path: Path, ctx: aiocoap.Context) -> None:
+    """A store from before the check, whose newest model is not finite: the node starts,
+    says so (log and event), and the rollback action brings the model back."""
+    from fog_appliance.protocol.model_blob import encode_model
+    from fog_appliance.store import ModelRow
+
+    cfg = admin_config(tmp_path)
+    node = FogNode(cfg)
+    async with node.running():
+        spec = node.coordinator.spec.to_dict()
+        bad = encode_model(2, [np.full(s, np.inf, np.float32) for s in node.coordinator.shapes])
+        sha = hashlib.sha256(bad).hexdigest()
+        await node.db.run(node.store.put_model,
+                          ModelRow(2, None, 0.0, sha, spec, bad, len(bad), "regional"))
+    node = FogNode(cfg)
+    async with node.running():
+        assert node.coordinator.model.version == 2 and not finite_weights(node)
+        events = await node.db.run(node.store.events)
+        assert any(e.level == "error" and e.message.startswith(
+            "current model 2 fails the model check: non_finite") for e in events)
+        assert node.admin is not None and node.admin.http is not None
+        token = token_path(cfg).read_text().strip()
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s, \
+                s.post(f"{node.admin.http}/api/models/1/rollback") as r:
+            assert r.status == 200, await r.text()
+        assert node.coordinator.model.version == 3 and finite_weights(node)
+        dev = await add_device(node, "d1")
+        resp = await post(ctx, node, frame(node, "d1", dev.key, 0.01, seq=1, num_samples=5))
+        assert resp.code == aiocoap.CHANGED, resp.payload
+        await node.coordinator.wait_closed()
+        assert node.coordinator.model.version == 4 and finite_weights(node)
