@@ -12,8 +12,9 @@
 * Source addresses that proved they hold a device key recently (an accepted signed hello,
   update or inference request: ``coap_guard.VerifiedSources``) fetch freely. Any other
   address (a 12-byte GET from a spoofed source reflects a 1,046-byte block at its victim)
-  gets at most 16 KiB/s of blob (64 KiB at once), and all of them together 128 KiB/s
-  (512 KiB at once); beyond that 5.03 with Max-Age and no payload (``?meta`` is not
+  gets at most 64 KiB/s of blob (256 KiB at once: a few models for boards that say hello
+  over MQTT and fetch over CoAP), and all of them together 512 KiB/s (2 MiB at once);
+  beyond that 5.03 with Max-Age and no payload (``?meta`` is not
   limited).
 * Observe on ``/model`` notifies when a new version is published (the notification is block 0;
   the client fetches the rest); observers of ``/model?meta`` are notified of every new round.
@@ -37,9 +38,9 @@ from fog_appliance.intake.coap_guard import SourceRateLimit, VerifiedSources, so
 CT_OCTETS = 42
 CT_JSON = 50
 MAX_SZX = 6  # 1024-byte blocks: the largest plain CoAP over UDP allows (7 is BERT, TCP only)
-UNVERIFIED_BYTES_PER_S = 16 * 1024
+UNVERIFIED_BYTES_PER_S = 64 * 1024
 """Blob bytes a second one address that proved no device key may fetch (burst 4×)."""
-UNVERIFIED_BYTES_PER_S_ALL = 128 * 1024
+UNVERIFIED_BYTES_PER_S_ALL = 512 * 1024
 """Blob bytes a second all such addresses together may fetch (burst 4×)."""
 
 
