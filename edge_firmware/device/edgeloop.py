@@ -11,6 +11,7 @@ import encoder
 import flashstate
 import modelblob
 import trainer
+import watchdog
 import weak
 import wifi
 from board import CODE_BROKER, CODE_CRASH, CODE_SENSOR, CODE_WIFI, Board, back_off, halt
@@ -78,7 +79,8 @@ class Edge:
         r = self.st.redirect
         m = self.conf["mqtt"]
         host, port = (r["host"], r["port"]) if r else (m["host"], m["port"])
-        self.link = Uplink(self.conf, host, port, self.edge["keepalive"])
+        self.link = Uplink(self.conf, host, port, self.edge["keepalive"],
+                           self.edge["io_timeout_s"])
         self.link.topics = self.topics()
         try:
             self.link.connect()
@@ -163,10 +165,23 @@ class Edge:
         self.log("resending update seq %d for round %d" % (p["seq"], p["round"]))
         self.deliver(frame, p["seq"], p["round"])
 
-    def deliver(self, frame, seq, rnd):
-        self.link.publish(self.link.topics["up"], frame)
-        self.log("sent update seq %d for round %d (%d bytes)" % (seq, rnd, len(frame)))
-        d = self.wait_down(lambda d: d["type"] in _OUTCOME and d.get("seq") in (seq, None))
+    def deliver(self, frame, seq, rnd, sends=3):
+        # The update stays pending (on flash) until the fog answers accepted or a final
+        # rejection on down: a PUBACK is only the broker's, which may still lose it (a
+        # crash before its autosave). A link re-opened before the answer came sends the
+        # same bytes again at once; the fog answers a copy it has with duplicate: true.
+        link = self.link
+        d = None
+        for _ in range(sends):
+            link.publish(link.topics["up"], frame)
+            self.log("sent update seq %d for round %d (%d bytes)" % (seq, rnd, len(frame)))
+            opened = link.connects
+            d = self.wait_down(lambda d: d["type"] in _OUTCOME and d.get("seq") in (seq, None),
+                               lambda: link.connects != opened)
+            if d is not None or link.connects == opened:
+                break
+            self.log("the link was re-opened before an answer for seq %d; sending it again"
+                     % seq)
         if d is None:
             self.log("no answer for seq %d yet; it stays pending" % seq)
             return False
@@ -191,14 +206,15 @@ class Edge:
             self.st.finish(rnd)
         return False
 
-    def wait_down(self, match):
+    def wait_down(self, match, stop=None):
+        # The first down message match() accepts, or None after wait_s (or once stop()).
         found = []
 
         def ready():
             d = self.link.take_down(match)
             if d is not None:
                 found.append(d)
-            return bool(found)
+            return bool(found) or (stop is not None and stop())
 
         self.link.wait(ready, self.edge["wait_s"] * 1000)
         return found[0] if found else None
@@ -318,6 +334,7 @@ class Edge:
         with open(tmp, "wb") as f:
 
             def sink(block):
+                watchdog.feed()
                 h.update(block)
                 f.write(block)
 
@@ -385,6 +402,7 @@ def main():
         halt(board, exc.code, str(exc))
         return
     board = Board(conf["edge"])
+    watchdog.start(conf["edge"]["watchdog_s"] * 1000)
     st = State()
     try:
         wifi.up(conf)

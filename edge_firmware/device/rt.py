@@ -20,6 +20,7 @@ MICROPYTHON = sys.implementation.name == "micropython"
 try:
     ticks_ms = time.ticks_ms
     ticks_diff = time.ticks_diff
+    ticks_add = time.ticks_add
     sleep_ms = time.sleep_ms
 except AttributeError:  # CPython (host simulation: FOG_SIM_TIME_SCALE speeds waits up)
     import os
@@ -31,6 +32,9 @@ except AttributeError:  # CPython (host simulation: FOG_SIM_TIME_SCALE speeds wa
 
     def ticks_diff(a, b):
         return a - b
+
+    def ticks_add(a, b):
+        return a + b
 
     def sleep_ms(ms):
         time.sleep(ms / 1000 * _SCALE)

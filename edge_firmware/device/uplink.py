@@ -1,13 +1,18 @@
 # MQTT to the fog node: a reconnect layer over umqtt.simple (the client frozen into the
-# official ESP32 firmware), in the spirit of micropython-lib's umqtt.robust.
+# official ESP32 firmware), in the spirit of micropython-lib's umqtt.robust, through
+# mqttc.Client, which bounds every wait umqtt.simple leaves open.
 # Persistent session (fixed client id, clean_session=False) and QoS 1 both ways, so the
 # broker keeps our down messages while we sleep. Incoming messages are routed by topic:
 # the retained model announcement and blob are kept (latest wins), down messages queued.
+# Before every connection the Wi-Fi station is checked and re-associated; every poll and
+# wait feeds the watchdog.
 import json
 from binascii import a2b_base64
 
+import watchdog
+import wifi
+from mqttc import Client
 from rt import print_exception, sleep_ms, ticks_diff, ticks_ms
-from umqtt.simple import MQTTClient
 
 
 def backoff(initial_ms=500, maximum_ms=30000):
@@ -46,19 +51,30 @@ def tls_context(ca_pem):
     return ctx
 
 
+# umqtt.simple asserts a PUBLISH's remaining length is below 2 MiB (its length encoding
+# stops at 3 bytes): a bigger message can never be sent, however often we reconnect.
+MAX_PACKET = 2097152
+
+
 class LinkDown(Exception):
     # The broker could not be reached after the allowed attempts.
     pass
 
 
+class TooLarge(ValueError):
+    # A message umqtt.simple cannot send (nothing was sent; the link is fine).
+    pass
+
+
 class Uplink:
-    def __init__(self, conf, host, port, keepalive=60):
+    def __init__(self, conf, host, port, keepalive=60, io_timeout=10):
         m = conf["mqtt"]
         t = conf["topics"]
         self.conf = conf
         self.host = host
         self.port = port
         self.keepalive = keepalive
+        self.io_timeout = io_timeout  # seconds: the longest any single network wait lasts
         self.topics = t
         self.client_id = m.get("client_id") or conf["device_id"]
         self.user = m.get("username")
@@ -70,6 +86,7 @@ class Uplink:
         self.downs = []  # down messages (dicts), oldest first
         self.last_io = 0
         self.connects = 0
+        self.unacked = None  # (topic, packet id) of a QoS 1 publish that got no PUBACK
 
     # -- connection ------------------------------------------------------------------
 
@@ -95,10 +112,18 @@ class Uplink:
                 self.downs.append(d)
 
     def _open(self):
+        watchdog.feed()
+        if not wifi.connected(self.conf):
+            print("mqtt: Wi-Fi is down; associating again")
+            try:
+                wifi.up(self.conf)
+            except wifi.WifiError as exc:
+                raise OSError(-1, str(exc))
         ssl = tls_context(self.ca) if self.ca else None
-        c = MQTTClient(self.client_id, self.host, self.port, self.user, self.password,
-                       self.keepalive, ssl=ssl)
+        c = Client(self.client_id, self.host, self.port, self.user, self.password,
+                   self.keepalive, ssl=ssl, io_timeout=self.io_timeout)
         c.set_callback(self._cb)
+        self.client = c  # so that _drop() closes its socket if connect() fails half-way
         c.connect(clean_session=False)
         for topic in (self.topics["down"], self.topics["model_blob"], self.topics["model"]):
             c.subscribe(topic, 1)
@@ -110,6 +135,7 @@ class Uplink:
         # Connect (and subscribe) with backoff; LinkDown after `attempts` failures.
         delays = backoff()
         for n in range(attempts):
+            watchdog.feed()
             try:
                 self._open()
                 return
@@ -160,12 +186,25 @@ class Uplink:
     # -- traffic -------------------------------------------------------------------
 
     def publish(self, topic, msg, retries=3):
-        # QoS 1 publish; on a broken link reconnect and send the same bytes again.
+        # QoS 1 publish; on a broken link (or no PUBACK within io_timeout) reconnect and
+        # send the same bytes again, with DUP set and the same packet id.
+        if 2 + len(topic) + 2 + len(msg) >= MAX_PACKET:
+            raise TooLarge("a %d-byte message on %s is over MQTT's %d-byte limit here"
+                           % (len(msg), topic, MAX_PACKET))
         for n in range(retries):
+            watchdog.feed()
             try:
                 if self.client is None:
                     self.connect()
-                self.client.publish(topic, msg, False, 1)
+                u = self.unacked
+                dup = u[1] if u is not None and u[0] == topic else 0
+                try:
+                    self.client.publish(topic, msg, False, 1, dup)
+                except (OSError, IndexError, AssertionError):
+                    if self.client is not None:
+                        self.unacked = (topic, self.client.last_pid)
+                    raise
+                self.unacked = None
                 self.last_io = ticks_ms()
                 return
             except (OSError, IndexError, AssertionError) as exc:
@@ -175,14 +214,20 @@ class Uplink:
                     raise LinkDown("publish to %s failed %d times" % (topic, retries))
 
     def poll(self):
-        # Handle whatever has arrived, without blocking.
+        # Handle whatever has arrived, without blocking for longer than io_timeout.
+        watchdog.feed()
         try:
             if self.client is None:
                 self.connect()
-            while self.client.check_msg() is not None:
+            if not wifi.connected(self.conf):
+                raise OSError(-1, "Wi-Fi lost")
+            c = self.client
+            while c.check_msg() is not None:
                 self.last_io = ticks_ms()
+            if c.ping_overdue():
+                raise OSError(110, "no PINGRESP within %d s" % self.io_timeout)
             if ticks_diff(ticks_ms(), self.last_io) > self.keepalive * 500:
-                self.client.ping()
+                c.ping()
                 self.last_io = ticks_ms()
         except (OSError, IndexError, AssertionError) as exc:
             print("mqtt: link lost (%r); reconnecting" % (exc,))

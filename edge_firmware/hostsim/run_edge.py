@@ -2,8 +2,9 @@
 
 ``python edge_firmware/hostsim/run_edge.py --flash DIR`` makes DIR the board's filesystem
 (config.json, replay.bin, and the state the firmware writes), puts the fakes of this
-directory (``machine``, ``network``, ``umqtt.simple`` over paho-mqtt) and the firmware's
-own directory on ``sys.path``, and runs ``boot.py`` then ``main.py`` like MicroPython does.
+directory (``machine``, ``network``; ``umqtt.simple`` is micropython-lib's own, over
+CPython sockets) and the firmware's own directory on ``sys.path``, and runs ``boot.py``
+then ``main.py`` like MicroPython does.
 Deep sleep and reset (``machine.DeepSleep`` / ``machine.Reset``) drop every connection,
 forget the firmware's RAM (its modules are imported afresh) and boot again, keeping only
 what is on the flash directory. The Wi-Fi network named in config.json is "in range".
@@ -74,10 +75,12 @@ def main(argv: list[str] | None = None) -> int:
             runpy.run_path(os.path.join(firmware, "boot.py"), run_name="__main__")
             runpy.run_path(os.path.join(firmware, "main.py"), run_name="__main__")
         except machine.DeepSleep as sleep:
+            machine.stop_watchdog()
             simple.power_down()
             print(f"--- deep sleep {sleep.ms} ms", flush=True)
             time.sleep(sleep.ms / 1000 * args.sleep_scale)
         except machine.Reset:
+            machine.stop_watchdog()
             simple.power_down()
             print("--- reset", flush=True)
         else:

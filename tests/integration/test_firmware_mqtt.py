@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import socket
 import subprocess
 import threading
 import time
@@ -132,10 +133,10 @@ def test_a_lost_link_is_reopened_by_poll_and_publish(fog: Any) -> None:
     _, conf, broker = fog
     link = uplink.Uplink(conf, "127.0.0.1", broker.port)
     link.connect()
-    link.client._abort()  # the socket died under the client
+    link.client.sock.s.s.shutdown(socket.SHUT_RDWR)  # the socket died under the client
     link.poll()
     assert link.connects == 2
-    link.client._abort()
+    link.client.sock.s.s.shutdown(socket.SHUT_RDWR)
     link.publish(conf["topics"]["hello"], b"x")
     assert link.connects == 3
     link.close()
@@ -193,8 +194,6 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[int, str, str]]:
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        import socket
-
         def listening() -> bool:
             with socket.socket() as s:
                 return s.connect_ex(("127.0.0.1", port)) == 0
