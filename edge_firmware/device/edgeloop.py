@@ -19,7 +19,7 @@ from flashstate import State
 from rt import collect, const, mem_free, print_exception, ticks_diff, ticks_ms, zeros
 from sensor import SensorError, open_source
 from settings import ConfigError, load
-from uplink import LinkDown, Uplink
+from uplink import LinkDown, Uplink, fits
 
 FW_VERSION = "0.1.0"
 # Refusals after which this round is over for us (anything else is logged loudly too).
@@ -282,6 +282,9 @@ class Edge:
             frame = encoder.encode_update(self.dev, self.key, ann["version"], rnd, seq, used,
                                           steps, delta, encoder.DTYPES[self.edge["dtype"]],
                                           self.edge["sparse"])
+            if not fits(self.link.topics["up"], frame):
+                raise ValueError("a %d-byte update cannot be sent over MQTT (2 MiB at most);"
+                                 " use edge.dtype int8 or edge.sparse" % len(frame))
         except ValueError as exc:
             self.log("round %d: %s; update dropped" % (rnd, exc))
             self.st.finish(rnd)

@@ -56,6 +56,11 @@ def tls_context(ca_pem):
 MAX_PACKET = 2097152
 
 
+def fits(topic, msg):
+    # Whether umqtt.simple can send msg on topic as a QoS 1 PUBLISH.
+    return 2 + len(topic) + 2 + len(msg) < MAX_PACKET
+
+
 class LinkDown(Exception):
     # The broker could not be reached after the allowed attempts.
     pass
@@ -188,7 +193,7 @@ class Uplink:
     def publish(self, topic, msg, retries=3):
         # QoS 1 publish; on a broken link (or no PUBACK within io_timeout) reconnect and
         # send the same bytes again, with DUP set and the same packet id.
-        if 2 + len(topic) + 2 + len(msg) >= MAX_PACKET:
+        if not fits(topic, msg):
             raise TooLarge("a %d-byte message on %s is over MQTT's %d-byte limit here"
                            % (len(msg), topic, MAX_PACKET))
         for n in range(retries):
