@@ -35,9 +35,14 @@ def topics_for(fog, dev):
             "model": p + "/model", "model_blob": p + "/model/blob"}
 
 
-def last_accepted(detail):
-    # The fog's replayed_sequence detail ends "... not above the last accepted N".
-    _, sep, tail = (detail or "").rpartition("last accepted ")
+def last_accepted(d):
+    # The highest sequence number the fog accepted from us, from a replayed_sequence
+    # rejection: its field last_accepted, or (a fog before that field) the detail's end
+    # "... not above the last accepted N".
+    n = d.get("last_accepted")
+    if isinstance(n, int) and not isinstance(n, bool):
+        return n
+    _, sep, tail = (d.get("detail") or "").rpartition("last accepted ")
     try:
         return int(tail.split()[0]) if sep else None
     except (ValueError, IndexError):
@@ -198,7 +203,7 @@ class Edge:
         if reason == "replayed_sequence":
             # The fog has seen higher numbers (this flash was wiped): continue above them
             # and train this round again.
-            last = last_accepted(d.get("detail"))
+            last = last_accepted(d)
             if last is not None and last > self.st.seq:
                 self.st.seq = last
             self.st.drop_pending()

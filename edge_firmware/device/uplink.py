@@ -9,6 +9,7 @@
 import json
 from binascii import a2b_base64
 
+import clock
 import watchdog
 import wifi
 from mqttc import Client
@@ -124,7 +125,13 @@ class Uplink:
                 wifi.up(self.conf)
             except wifi.WifiError as exc:
                 raise OSError(-1, str(exc))
-        ssl = tls_context(self.ca) if self.ca else None
+        ssl = None
+        if self.ca:
+            try:
+                clock.ensure(self.conf)  # certificate dates need the right time
+            except clock.ClockError as exc:
+                raise OSError(-1, str(exc))
+            ssl = tls_context(self.ca)
         c = Client(self.client_id, self.host, self.port, self.user, self.password,
                    self.keepalive, ssl=ssl, io_timeout=self.io_timeout)
         c.set_callback(self._cb)

@@ -26,7 +26,8 @@ from fog_appliance.edge.build import SOURCE_ONLY, Compiled, compile_firmware, fi
 from fog_appliance.provisioning import device_config_path, validate_device_id
 
 EDGE_KEYS = ("role", "dtype", "sparse", "examples", "sleep_s", "wait_s", "keepalive", "led",
-             "led_active_low", "battery", "sensor", "infer_every_s", "io_timeout_s", "watchdog_s")
+             "led_active_low", "battery", "sensor", "infer_every_s", "io_timeout_s", "watchdog_s",
+             "ntp_host")
 """The settings of config.json's "edge" section (device settings.EDGE_DEFAULTS)."""
 LOOPBACK_PREFIXES = ("127.", "localhost", "::1", "0.0.0.0", "::")
 

@@ -69,17 +69,26 @@ def test_topics_match_the_fogs() -> None:
                  "model_blob": topics.model_blob("lab")}
 
 
-def test_last_accepted_is_read_from_the_fogs_detail() -> None:
+def test_last_accepted_is_a_field_of_the_rejection() -> None:
     from fog_appliance.errors import PolicyError, Reason
+    from fog_appliance.protocol.messages import down_message
     from fog_appliance.rounds import Round
 
     r = Round(1, 1, 0.0, 100.0, 5, 1, 100.0)
     with pytest.raises(PolicyError) as err:
         r.admit("d", 1, 1, 3, b"t", last_seq=17)
     assert err.value.reason is Reason.REPLAYED_SEQUENCE
-    assert edgeloop.last_accepted(err.value.detail) == 17
-    assert edgeloop.last_accepted("something else") is None
-    assert edgeloop.last_accepted(None) is None
+    # What the fog's MQTT intake sends for it (fog_appliance/intake/mqtt.py):
+    msg = json.loads(down_message("rejected", reason=err.value.reason.value,
+                                  detail=err.value.detail, seq=3))
+    assert msg["last_accepted"] == 17
+    assert edgeloop.last_accepted(dict(msg, detail="prose changed")) == 17
+    # Other rejections carry no such field.
+    other = json.loads(down_message("rejected", reason="wrong_round", detail="round 2", seq=3))
+    assert "last_accepted" not in other and edgeloop.last_accepted(other) is None
+    # A fog from before the field: the detail's end still works.
+    assert edgeloop.last_accepted({"detail": err.value.detail}) == 17
+    assert edgeloop.last_accepted({"detail": None}) is None
 
 
 def test_weak_edge_answers_json_or_binary() -> None:
