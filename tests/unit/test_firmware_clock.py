@@ -45,7 +45,7 @@ def test_no_ntp_without_tls_or_with_a_set_clock(monkeypatch: pytest.MonkeyPatch)
 def test_no_ntp_answer_is_a_clear_bounded_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(clock, "year", lambda: 2000)
     ntptime.answers = False
-    with pytest.raises(clock.ClockError, match="clock reads 2000 and NTP pool.ntp.org"):
+    with pytest.raises(clock.ClockError, match=r"clock reads 2000 and NTP pool\.ntp\.org"):
         clock.ensure(_conf(PEM), attempts=2)
     assert ntptime.calls == ["pool.ntp.org"] * 2
 
