@@ -6,19 +6,16 @@ import hashlib
 import sys
 from binascii import hexlify
 
-import coap
 import encoder
 import flashstate
 import modelblob
 import trainer
 import watchdog
-import weak
 import wifi
 from board import CODE_BROKER, CODE_CRASH, CODE_SENSOR, CODE_WIFI, Board, back_off, halt
 from flashstate import State
 from rt import collect, const, mem_free, print_exception, ticks_diff, ticks_ms, zeros
 from sensor import SensorError, open_source
-from settings import ConfigError, load
 from uplink import LinkDown, Uplink, fits
 
 FW_VERSION = "0.1.0"
@@ -47,6 +44,22 @@ def last_accepted(d):
         return int(tail.split()[0]) if sep else None
     except (ValueError, IndexError):
         return None
+
+
+def load_config(board):
+    # config.json, checked; None after a halt. settings is needed once per boot, so its
+    # bytecode (about 7 KB of heap) is dropped once the config is read.
+    import settings
+
+    try:
+        return settings.load()
+    except settings.ConfigError as exc:
+        halt(board, exc.code, str(exc))
+        return None
+    finally:
+        settings = None
+        sys.modules.pop("settings", None)
+        collect()
 
 
 class Edge:
@@ -256,8 +269,19 @@ class Edge:
         if weights is None:
             return
         cfg = ann.get("config") or {}
+        mu = float(cfg.get("mu", 0.0))
+        path = self.st.cached_model(ann["sha256"])
+        base = None
+        if not mu and path is not None:
+            # Trained in place, the global weights read back from flash for the delta:
+            # no second copy of the model in RAM (and none kept for the next round).
+            self.weights = self.weights_sha = None
+
+            def base(t, buf):
+                modelblob.read_tensor(path, shapes, t, buf)
+
         tr = trainer.Trainer(spec, weights, float(cfg.get("lr", 0.1)),
-                             int(cfg.get("batch_size", 16)), float(cfg.get("mu", 0.0)))
+                             int(cfg.get("batch_size", 16)), mu, base)
         x = zeros(spec["input_dim"])
         n = self.examples()
         epochs = max(1, int(cfg.get("epochs", 1)))
@@ -316,7 +340,7 @@ class Edge:
                 w = self.model_from_mqtt(ann, shapes)
             else:
                 w = self.model_from_coap(ann, shapes)
-        except (modelblob.BlobError, coap.CoapError, OSError) as exc:
+        except (modelblob.BlobError, OSError) as exc:
             self.log("model %s: %s; will retry" % (ann.get("version"), exc))
             return None
         if w is not None:
@@ -324,19 +348,35 @@ class Edge:
         return w
 
     def model_from_mqtt(self, ann, shapes):
+        # Only here, when the announced model is neither in RAM nor on flash, does the
+        # board subscribe to the retained blob.
         sha = ann["sha256"]
         link = self.link
-        for _ in range(3):  # an older retained blob may still be on its way
-            if not link.wait(lambda: link.blob is not None, self.edge["wait_s"] * 1000):
-                raise modelblob.BlobError("no model blob on %s" % ann["blob_topic"])
-            blob = link.blob
-            link.blob = None
-            if modelblob.sha256_hex(blob) == sha:
-                self.st.store_model(blob, ann["version"], sha)
-                return modelblob.parse(blob, shapes)[1]
-        raise modelblob.BlobError("the retained blob does not match the announcement")
+        link.fetch_blob(True)
+        try:
+            for _ in range(3):  # an older retained blob may still be on its way
+                if not link.wait(lambda: link.blob is not None, self.edge["wait_s"] * 1000):
+                    raise modelblob.BlobError("no model blob on %s" % ann["blob_topic"])
+                blob = link.blob
+                link.blob = None
+                if modelblob.sha256_hex(blob) == sha:
+                    self.st.store_model(blob, ann["version"], sha)
+                    return modelblob.parse(blob, shapes)[1]
+            raise modelblob.BlobError("the retained blob does not match the announcement")
+        finally:
+            link.fetch_blob(False)
 
     def model_from_coap(self, ann, shapes):
+        # coap (and weak) are imported only by the boards that use them: every module
+        # imported is bytecode in the heap (about 4 KB for coap).
+        import coap
+
+        try:
+            return self._model_from_coap(coap, ann, shapes)
+        except coap.CoapError as exc:
+            raise modelblob.BlobError(str(exc))
+
+    def _model_from_coap(self, coap, ann, shapes):
         h = hashlib.sha256()
         tmp = self.st.path(flashstate.MODEL + ".tmp")
         with open(tmp, "wb") as f:
@@ -357,6 +397,8 @@ class Edge:
         return modelblob.load(self.st.path(flashstate.MODEL), shapes)[1]
 
     def coap(self):
+        import coap
+
         if self.coap_client is None:
             c = self.conf.get("coap") or {}
             r = self.st.redirect
@@ -368,6 +410,9 @@ class Edge:
     # -- weak edge --------------------------------------------------------------------
 
     def weak_step(self):
+        import coap
+        import weak
+
         x = zeros(self.conf["model"]["input_dim"])
         self.source.example(x)
         try:
@@ -404,10 +449,8 @@ class Edge:
 
 def main():
     board = Board()
-    try:
-        conf = load()
-    except ConfigError as exc:
-        halt(board, exc.code, str(exc))
+    conf = load_config(board)
+    if conf is None:
         return
     board = Board(conf["edge"])
     watchdog.start(conf["edge"]["watchdog_s"] * 1000)

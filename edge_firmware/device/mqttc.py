@@ -102,6 +102,9 @@ class Client(MQTTClient):
     def subscribe(self, topic, qos=0):
         self._bounded(super().subscribe, topic, qos)
 
+    def unsubscribe(self, topic):
+        self._bounded(super().unsubscribe, topic)
+
     def ping(self):
         super().ping()
         if self.ping_at is None:

@@ -93,6 +93,7 @@ class Uplink:
         self.last_io = 0
         self.connects = 0
         self.unacked = None  # (topic, packet id) of a QoS 1 publish that got no PUBACK
+        self.want_blob = False  # subscribed to the retained model blob (only when needed)
 
     # -- connection ------------------------------------------------------------------
 
@@ -107,7 +108,8 @@ class Uplink:
             if isinstance(ann, dict):
                 self.announcement = ann
         elif topic == self.topics["model_blob"]:
-            self.blob = bytes(msg)
+            if self.want_blob:  # else a leftover of an old subscription: not kept
+                self.blob = msg  # umqtt's own bytes object: no second copy
         elif topic == self.topics["down"]:
             try:
                 d = json.loads(msg)
@@ -137,8 +139,10 @@ class Uplink:
         c.set_callback(self._cb)
         self.client = c  # so that _drop() closes its socket if connect() fails half-way
         c.connect(clean_session=False)
-        for topic in (self.topics["down"], self.topics["model_blob"], self.topics["model"]):
+        for topic in (self.topics["down"], self.topics["model"]):
             c.subscribe(topic, 1)
+        if self.want_blob:
+            c.subscribe(self.topics["model_blob"], 1)
         self.client = c
         self.connects += 1
         self.last_io = ticks_ms()
@@ -224,6 +228,25 @@ class Uplink:
                 self._drop()
                 if n == retries - 1:
                     raise LinkDown("publish to %s failed %d times" % (topic, retries))
+
+    def fetch_blob(self, on):
+        # The model blob (4.9 KB for the default model) is read into the heap at every
+        # subscribe, as it is retained: subscribe only while a model is needed.
+        if on == self.want_blob:
+            return
+        self.want_blob = on
+        self.blob = None
+        c = self.client
+        if c is None:
+            return  # the next connect subscribes (or not)
+        try:
+            if on:
+                c.subscribe(self.topics["model_blob"], 1)
+            else:
+                c.unsubscribe(self.topics["model_blob"])
+        except (OSError, IndexError, AssertionError) as exc:
+            print("mqtt: link lost (%r); reconnecting" % (exc,))
+            self._drop()
 
     def poll(self):
         # Handle whatever has arrived, without blocking for longer than io_timeout.

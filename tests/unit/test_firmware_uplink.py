@@ -45,6 +45,9 @@ def _link() -> object:
 
 def test_incoming_messages_are_routed_by_topic() -> None:
     link = _link()
+    link._cb(b"fog/lab/model/blob", b"FOGM-old")  # not asked for (an old subscription)
+    assert link.blob is None
+    link.want_blob = True
     link._cb(b"fog/lab/model", b'{"version": 2, "round": 3}')
     link._cb(b"fog/lab/model/blob", b"FOGM....")
     link._cb(b"fog/lab/down/esp-1", b'{"type": "accepted", "seq": 1}')
