@@ -1,8 +1,9 @@
 """Shared helpers of the edge firmware tests (tests/*/test_firmware_*.py).
 
 The device modules (``edge_firmware/device``) are plain Python that CPython runs too; the
-only fakes are for hardware (``edge_firmware/hostsim``: ``machine``, ``network``) and the
-``umqtt.simple`` stand-in over paho-mqtt (umqtt.simple is not on PyPI).
+only fakes are for hardware (``edge_firmware/hostsim``: ``machine``, ``network``,
+``ntptime``). ``umqtt.simple`` is micropython-lib's own (1.8.0, vendored in
+``edge_firmware/hostsim/umqtt/upstream_simple.py``) over CPython sockets.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class FogSite:
         cfg.model.num_classes = 10
         cfg.storage.synchronous = "normal"
         cfg.storage.keep_update_rounds = 1000  # the tests re-read every round's frames
+        cfg.resources.max_cpu_usage = 100.0  # a shared 2-core box must not hold rounds
         cfg.validate()
         self.cfg = cfg
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
