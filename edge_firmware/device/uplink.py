@@ -92,7 +92,7 @@ class Uplink:
         self.downs = []  # down messages (dicts), oldest first
         self.last_io = 0
         self.connects = 0
-        self.unacked = None  # (topic, packet id) of a QoS 1 publish that got no PUBACK
+        self.unacked = None  # (topic, packet id, message) of a QoS 1 publish without PUBACK
         self.want_blob = False  # subscribed to the retained model blob (only when needed)
 
     # -- connection ------------------------------------------------------------------
@@ -213,12 +213,12 @@ class Uplink:
                 if self.client is None:
                     self.connect()
                 u = self.unacked
-                dup = u[1] if u is not None and u[0] == topic else 0
+                dup = u[1] if u is not None and u[0] == topic and u[2] is msg else 0
                 try:
                     self.client.publish(topic, msg, False, 1, dup)
                 except (OSError, IndexError, AssertionError):
                     if self.client is not None:
-                        self.unacked = (topic, self.client.last_pid)
+                        self.unacked = (topic, self.client.last_pid, msg)
                     raise
                 self.unacked = None
                 self.last_io = ticks_ms()
@@ -227,6 +227,7 @@ class Uplink:
                 print("mqtt: publish failed (%r); reconnecting" % (exc,))
                 self._drop()
                 if n == retries - 1:
+                    self.unacked = None
                     raise LinkDown("publish to %s failed %d times" % (topic, retries))
 
     def fetch_blob(self, on):

@@ -289,3 +289,63 @@ def test_an_update_is_sent_again_when_the_link_reopens_before_the_answer(
     assert copies == [frame, frame]
     assert st.pending is None and st.done_round == 3
     assert "sending it again" in capsys.readouterr().out
+
+
+def test_a_publish_without_puback_is_resent_with_dup_and_the_same_packet_id(
+        fog: Any) -> None:
+    # Exact bytes on the wire (as micropython-lib's own test_umqtt_simple.py checks them):
+    # a loopback TCP peer speaks just enough MQTT, and never acknowledges the first PUBLISH.
+    _, conf, _ = fog
+    publishes: list[tuple[int, bytes]] = []  # (fixed header byte, packet id)
+
+    def read_packet(c: socket.socket) -> tuple[int, bytes]:
+        head = c.recv(1)
+        if not head:
+            raise EOFError
+        n, shift = 0, 0
+        while True:
+            b = c.recv(1)[0]
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        body = b""
+        while len(body) < n:
+            body += c.recv(n - len(body))
+        return head[0], body
+
+    def peer(srv: socket.socket) -> None:
+        for _ in range(2):
+            c, _ = srv.accept()
+            with c:
+                try:
+                    while True:
+                        op, body = read_packet(c)
+                        kind = op & 0xF0
+                        if kind == 0x10:
+                            c.sendall(b"\x20\x02\x00\x00")
+                        elif kind == 0x80:
+                            c.sendall(b"\x90\x03" + body[:2] + b"\x01")
+                        elif kind == 0x30:
+                            tl = body[0] << 8 | body[1]
+                            pid = body[2 + tl:4 + tl]
+                            publishes.append((op, pid))
+                            if len(publishes) > 1:
+                                c.sendall(b"\x40\x02" + pid)
+                except (EOFError, OSError):
+                    pass
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(2)
+        t = threading.Thread(target=peer, args=(srv,), daemon=True)
+        t.start()
+        link = _link(conf, srv.getsockname()[1])
+        link.connect()
+        link.client.pid = 41
+        bounded(lambda: link.publish(conf["topics"]["up"], b"frame"), 60)
+        link._drop()
+        t.join(10)
+    assert [op for op, _ in publishes] == [0x32, 0x3A]  # QoS 1, then QoS 1 with DUP
+    assert publishes[0][1] == publishes[1][1] == b"\x00\x2a"  # packet id 42 both times
+    assert link.connects == 2
