@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sleep-scale", type=float, default=0.01,
                    help="deep sleep lasts ms x scale (default 0.01: 60 s -> 0.6 s)")
     p.add_argument("--imu", action="store_true", help="attach a simulated MPU6050 at 0x68")
+    p.add_argument("--imu-hang-at", type=int, default=0, metavar="N",
+                   help="the simulated MPU6050's N-th data read never returns (once)")
     p.add_argument("--no-wifi", action="store_true", help="no access point in range")
     p.add_argument("--battery-mv", type=int,
                    help="battery voltage at the ADC pin of config.json's edge.battery")
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.imu:
         from fakeimu import FakeMPU6050
 
-        machine.i2c_devices[0x68] = FakeMPU6050()
+        machine.i2c_devices[0x68] = FakeMPU6050(hang_at=args.imu_hang_at)
     if not args.no_wifi:
         try:
             wifi = json.loads(Path("config.json").read_text()).get("wifi") or {}

@@ -5,7 +5,9 @@ CPython sockets, the watchdog on, every network wait bounded at 1 s) against a r
 node and its Mosquitto. The broker is frozen (SIGSTOP) for several seconds, twice, while
 rounds run: boards are then mid-publish, waiting for an answer, or idle. Afterwards the
 rounds go on; the store holds exactly one update per board per round, and every board
-said it noticed (a timeout, a reconnect, or a watchdog reset).
+said it noticed (a timeout, a reconnect, or a watchdog reset). And a board whose sensor
+stops answering (the simulated MPU6050, a hardware boundary) is reset by its watchdog and
+goes on.
 """
 
 from __future__ import annotations
@@ -66,3 +68,28 @@ async def test_rounds_go_on_after_the_broker_froze(tmp_path: Path) -> None:
         assert seqs == sorted(set(seqs)), (dev, seqs)
         log = site.console(dev)
         assert ("link lost" in log or "publish failed" in log or "watchdog" in log), log[-3000:]
+
+
+async def test_a_board_stuck_on_its_sensor_is_reset_by_the_watchdog(tmp_path: Path) -> None:
+    # The simulated MPU6050 (hardware boundary) stops answering once, mid-epoch: nothing
+    # in the firmware returns; the watchdog resets the board, which boots and trains again.
+    site = FogSite(tmp_path, threshold=1)
+    shards, _ = digits_shards(1, 8)
+    node = FogNode(site.cfg)
+    try:
+        async with node.running():
+            x, y = shards[0]
+            await site.add_edge(node, "imu-1", x, y, wait_s=8, io_timeout_s=1, watchdog_s=3,
+                                examples=20, sensor={"kind": "mpu6050", "label": 3,
+                                                     "period_ms": 0})
+            site.start("imu-1", "--imu", "--imu-hang-at", "30")
+            assert await wait_until(lambda: node.coordinator.model.version > 2, 120), (
+                site.console("imu-1")[-3000:])
+            site.stop_all()
+            await quiesce(node)
+            rows = [(r, u.device_id) for r in (1, 2) for u in node.store.round_updates(r)]
+    finally:
+        site.stop_all()
+    log = site.console("imu-1")
+    assert "--- watchdog: not fed in time" in log and "(reset cause 3)" in log, log[-3000:]
+    assert rows == [(1, "imu-1"), (2, "imu-1")]
