@@ -123,10 +123,7 @@ class Uplink:
         watchdog.feed()
         if not wifi.connected(self.conf):
             print("mqtt: Wi-Fi is down; associating again")
-            try:
-                wifi.up(self.conf)
-            except wifi.WifiError as exc:
-                raise OSError(-1, str(exc))
+            wifi.up(self.conf)  # WifiError after its attempts: main backs off (blink 5)
         ssl = None
         if self.ca:
             try:
@@ -161,6 +158,9 @@ class Uplink:
                 print("mqtt: %s:%d unreachable (%r); retry %d in %d ms"
                       % (self.host, self.port, exc, n + 1, wait))
                 sleep_ms(wait)
+            except wifi.WifiError:
+                self._drop()
+                raise
             except Exception as exc:  # MQTTException: refused (bad credentials, ACL)
                 self._drop()
                 raise LinkDown("broker %s:%d refused the connection: %r"

@@ -349,3 +349,28 @@ def test_a_publish_without_puback_is_resent_with_dup_and_the_same_packet_id(
     assert [op for op, _ in publishes] == [0x32, 0x3A]  # QoS 1, then QoS 1 with DUP
     assert publishes[0][1] == publishes[1][1] == b"\x00\x2a"  # packet id 42 both times
     assert link.connects == 2
+
+
+def test_wifi_gone_for_good_ends_in_a_wifi_error(fog: Any, monkeypatch: pytest.MonkeyPatch
+                                                 ) -> None:
+    # The access point is out of range: the board backs off (blink code 5) instead of
+    # retrying the broker; bounded by the Wi-Fi attempts (shortened here).
+    import functools
+
+    _, conf, broker = fog
+    conf = dict(conf, wifi={"ssid": "lab-ap", "password": "pw"})
+    monkeypatch.setattr(wifi, "up", functools.partial(wifi.up, attempts=2, timeout_ms=200))
+    monkeypatch.setattr(wifi, "sleep_ms", lambda ms: time.sleep(ms / 10000))
+    network.networks["lab-ap"] = "pw"
+    network.drop()
+    try:
+        link = _link(conf, broker.port)
+        link.connect()
+        network.networks.pop("lab-ap")
+        network.drop()
+        with pytest.raises(wifi.WifiError, match="'lab-ap' did not connect after 2"):
+            bounded(link.poll, 60)
+        assert link.client is None
+    finally:
+        network.networks.pop("lab-ap", None)
+        network.drop()
