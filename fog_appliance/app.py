@@ -27,7 +27,13 @@ import threadpoolctl
 from fog_appliance import sdnotify
 from fog_appliance.aggregation import build_strategy
 from fog_appliance.aggregation.factory import round_policy
-from fog_appliance.broker import PrivateBroker, fog_password, fog_username, free_port
+from fog_appliance.broker import (
+    PrivateBroker,
+    broker_limits,
+    fog_password,
+    fog_username,
+    free_port,
+)
 from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.coordinator import Coordinator
 from fog_appliance.dbthread import DbThread
@@ -224,8 +230,10 @@ class FogNode:
             port = self.broker.port
         else:
             await self.db.run(sync_broker_auth, cfg, self.store)
-        settings = MqttSettings(host, port, fog_username(cfg.fog_node.id), fog_password(files),
-                                client_id=f"fog-{cfg.fog_node.id}-intake",
+        # The broker binds client ids to user names (use_username_as_clientid): the fog's
+        # persistent session is its user name's, and no device can take it over.
+        username = fog_username(cfg.fog_node.id)
+        settings = MqttSettings(host, port, username, fog_password(files), client_id=username,
                                 fog_id=cfg.fog_node.id)
         self.mqtt = MqttIntake(settings, self.intake, self.coordinator)
         self.mqtt.blob_source = self.serving.mqtt_blob
@@ -241,7 +249,9 @@ class FogNode:
         """A private Mosquitto, stopped after everything that talks to it."""
         host, port, _tls = parse_broker_url(self.cfg.edge_interface.mqtt_broker)
         await self.db.run(sync_broker_auth, self.cfg, self.store)
-        self.broker = PrivateBroker(broker_files(self.cfg), host, port)
+        ei = self.cfg.edge_interface
+        self.broker = PrivateBroker(broker_files(self.cfg), host, port,
+                                    broker_limits(ei.max_frame_bytes, ei.mqtt_blob_max_bytes))
         await self.broker.start()
         stack.callback(self.broker.stop)
 

@@ -21,14 +21,13 @@ from fog_appliance.broker import (
     reload_broker,
     render_acl,
     render_passwd,
-    share_with_group,
-    write_atomic,
 )
 from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.errors import ProvisioningError
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol import topics
 from fog_appliance.protocol.frame import DEVICE_ID_RE
+from fog_appliance.secretfile import share_with_group, write_atomic
 from fog_appliance.store import DeviceRow, Store
 
 CONFIG_FORMAT = 1
