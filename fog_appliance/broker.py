@@ -342,6 +342,8 @@ class PrivateBroker:
                 [exe, "-c", str(self.files.conf.resolve())], stdout=subprocess.DEVNULL,
                 stderr=log_file, preexec_fn=_die_with_parent(os.getpid()))  # noqa: PLW1509
         write_atomic(self.files.pid, f"{self._proc.pid} {os.getpid()}\n", 0o644)
+        log.debug("private Mosquitto (pid %d) on %s:%d with %s", self._proc.pid, self.host,
+                  self.port, self.files.conf)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:

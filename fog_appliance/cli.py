@@ -106,6 +106,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.log_level:
         cfg.logging.level = args.log_level
     _setup_logging(cfg.logging.level)
+    log.debug("config %s: node %s, data dir %s, MQTT %s (%s broker), CoAP %s:%s",
+              args.config or "(defaults)", cfg.fog_node.id, cfg.data_dir,
+              cfg.edge_interface.mqtt_broker,
+              "private" if cfg.edge_interface.manage_broker else "external",
+              cfg.coap.bind, cfg.coap.port)
     from fog_appliance.app import FogNode
 
     async def main() -> None:

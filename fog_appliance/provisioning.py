@@ -8,6 +8,7 @@ broker to reload them), and writes the device's config JSON for flashing.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ from fog_appliance.protocol import topics
 from fog_appliance.protocol.frame import DEVICE_ID_RE
 from fog_appliance.secretfile import share_with_group, write_atomic
 from fog_appliance.store import DeviceRow, Store
+
+log = logging.getLogger(__name__)
 
 CONFIG_FORMAT = 1
 
@@ -67,7 +70,9 @@ def sync_broker_auth(cfg: FogConfig, store: Store) -> None:
         files.root.chmod(0o750)
     write_atomic(files.passwd, render_passwd(entries), mode, group)
     write_atomic(files.acl, render_acl(fog_id, [d.id for d in active]), mode, group)
-    reload_broker(files)
+    reloaded = reload_broker(files)
+    log.debug("broker password file and ACL written for %d devices%s", len(active),
+              "; private broker reloaded" if reloaded else "")
 
 
 def broker_ca(cfg: FogConfig) -> str | None:
