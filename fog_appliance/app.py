@@ -45,6 +45,7 @@ from fog_appliance.privacy.proxy import PrivacyProxy
 from fog_appliance.provisioning import broker_files, provision, revoke, sync_broker_auth
 from fog_appliance.registry import Registry
 from fog_appliance.resources.sampler import read_temperature
+from fog_appliance.secretfile import ensure_private_dir
 from fog_appliance.serving import Serving
 from fog_appliance.store import Store
 
@@ -100,7 +101,7 @@ class FogNode:
     async def running(self) -> AsyncIterator[FogNode]:
         """Start every part; yield while serving; stop them all on exit."""
         cfg = self.cfg
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(cfg.data_dir)  # device keys live here: 0700 when made now
         # OpenBLAS worker threads spin between calls and starve the event loop and the store
         # thread on a 2..4-core gateway: per-update BLAS calls are far faster on one thread
         # (measured: benchmarks/intake.py goes from 0.07 to 0.5+ of the bare rate).
@@ -303,6 +304,12 @@ class FogNode:
                     "manager": st}
 
         sections.setdefault("resources", resources)
+
+        async def store() -> dict[str, Any]:
+            total, rows = await self.db.run(self.store.quarantined, 20)
+            return {"quarantined_updates": total, "quarantine": rows}
+
+        sections.setdefault("store", store)
 
     async def _refresh_registry(self) -> None:
         """Pick up devices provisioned or revoked by another process (the CLI)."""

@@ -109,3 +109,27 @@ def share_with_group(target: int | Path, group: str, shown: Path | None = None) 
     except OSError as exc:
         raise BrokerError(f"cannot give {shown or target} to group {group!r} ({exc}); is "
                               f"this user a member of it?") from None
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Make ``path`` (and missing parents) 0700 when it is created now; an existing one
+    keeps its owner's choice (the appliance's data dir is 0751 so that Mosquitto can reach
+    its files) but loses read and write for others."""
+    path = Path(path)
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+        return
+    mode = path.stat().st_mode & 0o7777
+    if mode & 0o006:
+        os.chmod(path, mode & ~0o006)
+
+
+def ensure_private_file(path: Path) -> None:
+    """Create ``path`` empty and 0600 if missing, else make it 0600 (SQLite gives its -wal
+    and -shm files the mode of the database file)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
