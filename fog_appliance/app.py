@@ -33,6 +33,7 @@ from fog_appliance.broker import (
     fog_password,
     fog_username,
     free_port,
+    wait_for_credentials,
 )
 from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.coordinator import Coordinator
@@ -270,8 +271,22 @@ class FogNode:
     async def provision(self, device_id: str, role: str = "train") -> dict[str, Any]:
         """Register a device (admin API, demo); returns its config for flashing."""
         conf, _ = await self.db.run(provision, self.cfg, self.store, device_id, role=role)
-        await self.db.run(self.registry.load, self.store, force=True)
+        await self.device_known(conf)
         return conf
+
+    async def device_known(self, conf: dict[str, Any]) -> None:
+        """Return once this node and its broker both know a just provisioned device: the
+        registry is reloaded, and the broker (which rereads its password file at its own
+        pace after the reload) accepts the device's credentials (issue 12, item 6)."""
+        await self.db.run(self.registry.load, self.store, force=True)
+        if self.mqtt is None or not self.mqtt.connected.is_set():
+            return
+        mqtt = conf.get("mqtt") or {}
+        user, password = mqtt.get("username"), mqtt.get("password")
+        if isinstance(user, str) and isinstance(password, str) and not await \
+                wait_for_credentials(self.mqtt.s.host, self.mqtt.s.port, user, password):
+            log.warning("the broker did not accept device %s's credentials within 10 s; "
+                        "is it reloaded when its password file changes?", user)
 
     async def revoke(self, device_id: str) -> None:
         """Revoke a device: the broker and the intake refuse it from now on."""

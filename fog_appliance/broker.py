@@ -227,6 +227,26 @@ def reload_broker(files: BrokerFiles) -> bool:
     return True
 
 
+async def wait_for_credentials(host: str, port: int, username: str, password: str,
+                               timeout: float = 10.0) -> bool:
+    """Wait until the broker accepts ``username`` (it rereads its password file after a
+    reload at its own pace); False if it did not within ``timeout`` seconds. A new device's
+    credentials are probed with a clean session under its own id: nothing is left behind."""
+    import aiomqtt
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            async with aiomqtt.Client(host, port, username=username, password=password,
+                                      identifier=username, clean_session=True, timeout=5):
+                return True
+        except aiomqtt.MqttError:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+
+
 PR_SET_PDEATHSIG = 1
 
 

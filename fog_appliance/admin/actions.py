@@ -116,7 +116,7 @@ async def provision_edge(node: FogNode, body: dict[str, Any], actor: str) -> dic
         conf, path = await node.db.run(provision, node.cfg, node.store, device_id, role=role)
     except ProvisioningError as exc:
         raise ActionError(409 if "already" in str(exc) else 400, str(exc)) from None
-    await node.db.run(node.registry.load, node.store, force=True)
+    await node.device_known(conf)
     await log_action(node, f"device {device_id} provisioned by {actor} as {role}",
                      {"device": device_id, "role": role}, actor=actor)
     return {"device": device_id, "role": role, "config": conf, "config_path": str(path),
