@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     rev = sub.add_parser("revoke", help="revoke a device")
     _config_arg(rev)
     rev.add_argument("device_id")
+    rev.add_argument("--drop-updates", action="store_true",
+                     help="also drop the device's updates from the open round")
 
     conf = sub.add_parser("config", help="print the defaults or check a config file")
     conf.add_argument("--defaults", action="store_true", help="print the default config")
@@ -242,15 +244,27 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from fog_appliance.provisioning import revoke
+    from fog_appliance.provisioning import drop_open_round_updates, revoke
 
     cfg = load_config(args.config)
-    store = _open_store(cfg)
-    try:
-        revoke(cfg, store, args.device_id)
-    finally:
-        store.close()
-    print(f"device {args.device_id} revoked; the broker and the fog node refuse it from now on")
+    from urllib.parse import quote
+
+    answer = ask_running_node(cfg, "POST", f"/api/edges/{quote(args.device_id, safe='')}/revoke",
+                              {"drop_updates": True} if args.drop_updates else None)
+    if answer is not None:
+        dropped = int(answer.get("dropped_updates", 0))
+    else:
+        store = _open_store(cfg)
+        try:
+            revoke(cfg, store, args.device_id)
+            dropped = drop_open_round_updates(store, args.device_id) if args.drop_updates \
+                else 0
+        finally:
+            store.close()
+    print(f"device {args.device_id} revoked; the broker and the fog node refuse it from now "
+          "on, and its credentials file is deleted")
+    if args.drop_updates:
+        print(f"  {dropped} update(s) of it dropped from the open round")
     return 0
 
 

@@ -134,7 +134,29 @@ def provision(cfg: FogConfig, store: Store, device_id: str, *, role: str = "trai
 
 
 def revoke(cfg: FogConfig, store: Store, device_id: str) -> None:
-    """Revoke a device: its updates are refused from now on and the broker locks it out."""
+    """Revoke a device: its updates are refused from now on, the broker locks it out, and
+    its config JSON (key and MQTT password) is deleted from the data dir."""
     store.revoke_device(device_id)
     sync_broker_auth(cfg, store)
-    store.add_event("device", "warning", f"device {device_id} revoked", {"device": device_id})
+    path = device_config_path(cfg, device_id)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ProvisioningError(f"device {device_id} is revoked, but its credentials file "
+                                f"{path} could not be deleted ({exc}); delete it by hand"
+                                ) from None
+    store.add_event("device", "warning", f"device {device_id} revoked; its credentials file "
+                    "was deleted", {"device": device_id})
+
+
+def drop_open_round_updates(store: Store, device_id: str) -> int:
+    """With no node running: delete a device's updates from the round a node would rebuild
+    at its next start. Returns how many were deleted."""
+    rnd = store.current_round()
+    if rnd is None or rnd.state == "aggregating":
+        return 0
+    n = store.drop_round_updates(rnd.id, device_id)
+    if n:
+        store.add_event("device", "warning", f"{n} update(s) of {device_id} dropped from "
+                        f"round {rnd.id}", {"device": device_id, "round": rnd.id, "dropped": n})
+    return n

@@ -166,8 +166,9 @@ def build_app(node: FogNode, feed: EventFeed, token: str) -> web.Application:
         return await after_action(request, result, 201)
 
     async def revoke_edge(request: web.Request) -> web.Response:
+        body = await _body(request) if request.can_read_body else None
         result = await actions.revoke_edge(n(request), request.match_info["device"],
-                                           actor_of(request))
+                                           actor_of(request), body)
         return await after_action(request, result)
 
     async def rounds(request: web.Request) -> web.Response:

@@ -296,6 +296,18 @@ class Store:
         for r, frame in zip(rows, frames, strict=True):
             yield StoredUpdate(**r, frame=frame)
 
+    def drop_round_updates(self, round_id: int, device_id: str) -> int:
+        """Delete a device's updates from a round (admin, after a revocation): their rows go
+        and the round's count with them; their bytes stay in the segment, unreferenced.
+        Returns how many were deleted."""
+        with self._lock, _translated("dropping a device's updates"), self.db.atomic():
+            n = int(self.db.execute("DELETE FROM updates WHERE round_id = ? AND device_id = ?",
+                                    [round_id, device_id]).rowcount)
+            if n:
+                self.db.execute("UPDATE rounds SET accepted = MAX(accepted - ?, 0) "
+                                "WHERE id = ?", [n, round_id])
+        return n
+
     def drop_update_frames(self, before_round: int) -> int:
         """Delete the frames of rounds before ``before_round`` (their rows stay); returns the
         bytes freed."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fog_appliance.client import DeviceCredentials, FLClient
+from fog_appliance.client import ClientError, DeviceCredentials, FLClient
 from fog_appliance.config import FogConfig
 from fog_appliance.provisioning import device_config_path
 from tests.conftest import HAVE_MOSQUITTO, make_config
@@ -34,12 +34,15 @@ def running(tmp_path: Path) -> Iterator[tuple[FogConfig, Path]]:
         assert node.stop() == 0
 
 
-def provision(config: Path, device: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "fog_appliance", "provision", device,
-                           "--config", str(config)], capture_output=True, text=True,
-                          env=env(), timeout=120, check=False)
+def cli(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "fog_appliance", *args], capture_output=True,
+                          text=True, env=env(), timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def provision(config: Path, device: str) -> str:
+    return cli("provision", device, "--config", str(config))
 
 
 async def test_first_hello_right_after_provision_is_welcomed(
@@ -56,6 +59,22 @@ async def test_first_hello_right_after_provision_is_welcomed(
                                 state_path=tmp_path / f"{dev}.state") as client:
                 answer = await client.hello(ram=1024, battery=90, wait=True)
             assert answer is not None and answer["type"] == "welcome", (dev, answer)
+
+
+async def test_revoke_through_the_running_node(running: tuple[FogConfig, Path],
+                                              tmp_path: Path) -> None:
+    cfg, config = running
+    provision(config, "doomed")
+    path = device_config_path(cfg, "doomed")
+    creds = DeviceCredentials.from_dict(json.loads(path.read_text()))
+    out = cli("revoke", "doomed", "--drop-updates", "--config", str(config))
+    assert "0 update(s) of it dropped" in out
+    assert not path.exists()
+    # Refused at once, not after the node's next registry refresh.
+    with pytest.raises(ClientError, match="revoked_device"):
+        async with FLClient(creds, transport="coap", timeout=15,
+                            state_path=tmp_path / "doomed.state") as client:
+            await client.hello(ram=1024, battery=90, wait=True)
 
 
 def test_provision_without_a_running_node_still_works(tmp_path: Path) -> None:
