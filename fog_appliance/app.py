@@ -46,7 +46,7 @@ from fog_appliance.privacy.proxy import PrivacyProxy
 from fog_appliance.provisioning import broker_files, provision, revoke, sync_broker_auth
 from fog_appliance.registry import Registry
 from fog_appliance.resources.sampler import read_temperature
-from fog_appliance.secretfile import ensure_private_dir
+from fog_appliance.secretfile import ensure_private_dir, write_atomic
 from fog_appliance.serving import Serving
 from fog_appliance.store import Store
 
@@ -341,9 +341,7 @@ class FogNode:
                 "admin": self.admin.addresses() if self.admin else None, **self.extra_status}
 
     def _write_status(self) -> None:
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(), indent=2))
-        os.replace(tmp, self.status_path)
+        write_atomic(self.status_path, json.dumps(self.status(), indent=2), 0o644)
 
 
 def _privacy_settings(cfg: FogConfig) -> PrivacySettings:
