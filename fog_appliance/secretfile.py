@@ -128,7 +128,7 @@ def ensure_private_dir(path: Path) -> None:
 def ensure_private_file(path: Path) -> None:
     """Create ``path`` empty and 0600 if missing, else make it 0600 (SQLite gives its -wal
     and -shm files the mode of the database file)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, 0o600)
     finally:
