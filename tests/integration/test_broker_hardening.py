@@ -5,6 +5,7 @@ the frame limit (issue 12, item 7)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,9 +15,20 @@ import pytest
 from fog_appliance.app import FogNode
 from fog_appliance.appliance.mosquitto import render_system_conf
 from fog_appliance.appliance.tls import TlsFiles
-from fog_appliance.broker import BrokerFiles, broker_limits, fog_username, render_conf
+from fog_appliance.broker import (
+    BrokerFiles,
+    BrokerLimits,
+    PrivateBroker,
+    broker_limits,
+    fog_username,
+    hash_password,
+    render_acl,
+    render_conf,
+    render_passwd,
+)
 from fog_appliance.config import FogConfig
 from fog_appliance.protocol import topics
+from fog_appliance.secretfile import write_atomic
 from tests.conftest import HAVE_MOSQUITTO, add_device, make_config
 
 pytestmark = pytest.mark.skipif(not HAVE_MOSQUITTO, reason="needs mosquitto (apt-get install "
@@ -110,3 +122,45 @@ async def test_a_device_cannot_take_over_the_fogs_or_another_devices_session(
     # Nor was the fog: same connection, no reconnect.
     assert node.mqtt.connected.is_set()
     assert node.mqtt.connects == connects
+
+
+async def _queued_for_offline_subscriber(root: Path, limits: BrokerLimits, n: int,
+                                         size: int) -> int:
+    """Publish ``n`` QoS 1 messages of ``size`` bytes while a persistent subscriber is
+    offline; count how many the broker kept for it."""
+    files = BrokerFiles(root)
+    files.root.mkdir(parents=True)
+    write_atomic(files.passwd, render_passwd([("fog-q", hash_password("fpw")),
+                                              ("dev1", hash_password("dpw"))]))
+    write_atomic(files.acl, render_acl("q", ["dev1"]))
+    broker = PrivateBroker(files, limits=limits)
+    await broker.start()
+    try:
+        sub = {"hostname": broker.host, "port": broker.port, "username": "fog-q",
+               "password": "fpw", "identifier": "fog-q", "clean_session": False}
+        async with aiomqtt.Client(**sub) as c:  # type: ignore[arg-type]
+            await c.subscribe(topics.up("q", "+"), qos=1)
+        async with aiomqtt.Client(broker.host, broker.port, username="dev1", password="dpw",
+                                  identifier="dev1") as dev:
+            for _ in range(n):
+                await dev.publish(topics.up("q", "dev1"), b"u" * size, qos=1)
+        got = 0
+        async with aiomqtt.Client(**sub) as c:  # type: ignore[arg-type]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(3):
+                    async for _ in c.messages:
+                        got += 1
+        return got
+    finally:
+        broker.stop()
+
+
+async def test_max_queued_bytes_bounds_what_waits_for_an_offline_fog(tmp_path: Path) -> None:
+    """40 × 4 MiB for an offline fog took Mosquitto from 8 to 172 MiB: the queue of one
+    client is now bounded in bytes (here scaled down: 20 × 256 KiB against 1 MiB)."""
+    small = BrokerLimits(max_packet=512 * 1024, max_queued_bytes=1024 * 1024)
+    kept = await _queued_for_offline_subscriber(tmp_path / "a", small, 20, 256 * 1024)
+    assert 1 <= kept <= 5
+    # The same backlog under a bound that holds it all is delivered in full.
+    roomy = BrokerLimits(max_packet=512 * 1024, max_queued_bytes=64 * 1024 * 1024)
+    assert await _queued_for_offline_subscriber(tmp_path / "b", roomy, 20, 256 * 1024) == 20
