@@ -75,3 +75,14 @@ def test_a_wrong_tensor_count_within_range_is_bad_shape() -> None:
     with pytest.raises(ProtocolError) as exc:
         decode(f)
     assert exc.value.reason is Reason.BAD_SHAPE
+
+
+def test_seq_gaps_are_accepted_and_seq_0_never_is() -> None:
+    from fog_appliance.errors import PolicyError
+    from fog_appliance.rounds import Admission, Round
+
+    rnd = Round(1, 1, 0.0, 1e9, 10, 1, 60.0)
+    with pytest.raises(PolicyError) as exc:
+        rnd.admit("new", 1, 1, 0, b"t" * 32, last_seq=0)  # a new device's first frame
+    assert exc.value.reason is Reason.REPLAYED_SEQUENCE
+    assert rnd.admit("gap", 1, 1, 7, b"t" * 32, last_seq=2) is Admission.NEW  # 3..6 skipped
