@@ -252,7 +252,9 @@ PR_SET_PDEATHSIG = 1
 
 def _die_with_parent(parent: int) -> Callable[[], None]:
     """A ``preexec_fn``: the child gets SIGTERM when the process that started it dies, even
-    by ``kill -9`` (Linux ``PR_SET_PDEATHSIG``); if that process is already gone, exit."""
+    by ``kill -9`` (Linux ``PR_SET_PDEATHSIG``); if that process is already gone, exit.
+    Strictly, Linux sends it when the *thread* that forked exits: start the broker from
+    the thread that runs the node's event loop (as ``app.py`` does), not a passing one."""
     libc = ctypes.CDLL(None, use_errno=True)
     prctl = libc.prctl
 
