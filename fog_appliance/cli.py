@@ -179,7 +179,7 @@ def ask_running_node(cfg: FogConfig, method: str, path: str,
         timeout = aiohttp.ClientTimeout(total=60)
         async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock)),
                                          timeout=timeout) as session, \
-                session.request(method, f"http://fog-node{path}", json=body,
+                session.request(method, f"http://localhost{path}", json=body,
                                 headers={"X-Fog-Actor": "cli"}) as resp:
             return resp.status, await resp.json(content_type=None)
 

@@ -38,7 +38,8 @@ def test_the_rpios_config_template_names_the_layer() -> None:
 
 
 SCRIPTS = sorted([*IMAGE.rglob("*.sh"), *(OVERLAY / "usr/libexec/fog-appliance").iterdir(),
-                  IMAGE / "debian/initramfs/fog-modules", REPO / ".ci/steps/80-image.sh"])
+                  IMAGE / "debian/initramfs/fog-modules", REPO / ".ci/run",
+                  *(p for p in (REPO / "scripts").rglob("*") if p.is_file())])
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
@@ -48,7 +49,7 @@ def test_scripts_parse(script: Path) -> None:
     done = subprocess.run([shell, "-n", str(script)], capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stderr
-    if script.name not in ("lib.sh", "80-image.sh"):  # those two are sourced
+    if script.name not in ("lib.sh", "deps.sh"):  # those two are sourced
         assert script.stat().st_mode & 0o111, f"{script} is not executable"
 
 
