@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -135,16 +136,20 @@ def provision(cfg: FogConfig, store: Store, device_id: str, *, role: str = "trai
 
 def revoke(cfg: FogConfig, store: Store, device_id: str) -> None:
     """Revoke a device: its updates are refused from now on, the broker locks it out, and
-    its config JSON (key and MQTT password) is deleted from the data dir."""
+    its config JSON (key and MQTT password) is deleted from the data dir, with the flash
+    bundle staged next to it (``<id>.bundle``, which holds a copy)."""
     store.revoke_device(device_id)
     sync_broker_auth(cfg, store)
     path = device_config_path(cfg, device_id)
+    bundle = path.with_suffix(".bundle")  # `edge flash` stages the board's files (config too)
     try:
         path.unlink(missing_ok=True)
+        if bundle.is_dir() and not bundle.is_symlink():
+            shutil.rmtree(bundle)
     except OSError as exc:
-        raise ProvisioningError(f"device {device_id} is revoked, but its credentials file "
-                                f"{path} could not be deleted ({exc}); delete it by hand"
-                                ) from None
+        raise ProvisioningError(f"device {device_id} is revoked, but its credentials "
+                                f"({path}, {bundle}) could not all be deleted ({exc}); delete "
+                                "them by hand") from None
     store.add_event("device", "warning", f"device {device_id} revoked; its credentials file "
                     "was deleted", {"device": device_id})
 

@@ -29,8 +29,11 @@ def test_revoke_deletes_the_credentials_file(tmp_path: Path) -> None:
     try:
         _, path = provision(cfg, store, "gone")
         assert path == device_config_path(cfg, "gone") and path.exists()
+        bundle = path.with_suffix(".bundle")  # what `edge flash` stages for the board
+        bundle.mkdir()
+        (bundle / "config.json").write_text(path.read_text())
         revoke(cfg, store, "gone")
-        assert not path.exists()
+        assert not path.exists() and not bundle.exists()
     finally:
         store.close()
 
