@@ -121,6 +121,7 @@ class FogSite:
         cfg.coap.port = free_port(socket.SOCK_DGRAM)
         cfg.rounds.min_updates = threshold
         cfg.rounds.deadline_s = 300.0
+        cfg.resources.max_cpu_usage = 100.0  # a busy box must not hold due rounds here
         cfg.model.kind = "mlp"
         cfg.model.input_dim = 64
         cfg.model.hidden = list(hidden)
