@@ -33,6 +33,7 @@ def node_config(data_dir: Path, **rounds: Any) -> FogConfig:
     cfg.model.input_dim = 8
     cfg.model.num_classes = 3
     cfg.storage.synchronous = "normal"
+    cfg.resources.max_cpu_usage = 100.0  # a busy box must not hold due rounds here
     assert not rounds, rounds
     cfg.validate()
     return cfg
