@@ -107,6 +107,9 @@ class HelloResource(aiocoap.resource.Resource):  # type: ignore[misc]
     def upload_refused(self, exc: RejectedError) -> None:
         self._intake.record_rejection("?", "coap", exc, what="hello")
 
+    def upload_diagnostic(self, exc: RejectedError) -> str:
+        return exc.hello_diagnostic
+
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         with coap_errors(hello=True):
             hello = await self._intake.submit_hello(bytes(request.payload), "coap")
@@ -134,7 +137,8 @@ def build_site(intake: Intake, coordinator: Coordinator,
         site.get_resources_as_linkheader)
     for path, resource in resources.items():
         resource._block1 = uploads.spool(int(getattr(resource, "max_upload_bytes", 0)),
-                                         getattr(resource, "upload_refused", None))
+                                         getattr(resource, "upload_refused", None),
+                                         getattr(resource, "upload_diagnostic", None))
         site.add_resource(list(path), resource)
     return site
 

@@ -123,8 +123,9 @@ class Uploads:
         self.counters = UploadCounters()
 
     def spool(self, limit: int, on_refused: Callable[[ProtocolError], None] | None = None,
+              diagnostic: Callable[[ProtocolError], str] | None = None,
               ) -> BoundedBlock1Spool:
-        return BoundedBlock1Spool(self, limit, on_refused)
+        return BoundedBlock1Spool(self, limit, on_refused, diagnostic)
 
     # --- bookkeeping ------------------------------------------------------------------
 
@@ -209,7 +210,7 @@ class Uploads:
             exc = ProtocolError(Reason.TOO_LARGE, f"{detail}, the limit is {limit}")
             self.counters.refused_too_large += 1
             spool.refused(exc)
-            raise UploadTooLarge(exc.diagnostic, limit)
+            raise UploadTooLarge(spool.diagnostic(exc), limit)
         if block.block_number == 0:
             a = self._start(key, req, announced, limit)
         else:
@@ -285,10 +286,16 @@ class BoundedBlock1Spool:
     to ``on_refused`` (the intake counts and logs it)."""
 
     def __init__(self, uploads: Uploads, limit: int,
-                 on_refused: Callable[[ProtocolError], None] | None) -> None:
+                 on_refused: Callable[[ProtocolError], None] | None,
+                 diagnostic: Callable[[ProtocolError], str] | None = None) -> None:
         self.uploads = uploads
         self.limit = limit
         self._on_refused = on_refused
+        self._diagnostic = diagnostic
+
+    def diagnostic(self, exc: ProtocolError) -> str:
+        """The refusal's payload, in the resource's words (``upload_diagnostic``)."""
+        return self._diagnostic(exc) if self._diagnostic is not None else exc.diagnostic
 
     def refused(self, exc: ProtocolError) -> None:
         if self._on_refused is not None:
