@@ -15,6 +15,7 @@ import asyncio
 import collections
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 
@@ -86,26 +87,34 @@ class MqttIntake:
         """Where the retained blob comes from (the node sets the model cache)."""
         self.connected = asyncio.Event()
         self.connects = 0
+        self.disconnects = 0
+        self._was_connected = False
 
     async def run(self) -> None:
-        """Connect, serve, and reconnect with backoff for as long as the node runs."""
+        """Connect, serve, and reconnect with backoff for as long as the node runs.
+
+        A lost connection (broker restart or kill, another client taking this client id) and
+        a failed commit end a session; neither ends the node. Both are raised inside the
+        session's TaskGroup, so they arrive here as an ExceptionGroup (``except*``). Nothing
+        is lost: what was not acknowledged, the broker redelivers to the persistent session.
+        """
         delays = backoff_delays()
         while True:
+            cause = "stopped"
             try:
                 await self._session()
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()
-                delay = next(delays)
-                log.warning("MQTT broker %s:%d: %s; reconnecting in %.1f s", self.s.host,
-                            self.s.port, exc, delay)
-                await asyncio.sleep(delay)
-            except StoreError as exc:
-                self.connected.clear()
-                delay = next(delays)
-                log.error("%s; reconnecting in %.1f s so the broker redelivers", exc, delay)
-                await asyncio.sleep(delay)
-            else:  # pragma: no cover - _session only returns by raising
-                delays = backoff_delays()
+            except* aiomqtt.MqttError as group:
+                cause = f"MQTT broker {self.s.host}:{self.s.port}: {_first(group)}"
+            except* StoreError as group:
+                cause = f"{_first(group)}; unacknowledged updates will be redelivered"
+            if self._was_connected:
+                delays = backoff_delays()  # a session that served starts the back-off over
+            self.connected.clear()
+            self._was_connected = False
+            self.disconnects += 1
+            delay = next(delays)
+            log.warning("MQTT intake session ended (%s); reconnecting in %.1f s", cause, delay)
+            await asyncio.sleep(delay)
 
     async def _session(self) -> None:
         client = aiomqtt.Client(self.s.host, self.s.port, username=self.s.username,
@@ -119,6 +128,7 @@ class MqttIntake:
         async with client:
             await client.subscribe([(f, 1) for f in topics.intake_filters(self.s.fog_id)])
             self.connects += 1
+            self._was_connected = True
             self.connected.set()
             log.info("MQTT intake connected to %s:%d as %s", self.s.host, self.s.port,
                      self.s.client_id)
@@ -132,6 +142,7 @@ class MqttIntake:
                     slot = acks.received(message.mid, message.qos)
                     tg.create_task(self._handle(client, message, slot, acks, limit, failure))
                 watcher.cancel()
+                raise aiomqtt.MqttError("the broker ended the message stream")
 
     @staticmethod
     async def _raise_on(failure: asyncio.Future[StoreError]) -> None:
@@ -198,3 +209,9 @@ class MqttIntake:
 
 def _own_blob(model: CurrentModel) -> bytes:
     return model.blob
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first leaf of a (nested) exception group, for a one-line log message."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
