@@ -88,7 +88,8 @@ class MqttIntake:
         self.connected = asyncio.Event()
         self.connects = 0
         self.disconnects = 0
-        self._was_connected = False
+        self._served = False
+        """The current session acknowledged something (a failing one keeps backing off)."""
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff for as long as the node runs.
@@ -107,10 +108,10 @@ class MqttIntake:
                 cause = f"MQTT broker {self.s.host}:{self.s.port}: {_first(group)}"
             except* StoreError as group:
                 cause = f"{_first(group)}; unacknowledged updates will be redelivered"
-            if self._was_connected:
+            if self._served:
                 delays = backoff_delays()  # a session that served starts the back-off over
             self.connected.clear()
-            self._was_connected = False
+            self._served = False
             self.disconnects += 1
             delay = next(delays)
             log.warning("MQTT intake session ended (%s); reconnecting in %.1f s", cause, delay)
@@ -128,7 +129,6 @@ class MqttIntake:
         async with client:
             await client.subscribe([(f, 1) for f in topics.intake_filters(self.s.fog_id)])
             self.connects += 1
-            self._was_connected = True
             self.connected.set()
             log.info("MQTT intake connected to %s:%d as %s", self.s.host, self.s.port,
                      self.s.client_id)
@@ -174,6 +174,7 @@ class MqttIntake:
             limit.release()
             return  # not acknowledged: the broker redelivers after the reconnect
         acks.done(slot)
+        self._served = True
         limit.release()
         if reply is not None and edge is not None:
             try:
