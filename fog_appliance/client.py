@@ -155,6 +155,8 @@ class FLClient:
         self._resend: asyncio.Task[None] | None = None
         self.reconnects = 0
         """MQTT sessions re-established after a lost connection."""
+        self.resent = 0
+        """Unconfirmed updates resent after a reconnect."""
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -250,6 +252,7 @@ class FLClient:
                 await self._mqtt.publish(topics.up(c.fog_id, c.device_id), frame, qos=1)
             except aiomqtt.MqttError:
                 return  # lost again: the next reconnect resends
+            self.resent += 1
             honour_cancellation()
 
     async def _on_message(self, msg: Any) -> None:

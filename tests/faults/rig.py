@@ -62,6 +62,8 @@ class Figures:
     """Resends answered ``accepted, duplicate``."""
     rejected: int
     """Updates finally refused (each scenario expects 0)."""
+    resent_on_reconnect: int
+    """Updates MQTT edges resent after reconnecting (no answer yet when the link dropped)."""
     exact: bool
     """The published model is exactly the aggregate of the stored updates."""
     recover_s: float | None
@@ -119,6 +121,7 @@ class Rig:
         self._sends: list[asyncio.Task[None]] = []
         self._filler = self.cfg.data_dir / "filler"
         self.alive_at_end: bool | None = None
+        self.resent = 0
         self.published_at: float | None = None
 
     # -- set-up and tear-down -------------------------------------------------------------------
@@ -152,6 +155,7 @@ class Rig:
     async def close(self) -> None:
         if self.alive_at_end is None:
             self.alive_at_end = self.node.proc is not None and self.node.proc.poll() is None
+        self.resent = max(self.resent, sum(c.resent for c in self.clients.values()))
         for t in self._sends:
             t.cancel()
         for c in self.clients.values():
@@ -300,7 +304,8 @@ class Rig:
             scenario=scenario, updates=self.n, acknowledged=len(told), stored=len(stored),
             counted=counted, lost=len(told - stored) + max(0, len(stored) - counted),
             double=sum(c - 1 for c in keys.values()) + max(0, counted - len(stored)),
-            duplicates_answered=self.duplicates, rejected=len(self.rejected), exact=exact,
+            duplicates_answered=self.duplicates, rejected=len(self.rejected),
+            resent_on_reconnect=self.resent, exact=exact,
             recover_s=recover, node_up=node_up, notes=self.notes)
 
     def _exact(self, rows: list[Any], blob1: bytes, blob2: bytes) -> bool:
