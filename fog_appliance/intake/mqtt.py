@@ -7,6 +7,9 @@ adapter reaches the wrapped paho client (``client._client``) for exactly two cal
 ``manual_ack_set(True)`` and ``ack(mid, qos)``; both run on the event loop thread, where
 aiomqtt drives paho. If a commit fails, the adapter reconnects without acknowledging, and the
 broker redelivers everything unacknowledged (duplicates are recognised and not counted).
+A lost connection (broker restart or kill, another client taking the fog's client id) and a
+failed commit end the session, never the node: :meth:`MqttIntake.run` reconnects with
+back-off (docs/reliability.md).
 """
 
 from __future__ import annotations
