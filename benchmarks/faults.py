@@ -9,7 +9,7 @@ updates sent, acknowledged (edges told ``accepted``), stored, counted (by the pu
 aggregate), lost, double, resends answered ``accepted, duplicate``, whether the published
 model is exactly the aggregate of the stored updates, the time from the end of the fault to
 the next acceptance, and whether the node was up at the end, as a Markdown table (one row
-per scenario, summed over runs). The disk scenarios mount a small tmpfs and need root.
+per scenario, summed over runs). The disk scenarios mount a small tmpfs: root, or passwordless sudo.
 About 10 s per scenario and run; exit status 1 if any run broke a promise.
 """
 
