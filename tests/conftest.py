@@ -69,7 +69,7 @@ async def add_device(node: FogNode, device_id: str) -> DeviceCredentials:
     return DeviceCredentials.from_dict(await node.provision(device_id))
 
 
-# In CI every tool a test needs is installed (.ci/run and .ci/steps/): a test that skips
+# In CI every tool a test needs is installed (scripts/setup test --image): a test that skips
 # itself there for a missing tool is a failure, not a pass. Developers without, say,
 # Chromium still get a skip with the reason.
 SKIPS_ALLOWED_IN_CI = ("too many cores",)

@@ -199,3 +199,37 @@ async def quiesce(node: Any) -> None:
 
     await node.coordinator.wait_closed()
     await asyncio.sleep(0.5)
+
+
+def publish_down(cfg: Any, port: int, device: str, message: dict[str, Any]) -> None:
+    """Publish a ``down`` message to ``device`` as a fog-side test user.
+
+    The broker binds client ids to user names, so a second connection with the fog's own
+    credentials would take over the node's session: the test gets a user of its own,
+    allowed to write ``down`` topics only (added to the node's password file and ACL)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from fog_appliance.broker import hash_password, reload_broker
+    from fog_appliance.protocol import topics
+    from fog_appliance.provisioning import broker_files
+
+    files = broker_files(cfg)
+    user, password = "test-down", "test-down-password"
+    fog = cfg.fog_node.id
+    if f"\n{user}:" not in "\n" + files.passwd.read_text():
+        with files.passwd.open("a") as f:
+            f.write(f"{user}:{hash_password(password)}\n")
+        with files.acl.open("a") as f:
+            f.write(f"\nuser {user}\ntopic write fog/{fog}/down/#\n")
+        reload_broker(files)
+        time.sleep(0.5)  # Mosquitto rereads the files in its main loop
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=user)
+    client.username_pw_set(user, password)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.publish(topics.down(fog, device), json.dumps(message), 1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -27,9 +27,10 @@ from fog_appliance.admin.events import EventFeed, stream_events
 from fog_appliance.admin.metrics import CONTENT_TYPE_LATEST, render
 from fog_appliance.admin.sections import KNOWN_SECTIONS, read_section
 from fog_appliance.app import FogNode
-from fog_appliance.broker import free_port, write_atomic
+from fog_appliance.broker import free_port
 from fog_appliance.config import FogConfig
 from fog_appliance.errors import ActionError, ConfigError, FogError, ServiceError
+from fog_appliance.secretfile import read_or_create_secret
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,7 @@ def token_path(node_cfg: FogConfig) -> Path:
 
 def load_or_create_token(path: Path) -> str:
     """The bearer token (created 0600 on first use)."""
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        token = ""
-    if not token:
-        token = secrets.token_urlsafe(32)
-        write_atomic(path, token + "\n")
-    return token
+    return read_or_create_secret(path, lambda: secrets.token_urlsafe(32))
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -91,11 +85,36 @@ async def errors_mw(request: web.Request, handler: Handler) -> web.StreamRespons
         return _json({"error": exc.reason}, exc.status)
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
+
+
+def host_allowed(host_header: str | None, extra: list[str]) -> bool:
+    """Is the HTTP ``Host`` header a loopback name or one of ``admin.allowed_hosts``?
+    Browsers send the name they resolved, so a DNS-rebinding page (``evil.example``
+    resolving to 127.0.0.1) is refused here before any route or token check."""
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    host = host.rstrip(".")
+    if host in LOOPBACK_HOSTS or (host.startswith("127.") and host.replace(".", "").isdigit()):
+        return True
+    return host in {h.lower().rstrip(".") for h in extra}
+
+
 @web.middleware
 async def auth_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
     if _is_unix(request):
         return await handler(request)
     node: FogNode = request.app[NODE_KEY]
+    if not host_allowed(request.headers.get("Host"), node.cfg.admin.allowed_hosts):
+        log.warning("admin HTTP request for Host %r refused (not loopback nor in "
+                    "admin.allowed_hosts)", request.headers.get("Host", "")[:80])
+        return _json({"error": "Host header is not a loopback name nor in "
+                      "admin.allowed_hosts"}, 403)
     if request.path == "/metrics" and node.cfg.admin.metrics_without_token:
         return await handler(request)
     given = request.headers.get("Authorization", "")
@@ -172,8 +191,9 @@ def build_app(node: FogNode, feed: EventFeed, token: str) -> web.Application:
         return await after_action(request, result, 201)
 
     async def revoke_edge(request: web.Request) -> web.Response:
+        body = await _body(request) if request.can_read_body else None
         result = await actions.revoke_edge(n(request), request.match_info["device"],
-                                           actor_of(request))
+                                           actor_of(request), body)
         return await after_action(request, result)
 
     async def rounds(request: web.Request) -> web.Response:
@@ -195,6 +215,11 @@ def build_app(node: FogNode, feed: EventFeed, token: str) -> web.Application:
         version = _int_param(request, "version", 0, 1, 2**62)
         return await after_action(request, await actions.evict_model(n(request), version,
                                                                      actor_of(request)))
+
+    async def rollback(request: web.Request) -> web.Response:
+        version = _int_param(request, "version", 0, 1, 2**62)
+        return await after_action(request, await actions.rollback_model(n(request), version,
+                                                                        actor_of(request)))
 
     async def metrics_of_model(request: web.Request) -> web.Response:
         version = _int_param(request, "version", 0, 1, 2**62)
@@ -256,6 +281,7 @@ def build_app(node: FogNode, feed: EventFeed, token: str) -> web.Application:
     app.router.add_get("/api/models", models)
     app.router.add_post("/api/models/{version}/evict", evict)
     app.router.add_post("/api/models/{version}/metrics", metrics_of_model)
+    app.router.add_post("/api/models/{version}/rollback", rollback)
     app.router.add_get("/api/settings", get_settings)
     app.router.add_patch("/api/settings", patch_settings)
     app.router.add_get("/api/events", events)

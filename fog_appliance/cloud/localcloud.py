@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fog_appliance.broker import free_port
-from fog_appliance.cloud.supernode import OFFLINE_ENV
+from fog_appliance.cloud.supernode import OFFLINE_ENV, path_with_our_bin
 from fog_appliance.errors import CloudError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +47,7 @@ class FlowerCloud:
         self.out_dir = root / "cloud-out"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env = {**os.environ, **OFFLINE_ENV, "FLWR_HOME": str(root / "superlink-home"),
+                    "PATH": path_with_our_bin(os.environ.get("PATH", "")),
                     "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH",
                                                                              "")])}
         self.cli_home.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 The port is the npm package ``@micropython/micropython-webassembly-pyscript``, pinned in
 ``edge_firmware/wasm-test/package.json`` (``npm ci`` there installs it; CI does that in
-``.ci/steps/40-firmware.sh``). ``run_plan`` copies host folders into the port's virtual
+``scripts/setup test``). ``run_plan`` copies host folders into the port's virtual
 filesystem, runs a list of Python sources one top-level call each with the GC heap set to
 ``heap`` bytes, and reads back what the code wrote to ``/out`` plus the heap total after
 each step.

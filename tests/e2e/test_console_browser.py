@@ -29,7 +29,7 @@ from tests.e2e.console_processes import env, fog_node, write_config
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not "
-                                 "installed (.ci/steps/50-console.sh installs it)")]
+                                 "installed (scripts/setup test installs it)")]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run",
          "--window-size=1280,860", "--remote-debugging-port=0"]

@@ -21,7 +21,7 @@ from textual_ui.client import AdminClient, Endpoint
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed "
-                                 "(.ci/steps/50-console.sh installs it)")]
+                                 "(scripts/setup test installs it)")]
 
 
 class Tmux:

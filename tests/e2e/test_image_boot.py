@@ -2,7 +2,7 @@
 admin would: from the host, over ports forwarded to loopback only.
 
 The image under test is ``dist/fog-appliance-<version>-arm64.img.xz`` (``image/build.sh``;
-CI builds it in ``.ci/steps/80-image.sh``). Its boot partition gets a ``fog_config.yaml``
+``scripts/test --image`` builds it, as CI does). Its boot partition gets a ``fog_config.yaml``
 (mtools, no mounts) naming the node, an SSH key and a device to register; the kernel and
 initrd come out of the same partition. Skipped where no image was built (developers:
 ``pytest -m "not image"``); in CI (``CI=true``) a missing image or tool fails.

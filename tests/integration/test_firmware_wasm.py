@@ -30,7 +30,7 @@ from tests.firmware_support import DEVICE, FIXTURES, golden
 if not (node_binary() and port_installed()):
     if os.environ.get("CI"):
         raise RuntimeError("CI must install the MicroPython WebAssembly port: "
-                           f"npm ci in {harness_dir()} (.ci/steps/40-firmware.sh)")
+                           f"npm ci in {harness_dir()} (scripts/setup test)")
     pytest.skip(f"node or the MicroPython WebAssembly port missing (npm ci in {harness_dir()})",
                 allow_module_level=True)
 

@@ -1,0 +1,48 @@
+"""The benchmarks still run end to end, in their quickest settings (about a minute in all).
+
+Their figures are not checked here (speed targets live in the benchmarks' own output, not in
+timed tests on a shared machine); what is checked is that each finishes and writes what it
+promises: its table, and the PNG plot where it draws one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def _run(*argv: str) -> str:
+    done = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=540, check=False)
+    assert done.returncode == 0, f"{argv[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_aggregation_benchmark_runs() -> None:
+    out = _run("benchmarks/aggregate.py", "--quick")
+    assert "aggregation (quick" in out
+    assert "flwr" in out
+
+
+def test_accuracy_benchmark_runs_and_plots(tmp_path: Path) -> None:
+    _run("benchmarks/accuracy.py", "--quick", "--out", str(tmp_path))
+    assert any(p.suffix == ".png" and p.stat().st_size > 0 for p in tmp_path.iterdir())
+
+
+def test_inference_benchmark_runs_and_plots(tmp_path: Path) -> None:
+    _run("benchmarks/inference.py", "--duration", "0.5", "--repeats", "1", "--concurrency", "1",
+         "8", "--out", str(tmp_path))
+    assert (tmp_path / "inference.png").stat().st_size > 0
+
+
+def test_cache_benchmark_runs_and_plots(tmp_path: Path) -> None:
+    _run("benchmarks/cache.py", "--edges", "8", "--steps", "12", "--wan-ms", "50", "--out",
+         str(tmp_path))
+    assert (tmp_path / "cache.png").stat().st_size > 0
