@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fog_appliance.broker import PrivateBroker
+from fog_appliance.broker import PrivateBroker, broker_limits
 from fog_appliance.client import DeviceCredentials, FLClient, SendResult
 from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.model.spec import flatten
@@ -118,7 +118,9 @@ class Rig:
         self.node = NodeProcess(write_config(self.cfg, tmp / "fog.yaml"), self.cfg.data_dir,
                                 tmp / "node.log")
         host, port, _ = parse_broker_url(self.cfg.edge_interface.mqtt_broker)
-        self.broker = PrivateBroker(broker_files(self.cfg), host, port)
+        ei = self.cfg.edge_interface  # the limits the node would give its own broker
+        self.broker = PrivateBroker(broker_files(self.cfg), host, port,
+                                    broker_limits(ei.max_frame_bytes, ei.mqtt_blob_max_bytes))
         self._sends: list[asyncio.Task[None]] = []
         self._filler = self.cfg.data_dir / "filler"
         self.alive_at_end: bool | None = None
