@@ -184,6 +184,9 @@ class FLClient:
                 await first
             except aiomqtt.MqttError as exc:
                 raise ClientError(f"MQTT broker {c.mqtt_host}:{c.mqtt_port}: {exc}") from None
+            except asyncio.CancelledError:
+                self._reader.cancel()  # no connection left behind by a cancelled connect
+                raise
         await self._coap_context()
 
     async def _coap_context(self) -> Any:
