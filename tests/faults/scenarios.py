@@ -129,9 +129,8 @@ async def client_id_taken(tmp: Path) -> Figures:
         await rig.wait_told(2)
         cfg = rig.cfg
         reader, writer = await asyncio.open_connection(rig.broker.host, rig.broker.port)
-        writer.write(mqtt_connect(f"fog-{cfg.fog_node.id}-intake",
-                                  fog_username(cfg.fog_node.id),
-                                  fog_password(broker_files(cfg))))
+        user = fog_username(cfg.fog_node.id)  # the broker binds client ids to user names
+        writer.write(mqtt_connect(user, user, fog_password(broker_files(cfg))))
         connack = await asyncio.wait_for(reader.readexactly(4), 10)
         assert connack == b"\x20\x02\x00\x00", connack  # accepted: the fog was dropped
         await asyncio.sleep(1.0)
