@@ -13,6 +13,13 @@ the current model, send signed updates, learn whether each was accepted::
 Sequence numbers are persisted in ``state_path`` (write-ahead), so a restarted device never
 reuses one. Resending the same update (same seq, same bytes) is idempotent.
 
+Delivery is end to end: a broker's PUBACK is hop-by-hop (Mosquitto persists by periodic
+snapshot), so it does not mean the fog committed the update. The client keeps every update
+until the fog's ``accepted`` (or a rejection) arrives on ``fog/F/down/D``: the MQTT connection
+reconnects with back-off by itself and resends what is unconfirmed, and ``send_frame``
+resends after each ``timeout`` without an answer (``attempts`` times). An update still
+unconfirmed is listed in :attr:`FLClient.unconfirmed`.
+
 A fog node that has no room for another edge answers a hello with a ``redirect`` to a
 neighbouring fog node; ``await client.hello(wait=True)`` follows it (reconnects there, with
 the same credentials, which the fog handed over) and returns the final welcome.
@@ -25,6 +32,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +56,8 @@ from fog_appliance.protocol.messages import (
     parse_redirect,
 )
 from fog_appliance.protocol.model_blob import decode_model, etag
+
+log = logging.getLogger(__name__)
 
 
 class ClientError(FogError):
@@ -140,8 +150,14 @@ class FLClient:
         self._announcement: ModelAnnouncement | None = None
         self._blob: bytes | None = None
         self._changed = asyncio.Condition()
-        self._outcomes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._stack = contextlib.AsyncExitStack()
+        self._unconfirmed: dict[int, bytes] = {}
+        self._waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._online = asyncio.Event()
+        self._resend: asyncio.Task[None] | None = None
+        self.reconnects = 0
+        """MQTT sessions re-established after a lost connection."""
+        self.resent = 0
+        """Unconfirmed updates resent after a reconnect."""
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -153,6 +169,8 @@ class FLClient:
         await self.close()
 
     async def connect(self) -> None:
+        """Connect (MQTT: raises ClientError if the broker cannot be reached now; once
+        connected, a lost connection is re-established in the background)."""
         if self.transport == "mqtt":
             import aiomqtt
 
@@ -160,14 +178,16 @@ class FLClient:
             self._mqtt = aiomqtt.Client(c.mqtt_host, c.mqtt_port, username=c.mqtt_username,
                                         password=c.mqtt_password, identifier=c.device_id,
                                         clean_session=False, keepalive=30)
+            first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._reader = asyncio.create_task(self._mqtt_session(first),
+                                               name=f"client-{c.device_id}")
             try:
-                await self._stack.enter_async_context(self._mqtt)
+                await first
             except aiomqtt.MqttError as exc:
                 raise ClientError(f"MQTT broker {c.mqtt_host}:{c.mqtt_port}: {exc}") from None
-            fog, dev = c.fog_id, c.device_id
-            await self._mqtt.subscribe([(topics.model(fog), 1), (topics.model_blob(fog), 1),
-                                        (topics.down(fog, dev), 1)])
-            self._reader = asyncio.create_task(self._read_mqtt(), name=f"client-{dev}")
+            except asyncio.CancelledError:
+                self._reader.cancel()  # no connection left behind by a cancelled connect
+                raise
         await self._coap_context()
 
     async def _coap_context(self) -> Any:
@@ -178,35 +198,107 @@ class FLClient:
         return self._coap
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        await self._stack.aclose()
+        for task in (self._resend, self._reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._resend = self._reader = None
+        self._online.clear()
         if self._coap is not None:
             await self._coap.shutdown()
             self._coap = None
 
-    async def _read_mqtt(self) -> None:
+    async def _mqtt_session(self, first: asyncio.Future[None]) -> None:
+        """Serve the MQTT connection for as long as the client is open: subscribe, read,
+        and after a lost connection reconnect with back-off and resend every unconfirmed
+        update. The first failure to connect goes to ``first`` (``connect`` raises it)."""
+        import aiomqtt
+
+        fog, dev = self.creds.fog_id, self.creds.device_id
+        delays = backoff_delays(0.2, 2.0, 5.0)
+        while True:
+            try:
+                async with self._mqtt:
+                    await self._mqtt.subscribe([(topics.model(fog), 1),
+                                                (topics.model_blob(fog), 1),
+                                                (topics.down(fog, dev), 1)])
+                    if first.done():
+                        self.reconnects += 1
+                        log.info("%s: reconnected to the broker", dev)
+                    else:
+                        first.set_result(None)
+                    delays = backoff_delays(0.2, 2.0, 5.0)
+                    self._online.set()
+                    if self._unconfirmed:
+                        self._resend = asyncio.create_task(self._resend_unconfirmed(),
+                                                           name=f"client-{dev}-resend")
+                    async for msg in self._mqtt.messages:
+                        await self._on_message(msg)
+            except aiomqtt.MqttError as exc:
+                if not first.done():
+                    first.set_exception(exc)
+                    return
+                log.info("%s: MQTT connection lost (%s); reconnecting", dev, exc)
+            self._online.clear()
+            await asyncio.sleep(next(delays))
+
+    async def _resend_unconfirmed(self) -> None:
+        """After a reconnect: the fog may never have seen these (a PUBACK is hop-by-hop)."""
+        import aiomqtt
+
+        c = self.creds
+        for seq in sorted(self._unconfirmed):
+            frame = self._unconfirmed.get(seq)
+            if frame is None:
+                continue
+            try:
+                await self._mqtt.publish(topics.up(c.fog_id, c.device_id), frame, qos=1)
+            except aiomqtt.MqttError:
+                return  # lost again: the next reconnect resends
+            self.resent += 1
+            honour_cancellation()
+
+    async def _on_message(self, msg: Any) -> None:
         fog = self.creds.fog_id
-        async for msg in self._mqtt.messages:
-            topic = str(msg.topic)
-            payload = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else b""
-            if topic == topics.model(fog):
-                with contextlib.suppress(ProtocolError):
-                    ann = ModelAnnouncement.from_json(payload)
-                    async with self._changed:
-                        self._announcement = ann
-                        self._changed.notify_all()
-            elif topic == topics.model_blob(fog):
+        topic = str(msg.topic)
+        payload = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else b""
+        if topic == topics.model(fog):
+            with contextlib.suppress(ProtocolError):
+                ann = ModelAnnouncement.from_json(payload)
                 async with self._changed:
-                    self._blob = payload
+                    self._announcement = ann
                     self._changed.notify_all()
-            else:
-                with contextlib.suppress(ProtocolError):
-                    down = parse_down(payload)
-                    queue = self._answers if down["type"] in ANSWERS else self._outcomes
-                    queue.put_nowait(down)
+        elif topic == topics.model_blob(fog):
+            async with self._changed:
+                self._blob = payload
+                self._changed.notify_all()
+        else:
+            with contextlib.suppress(ProtocolError):
+                down = parse_down(payload)
+                if down["type"] in ANSWERS:
+                    self._answers.put_nowait(down)
+                elif down["type"] in ("accepted", "rejected"):
+                    self._settle(down)
+
+    def _settle(self, down: dict[str, Any]) -> None:
+        """An outcome from the fog ends the wait for that seq (an outcome without a seq,
+        for bytes the fog could not even read, answers the oldest update waiting)."""
+        seq = down.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            seq = min(self._waiters, default=None)
+        if seq is None:
+            return
+        self._unconfirmed.pop(seq, None)
+        fut = self._waiters.pop(seq, None)
+        if fut is not None and not fut.done():
+            fut.set_result(down)
+
+    @property
+    def unconfirmed(self) -> dict[int, bytes]:
+        """Updates sent but not yet answered by the fog (seq → frame): resent after every
+        reconnect, and by ``send_frame`` after each time-out."""
+        return dict(self._unconfirmed)
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -220,9 +312,7 @@ class FLClient:
             payload = encode_hello(Hello(self.creds.device_id, fw, ram, battery, can_train,
                                          None, model_version), self.creds.key)
             if self.transport == "mqtt":
-                await self._mqtt.publish(topics.hello(self.creds.fog_id, self.creds.device_id),
-                                         payload, qos=1)
-                honour_cancellation()
+                await self._publish_hello(payload)
                 if not wait:
                     return None
                 async with asyncio.timeout(self.timeout):
@@ -239,6 +329,18 @@ class FLClient:
                 return answer
             await self._follow(answer)
         raise ClientError(f"more than {MAX_REDIRECTS} redirects in a row")
+
+    async def _publish_hello(self, payload: bytes) -> None:
+        import aiomqtt
+
+        c = self.creds
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._online.wait()
+                await self._mqtt.publish(topics.hello(c.fog_id, c.device_id), payload, qos=1)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            raise ClientError(f"hello not sent to {c.mqtt_host}:{c.mqtt_port}: {exc}") from None
+        honour_cancellation()
 
     async def _follow(self, msg: dict[str, Any]) -> None:
         """Reconnect to the fog node a redirect names."""
@@ -257,8 +359,7 @@ class FLClient:
                                              coap_port=r.port)
         self.redirects.append(msg)
         self._announcement, self._blob = None, None
-        self._outcomes, self._answers = asyncio.Queue(), asyncio.Queue()
-        self._stack = contextlib.AsyncExitStack()
+        self._answers = asyncio.Queue()
         last: Exception | None = None
         for delay in (0.0, 0.2, 0.5, 1.0, 2.0):
             await asyncio.sleep(delay)
@@ -327,7 +428,11 @@ class FLClient:
         return await self.send_frame(seq, frame, attempts=attempts)
 
     async def send_frame(self, seq: int, frame: bytes, *, attempts: int = 3) -> SendResult:
-        """Send an already encoded frame; resending the same bytes is idempotent."""
+        """Send an already encoded frame and return the fog's final answer; resending the
+        same bytes is idempotent. Resent (after a back-off) when no answer came within
+        ``timeout``, when the fog failed (CoAP 5.xx) and when it was ``overloaded`` ("resend
+        later"); any other rejection is final. ClientError after ``attempts`` without an
+        answer: the frame stays in :attr:`unconfirmed` (MQTT resends it on reconnect)."""
         last: Exception | None = None
         delays = backoff_delays(0.25, 2.0, 5.0)
         for attempt in range(attempts):
@@ -335,26 +440,39 @@ class FLClient:
                 await asyncio.sleep(next(delays))
             try:
                 if self.transport == "mqtt":
-                    return await self._send_mqtt(seq, frame)
-                return await self._send_coap(seq, frame)
+                    out = await self._send_mqtt(seq, frame)
+                else:
+                    out = await self._send_coap(seq, frame)
             except (TimeoutError, ClientError) as exc:
                 last = exc
+                continue
+            if out.reason != Reason.OVERLOADED.value or attempt == attempts - 1:
+                return out
+            last = ClientError(f"the fog is overloaded: {out.detail}")
         raise ClientError(f"update {seq} got no answer after {attempts} attempts: {last}")
 
     async def _send_mqtt(self, seq: int, frame: bytes) -> SendResult:
+        """Publish (once connected) and wait up to ``timeout`` for the fog's outcome; a
+        lost connection does not end the wait: the reconnect resends the frame."""
+        import aiomqtt
+
         c = self.creds
-        await self._mqtt.publish(topics.up(c.fog_id, c.device_id), frame, qos=1)
-        honour_cancellation()  # a cancel lost inside aiomqtt's publish (Python 3.11)
+        self._unconfirmed[seq] = frame
+        fut = self._waiters.get(seq)
+        if fut is None or fut.done():
+            fut = self._waiters[seq] = asyncio.get_running_loop().create_future()
         async with asyncio.timeout(self.timeout):
-            while True:
-                msg = await self._outcomes.get()
-                if msg.get("seq") not in (seq, None):
-                    continue
-                if msg["type"] == "accepted":
-                    return SendResult(True, seq, msg.get("round"), bool(msg.get("duplicate")))
-                if msg["type"] == "rejected":
-                    return SendResult(False, seq, reason=msg.get("reason"),
-                                      detail=msg.get("detail"))
+            await self._online.wait()
+            try:
+                await self._mqtt.publish(topics.up(c.fog_id, c.device_id), frame, qos=1)
+            except aiomqtt.MqttError as exc:
+                log.info("%s: update %d not published (%s); resent after the reconnect",
+                         c.device_id, seq, exc)
+            honour_cancellation()  # a cancel lost inside aiomqtt's publish (Python 3.11)
+            msg = await asyncio.shield(fut)
+        if msg["type"] == "accepted":
+            return SendResult(True, seq, msg.get("round"), bool(msg.get("duplicate")))
+        return SendResult(False, seq, reason=msg.get("reason"), detail=msg.get("detail"))
 
     async def _send_coap(self, seq: int, frame: bytes) -> SendResult:
         import aiocoap

@@ -85,6 +85,7 @@ class Committer:
                 for p in batch:
                     if not p.done.done():
                         p.done.set_exception(exc)
+                        p.done.exception()  # retrieved: its awaiter may be gone (MQTT reconnect)
                 continue
             self.batches += 1
             self.committed += len(batch)

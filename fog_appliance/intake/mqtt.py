@@ -7,6 +7,9 @@ adapter reaches the wrapped paho client (``client._client``) for exactly two cal
 ``manual_ack_set(True)`` and ``ack(mid, qos)``; both run on the event loop thread, where
 aiomqtt drives paho. If a commit fails, the adapter reconnects without acknowledging, and the
 broker redelivers everything unacknowledged (duplicates are recognised and not counted).
+A lost connection (broker restart or kill, another client taking the fog's client id) and a
+failed commit end the session, never the node: :meth:`MqttIntake.run` reconnects with
+back-off (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import collections
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 
@@ -86,26 +90,35 @@ class MqttIntake:
         """Where the retained blob comes from (the node sets the model cache)."""
         self.connected = asyncio.Event()
         self.connects = 0
+        self.disconnects = 0
+        self._served = False
+        """The current session acknowledged something (a failing one keeps backing off)."""
 
     async def run(self) -> None:
-        """Connect, serve, and reconnect with backoff for as long as the node runs."""
+        """Connect, serve, and reconnect with backoff for as long as the node runs.
+
+        A lost connection (broker restart or kill, another client taking this client id) and
+        a failed commit end a session; neither ends the node. Both are raised inside the
+        session's TaskGroup, so they arrive here as an ExceptionGroup (``except*``). Nothing
+        is lost: what was not acknowledged, the broker redelivers to the persistent session.
+        """
         delays = backoff_delays()
         while True:
+            cause = "stopped"
             try:
                 await self._session()
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()
-                delay = next(delays)
-                log.warning("MQTT broker %s:%d: %s; reconnecting in %.1f s", self.s.host,
-                            self.s.port, exc, delay)
-                await asyncio.sleep(delay)
-            except StoreError as exc:
-                self.connected.clear()
-                delay = next(delays)
-                log.error("%s; reconnecting in %.1f s so the broker redelivers", exc, delay)
-                await asyncio.sleep(delay)
-            else:  # pragma: no cover - _session only returns by raising
-                delays = backoff_delays()
+            except* aiomqtt.MqttError as group:
+                cause = f"MQTT broker {self.s.host}:{self.s.port}: {_first(group)}"
+            except* StoreError as group:
+                cause = f"{_first(group)}; unacknowledged updates will be redelivered"
+            if self._served:
+                delays = backoff_delays()  # a session that served starts the back-off over
+            self.connected.clear()
+            self._served = False
+            self.disconnects += 1
+            delay = next(delays)
+            log.warning("MQTT intake session ended (%s); reconnecting in %.1f s", cause, delay)
+            await asyncio.sleep(delay)
 
     async def _session(self) -> None:
         client = aiomqtt.Client(self.s.host, self.s.port, username=self.s.username,
@@ -132,6 +145,7 @@ class MqttIntake:
                     slot = acks.received(message.mid, message.qos)
                     tg.create_task(self._handle(client, message, slot, acks, limit, failure))
                 watcher.cancel()
+                raise aiomqtt.MqttError("the broker ended the message stream")
 
     @staticmethod
     async def _raise_on(failure: asyncio.Future[StoreError]) -> None:
@@ -163,6 +177,7 @@ class MqttIntake:
             limit.release()
             return  # not acknowledged: the broker redelivers after the reconnect
         acks.done(slot)
+        self._served = True
         limit.release()
         if reply is not None and edge is not None:
             try:
@@ -198,3 +213,9 @@ class MqttIntake:
 
 def _own_blob(model: CurrentModel) -> bytes:
     return model.blob
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first leaf of a (nested) exception group, for a one-line log message."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first

@@ -105,6 +105,10 @@ class Intake:
                                     f"local_steps {frame.local_steps} is above the limit "
                                     f"{self._coord.cfg.rounds.max_local_steps}")
             self._coord.strategy.check_update(frame)
+            committed = await self._committed_before(frame)
+            if committed is not None:
+                self.counters.duplicates += 1
+                return Accepted(frame.device_id, committed, frame.seq, duplicate=True)
             if self.update_gate is not None:
                 self.update_gate(len(payload))
             rnd, admission = await self._admit(frame)
@@ -131,6 +135,19 @@ class Intake:
         self.counters.accepted += 1
         self.counters.by_transport[transport] += 1
         return Accepted(frame.device_id, rnd.id, frame.seq, duplicate=False)
+
+    async def _committed_before(self, frame: UpdateFrame) -> int | None:
+        """The round of this very frame if it was committed already, whatever round is open
+        now (a redelivery after a restart, a resend by an edge that missed the answer). Only
+        a frame at or below the device's last committed seq can be one, so new updates
+        cost no lookup; the open round's own duplicates are known in memory."""
+        if frame.seq > self._registry.last_seq(frame.device_id):
+            return None
+        rnd = self._coord.round
+        if rnd.committed.get((frame.device_id, frame.seq)) == frame.tag:
+            return rnd.id
+        return await self._db.run(self._store.committed_round, frame.device_id, frame.seq,
+                                  frame.tag)
 
     async def _admit(self, frame: UpdateFrame) -> tuple[Round, Admission]:
         """Admission to the open round. Asynchronous rounds (FedBuff) carry an update that

@@ -338,6 +338,15 @@ class Store:
                 "DELETE FROM rejections WHERE device_id NOT IN (SELECT id FROM devices) AND "
                 "(device_id != 'unknown' OR last_at < ?)", [before]).rowcount)
 
+    def committed_round(self, device_id: str, seq: int, tag: bytes) -> int | None:
+        """The round an update (device, seq, HMAC tag) was committed to, or None: how a
+        resend of a frame committed earlier (in any round) is recognised as a duplicate."""
+        with self._lock, _translated("looking up an update"):
+            row = self.db.execute("SELECT round_id FROM updates WHERE device_id = ? AND "
+                                  "seq = ? AND tag = ? ORDER BY id LIMIT 1",
+                                  [device_id, seq, tag]).fetchone()
+        return int(row[0]) if row is not None else None
+
     def update_keys(self, round_id: int) -> list[tuple[str, int]]:
         with self._lock, _translated("reading updates"):
             return [(r[0], r[1]) for r in self.db.execute(
