@@ -247,10 +247,20 @@ class FogNode:
 
     async def _start_coap(self, stack: contextlib.AsyncExitStack) -> None:
         from fog_appliance.intake.coap import build_site, start_server
+        from fog_appliance.intake.coap_block1 import UploadLimits, Uploads
+        from fog_appliance.intake.coap_guard import VerifiedSources
 
         cfg = self.cfg
         port = cfg.coap.port or free_port(__import__("socket").SOCK_DGRAM, cfg.coap.bind)
-        site = build_site(self.intake, self.coordinator, self.serving.coap_resources())
+        c = cfg.coap
+        uploads = Uploads(UploadLimits(
+            max_assemblies=c.upload_max_assemblies, max_per_source=c.upload_max_per_source,
+            max_bytes=c.upload_max_bytes, idle_s=c.upload_idle_s, max_age_s=c.upload_max_age_s))
+        self.admin_sections.setdefault("coap_uploads", uploads.status)
+        verified = VerifiedSources()
+        site = build_site(self.intake, self.coordinator,
+                          self.serving.coap_resources(self.registry.key_for, verified),
+                          uploads, verified)
         ctx = await start_server(site, cfg.coap.bind, port)
         stack.push_async_callback(ctx.shutdown)
         self.coap_port = port

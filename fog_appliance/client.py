@@ -37,6 +37,7 @@ from fog_appliance.aio import honour_cancellation
 from fog_appliance.backoff import backoff_delays
 from fog_appliance.errors import FogError, ProtocolError, Reason
 from fog_appliance.model.spec import ModelSpec
+from fog_appliance.protocol import infer as infer_wire
 from fog_appliance.protocol import topics
 from fog_appliance.protocol.frame import DType, encode_update
 from fog_appliance.protocol.messages import (
@@ -395,6 +396,15 @@ class FLClient:
             raise ClientError(f"CoAP {method} {path}: {resp.code} "
                               f"{resp.payload.decode(errors='replace')}")
         return bytes(resp.payload)
+
+    async def infer(self, features: np.ndarray) -> infer_wire.Answer:
+        """Offloaded inference over CoAP ``/infer`` (any transport): ``features`` (rows ×
+        input_dim) signed with this device's key (docs/inference.md); the node's class
+        scores and the model version that ran."""
+        body = infer_wire.sign_request(infer_wire.encode_request(features),
+                                       self.creds.device_id, self.creds.key)
+        answer = await self._coap_request("POST", "/infer", body)
+        return infer_wire.decode_answer(answer, infer_wire.CF_OCTETS)
 
     async def coap_model_etag_valid(self, sha256: str) -> bool:
         """Ask whether the model with this sha256 is still current (2.03 Valid)."""

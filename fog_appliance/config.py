@@ -91,6 +91,16 @@ class CoapConfig:
     """Address to bind; ``::`` or ``0.0.0.0`` to serve the LAN."""
     port: int = bounded(5683, ge=0, le=65535)
     """UDP port (0 picks a free one, which the node logs)."""
+    upload_max_assemblies: int = bounded(16, ge=1, le=10_000)
+    """Block-wise uploads reassembled at once, over all sources (more get 5.03)."""
+    upload_max_per_source: int = bounded(4, ge=1, le=10_000)
+    """Block-wise uploads reassembled at once from one source address (more get 4.29)."""
+    upload_max_bytes: int = bounded(16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    """Bytes all block-wise uploads being reassembled may hold (more get 5.03)."""
+    upload_idle_s: float = bounded(15.0, gt=0.0, le=600.0)
+    """A block-wise upload whose next block does not come within this is dropped."""
+    upload_max_age_s: float = bounded(120.0, gt=0.0, le=3600.0)
+    """A block-wise upload not complete this long after its first block is dropped."""
 
 
 @dataclass
@@ -239,6 +249,13 @@ class InferenceConfig:
     """Rows one ``/infer`` request may carry; more is a 4.13."""
     max_queue_rows: int = bounded(4096, ge=1, le=10_000_000)
     """Rows waiting for a worker at most; beyond it ``/infer`` answers 5.03 (back-pressure)."""
+    require_auth: bool = True
+    """Serve ``/infer`` only to requests signed with a provisioned device's key (the envelope
+    in docs/inference.md); unsigned requests get 4.01."""
+    rate_per_source: float = bounded(20.0, gt=0.0, le=1_000_000.0)
+    """``/infer`` requests a second one source address may make (4.29 beyond it)."""
+    burst_per_source: int = bounded(40, ge=1, le=1_000_000)
+    """``/infer`` requests one source address may make at once before the rate applies."""
 
 
 @dataclass
@@ -269,6 +286,10 @@ class AdminConfig:
     token_file: str = "admin.token"
     """File holding the HTTP bearer token, relative to ``fog_node.data_dir`` unless
     absolute; created (0600, random) if missing."""
+    readonly_token_file: str = "admin.readonly.token"
+    """File holding the read-only bearer token, relative to ``fog_node.data_dir`` unless
+    absolute; created (0600, random) at start. A request carrying it (over the socket or
+    HTTP) may only read: the browser console's sessions use it."""
     metrics_without_token: bool = False
     """Let ``GET /metrics`` over HTTP through without the token (for a local Prometheus
     that cannot send one)."""

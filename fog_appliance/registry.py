@@ -54,6 +54,10 @@ class Registry:
             raise AuthError(Reason.REVOKED_DEVICE, f"device {device!r} has been revoked")
         return dev.key
 
+    def knows(self, device: str) -> bool:
+        """Whether ``device`` is provisioned here (active or revoked)."""
+        return device in self._devices
+
     def stored_key(self, device: str) -> bytes | None:
         """The key even of a revoked device (to re-decode its already accepted updates)."""
         dev = self._devices.get(device)

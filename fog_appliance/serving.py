@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from fog_appliance.coordinator import Coordinator, CurrentModel
     from fog_appliance.inference.engine import InferenceEngine
+    from fog_appliance.intake.coap_guard import VerifiedSources
     from fog_appliance.intake.service import Intake
 
 log = logging.getLogger(__name__)
@@ -128,16 +129,25 @@ class Serving:
             out.append((self.inference.run(), "inference"))
         return out
 
-    def coap_resources(self) -> dict[tuple[str, ...], aiocoap.resource.Resource]:
+    def coap_resources(self, key_for: Callable[[str], bytes],
+                       verified: VerifiedSources | None = None,
+                       ) -> dict[tuple[str, ...], aiocoap.resource.Resource]:
+        """``/model`` (the blob only for ``verified`` source addresses) and ``/infer``
+        (signed with a device key from ``key_for`` if ``inference.require_auth``)."""
+        from fog_appliance.intake.coap_guard import SourceRateLimit
         from fog_appliance.intake.coap_model import ModelResource
 
         res: dict[tuple[str, ...], Any] = {
-            topics.COAP_MODEL: ModelResource(self.cache, self._announcement)}
+            topics.COAP_MODEL: ModelResource(self.cache, self._announcement, verified)}
         if self.inference is not None:
             from fog_appliance.intake.coap_infer import InferResource
 
-            res[topics.COAP_INFER] = InferResource(self.inference, input_dim=self.spec.input_dim,
-                                                   max_rows=self.cfg.inference.max_request_rows)
+            inf = self.cfg.inference
+            res[topics.COAP_INFER] = InferResource(
+                self.inference, input_dim=self.spec.input_dim, max_rows=inf.max_request_rows,
+                key_for=key_for if inf.require_auth else None,
+                rate_limit=SourceRateLimit(inf.rate_per_source, inf.burst_per_source),
+                verified=verified)
         return res
 
     def _announcement(self) -> bytes:

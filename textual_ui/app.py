@@ -102,7 +102,7 @@ class FogConsole(App[None]):
             up = duration(self.clock() - float(status.get("started_at", self.clock())))
             what = "the service restarted" if restarted else "the service answers again"
             self.notify(f"Reconnected to fog node {fog}: {what} (up {up}).",
-                        title="Connected", timeout=6)
+                        title="Connected", timeout=6, markup=False)
 
     def connection_lost(self, reason: str) -> None:
         """Called by any failing call: say so once, and keep retrying."""
@@ -110,7 +110,7 @@ class FogConsole(App[None]):
             self.connected = False
             self.notify(f"{reason}. Retrying every {self.poll_s:g} s; the pages show the "
                         "last figures they had.", title="Fog node unreachable",
-                        severity="error", timeout=10)
+                        severity="error", timeout=10, markup=False)
         self.sub_title = "NOT CONNECTED — retrying"
 
     def connection_ok(self) -> None:

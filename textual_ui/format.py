@@ -6,6 +6,8 @@ import math
 import time
 from typing import Any
 
+from rich.text import Text
+
 
 def duration(seconds: float) -> str:
     """``45 s``, ``3 m 05 s``, ``2 h 07 m``, ``3 d 04 h``; negative durations as ``-…``."""
@@ -93,3 +95,10 @@ def label(key: str) -> str:
     if words and words[-1] in ("bytes", "percent", "at", "s", "ms", "c"):
         words = words[:-1] + (["°C"] if words[-1] == "c" else [])
     return " ".join(words) or key
+
+
+def plain(value: object, empty: str = "—") -> Text:
+    """A string from outside the console (a device's hello, a peer, an error message) as
+    literal text: never parsed as Rich markup, so ``[/]`` or ``[red]`` in a device's
+    firmware string shows as typed instead of restyling or crashing the page."""
+    return Text(empty if value is None or value == "" else str(value))

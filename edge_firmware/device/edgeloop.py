@@ -346,7 +346,7 @@ class Edge:
         x = zeros(self.conf["model"]["input_dim"])
         self.source.example(x)
         try:
-            cls, scores, version = weak.infer(self.coap(), x)
+            cls, scores, version = weak.infer(self.coap(), x, self.dev, self.key)
         except coap.CoapError as exc:
             self.log("inference failed: %s" % exc)
         else:

@@ -147,9 +147,14 @@ def _edge_families(edges: Mapping[str, Any]) -> Iterator[Metric]:
         b = _number(e["battery"])
         if b is not None:
             battery.add_metric([e["id"]], b)
-    for dev, reasons in sorted(edges["unattributed_rejections"].items()):
-        for reason, n in sorted(reasons.items()):
-            rej.add_metric([dev, reason], n)
+    # Senders that are not registered devices share one label value, whatever ids they
+    # claimed: the label's cardinality is bounded by the registry, not by the LAN.
+    unknown: dict[str, float] = {}
+    for reasons in edges["unattributed_rejections"].values():
+        for reason, n in reasons.items():
+            unknown[reason] = unknown.get(reason, 0) + n
+    for reason, n in sorted(unknown.items()):
+        rej.add_metric(["unknown", reason], n)
     yield from (acc, rej, seen, battery)
 
 

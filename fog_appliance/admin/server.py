@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 NODE_KEY = web.AppKey("node", FogNode)
 FEED_KEY = web.AppKey("feed", EventFeed)
 TOKEN_KEY = web.AppKey("token", str)
+READONLY_TOKEN_KEY = web.AppKey("readonly_token", str)
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 UNIX_PATH_MAX = 107
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -46,6 +48,10 @@ def socket_path(node_cfg: FogConfig) -> Path:
 
 def token_path(node_cfg: FogConfig) -> Path:
     return node_cfg.data_path(node_cfg.admin.token_file)
+
+
+def readonly_token_path(node_cfg: FogConfig) -> Path:
+    return node_cfg.data_path(node_cfg.admin.readonly_token_file)
 
 
 def load_or_create_token(path: Path) -> str:
@@ -93,12 +99,19 @@ async def errors_mw(request: web.Request, handler: Handler) -> web.StreamRespons
 
 @web.middleware
 async def auth_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get("Authorization", "")
+    readonly = request.app[READONLY_TOKEN_KEY]
+    if readonly and hmac.compare_digest(given.encode(), f"Bearer {readonly}".encode()):
+        # The read-only credential (served console sessions), on any transport.
+        if request.method not in READ_METHODS:
+            return _json({"error": "this credential is read-only (admin.readonly_token_file):"
+                          " it cannot change the node"}, 403)
+        return await handler(request)
     if _is_unix(request):
         return await handler(request)
     node: FogNode = request.app[NODE_KEY]
     if request.path == "/metrics" and node.cfg.admin.metrics_without_token:
         return await handler(request)
-    given = request.headers.get("Authorization", "")
     expected = f"Bearer {request.app[TOKEN_KEY]}"
     if not hmac.compare_digest(given.encode(), expected.encode()):
         return _json({"error": "missing or wrong bearer token (see admin.token_file)"}, 401)
@@ -128,11 +141,13 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     return value
 
 
-def build_app(node: FogNode, feed: EventFeed, token: str) -> web.Application:
+def build_app(node: FogNode, feed: EventFeed, token: str,
+              readonly_token: str = "") -> web.Application:
     app = web.Application(middlewares=[errors_mw, auth_mw], client_max_size=1024 * 1024)
     app[NODE_KEY] = node
     app[FEED_KEY] = feed
     app[TOKEN_KEY] = token
+    app[READONLY_TOKEN_KEY] = readonly_token
 
     def n(request: web.Request) -> FogNode:
         return request.app[NODE_KEY]
@@ -286,7 +301,7 @@ async def start_admin(node: FogNode, stack: contextlib.AsyncExitStack) -> AdminS
     cfg = node.cfg
     feed = EventFeed()
     token = load_or_create_token(token_path(cfg)) if cfg.admin.http_enabled else ""
-    app = build_app(node, feed, token)
+    app = build_app(node, feed, token, load_or_create_token(readonly_token_path(cfg)))
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

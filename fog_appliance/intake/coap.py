@@ -23,9 +23,11 @@ import aiocoap.resource
 
 from fog_appliance.coordinator import Coordinator
 from fog_appliance.errors import AuthError, PolicyError, Reason, RejectedError, StoreError
-from fog_appliance.intake.coap_block1 import BoundedBlock1Spool
+from fog_appliance.intake.coap_block1 import Uploads
+from fog_appliance.intake.coap_guard import VerifiedSources, source_of
 from fog_appliance.intake.service import Intake
 from fog_appliance.protocol import topics
+from fog_appliance.protocol.messages import MAX_HELLO_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +72,20 @@ class UpdateResource(aiocoap.resource.Resource):  # type: ignore[misc]
 
     rt = "fog.update"
 
-    def __init__(self, intake: Intake) -> None:
+    def __init__(self, intake: Intake, verified: VerifiedSources | None = None) -> None:
         super().__init__()
         self._intake = intake
-        self._block1 = BoundedBlock1Spool(
-            intake.max_frame_bytes,
-            lambda exc: intake.record_rejection("?", "coap", exc))
+        self._verified = verified
+        self.max_upload_bytes = intake.max_frame_bytes
+
+    def upload_refused(self, exc: RejectedError) -> None:
+        self._intake.record_rejection("?", "coap", exc)
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         with coap_errors():
             acc = await self._intake.submit_update(bytes(request.payload), "coap")
+        if self._verified is not None:
+            self._verified.note(source_of(request.remote))
         return _json({"status": "accepted", "round": acc.round, "seq": acc.seq,
                       "duplicate": acc.duplicate})
 
@@ -89,28 +95,46 @@ class HelloResource(aiocoap.resource.Resource):  # type: ignore[misc]
 
     rt = "fog.hello"
 
-    def __init__(self, intake: Intake, coordinator: Coordinator) -> None:
+    def __init__(self, intake: Intake, coordinator: Coordinator,
+                 verified: VerifiedSources | None = None) -> None:
         super().__init__()
         self._intake = intake
         self._coord = coordinator
+        self._verified = verified
+        self.max_upload_bytes = MAX_HELLO_BYTES
+
+    def upload_refused(self, exc: RejectedError) -> None:
+        self._intake.record_rejection("?", "coap", exc, what="hello")
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         with coap_errors():
             hello = await self._intake.submit_hello(bytes(request.payload), "coap")
+        if self._verified is not None:  # this address holds a device key: it may fetch /model
+            self._verified.note(source_of(request.remote))
         return _json(await self._intake.hello_answer(hello, "coap"))
 
 
 def build_site(intake: Intake, coordinator: Coordinator,
                extra: Mapping[tuple[str, ...], aiocoap.resource.Resource] | None = None,
-               ) -> aiocoap.resource.Site:
-    """The node's CoAP site; ``extra`` adds resources by path (``/model``, ``/infer``)."""
+               uploads: Uploads | None = None,
+               verified: VerifiedSources | None = None) -> aiocoap.resource.Site:
+    """The node's CoAP site; ``extra`` adds resources by path (``/model``, ``/infer``).
+
+    Every resource reassembles block-wise uploads through ``uploads`` (bounded: see
+    ``coap_block1.py``) up to its ``max_upload_bytes`` (none if it has no such attribute),
+    reporting refusals to its ``upload_refused`` if it has one. A source address whose
+    hello or update is accepted is noted in ``verified``."""
+    uploads = uploads or Uploads()
     site = aiocoap.resource.Site()
-    site.add_resource(list(topics.COAP_UPDATE), UpdateResource(intake))
-    site.add_resource(list(topics.COAP_HELLO), HelloResource(intake, coordinator))
-    for path, resource in (extra or {}).items():
+    resources: dict[tuple[str, ...], aiocoap.resource.Resource] = {
+        topics.COAP_UPDATE: UpdateResource(intake, verified),
+        topics.COAP_HELLO: HelloResource(intake, coordinator, verified), **(extra or {})}
+    resources[(".well-known", "core")] = aiocoap.resource.WKCResource(
+        site.get_resources_as_linkheader)
+    for path, resource in resources.items():
+        resource._block1 = uploads.spool(int(getattr(resource, "max_upload_bytes", 0)),
+                                         getattr(resource, "upload_refused", None))
         site.add_resource(list(path), resource)
-    site.add_resource([".well-known", "core"],
-                      aiocoap.resource.WKCResource(site.get_resources_as_linkheader))
     return site
 
 

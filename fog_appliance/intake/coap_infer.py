@@ -5,23 +5,33 @@ the rows to the inference engine, encode the answer in the request's format (or 
 Accept option asks for). Refusals carry a diagnostic payload ``reason: detail; …``:
 
 ==========================================  =====
+source address over its request rate         4.29 with Max-Age
+not signed, unknown device, wrong tag         4.01 (revoked device: 4.03)
 wrong feature count, non-finite value, bad   4.00
 bytes, not JSON/CBOR
 more rows than ``inference.max_request_rows``  4.13
 Content-Format / Accept not served           4.15 / 4.06
 node over its CPU/memory caps, queue full    5.03 with Max-Age (seconds to wait)
 ==========================================  =====
+
+With ``key_for`` (the node passes its registry's when ``inference.require_auth``), a request
+is served only in the signed envelope of ``protocol/infer.py`` (HMAC-SHA256 with the device
+key, checked before the body is parsed); its source address then counts as verified
+(``coap_guard.VerifiedSources``: it may fetch the model blob).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
 
 import aiocoap
 import aiocoap.resource
 
-from fog_appliance.errors import InferenceError, OverloadedError, ProtocolError, Reason
+from fog_appliance.errors import AuthError, InferenceError, OverloadedError, ProtocolError, Reason
 from fog_appliance.inference.engine import InferenceEngine
+from fog_appliance.intake.coap_guard import SourceRateLimit, VerifiedSources, source_of
 from fog_appliance.protocol import infer as wire
 
 log = logging.getLogger(__name__)
@@ -36,15 +46,35 @@ class InferResource(aiocoap.resource.Resource):  # type: ignore[misc]
 
     rt = "fog.infer"
 
-    def __init__(self, engine: InferenceEngine, *, input_dim: int, max_rows: int) -> None:
+    def __init__(self, engine: InferenceEngine, *, input_dim: int, max_rows: int,
+                 key_for: Callable[[str], bytes] | None = None,
+                 rate_limit: SourceRateLimit | None = None,
+                 verified: VerifiedSources | None = None) -> None:
         super().__init__()
         self._engine = engine
         self._dim = input_dim
         self._max_rows = max_rows
+        self._key_for = key_for
+        self._rate = rate_limit
+        self._verified = verified
         # A JSON number takes at most ~25 bytes; anything longer cannot be a valid request.
-        self._max_payload = wire.REQUEST.size + max_rows * input_dim * 25 + 64
+        self.max_upload_bytes = (wire.REQUEST.size + max_rows * input_dim * 25 + 64
+                                 + wire.SIGNED_OVERHEAD)
+
+    def upload_refused(self, exc: ProtocolError) -> None:
+        """A block-wise upload past ``max_upload_bytes`` (refused while reassembling)."""
+        self._engine.note_rejected(exc.reason.value)
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        source = source_of(request.remote)
+        if self._rate is not None:
+            wait = self._rate.take(source)
+            if wait > 0:
+                self._engine.note_rejected("rate_limited")
+                secs = max(1, math.ceil(wait))
+                return _text(aiocoap.TOO_MANY_REQUESTS,
+                             f"overloaded: too many requests from this address; retry in "
+                             f"{secs} s", max_age=secs)
         cf = request.opt.content_format
         cf = None if cf is None else int(cf)
         if cf is not None and cf not in wire.FORMATS:
@@ -57,9 +87,19 @@ class InferResource(aiocoap.resource.Resource):  # type: ignore[misc]
             return _text(aiocoap.NOT_ACCEPTABLE, f"bad_message: cannot answer in format {out}")
         payload = request.payload
         try:
-            if len(payload) > self._max_payload:
+            if len(payload) > self.max_upload_bytes:
                 raise ProtocolError(Reason.TOO_LARGE, f"request is {len(payload)} bytes")
+            if self._key_for is not None:
+                _device, body = wire.open_request(payload, self._key_for)
+                if self._verified is not None:
+                    self._verified.note(source)
+                payload = bytes(body)
             x = wire.decode_request(payload, cf, input_dim=self._dim, max_rows=self._max_rows)
+        except AuthError as exc:
+            self._engine.note_rejected(exc.reason.value)
+            code = (aiocoap.FORBIDDEN if exc.reason is Reason.REVOKED_DEVICE
+                    else aiocoap.UNAUTHORIZED)
+            return _text(code, wire.diagnostic(exc))
         except ProtocolError as exc:
             self._engine.note_rejected(exc.reason.value)
             code = (aiocoap.REQUEST_ENTITY_TOO_LARGE if exc.reason is Reason.TOO_LARGE

@@ -9,6 +9,10 @@
   cached version at any block size up to the transport's, with the ETag on every block, so a
   client that started a transfer before a new version was published sees the change (and
   aiocoap's client reports it) instead of assembling a mix.
+* Blocks of up to 1 KiB go only to source addresses that proved they hold a device key
+  recently (an accepted signed hello, update or inference request:
+  ``coap_guard.VerifiedSources``); any other address gets 32-byte blocks, so a 12-byte GET
+  from a spoofed source reflects 52 bytes, not 1,046 (``?meta`` is not limited).
 * Observe on ``/model`` notifies when a new version is published (the notification is block 0;
   the client fetches the rest); observers of ``/model?meta`` are notified of every new round.
 """
@@ -25,10 +29,12 @@ from aiocoap.optiontypes import BlockOption
 
 from fog_appliance.cache import CachedModel, ModelCache
 from fog_appliance.errors import CacheError, ModelNotFoundError
+from fog_appliance.intake.coap_guard import VerifiedSources, source_of
 
 CT_OCTETS = 42
 CT_JSON = 50
 MAX_SZX = 6  # 1024-byte blocks: the largest plain CoAP over UDP allows (7 is BERT, TCP only)
+UNVERIFIED_SZX = 1  # 32-byte blocks for addresses that have not proved a device key
 
 
 def _query(request: aiocoap.Message) -> tuple[bool, int | None]:
@@ -47,12 +53,14 @@ def _query(request: aiocoap.Message) -> tuple[bool, int | None]:
     return meta, version
 
 
-def block_of(blob: bytes, request: aiocoap.Message) -> tuple[bytes, Any]:
-    """The payload and Block2 option answering ``request`` (no option if it fits)."""
-    max_szx = min(MAX_SZX, request.remote.maximum_block_size_exp)
+def block_of(blob: bytes, request: aiocoap.Message,
+             max_szx: int = MAX_SZX) -> tuple[bytes, Any]:
+    """The payload and Block2 option answering ``request`` (no option if it fits), in blocks
+    of at most ``2 ** (max_szx + 4)`` bytes."""
+    max_szx = min(max_szx, request.remote.maximum_block_size_exp)
     b2 = request.opt.block2
     if b2 is None:
-        if len(blob) <= request.remote.maximum_payload_size:
+        if len(blob) <= min(request.remote.maximum_payload_size, 1 << (max_szx + 4)):
             return blob, None
         num, szx = 0, max_szx
     else:
@@ -75,10 +83,12 @@ class ModelResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
     rt = "fog.model"
     ct = CT_OCTETS
 
-    def __init__(self, cache: ModelCache, announcement: Callable[[], bytes]) -> None:
+    def __init__(self, cache: ModelCache, announcement: Callable[[], bytes],
+                 verified: VerifiedSources | None = None) -> None:
         super().__init__()
         self._cache = cache
         self._announcement = announcement
+        self._verified = verified
         self._blob_observers: set[Any] = set()
         self._meta_observers: set[Any] = set()
         cache.add_listener(self._changed)
@@ -120,11 +130,15 @@ class ModelResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
         meta, version = _query(request)
         if meta:
             return aiocoap.Message(payload=self._announcement(), content_format=CT_JSON)
+        # An address that has not proved a device key gets 32-byte blocks: a 12-byte GET
+        # (its source may be spoofed) must not reflect a 1 KiB block at a victim.
+        max_szx = (MAX_SZX if self._verified is None or source_of(request.remote)
+                   in self._verified else UNVERIFIED_SZX)
         first = request.opt.block2 is None or request.opt.block2.block_number == 0
         entry = await self._entry(request, version, first)
         if isinstance(entry, aiocoap.Message):
             return entry
-        payload, block2 = block_of(entry.blob, request)
+        payload, block2 = block_of(entry.blob, request, max_szx)
         msg = aiocoap.Message(payload=payload, etag=entry.etag, content_format=CT_OCTETS)
         if block2 is not None:
             msg.opt.block2 = block2

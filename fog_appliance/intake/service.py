@@ -20,6 +20,7 @@ from fog_appliance.coordinator import Coordinator
 from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import PolicyError, ProtocolError, Reason, RejectedError
 from fog_appliance.intake.committer import Committer, Pending
+from fog_appliance.intake.loglimit import LogLimiter
 from fog_appliance.protocol.frame import UpdateFrame, decode_update, read_header
 from fog_appliance.protocol.messages import Hello, decode_hello
 from fog_appliance.registry import Registry
@@ -27,6 +28,9 @@ from fog_appliance.rounds import Admission, Round
 from fog_appliance.store import AcceptedUpdate, Store
 
 log = logging.getLogger(__name__)
+
+UNKNOWN_SENDER = "unknown"
+"""The one key rejections of senders that are not provisioned devices are counted under."""
 
 CARRY_OVER_WAIT_S = 30.0
 """Longest an update to a full asynchronous buffer waits for the next one to open."""
@@ -64,6 +68,7 @@ class Intake:
         self.max_frame_bytes = max_frame_bytes
         self._inflight: dict[tuple[str, int, int], Pending] = {}
         self.counters = IntakeCounters()
+        self._log_limit = LogLimiter()
         self.update_gate: Callable[[int], None] | None = None
         """Resource hook: called with an update's size before admission; raises
         RejectedError (``overloaded``) when the store must not grow (the disk guard)."""
@@ -180,8 +185,18 @@ class Intake:
     def record_rejection(self, device: str, transport: str, exc: RejectedError,
                          what: str = "update") -> None:
         """Count and log a rejection (also for adapters that refuse before the intake, such
-        as the CoAP block-wise size cap)."""
+        as the CoAP block-wise size cap).
+
+        A sender that is not a provisioned device (any id an unauthenticated frame claims, or
+        none) is counted under the one key ``unknown``: random ids cost no store row, no
+        metric label and no console entry each. Log lines are rate-limited per key."""
+        who = device if self._registry.knows(device) else UNKNOWN_SENDER
         self.counters.rejected[exc.reason.value] += 1
-        self._committer.note_rejection(device, exc.reason.value)
+        self._committer.note_rejection(who, exc.reason.value)
         level = logging.INFO if isinstance(exc, PolicyError) else logging.WARNING
-        log.log(level, "%s from %s over %s rejected: %s", what, device, transport, exc)
+        allowed, suppressed = self._log_limit.allow(who)
+        if allowed:
+            claimed = "" if who == device else f" (claims {device[:40]!r})"
+            more = f" ({suppressed} more from {who} not logged)" if suppressed else ""
+            log.log(level, "%s from %s%s over %s rejected: %s%s", what, who, claimed,
+                    transport, exc, more)

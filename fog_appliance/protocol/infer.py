@@ -9,6 +9,15 @@ Three encodings of the same request and answer, chosen by the CoAP Content-Forma
   ``{"features": [[f, …], …]}`` (one row may be given flat: ``{"features": [f, …]}``), answered
   with ``{"model_version": v, "scores": [[p, …], …], "labels": [k, …]}``.
 
+**Authentication.** A node with ``inference.require_auth`` (the default) serves only requests
+wrapped in a signed envelope (:func:`sign_request`)::
+
+    b"FOGA" | version u8 (1) | id length u8 | device id (ASCII) | body | HMAC-SHA256 (32 B)
+
+where the body is the request in the format the Content-Format option names and the tag is
+computed with the device's key over every byte before it. The tag is checked before the body
+is parsed (:func:`open_request`).
+
 Every check happens before anything large is allocated: the byte length of a binary request
 is compared with its header first, and structured requests are size-checked by the caller
 (the CoAP adapter limits the payload). Failures raise
@@ -17,15 +26,19 @@ is compared with its header first, and structured requests are size-checked by t
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fog_appliance.errors import ProtocolError, Reason
+from fog_appliance.errors import AuthError, ProtocolError, Reason, RejectedError
+from fog_appliance.protocol.frame import DEVICE_ID_RE
 
 CF_OCTETS = 42
 CF_JSON = 50
@@ -40,6 +53,13 @@ DTYPE_FLOAT32 = 0
 REQUEST = struct.Struct("<4sBBHII")
 # magic, version, dtype, reserved (u16, zero), model version, rows, classes
 ANSWER = struct.Struct("<4sBBHIII")
+SIGNED_MAGIC = b"FOGA"
+SIGNED_VERSION = 1
+# magic, version, device id length
+SIGNED = struct.Struct("<4sBB")
+TAG_BYTES = 32
+SIGNED_OVERHEAD = SIGNED.size + 32 + TAG_BYTES
+"""Most bytes the envelope adds to a body (a 32-character device id)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +75,52 @@ class Answer:
         return [int(k) for k in self.scores.argmax(axis=1)]
 
 
-def diagnostic(exc: ProtocolError) -> str:
+def diagnostic(exc: RejectedError) -> str:
     """The CoAP diagnostic payload of a refused request."""
     return f"{exc.reason.value}: {exc.detail}; the request was not run"
+
+
+# -- the signed envelope ----------------------------------------------------------------------
+
+def sign_request(body: bytes, device_id: str, key: bytes) -> bytes:
+    """Wrap a request body (any format) for a node that authenticates ``/infer``."""
+    raw_id = device_id.encode("ascii")
+    if not DEVICE_ID_RE.fullmatch(raw_id):
+        raise ValueError(f"device id {device_id!r} must be 1..32 of A-Z a-z 0-9 _ -")
+    signed = SIGNED.pack(SIGNED_MAGIC, SIGNED_VERSION, len(raw_id)) + raw_id + bytes(body)
+    return signed + hmac.new(key, signed, hashlib.sha256).digest()
+
+
+def open_request(payload: bytes | memoryview,
+                 key_for: Callable[[str], bytes]) -> tuple[str, memoryview]:
+    """(device id, body) of a signed request, the tag verified before the body is looked at.
+
+    ``key_for`` gives a device's key (and raises AuthError for an unknown or revoked one).
+    Raises ProtocolError for a malformed envelope, AuthError for a wrong tag."""
+    mv = memoryview(payload)
+    n = len(mv)
+    if n < 4 or bytes(mv[:4]) != SIGNED_MAGIC:
+        raise AuthError(Reason.BAD_SIGNATURE, "request is not signed (it must start with "
+                        "b'FOGA': see docs/inference.md)")
+    if n < SIGNED.size + 1 + TAG_BYTES:
+        raise ProtocolError(Reason.TRUNCATED, f"signed request is {n} bytes")
+    _magic, version, id_len = SIGNED.unpack_from(mv, 0)
+    if version != SIGNED_VERSION:
+        raise ProtocolError(Reason.BAD_VERSION, f"envelope version {version}, this fog reads "
+                            f"{SIGNED_VERSION}")
+    raw_id = bytes(mv[SIGNED.size:SIGNED.size + id_len])
+    if not 1 <= id_len <= 32 or not DEVICE_ID_RE.fullmatch(raw_id):
+        raise ProtocolError(Reason.BAD_HEADER, "envelope device id is not 1..32 of "
+                            "A-Z a-z 0-9 _ -")
+    start = SIGNED.size + id_len
+    if n < start + TAG_BYTES:
+        raise ProtocolError(Reason.TRUNCATED, f"signed request is {n} bytes")
+    device = raw_id.decode("ascii")
+    key = key_for(device)
+    want = hmac.new(key, mv[:n - TAG_BYTES], hashlib.sha256).digest()
+    if not hmac.compare_digest(want, bytes(mv[n - TAG_BYTES:])):
+        raise AuthError(Reason.BAD_SIGNATURE, "request tag does not match the device key")
+    return device, mv[start:n - TAG_BYTES]
 
 
 # -- requests ---------------------------------------------------------------------------------

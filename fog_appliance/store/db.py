@@ -241,12 +241,24 @@ class Store:
 
     def prune_history(self, before: float, open_round: int) -> tuple[int, int]:
         """Delete the rows of updates (of closed rounds) and of events older than ``before``
-        (unix s); the devices keep their tallies. Returns (updates, events) deleted."""
+        (unix s); the devices keep their tallies. Rejection tallies of senders that are not
+        devices (``unknown``, and rows of random ids an older version stored) go too when
+        older than ``before``. Returns (updates, events) deleted."""
         with self._lock, _translated("deleting old history"), self.db.atomic():
             updates = self.db.execute("DELETE FROM updates WHERE received_at < ? AND "
                                       "round_id < ?", [before, open_round]).rowcount
             events = self.db.execute("DELETE FROM events WHERE ts < ?", [before]).rowcount
+            self.prune_rejections(before)
         return int(updates), int(events)
+
+    def prune_rejections(self, before: float) -> int:
+        """Delete rejection tallies of senders that are not provisioned devices: every row
+        of an id not in ``devices`` except ``unknown``, and ``unknown``'s own rows last
+        counted before ``before``. Returns the rows deleted."""
+        with self._lock, _translated("deleting rejection tallies"), self.db.atomic():
+            return int(self.db.execute(
+                "DELETE FROM rejections WHERE device_id NOT IN (SELECT id FROM devices) AND "
+                "(device_id != 'unknown' OR last_at < ?)", [before]).rowcount)
 
     def update_keys(self, round_id: int) -> list[tuple[str, int]]:
         with self._lock, _translated("reading updates"):

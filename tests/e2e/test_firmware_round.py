@@ -21,6 +21,7 @@ from fog_appliance.app import FogNode
 from fog_appliance.broker import find_mosquitto, fog_password, free_port
 from fog_appliance.intake.coap import start_server
 from fog_appliance.model.numpy_model import accuracy
+from fog_appliance.protocol import infer as wire
 from fog_appliance.protocol import topics
 from fog_appliance.protocol.frame import DType
 from fog_appliance.provisioning import broker_files, sync_broker_auth
@@ -177,12 +178,16 @@ async def test_an_unreachable_redirect_falls_back_to_the_home_node(tmp_path: Pat
 
 
 class _Infer(aiocoap.resource.Resource):  # type: ignore[misc]
+    """Takes requests the way the node's /infer does (signed envelope, binary rows)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.features: list[np.ndarray] = []
+        self.keys: dict[str, bytes] = {}
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
-        self.features.append(np.frombuffer(request.payload, "<f4"))
+        _dev, body = wire.open_request(request.payload, self.keys.__getitem__)
+        self.features.append(wire.decode_binary(bytes(body), input_dim=64, max_rows=1)[0])
         scores = [0.05] * 10
         scores[int(self.features[-1].argmax()) % 10] = 0.55
         return aiocoap.Message(payload=json.dumps({"scores": scores, "model_version": 1})
@@ -203,6 +208,7 @@ async def test_the_fog_can_turn_a_board_into_a_weak_edge(tmp_path: Path) -> None
             flash = await site.add_edge(node, "watch", *shards[0], infer_every_s=0)
             conf = json.loads((flash / "config.json").read_text())
             conf["coap"] = {"host": "127.0.0.1", "port": port}  # the test's /infer
+            infer.keys["watch"] = bytes.fromhex(conf["key"])
             (flash / "config.json").write_text(json.dumps(conf))
             site.start("watch")
             assert await wait_until(lambda: node.coordinator.model.version >= 2, 60)

@@ -1,7 +1,8 @@
 """The firmware's CoAP client (edge_firmware/device/coap.py, weak.py) against a real aiocoap
 server on loopback: confirmable POST to any path, piggybacked and separate responses,
-Block2 GETs, error codes, and the weak-edge /infer exchange (a test resource: the real
-/infer is another part's)."""
+Block2 GETs, error codes, and the weak-edge /infer exchange (a test resource that checks the
+request with the fog's own envelope check and decoder; tests/integration/test_infer_auth.py
+runs weak.py against the real /infer)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ import numpy as np
 import pytest
 
 from fog_appliance.broker import free_port
+from fog_appliance.errors import RejectedError
 from fog_appliance.intake.coap import start_server
+from fog_appliance.protocol import infer as wire
 from tests.firmware_support import firmware
 
 coap = firmware("coap")
 weak = firmware("weak")
 rt = firmware("rt")
+KEY = bytes(range(32))
 BIG = bytes(range(256)) * 13  # 3,328 bytes: four 1 KiB blocks
 
 
@@ -37,9 +41,11 @@ class Infer(aiocoap.resource.Resource):  # type: ignore[misc]
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         self.requests.append(request)
-        if len(request.payload) != 16:
-            raise aiocoap.error.BadRequest("bad_shape: 4 float32 features expected")
-        x = np.frombuffer(request.payload, "<f4")
+        try:  # the fog's own envelope check and decoder (protocol/infer.py)
+            _dev, body = wire.open_request(request.payload, lambda dev: KEY)
+            x = wire.decode_binary(bytes(body), input_dim=4, max_rows=1)[0]
+        except RejectedError as exc:
+            raise aiocoap.error.BadRequest(wire.diagnostic(exc)) from None
         z = x @ self.W
         p = np.exp(z - z.max())
         scores = (p / p.sum()).tolist()
@@ -84,7 +90,7 @@ async def test_weak_edge_inference_round_trip(server: tuple[int, Infer]) -> None
     client = coap.Client("127.0.0.1", port)
     x = rt.floats_from(struct.pack("<4f", 1.0, 0.0, -1.0, 2.0))
     try:
-        cls, scores, version = await asyncio.to_thread(weak.infer, client, x)
+        cls, scores, version = await asyncio.to_thread(weak.infer, client, x, "w1", KEY)
     finally:
         client.close()
     z = np.array([1.0, 0.0, -1.0, 2.0], np.float32) @ Infer.W
@@ -101,11 +107,11 @@ async def test_error_responses_and_unknown_paths(server: tuple[int, Infer]) -> N
     client = coap.Client("127.0.0.1", port)
     try:
         code, _, payload = await asyncio.to_thread(client.post, "/infer", b"\x00" * 3)
-        assert coap.code_str(code) == "4.00" and b"bad_shape" in payload
+        assert coap.code_str(code) == "4.00" and b"not signed" in payload
         code, _, _ = await asyncio.to_thread(client.post, "/nowhere", b"x")
         assert coap.code_str(code) == "4.04"
         with pytest.raises(coap.CoapError, match=r"4\.00"):
-            await asyncio.to_thread(weak.infer, client, rt.zeros(3))
+            await asyncio.to_thread(weak.infer, client, rt.zeros(3), "w1", KEY)
     finally:
         client.close()
 

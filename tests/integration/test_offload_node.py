@@ -91,9 +91,11 @@ class Node:
         assert resp.code == aiocoap.CHANGED, resp.payload
         return dict(json.loads(resp.payload))
 
-    async def infer(self, x: np.ndarray) -> aiocoap.Message:
-        return await self.request(aiocoap.POST, "/infer", wire.encode_request(x),
-                                  content_format=42)
+    async def infer(self, x: np.ndarray, device: str | None = None) -> aiocoap.Message:
+        """A signed request (inference.require_auth), by ``device`` or the first one."""
+        creds = self.creds[device or next(iter(self.creds))]
+        body = wire.sign_request(wire.encode_request(x), creds.device_id, creds.key)
+        return await self.request(aiocoap.POST, "/infer", body, content_format=42)
 
     async def send_zero_update(self, device: str) -> Any:
         async with FLClient(self.creds[device], transport="coap", timeout=15) as c:

@@ -153,12 +153,12 @@ def test_prometheus_text_format() -> None:
               "rounds": {"published": 1, "failed": 0}, "devices": {"active": 2, "revoked": 1}}
     edges = {"edges": [{"id": "d1", "accepted": 4, "rejected": {"replayed_sequence": 1},
                         "last_seen": 9.0, "battery": 55}],
-             "unattributed_rejections": {"?": {"truncated": 2}}}
+             "unattributed_rejections": {"?": {"truncated": 2}, "x9": {"truncated": 1}}}
     text = render(status, edges, {"cache": {"available": False}}).decode()
     for line in ['fog_link_up{link="mqtt"} 1.0', 'fog_link_up{link="coap"} 0.0',
                  'fog_updates_accepted_total{transport="mqtt"} 4.0',
                  'fog_updates_rejected_total{reason="bad_signature"} 2.0',
-                 'fog_device_updates_rejected_total{device="?",reason="truncated"} 2.0',
+                 'fog_device_updates_rejected_total{device="unknown",reason="truncated"} 3.0',
                  'fog_device_battery_percent{device="d1"} 55.0',
                  'fog_round_state{state="collecting"} 1.0',
                  'fog_section_available{section="cache"} 0.0']:

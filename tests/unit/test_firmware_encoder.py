@@ -189,3 +189,13 @@ def test_frames_decode_with_the_device_key_only() -> None:
 
     with pytest.raises(AuthError):
         decode_update(frame, bytes(32), [(4, 3)], max_frame_bytes=4096)
+
+
+def test_weak_edge_infer_request_equals_the_golden_file(hmac_path: str) -> None:
+    """The signed /infer request of edge_firmware/device/weak.py, byte for byte the fog's."""
+    weak = firmware("weak")
+    rt = firmware("rt")
+    case = golden()["cases"]["infer_request"]
+    x = rt.floats_from(struct.pack(f"<{len(case['features'])}f", *case["features"]))
+    body = weak.sign(weak.features_payload(x), case["device_id"], golden_key())
+    assert body == (FIXTURES / case["file"]).read_bytes()

@@ -180,3 +180,47 @@ def test_bad_answers_are_refused() -> None:
         wire.decode_answer(good[:-1], wire.CF_OCTETS)
     with pytest.raises(ProtocolError):
         wire.decode_answer(b"{}", wire.CF_JSON)
+
+
+# -- the signed envelope (inference.require_auth) -----------------------------------------------
+
+def _golden_infer() -> tuple[bytes, dict[str, object], bytes]:
+    from tests.firmware_support import FIXTURES, golden, golden_key
+
+    case = golden()["cases"]["infer_request"]
+    return (FIXTURES / case["file"]).read_bytes(), case, golden_key()
+
+
+def test_golden_signed_request_opens_and_decodes() -> None:
+    payload, case, key = _golden_infer()
+    device, body = wire.open_request(payload, lambda d: key)
+    assert device == case["device_id"]
+    x = wire.decode_request(bytes(body), 42, input_dim=4, max_rows=8)
+    assert x.tolist() == [case["features"]]
+    assert wire.sign_request(wire.encode_request(x), device, key) == payload
+
+
+def test_signed_requests_are_verified_before_parsing() -> None:
+    from fog_appliance.errors import AuthError
+
+    payload, _case, key = _golden_infer()
+    with pytest.raises(AuthError) as wrong_key:
+        wire.open_request(payload, lambda d: b"\x01" * 32)
+    assert wrong_key.value.reason is Reason.BAD_SIGNATURE
+    tampered = bytearray(payload)
+    tampered[-40] ^= 1  # a feature byte
+    with pytest.raises(AuthError):
+        wire.open_request(bytes(tampered), lambda d: key)
+    with pytest.raises(AuthError, match="not signed"):
+        wire.open_request(wire.encode_request(np.zeros((1, 4), np.float32)), lambda d: key)
+
+    def unknown(device: str) -> bytes:
+        raise AuthError(Reason.UNKNOWN_DEVICE, f"device {device!r} is not provisioned")
+
+    with pytest.raises(AuthError) as who:
+        wire.open_request(payload, unknown)
+    assert who.value.reason is Reason.UNKNOWN_DEVICE
+    for bad in (payload[:10], b"FOGA\x02" + payload[5:], b"FOGA\x01\x00" + payload[6:],
+                b"FOGA\x01\x21" + payload[6:]):
+        with pytest.raises(ProtocolError):
+            wire.open_request(bad, lambda d: key)

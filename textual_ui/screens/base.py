@@ -67,7 +67,7 @@ class NodeScreen(Screen[None]):
             return None
         except Refused as exc:
             self.notify(f"{what}: {exc.message}", title=_refusal_title(exc.status),
-                        severity="error", timeout=8)
+                        severity="error", timeout=8, markup=False)
             return None
         self.console.connection_ok()
         return result

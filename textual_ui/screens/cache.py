@@ -12,7 +12,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header
 
 from textual_ui.client import AdminClient
-from textual_ui.format import clock, size
+from textual_ui.format import clock, plain, size
 from textual_ui.screens.base import NodeScreen
 from textual_ui.screens.confirm import ConfirmScreen
 from textual_ui.widgets import SectionView
@@ -60,7 +60,7 @@ class CacheScreen(NodeScreen):
         for m in self.models:
             acc = m["metrics"].get("accuracy")
             table.add_row(f"v{m['version']}" + (" (current)" if m["current"] else ""),
-                          str(m["round"] or "—"), m["provenance"], size(m["size"]),
+                          str(m["round"] or "—"), plain(m["provenance"]), size(m["size"]),
                           "yes" if m["stored"] else "evicted",
                           "—" if acc is None else f"{100 * acc:.1f}%", clock(m["created_at"]),
                           m["sha256"][:12], key=str(m["version"]))

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, Static
 
 from textual_ui.client import AdminClient
-from textual_ui.format import duration
+from textual_ui.format import duration, plain
 from textual_ui.screens.base import NodeScreen
 from textual_ui.widgets import ColumnChart, Gauge
 
@@ -71,9 +71,9 @@ def node_table(st: dict[str, Any], now: float) -> Table:
     t = Table.grid(padding=(0, 1))
     t.add_column(style="bold", no_wrap=True, min_width=7)
     t.add_column(no_wrap=True, overflow="ellipsis")
-    t.add_row("node", f"{st['fog_id']} ({st['tier']})")
-    t.add_row("region", st["region"])
-    t.add_row("up", f"{duration(now - st['started_at'])}, software {st['software']}")
+    t.add_row("node", plain(f"{st['fog_id']} ({st['tier']})"))
+    t.add_row("region", plain(st["region"]))
+    t.add_row("up", plain(f"{duration(now - st['started_at'])}, software {st['software']}"))
     t.add_row("model", f"version {st['model']['version']}")
     devices = st["devices"]
     t.add_row("edges", f"{devices['active']} active, {devices['revoked']} revoked")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
@@ -13,7 +14,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 
 from textual_ui.client import AdminClient
-from textual_ui.format import ago, clock
+from textual_ui.format import ago, clock, plain
 from textual_ui.screens.base import NodeScreen
 from textual_ui.screens.confirm import ConfirmScreen
 from textual_ui.screens.provision import ProvisionedScreen, ProvisionScreen
@@ -70,9 +71,9 @@ class EdgesScreen(NodeScreen):
         for e in self.edges:
             state = Text(e["state"], style="red" if e["state"] == "revoked" else "green")
             battery = "—" if e["battery"] is None else f"{e['battery']}%"
-            table.add_row(e["id"], state, e["role"], ago(e["last_seen"], now), battery,
-                          str(e["accepted"]), str(e["rejected_total"]), e["transport"] or "—",
-                          key=e["id"])
+            table.add_row(plain(e["id"]), state, plain(e["role"]), ago(e["last_seen"], now),
+                          battery, str(e["accepted"]), str(e["rejected_total"]),
+                          plain(e["transport"]), key=e["id"])
         if selected is not None and selected in {e["id"] for e in self.edges}:
             table.move_cursor(row=table.get_row_index(selected))
         title = COLUMNS[self.sort_index][1]
@@ -95,7 +96,7 @@ class EdgesScreen(NodeScreen):
         if edge is None:
             detail.update("No device selected. Press a to add one.")
             return
-        detail.border_title = f"Device {edge['id']}"
+        detail.border_title = f"Device {escape(str(edge['id']))}"
         detail.update(detail_table(edge, self.console.clock()))
 
     def action_sort(self) -> None:
@@ -160,13 +161,13 @@ def detail_table(e: dict[str, Any], now: float) -> Table:
     t.add_column(style="bold", no_wrap=True)
     t.add_column()
     rejected = ", ".join(f"{r} {n}" for r, n in sorted(e["rejected"].items())) or "none"
-    t.add_row("state", e["state"], "role", e["role"])
+    t.add_row("state", plain(e["state"]), "role", plain(e["role"]))
     t.add_row("last seen", ago(e["last_seen"], now), "last update",
               ago(e["last_update_at"], now))
     t.add_row("accepted", str(e["accepted"]), "last round", str(e["last_round"] or "—"))
-    t.add_row("firmware", str(e["fw"] or "—"), "RAM",
+    t.add_row("firmware", plain(e["fw"]), "RAM",
               "—" if e["ram"] is None else f"{e['ram'] // 1024} KiB")
     t.add_row("added", clock(e["created_at"]), "can train",
               {True: "yes", False: "no"}.get(e["can_train"], "—"))
-    t.add_row("rejected", rejected, "", "")
+    t.add_row("rejected", plain(rejected), "", "")
     return t

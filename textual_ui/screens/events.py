@@ -71,7 +71,7 @@ class EventsScreen(NodeScreen):
                 self.console.connection_lost(str(exc))
             except Refused as exc:
                 self.notify(f"reading events: {exc.message}", title="Events",
-                            severity="error")
+                            severity="error", markup=False)
             await asyncio.sleep(self.console.poll_s)
 
     def add(self, events: list[dict[str, Any]]) -> None:

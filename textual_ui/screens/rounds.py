@@ -12,7 +12,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 
 from textual_ui.client import AdminClient
-from textual_ui.format import clock, duration
+from textual_ui.format import clock, duration, plain
 from textual_ui.screens.base import NodeScreen
 from textual_ui.screens.confirm import ConfirmScreen
 from textual_ui.screens.round_edit import RoundEditScreen
@@ -81,7 +81,7 @@ class RoundsScreen(NodeScreen):
                 str(r["accepted"]), str(r["threshold"]),
                 "—" if r["result_version"] is None else f"v{r['result_version']}",
                 "—" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%",
-                clock(r["closed_at"]), r["note"], key=str(r["id"]))
+                clock(r["closed_at"]), plain(r["note"], ""), key=str(r["id"]))
         table.border_title = (f"{data['published']} published, {data['failed']} failed "
                               "since start")
 

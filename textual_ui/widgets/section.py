@@ -12,7 +12,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from textual_ui.format import field_value, label
+from textual_ui.format import field_value, label, plain
 
 
 class SectionView(Static):
@@ -38,7 +38,7 @@ class SectionView(Static):
             return Text("loading…", style="dim")
         if not data.get("available", False):
             return Text.assemble(("not available", "bold"), "\n",
-                                 (str(data.get("reason", "")), "dim"))
+                                 (str(data.get("reason", "")), "dim"))  # Text: no markup
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold", no_wrap=True)
         table.add_column()
@@ -46,5 +46,5 @@ class SectionView(Static):
         for key, value in data.items():
             if key == "available" or key in self.skip or isinstance(value, list):
                 continue
-            table.add_row(label(key), field_value(key, value, now))
+            table.add_row(label(key), plain(field_value(key, value, now)))
         return table

@@ -1,0 +1,74 @@
+"""A flood of unauthenticated update frames claiming random device ids, over real CoAP to a
+real node: the store, the /metrics labels, /api/edges and the log stay bounded (one
+``unknown`` key), and rows an older version stored for random ids are pruned."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from pathlib import Path
+
+import aiocoap
+import aiohttp
+import numpy as np
+import pytest
+
+from fog_appliance.admin.server import token_path
+from fog_appliance.broker import free_port
+from fog_appliance.protocol.frame import encode_update
+from tests.admin_support import node_config, running_node
+from tests.coap_raw import RawPeer
+
+FRAMES = 300
+
+
+async def test_random_device_ids_cost_one_key(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    cfg = node_config(tmp_path / "var")
+    cfg.admin.http_enabled = True
+    cfg.admin.http_port = free_port()
+    caplog.set_level(logging.INFO, logger="fog_appliance.intake.service")
+    async with running_node(cfg) as (node, api):
+        assert node.coap_port is not None and node.admin is not None
+        await api.provision("meter-1")
+        shapes = node.coordinator.shapes
+        peer = RawPeer(node.coap_port)
+        try:
+            for _ in range(FRAMES):
+                frame = encode_update(device_id=secrets.token_hex(8), key=secrets.token_bytes(32),
+                                      model_version=1, round=1, seq=1, num_samples=1,
+                                      local_steps=1,
+                                      tensors=[np.zeros(s, np.float32) for s in shapes])
+                msg = aiocoap.Message(code=aiocoap.POST, uri_path=("update",), payload=frame)
+                assert (await peer.request(msg)).code == aiocoap.UNAUTHORIZED
+        finally:
+            peer.close()
+        await node.committer.flush()
+        counts = await node.db.run(node.store.rejection_counts)
+        assert counts == {("unknown", "unknown_device"): FRAMES}, counts
+        edges = await api.edges()
+        assert edges["unattributed_rejections"] == {"unknown": {"unknown_device": FRAMES}}
+        token = token_path(cfg).read_text().strip()
+        async with aiohttp.ClientSession() as s, s.get(
+                f"{node.admin.http}/metrics",
+                headers={"Authorization": f"Bearer {token}"}) as resp:
+            text = await resp.text()
+        rejected = [line for line in text.splitlines()
+                    if line.startswith("fog_device_updates_rejected_total{")]
+        assert rejected == ['fog_device_updates_rejected_total{device="unknown",'
+                            f'reason="unknown_device"}} {float(FRAMES)}'], rejected
+        assert len(text) < 20_000  # was ~80 B more per random id
+        print(f"{FRAMES} random-id frames: {len(counts)} rejection row, {len(rejected)} "
+              f"label, /metrics {len(text)} bytes")  # docs/security.md quotes this line
+        lines = [r for r in caplog.records if "rejected" in r.getMessage()]
+        assert 1 <= len(lines) <= 10, len(lines)  # rate-limited: 5 per 10 s per key
+
+        # Rows of random ids stored before this fix are pruned with the history.
+        now = time.time()
+        await node.db.run(node.store.commit_intake, [], [("f00d", "bad_signature")], now)
+        pruned = await node.db.run(node.store.prune_rejections, now - 3600)
+        assert pruned == 1
+        counts = await node.db.run(node.store.rejection_counts)
+        assert set(counts) == {("unknown", "unknown_device")}
+
