@@ -11,10 +11,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fog_appliance.admin import settings
-from fog_appliance.aggregation.factory import round_policy
 from fog_appliance.errors import ActionError, ProvisioningError
 from fog_appliance.provisioning import provision, revoke
-from fog_appliance.serving import limits_from
 from fog_appliance.store import admin_queries as q
 
 if TYPE_CHECKING:
@@ -86,9 +84,7 @@ async def change_settings(node: FogNode, body: dict[str, Any], actor: str) -> di
     saved = settings.save(node.cfg, body)
     cfg = node.cfg
     co = node.coordinator
-    policy = round_policy(cfg, co.strategy)
-    co.set_policy(policy)
-    node.serving.resources.set_limits(limits_from(cfg))
+    policy = settings.apply_live(node)
     rnd = co.round
     notes: list[str] = []
     applied = {name: "applied now" for name in body}
