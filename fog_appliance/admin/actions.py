@@ -81,10 +81,12 @@ async def change_settings(node: FogNode, body: dict[str, Any], actor: str) -> di
     on are sized by them, the open round is retuned where it can be, and the resource
     manager admits work by the new caps. ``applied`` says, per saved field, from when it
     governs (and why not at once, if not)."""
+    from fog_appliance.admin.live import apply_live  # the node's parts: only when saving
+
     saved = settings.save(node.cfg, body)
     cfg = node.cfg
     co = node.coordinator
-    policy = settings.apply_live(node)
+    policy = apply_live(node)
     rnd = co.round
     notes: list[str] = []
     applied = {name: "applied now" for name in body}

@@ -12,17 +12,11 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fog_appliance.aggregation.factory import round_policy
 from fog_appliance.broker import write_atomic
 from fog_appliance.config import FogConfig, _field_docs, from_mapping
 from fog_appliance.errors import ActionError, ConfigError
-from fog_appliance.serving import limits_from
-
-if TYPE_CHECKING:
-    from fog_appliance.app import FogNode
-    from fog_appliance.rounds import RoundPolicy
 
 EDITABLE: tuple[str, ...] = (
     "edge_interface.aggregation_threshold",
@@ -115,15 +109,3 @@ def save(cfg: FogConfig, changes: dict[str, Any]) -> dict[str, Any]:
         section_name, key = name.split(".")
         setattr(getattr(cfg, section_name), key, getattr(getattr(new, section_name), key))
     return merged
-
-
-def apply_live(node: FogNode) -> RoundPolicy:
-    """Make the node's (just saved) settings govern it at once: every round opened from now
-    on is sized by them and the resource manager admits work by the new caps. Returns the
-    round policy now in force (the aggregation rule or ``privacy.k_min`` may raise the
-    minimum; an asynchronous strategy's buffer size replaces the threshold). The open round
-    is the caller's (``actions.change_settings``)."""
-    policy = round_policy(node.cfg, node.coordinator.strategy)
-    node.coordinator.set_policy(policy)
-    node.serving.resources.set_limits(limits_from(node.cfg))
-    return policy

@@ -32,6 +32,13 @@ class NodeScreen(Screen[None]):
         assert isinstance(self.app, FogConsole)
         return self.app
 
+    def refuse_read_only(self) -> bool:
+        """True (and says so) if this console may not change the node."""
+        if self.console.read_only:
+            self.notify("This console is read-only: it shows the node but cannot change it.",
+                        title="Read-only", severity="warning")
+        return self.console.read_only
+
     def on_mount(self) -> None:
         self.set_interval(self.console.poll_s, self._tick)
         self.reload()
@@ -56,14 +63,20 @@ class NodeScreen(Screen[None]):
         if data is not None:
             self.show(data)
 
-    async def call_api(self, fn: Callable[[AdminClient], Awaitable[T]], *, what: str
-                       ) -> T | None:
+    async def call_api(self, fn: Callable[[AdminClient], Awaitable[T]], *, what: str,
+                       action: bool = False) -> T | None:
         """Run one API call; on failure tell the person what failed and why, specifically,
-        and return None."""
+        and return None. An ``action`` (something the person asked for) always gets its own
+        error when the node is down, even if the console already said it is unreachable."""
         try:
             result = await fn(self.console.client)
         except Unreachable as exc:
             self.console.connection_lost(str(exc))
+            if action:
+                self.notify(f"{what} failed: the fog node did not answer ({exc}). Nothing "
+                            "was changed; try again when the header says connected.",
+                            title="Not done: node unreachable", severity="error",
+                            timeout=10, markup=False)
             return None
         except Refused as exc:
             self.notify(f"{what}: {exc.message}", title=_refusal_title(exc.status),

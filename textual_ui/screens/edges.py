@@ -118,7 +118,7 @@ class EdgesScreen(NodeScreen):
     @work(exclusive=True, group="action")
     async def do_provision(self, device_id: str, role: str) -> None:
         result = await self.call_api(lambda c: c.provision(device_id, role),
-                                     what=f"provisioning {device_id}")
+                                     what=f"provisioning {device_id}", action=True)
         if result is not None:
             self.notify(f"Device {device_id} provisioned.", title="Edges")
             await self.app.push_screen(ProvisionedScreen(result))
@@ -148,7 +148,7 @@ class EdgesScreen(NodeScreen):
     @work(exclusive=True, group="action")
     async def do_revoke(self, device_id: str) -> None:
         result = await self.call_api(lambda c: c.revoke(device_id),
-                                     what=f"revoking {device_id}")
+                                     what=f"revoking {device_id}", action=True)
         if result is not None:
             self.notify(f"Device {device_id} revoked.", title="Edges")
             self.reload()

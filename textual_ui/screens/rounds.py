@@ -105,7 +105,7 @@ class RoundsScreen(NodeScreen):
 
     @work(exclusive=True, group="action")
     async def do_close(self) -> None:
-        result = await self.call_api(lambda c: c.close_round(), what="closing the round")
+        result = await self.call_api(lambda c: c.close_round(), what="closing the round", action=True)
         if result is not None:
             self.notify(f"Round {result['round']} is closing with {result['count']} updates.",
                         title="Rounds")
@@ -128,7 +128,7 @@ class RoundsScreen(NodeScreen):
     @work(exclusive=True, group="action")
     async def do_retune(self, changes: dict[str, Any]) -> None:
         result = await self.call_api(lambda c: c.retune_round(**changes),
-                                     what="changing the round")
+                                     what="changing the round", action=True)
         if result is not None:
             self.notify(f"Round {result['round']} changed: " + ", ".join(
                 f"{k} {v:g}" for k, v in changes.items()), title="Rounds")

@@ -149,7 +149,7 @@ class SettingsScreen(NodeScreen):
     @work(exclusive=True, group="action")
     async def do_save(self, changes: dict[str, Any]) -> None:
         result = await self.call_api(lambda c: c.change_settings(changes),
-                                     what="saving the settings")
+                                     what="saving the settings", action=True)
         if result is None:
             return
         notes = "; ".join(result["notes"])
