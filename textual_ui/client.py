@@ -112,6 +112,9 @@ class AdminClient:
     async def status(self) -> dict[str, Any]:
         return dict(await self.get("/api/status"))
 
+    async def problems(self) -> dict[str, Any]:
+        return dict(await self.get("/api/problems"))
+
     async def section(self, name: str) -> dict[str, Any]:
         return dict(await self.get(f"/api/sections/{name}"))
 
