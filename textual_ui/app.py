@@ -51,9 +51,12 @@ class FogConsole(App[None]):
     }
     DEFAULT_MODE = "dashboard"
     BINDINGS: ClassVar[list[BindingType]] = [
-        *(Binding(key, f"switch_mode('{mode}')", label, key_display=key)
+        # The footer shows the seven page keys as one "1-7 Pages" (80 columns: the page's
+        # own keys, Help and Quit must fit); F1 / ? lists them all.
+        *(Binding(key, f"switch_mode('{mode}')", "Pages" if key == "1" else label,
+                  key_display="1-7" if key == "1" else key, show=key == "1")
           for key, mode, label in PAGES),
-        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("f1,question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
     ENABLE_COMMAND_PALETTE = False
@@ -71,6 +74,8 @@ class FogConsole(App[None]):
         self.read_only = read_only
         self.node: dict[str, Any] = {}
         """The last status the node sent (fog id, region, started_at, …)."""
+        self.last_error = ""
+        """Why the node did not answer, the last time it did not."""
         self._theme_name = theme or ("ansi-dark" if os.environ.get("TERM") == "linux"
                                      else "textual-dark")
 
@@ -104,8 +109,15 @@ class FogConsole(App[None]):
             self.notify(f"Reconnected to fog node {fog}: {what} (up {up}).",
                         title="Connected", timeout=6, markup=False)
 
+    def watch_connected(self, connected: bool | None) -> None:
+        for screen in self.screen_stack:
+            fn = getattr(screen, "connection_changed", None)
+            if fn is not None:
+                fn(connected)
+
     def connection_lost(self, reason: str) -> None:
         """Called by any failing call: say so once, and keep retrying."""
+        self.last_error = reason
         if self.connected is not False:
             self.connected = False
             self.notify(f"{reason}. Retrying every {self.poll_s:g} s; the pages show the "

@@ -50,6 +50,9 @@ class NodeScreen(Screen[None]):
         if self.is_current:
             self.reload()
 
+    def connection_changed(self, connected: bool | None) -> None:
+        """The app's connection to the node changed (the header says so on every page)."""
+
     async def fetch(self, client: AdminClient) -> Any:
         """Read what the page shows (runs in a worker)."""
         return None

@@ -33,7 +33,7 @@ class CacheScreen(NodeScreen):
             yield SectionView("Cache", skip=("versions", "entries"),
                               now=self.console_clock, id="cache")
             yield SectionView("Inference", now=self.console_clock, id="inference")
-        yield Footer()
+        yield Footer(compact=True)
 
     def console_clock(self) -> float:
         return self.console.clock()

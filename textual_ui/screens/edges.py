@@ -48,7 +48,7 @@ class EdgesScreen(NodeScreen):
         yield Header()
         yield DataTable(id="edges-table", cursor_type="row", zebra_stripes=True)
         yield Static("No device selected.", id="edge-detail", classes="panel")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

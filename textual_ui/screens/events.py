@@ -44,7 +44,7 @@ class EventsScreen(NodeScreen):
         yield Input(placeholder="filter: words to match in level, kind, message (/)",
                     id="filter")
         yield RichLog(id="log", wrap=True, markup=False, max_lines=KEEP)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#log", RichLog).border_title = "Events (live)"

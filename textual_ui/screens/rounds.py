@@ -41,7 +41,7 @@ class RoundsScreen(NodeScreen):
                           empty="no accuracy recorded yet (an evaluator posts it to "
                           "/api/models/<version>/metrics)", classes="panel")
         yield DataTable(id="rounds-table", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#accuracy").border_title = "Accuracy of the model each round published"

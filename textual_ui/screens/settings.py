@@ -63,7 +63,7 @@ class SettingsScreen(NodeScreen):
         yield Header()
         yield VerticalScroll(id="settings-form")
         yield Static("", id="settings-status", classes="panel")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#settings-status").border_title = "Saved in"

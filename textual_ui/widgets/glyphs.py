@@ -24,3 +24,18 @@ def column(value: float, height: int, steps: str) -> list[str]:
         filled = units - (height - 1 - row) * per_cell
         cells.append(steps[max(0, min(per_cell, filled))])
     return cells
+
+
+def linux_console() -> bool:
+    """The Linux text console (tty1): 16 colours, a CP437/Latin-1 font."""
+    return os.environ.get("TERM", "") == "linux"
+
+
+MARKS = {"ok": "●", "off": "○", "error": "✕", "warning": "▲", "good": "✓"}
+"""Status marks for modern terminals and the browser."""
+ASCII_MARKS = {"ok": "*", "off": "o", "error": "x", "warning": "!", "good": "+"}
+"""The same in ASCII, for the Linux console's fonts."""
+
+
+def mark(kind: str) -> str:
+    return (ASCII_MARKS if linux_console() else MARKS)[kind]
