@@ -15,12 +15,14 @@ import dataclasses
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from fog_appliance import __version__
-from fog_appliance.config import FogConfig, dump_defaults, load_config
+from fog_appliance.config import ENV_CONFIG_PATH, FogConfig, dump_defaults, load_config
 from fog_appliance.demo.args import add_learning_arguments
 from fog_appliance.errors import ConfigError, FogError
 from fog_appliance.store import Store
@@ -94,6 +96,8 @@ def _setup_logging(level: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    if args.config:  # the node's own commands (the admin API's flash command) name it
+        os.environ[ENV_CONFIG_PATH] = str(Path(args.config).resolve())
     if args.region:
         cfg.fog_node.region = args.region
     if args.port is not None:

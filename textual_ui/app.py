@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.filter import LineFilter
 from textual.reactive import reactive
 
 from textual_ui.client import AdminClient, Refused, Unreachable
@@ -27,6 +28,7 @@ from textual_ui.screens.help import HelpScreen
 from textual_ui.screens.privacy import PrivacyScreen
 from textual_ui.screens.rounds import RoundsScreen
 from textual_ui.screens.settings import SettingsScreen
+from textual_ui.widgets.glyphs import Cp437Filter, linux_console
 
 PAGES: list[tuple[str, str, str]] = [
     ("1", "dashboard", "Dashboard"),
@@ -76,8 +78,16 @@ class FogConsole(App[None]):
         """The last status the node sent (fog id, region, started_at, …)."""
         self.last_error = ""
         """Why the node did not answer, the last time it did not."""
+        self._cp437 = Cp437Filter() if linux_console() else None
         self._theme_name = theme or ("ansi-dark" if os.environ.get("TERM") == "linux"
                                      else "textual-dark")
+
+    def get_line_filters(self) -> Sequence[LineFilter]:
+        """Under ``TERM=linux``, only glyphs the console font has (widgets/glyphs.py)."""
+        filters = list(super().get_line_filters())
+        if self._cp437 is not None:
+            filters.append(self._cp437)
+        return filters
 
     def on_mount(self) -> None:
         self.theme = self._theme_name

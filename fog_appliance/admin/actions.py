@@ -7,7 +7,10 @@ and changes nothing.
 from __future__ import annotations
 
 import math
+import os
+import shlex
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fog_appliance.admin import settings
@@ -23,8 +26,17 @@ ROLES = ("train", "offload")
 
 
 def flash_command(device_id: str, port: str = "/dev/ttyUSB0") -> str:
-    """The exact command that flashes a provisioned board."""
-    return f"fog-appliance edge flash --port {port} --device {device_id}"
+    """The exact command that flashes a provisioned board from any shell: with the node's
+    config file (``--config``, as the node was started with it or ``$FOG_APPLIANCE_CONFIG``);
+    a node on the defaults has its data under its working directory, so the command starts
+    there."""
+    from fog_appliance.config import ENV_CONFIG_PATH
+
+    cmd = f"fog-appliance edge flash --port {port} --device {shlex.quote(device_id)}"
+    config = os.environ.get(ENV_CONFIG_PATH)
+    if config:
+        return f"{cmd} --config {shlex.quote(str(Path(config).resolve()))}"
+    return f"cd {shlex.quote(os.getcwd())} && {cmd}"
 
 
 async def log_action(node: FogNode, message: str, data: dict[str, Any],

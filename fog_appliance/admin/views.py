@@ -30,7 +30,14 @@ def round_view(node: FogNode, now: float) -> dict[str, Any]:
             "deadline_at": rnd.deadline_at, "deadline_in_s": rnd.deadline_at - now,
             "deadline_s": rnd.deadline_s, "progress": min(1.0, rnd.count / rnd.threshold),
             "admitting": rnd.state in ADMITTING, "can_close_now": rnd.can_close_now(),
-            "capacity": node.coordinator.capacity, "async": rnd.is_async}
+            "capacity": node.coordinator.capacity, "async": rnd.is_async,
+            "held": held_reason(node, rnd.id)}
+
+
+def held_reason(node: FogNode, round_id: int) -> str | None:
+    """Why the round is due but held (resources), or None."""
+    holding = node.serving.resources.holding
+    return str(holding["reason"]) if holding and holding["round"] == round_id else None
 
 
 async def links_view(node: FogNode) -> dict[str, Any]:

@@ -109,17 +109,20 @@ def node_table(st: dict[str, Any], now: float) -> Table:
         t.add_row(name.upper() if name != "cloud" else "cloud",
                   Text.assemble((mark(kind), colour), f" {link['state']} {where}".rstrip()))
     intake = st["intake"]
-    t.add_row("updates", f"{intake['accepted']} accepted, {intake['rejected_total']} "
-              f"rejected, {intake['duplicates']} duplicate")
+    t.add_row("updates", f"{intake['accepted']} ok, {intake['rejected_total']} rejected, "
+              f"{intake['duplicates']} dup")
     return t
 
 
 def round_text(rnd: dict[str, Any], now: float) -> Text:
     left = rnd["deadline_at"] - now
     deadline = f"deadline in {duration(left)}" if left > 0 else "deadline passed"
-    return Text.assemble((rnd["state"], "bold"), f"  {rnd['count']} of {rnd['threshold']} "
+    text = Text.assemble((rnd["state"], "bold"), f"  {rnd['count']} of {rnd['threshold']} "
                          f"updates (min {rnd['min_updates']})\n{deadline}, "
                          f"trains model {rnd['model_version']}")
+    if rnd.get("held"):
+        text.append(f"\nheld: {rnd['held']}", style="bold red")
+    return text
 
 
 def show_problems(panel: Static, answer: dict[str, Any]) -> None:
