@@ -44,6 +44,8 @@ class NodeScreen(Screen[None]):
         self.reload()
 
     def on_screen_resume(self) -> None:
+        if self.console.connected is False:
+            self.connection_changed(False)
         self.reload()
 
     def _tick(self) -> None:
