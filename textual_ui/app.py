@@ -40,6 +40,18 @@ PAGES: list[tuple[str, str, str]] = [
     ("7", "settings", "Settings"),
 ]
 
+PAGE_HELP = {
+    "dashboard": "problems that need someone, the node, its links, the open round, "
+                 "resources and updates per minute.",
+    "edges": "every device with its health (online, silent, failing) and why; add, revoke, "
+             "filter and sort.",
+    "rounds": "the open round (close it now, change it), accuracy per round and the history.",
+    "cache": "model versions kept on the node, the cache and inference figures.",
+    "privacy": "the privacy budget spent and what was withheld.",
+    "events": "the node's log of what happened, live, with a filter.",
+    "settings": "the thresholds and caps you may change while the node runs.",
+}
+
 
 class FogConsole(App[None]):
     """The on-site console of one fog node."""
@@ -56,10 +68,13 @@ class FogConsole(App[None]):
         # The footer shows the seven page keys as one "1-7 Pages" (80 columns: the page's
         # own keys, Help and Quit must fit); F1 / ? lists them all.
         *(Binding(key, f"switch_mode('{mode}')", "Pages" if key == "1" else label,
-                  key_display="1-7" if key == "1" else key, show=key == "1")
+                  key_display="1-7" if key == "1" else key, show=key == "1",
+                  tooltip=f"Show the {label} page: {PAGE_HELP[mode]}")
           for key, mode, label in PAGES),
-        Binding("f1,question_mark", "help", "Help", key_display="?"),
-        Binding("q", "quit", "Quit"),
+        Binding("f1,question_mark", "help", "Help", key_display="?",
+                tooltip="F1 or ?: this list of every key of the page and of the console."),
+        Binding("q", "quit", "Quit",
+                tooltip="Quit the console; the fog node keeps running."),
     ]
     ENABLE_COMMAND_PALETTE = False
 

@@ -20,7 +20,11 @@ from textual_ui.widgets import SectionView
 
 class CacheScreen(NodeScreen):
     TITLE = "Cache & inference"
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("e", "evict", "Evict version")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("e", "evict", "Evict version",
+                tooltip="Drop the stored blob of the selected old model version (asks "
+                "first); its row, hash and metrics stay."),
+    ]
 
     def __init__(self) -> None:
         super().__init__()

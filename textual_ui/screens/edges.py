@@ -67,6 +67,7 @@ class EdgesScreen(NodeScreen):
                 "Device, Health, Role, Last seen, Battery, Accepted, Rejected or Via "
                 "(pressed again: reversed)."),
         *(Binding(letter, f"sort_by('{key}')", f"Sort by {title}", show=False,
+                  key_display=f"Shift+{letter}",
                   tooltip=f"Sort by {title} (again: reversed).")
           for key, title, letter in COLUMNS),
     ]

@@ -29,8 +29,10 @@ def matches(event: dict[str, Any], needle: str) -> bool:
 class EventsScreen(NodeScreen):
     TITLE = "Events"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("slash", "filter", "Filter", key_display="/",
+                tooltip="Show only events with all these words in their level, kind or message."),
+        Binding("escape", "clear_filter", "Clear filter", show=False,
+                tooltip="Clear the filter and show every event again."),
     ]
 
     def __init__(self) -> None:

@@ -26,8 +26,11 @@ STATE_STYLE = {"published": "green", "failed": "red", "open": "cyan", "collectin
 class RoundsScreen(NodeScreen):
     TITLE = "Rounds"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("c", "close_round", "Close now"),
-        Binding("t", "edit_round", "Change round"),
+        Binding("c", "close_round", "Close now",
+                tooltip="Aggregate and publish the open round now (asks first); the console then "
+                "says whether it was held, published or failed."),
+        Binding("t", "edit_round", "Change round",
+                tooltip="Change the open round's threshold, minimum or deadline."),
     ]
 
     def __init__(self) -> None:
