@@ -81,6 +81,15 @@ class EdgeInterfaceConfig:
     """Updates committed to SQLite in one transaction at most."""
     group_commit_wait_ms: float = bounded(5.0, ge=0.0, le=1000.0)
     """How long the committer waits for more updates before committing a partial group."""
+    max_samples_per_update: int = bounded(1_000_000, ge=1, le=2**32 - 1)
+    """Largest ``num_samples`` one update may declare (its weight in FedAvg); more is
+    rejected as ``too_many_samples``. One device must not outweigh the others: set it a
+    little above the largest local dataset of the site's edges."""
+    max_update_value: float = bounded(1e4, gt=0.0, le=1e12)
+    """Largest magnitude of one element of an update (float frames), and of ``127 ×
+    scale`` (int8 frames); beyond it the update is rejected as ``value_too_large``.
+    With ``max_samples_per_update`` and the round threshold this bounds every sum the
+    accumulator makes far below the float32 range (docs/security.md)."""
 
 
 @dataclass
@@ -132,6 +141,11 @@ class ModelConfig:
     """Number of output classes."""
     seed: int = 0
     """Seed of the initial weights (version 1 of the model)."""
+    max_norm: float = bounded(1e4, gt=0.0, le=1e30)
+    """Largest L2 norm (over all tensors) of a model this node publishes or adopts: its own
+    next model, a peer's model it mixes in, the cloud's global model, a rollback. A model
+    that is not finite or is above it is refused (event, log, metric) and the current
+    model stays."""
 
 
 @dataclass
@@ -293,6 +307,10 @@ class AdminConfig:
     metrics_without_token: bool = False
     """Let ``GET /metrics`` over HTTP through without the token (for a local Prometheus
     that cannot send one)."""
+    allowed_hosts: list[str] = bounded([], pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    """Host names the HTTP listener answers besides the loopback ones (``localhost``,
+    ``127.x.x.x``, ``::1``): the name a reverse proxy forwards. Any other ``Host`` header
+    gets a 403, so a DNS-rebinding web page cannot read the API or ``/metrics``."""
 
 
 StrategyName = Literal["fedavg", "fedprox", "fednova", "median", "trimmed_mean", "krum",
@@ -363,6 +381,10 @@ class PeerConfig:
     """The peer's ``fog_node.id``."""
     url: str = bounded("http://127.0.0.1:8470", pattern=r"^https?://[^/\s]+(:\d{1,5})?/?$")
     """Base URL of the peer's peer API (``http://host:port``)."""
+    edge_host: str | None = bounded(None, pattern=r"^[A-Za-z0-9.:-]{1,253}$")
+    """Host edges are redirected to when they go to this peer (its LAN address); default:
+    the host of ``url``. Never taken from the peer's own load hint: a peer cannot send this
+    node's edges anywhere else. (The ports come from the hint.)"""
 
 
 @dataclass
@@ -395,6 +417,16 @@ class PeersConfig:
     ca_file: str | None = None
     """PEM CA bundle that signed the peers' certificates: ``https://`` peer URLs are verified
     against it (default: the system's CAs)."""
+    insecure: bool = False
+    """Allow plain HTTP to a peer that is not on loopback, and serving the peer API
+    without TLS on a non-loopback ``bind``. Off (the default), such a config is refused at
+    start: hand-overs carry device keys. For a closed test LAN only."""
+    max_response_bytes: int = bounded(64 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """Longest answer read from a peer other than a model (hints, hand-over replies); a
+    model may be exactly as long as this node's own model blob."""
+    max_model_distance: float = bounded(100.0, gt=0.0, le=1e30)
+    """A peer's model farther than this (L2 distance) from this node's is not mixed in
+    (besides being finite and within ``model.max_norm``)."""
 
 
 HOSTNAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -497,11 +529,32 @@ class FogConfig:
         if self.fog_node.id in ids or len(set(ids)) != len(ids):
             raise ConfigError("config", "peers.nodes",
                               "peer ids must be unique and differ from fog_node.id")
+        self._validate_peer_tls()
         self.appliance.validate()
         from fog_appliance.learning_checks import validate_learning
 
         validate_learning(self)
         self._validate_offload()
+
+    def _validate_peer_tls(self) -> None:
+        """Plain HTTP only on loopback, unless ``peers.insecure`` says otherwise."""
+        pc = self.peers
+        if not pc.nodes or pc.insecure:
+            return
+        from urllib.parse import urlsplit
+
+        for i, p in enumerate(pc.nodes):
+            parts = urlsplit(p.url)
+            if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+                raise ConfigError("config", f"peers.nodes[{i}].url",
+                                  f"{p.url} is plain HTTP to a host that is not loopback, and "
+                                  "hand-overs carry device keys: use https:// (the peer sets "
+                                  "peers.tls_cert) or set peers.insecure: true on a closed LAN")
+        if pc.tls_cert is None and not is_loopback(pc.bind):
+            raise ConfigError("config", "peers.bind",
+                              f"the peer API on {pc.bind} would be plain HTTP: set "
+                              "peers.tls_cert and peers.tls_key, or peers.insecure: true on "
+                              "a closed LAN")
 
     def _validate_offload(self) -> None:
         """Cache, inference and resource checks (issue 5)."""
@@ -520,6 +573,18 @@ class FogConfig:
             raise ConfigError("config", "cache.disk_budget_mb",
                               f"{self.cache.disk_budget_mb} MB cannot hold the current and "
                               f"previous model ({blob_mb:.2f} MB each)")
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback IP address (``127.0.0.0/8``, ``::1``)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _resolve(base: str, path: str) -> Path:

@@ -9,12 +9,19 @@ committed update is re-decoded and folded in once, so nothing is lost or counted
 Hooks for the federation tiers (``cloud/``, ``peers/``): ``upstream`` puts a closing round's
 aggregate in the outbox (same transaction as the publication), ``mixer`` may replace the
 next model (gossip averaging with peers), and :meth:`Coordinator.adopt` makes a model from
-outside (the cloud's global model) the next version, superseding the open round.
+outside (the cloud's global model, an operator's rollback) the next version, superseding the
+open round.
+
+No model is published or adopted unless it passes ``model/check.py`` (finite, within
+``model.max_norm``): a refused next model closes its round as failed, a refused outside
+model raises :class:`~fog_appliance.errors.ModelRefused`; either way the current model
+stays, and the refusal is an event, a log line and a count (``stats.refused``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,8 +33,15 @@ import numpy as np
 from fog_appliance.aggregation import Accumulator, Aggregate, Strategy
 from fog_appliance.config import FogConfig
 from fog_appliance.dbthread import DbThread
-from fog_appliance.errors import ReleaseWithheld, StoreError
+from fog_appliance.errors import (
+    ModelRefused,
+    Reason,
+    RejectedError,
+    ReleaseWithheld,
+    StoreError,
+)
 from fog_appliance.intake.committer import Pending
+from fog_appliance.model.check import check_model
 from fog_appliance.model.spec import ModelSpec, flatten, unflatten
 from fog_appliance.privacy.upstream import UpstreamRelease, build_upstream_release
 from fog_appliance.protocol import topics
@@ -65,6 +79,9 @@ class RoundStats:
     failed: int = 0
     superseded: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    refused: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Models not published or adopted, by source (``own``, ``peer``, ``cloud``,
+    ``rollback``)."""
 
 
 class ReleaseGate(Protocol):
@@ -158,6 +175,16 @@ class Coordinator:
                 self.round_config = dict(m.metrics.get("round_config", {}))
                 break
         self.model = self._current(row.version, rnd.id, weights, row.blob, row.sha256)
+        try:
+            check_model(weights, self.shapes, max_norm=self.cfg.model.max_norm)
+        except ModelRefused as exc:  # published before the check existed, or a lower bound
+            log.error("the current model %d fails the model check (%s); roll back to an "
+                      "earlier version (POST /api/models/<v>/rollback, console: Cache, b)",
+                      row.version, exc)
+            await self._db.run(self._store.add_event, "model", "error",
+                               f"current model {row.version} fails the model check: {exc}; "
+                               "roll back to an earlier version",
+                               {"version": row.version, "reason": exc.reason})
         await self._rebuild()
         await self._retire_old()
 
@@ -168,8 +195,17 @@ class Coordinator:
             if key is None:
                 log.error("update %s of unknown device %s in store; skipped", u.id, u.device_id)
                 continue
-            frame = decode_update(u.frame, key, self.shapes,
-                                  max_frame_bytes=max(len(u.frame), 1024))
+            try:
+                frame = decode_update(u.frame, key, self.shapes,
+                                      max_frame_bytes=max(len(u.frame), 1024),
+                                      max_abs_value=self.cfg.edge_interface.max_update_value)
+                if frame.num_samples > self.cfg.edge_interface.max_samples_per_update:
+                    raise RejectedError(Reason.TOO_MANY_SAMPLES,
+                                        f"num_samples {frame.num_samples} is above the limit")
+            except RejectedError as exc:
+                log.error("update %s of %s in store is outside today's limits (%s); not "
+                          "counted", u.id, u.device_id, exc)
+                continue
             self._acc.add(frame)
             self.round.restore(u.device_id, u.seq, frame.tag)
             self._registry.committed(u.device_id, u.seq)
@@ -325,6 +361,13 @@ class Coordinator:
         provenance, extra = "regional", dict[str, Any]()
         if self.mixer is not None and (mixed := self.mixer(new_weights, agg)) is not None:
             (new_weights, extra), provenance = mixed, "gossip"
+        try:
+            check_model(new_weights, self.shapes, max_norm=self.cfg.model.max_norm)
+        except ModelRefused as exc:
+            await self.record_refusal("own", exc, round=rnd.id)
+            await self._withhold(rnd, f"its next model was refused ({exc}); the current "
+                                 "model stays")
+            return
         version = self.model.version + 1
         next_row = self._new_round_row(rnd.id + 1, version)
         blob = encode_model(version, new_weights)
@@ -373,16 +416,21 @@ class Coordinator:
         await self._retire_old()
 
     async def adopt(self, weights: list[np.ndarray], provenance: str, metrics: dict[str, Any],
-                    round_config: dict[str, Any] | None = None) -> CurrentModel:
+                    round_config: dict[str, Any] | None = None, *,
+                    source: str | None = None) -> CurrentModel:
         """Make ``weights`` the next model version now (the cloud's global model).
 
         The open round is superseded (its updates were trained on the model being replaced),
         a new round opens on the adopted model, and the listeners re-announce it to edges.
         ``round_config`` (if given) is announced with every round until the next adoption.
+        Raises ModelRefused (recorded under ``source``, default the provenance) if the model
+        does not pass ``check_model``; nothing changes then.
         """
-        if [tuple(w.shape) for w in weights] != [tuple(s) for s in self.shapes]:
-            raise ValueError(f"tensor shapes {[w.shape for w in weights]} are not the "
-                             f"model's {self.shapes}")
+        try:
+            check_model(weights, self.shapes, max_norm=self.cfg.model.max_norm)
+        except ModelRefused as exc:
+            await self.record_refusal(source or provenance, exc)
+            raise
         async with self._adopting:
             while self._closing is not None and not self._closing.done():
                 await asyncio.wait([self._closing])
@@ -416,6 +464,17 @@ class Coordinator:
                                "superseded", {"round": rnd.id, "version": version})
             await self._retire_old()
             return self.model
+
+    async def record_refusal(self, source: str, exc: ModelRefused, **data: Any) -> None:
+        """Count, log and record as an event a model that was not published or adopted."""
+        self.stats.refused[source] += 1
+        log.warning("%s model refused: %s; model %d stays", source, exc, self.model.version)
+        try:
+            await self._db.run(self._store.add_event, "model", "warning",
+                               f"{source} model refused: {exc}; model {self.model.version} "
+                               "stays", {"source": source, "reason": exc.reason, **data})
+        except StoreError as err:
+            log.warning("%s", err)
 
     def _apply(self, agg: Aggregate) -> list[np.ndarray]:
         flat = flatten(self.model.weights) + agg.delta

@@ -28,7 +28,9 @@ catch these::
      ├── OverloadedError        the node is over its CPU, memory or disk caps; carries when
      │                          to retry (``retry_after_s``)
      ├── CloudError             the cloud link failed or the cloud sent something unusable
-     └── PeerError              a peer fog node is unreachable or answered something unusable
+     ├── PeerError              a peer fog node is unreachable or answered something unusable
+     └── ModelRefused           a model (own aggregate, peer's, cloud's, rollback) is not
+                                finite, too large or too far; the current model stays
 
 Messages say what happens next ("… the update was rejected; the round continues").
 """
@@ -54,6 +56,8 @@ class Reason(enum.StrEnum):
     BAD_SHAPE = "bad_shape"
     NON_FINITE = "non_finite"
     ZERO_SAMPLES = "zero_samples"
+    TOO_MANY_SAMPLES = "too_many_samples"
+    VALUE_TOO_LARGE = "value_too_large"
     BAD_LOCAL_STEPS = "bad_local_steps"
     BAD_MESSAGE = "bad_message"
     UNKNOWN_DEVICE = "unknown_device"
@@ -175,3 +179,15 @@ class CloudError(FogError):
 class PeerError(FogError):
     """A peer fog node is unreachable or answered something unusable; this node carries on
     without it."""
+
+
+class ModelRefused(FogError):
+    """A model was not published or adopted: it is not finite, its norm is above
+    ``model.max_norm``, or (a peer's) it is too far from this node's. ``reason`` is a
+    stable code (``non_finite``, ``norm``, ``distance``, ``shape``); the current model
+    stays and keeps serving."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")

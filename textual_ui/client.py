@@ -181,6 +181,10 @@ class AdminClient:
     async def record_metrics(self, version: int, metrics: dict[str, float]) -> dict[str, Any]:
         return dict(await self.request("POST", f"/api/models/{version}/metrics", metrics))
 
+    async def rollback(self, version: int) -> dict[str, Any]:
+        """Publish model ``version``'s weights again as the next version."""
+        return dict(await self.request("POST", f"/api/models/{version}/rollback"))
+
 
 def _error_message(text: str, fallback: str | None) -> str:
     try:

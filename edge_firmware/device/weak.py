@@ -3,8 +3,7 @@
 # feature rows (b"FOGI", version 1, dtype 0, 2 reserved zero bytes, u32 rows, u32 dim, then
 # the float32 features) inside the signed envelope the fog requires: b"FOGA", version 1, the
 # device id's length and bytes, the request, then HMAC-SHA256 with the device key over all
-# of that. It asks for JSON back (Accept 50): {"scores": [[...]], "model_version": n}; the
-# binary answer (b"FOGR" header, float32 scores) is read too.
+# of that. It asks for JSON back (Accept 50): {"scores": [[...]], "model_version": n}.
 import json
 import struct
 
@@ -12,7 +11,6 @@ from coap import FORMAT_JSON, FORMAT_OCTETS, OPT_FORMAT, CoapError, code_str, op
 from encoder import hmac_sha256
 
 _REQ = "<4sBBHII"  # magic, version, dtype, reserved, rows, dim
-_ANS = "<4sBBHIII"  # magic, version, dtype, reserved, model version, rows, classes
 
 
 def features_payload(x):
@@ -28,31 +26,23 @@ def sign(body, dev, key):
     return signed + hmac_sha256(key, signed)
 
 
-def _first_row(scores):
-    return list(scores[0]) if scores and isinstance(scores[0], list) else list(scores)
-
-
 def parse_answer(code, opts, payload):
-    # -> (model_version, scores of the first row); CoapError for an error response.
+    # -> (model_version, scores of the first row); CoapError for an error response. The
+    # board asks for JSON (Accept 50), which the fog answers: {"scores": [[...]], ...}.
     if code >> 5 != 2:
         raise CoapError("/infer answered %s: %s" % (code_str(code), payload.decode()))
     fmt = option(opts, OPT_FORMAT)
-    fmt = opt_uint(fmt) if fmt is not None else None
-    if fmt == FORMAT_JSON or (fmt is None and payload[:1] == b"{"):
-        d = json.loads(payload)
-        return d.get("model_version"), _first_row(d["scores"])
-    if len(payload) < 20 or payload[:4] != b"FOGR":
-        raise CoapError("/infer answer is neither JSON nor a FOGR answer")
-    _m, _v, _d, _r, version, rows, classes = struct.unpack_from(_ANS, payload, 0)
-    if rows < 1 or len(payload) != 20 + 4 * rows * classes:
-        raise CoapError("/infer answer length does not match its header")
-    return version, list(struct.unpack_from("<%df" % classes, payload, 20))
+    if (opt_uint(fmt) if fmt is not None else None) != FORMAT_JSON and payload[:1] != b"{":
+        raise CoapError("/infer answer is not JSON")
+    d = json.loads(payload)
+    s = d["scores"]
+    return d.get("model_version"), list(s[0] if s and isinstance(s[0], list) else s)
 
 
 def infer(client, x, dev, key, path="/infer"):
     # -> (predicted class, scores, model version)
-    body = sign(features_payload(x), dev, key)
-    code, opts, payload = client.post(path, body, FORMAT_OCTETS, FORMAT_JSON)
+    code, opts, payload = client.post(path, sign(features_payload(x), dev, key),
+                                      FORMAT_OCTETS, FORMAT_JSON)
     version, scores = parse_answer(code, opts, payload)
     best = 0
     for i in range(1, len(scores)):

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fog_appliance.admin import settings
-from fog_appliance.errors import ActionError, ProvisioningError
+from fog_appliance.errors import (
+    ActionError,
+    ModelRefused,
+    ProtocolError,
+    ProvisioningError,
+    ServiceError,
+)
 from fog_appliance.provisioning import provision, revoke
 from fog_appliance.store import admin_queries as q
 
@@ -168,9 +174,12 @@ async def revoke_edge(node: FogNode, device_id: str, actor: str) -> dict[str, An
     except ProvisioningError as exc:
         raise ActionError(404 if "not registered" in str(exc) else 409, str(exc)) from None
     await node.db.run(node.registry.load, node.store, force=True)
-    await log_action(node, f"device {device_id} revoked by {actor}", {"device": device_id},
+    result: dict[str, Any] = {"device": device_id, "state": "revoked"}
+    if node.peers is not None:  # a device handed over to a peer is revoked there too
+        result["peers"] = await node.peers.propagate_revocation(device_id)
+    await log_action(node, f"device {device_id} revoked by {actor}", dict(result),
                      level="warning", actor=actor)
-    return {"device": device_id, "state": "revoked"}
+    return result
 
 
 async def evict_model(node: FogNode, version: int, actor: str) -> dict[str, Any]:
@@ -178,6 +187,48 @@ async def evict_model(node: FogNode, version: int, actor: str) -> dict[str, Any]
     await log_action(node, f"model version {version} evicted by {actor} ({freed} bytes freed)",
                      {"version": version, "bytes": freed}, actor=actor)
     return {"version": version, "evicted": True, "bytes_freed": freed}
+
+
+async def rollback_model(node: FogNode, version: int, actor: str) -> dict[str, Any]:
+    """Publish the weights of an earlier ``version`` as the next model version (a new
+    version, so every edge and the cache see a change); the open round is superseded. The
+    stored blob must still exist and pass the same check as any adopted model."""
+    import numpy as np
+
+    from fog_appliance.model.spec import ModelSpec
+    from fog_appliance.protocol.model_blob import decode_model
+
+    coord = node.coordinator
+    current = coord.model.version
+    if version == current:
+        raise ActionError(409, f"model {version} is the current model already")
+    row = await node.db.run(node.store.model, version)
+    if row is None:
+        raise ActionError(404, f"model {version} was never published here")
+    if row.blob is None:
+        raise ActionError(409, f"model {version} has no stored blob any more (dropped to keep "
+                          "cache.disk_budget_mb); choose a version whose blob is stored")
+    if ModelSpec.from_dict(row.spec) != coord.spec:
+        raise ActionError(409, f"model {version} has another architecture ({row.spec})")
+    try:
+        weights = [np.array(t) for t in decode_model(row.blob, coord.shapes).tensors]
+        model = await coord.adopt(weights, "rollback", {"rolled_back_to": version,
+                                                        "rolled_back_from": current},
+                                  source="rollback")
+    except ProtocolError as exc:
+        raise ActionError(409, f"model {version}'s blob is unreadable: {exc}") from None
+    except ModelRefused as exc:
+        raise ActionError(409, f"model {version} was refused: {exc}; model {current} "
+                          "stays") from None
+    except ServiceError as exc:
+        raise ActionError(409, str(exc)) from None
+    await log_action(node, f"model rolled back to version {version} by {actor}: published as "
+                     f"version {model.version}", {"version": model.version,
+                                                  "rolled_back_to": version,
+                                                  "rolled_back_from": current},
+                     level="warning", actor=actor)
+    return {"version": model.version, "rolled_back_to": version, "rolled_back_from": current,
+            "sha256": model.sha256}
 
 
 async def record_metrics(node: FogNode, version: int, body: dict[str, Any], actor: str

@@ -114,6 +114,12 @@ def families(status: Mapping[str, Any], edges: Mapping[str, Any],
                                 "start", value=status["rounds"]["published"]),
             CounterMetricFamily("fog_rounds_failed", "Rounds that released nothing since "
                                 "start", value=status["rounds"]["failed"])]
+    refused = CounterMetricFamily("fog_models_refused", "Models not published or adopted "
+                                  "(not finite, norm or distance too large) since start",
+                                  labels=["source"])
+    for source, n in sorted(status.get("models_refused", {}).items()):
+        refused.add_metric([source], n)
+    out.append(refused)
     devs = GaugeMetricFamily("fog_devices", "Registered devices", labels=["state"])
     for s in ("active", "revoked"):
         devs.add_metric([s], status["devices"][s])

@@ -98,9 +98,36 @@ async def errors_mw(request: web.Request, handler: Handler) -> web.StreamRespons
         return _json({"error": exc.reason}, exc.status)
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
+
+
+def host_allowed(host_header: str | None, extra: list[str]) -> bool:
+    """Is the HTTP ``Host`` header a loopback name or one of ``admin.allowed_hosts``?
+    Browsers send the name they resolved, so a DNS-rebinding page (``evil.example``
+    resolving to 127.0.0.1) is refused here before any route or token check."""
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    host = host.rstrip(".")
+    if host in LOOPBACK_HOSTS or (host.startswith("127.") and host.replace(".", "").isdigit()):
+        return True
+    return host in {h.lower().rstrip(".") for h in extra}
+
+
 @web.middleware
 async def auth_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get("Authorization", "")
+    node: FogNode = request.app[NODE_KEY]
+    unix = _is_unix(request)
+    if not unix and not host_allowed(request.headers.get("Host"), node.cfg.admin.allowed_hosts):
+        log.warning("admin HTTP request for Host %r refused (not loopback nor in "
+                    "admin.allowed_hosts)", request.headers.get("Host", "")[:80])
+        return _json({"error": "Host header is not a loopback name nor in "
+                      "admin.allowed_hosts"}, 403)
     readonly = request.app[READONLY_TOKEN_KEY]
     if readonly and hmac.compare_digest(given.encode(), f"Bearer {readonly}".encode()):
         # The read-only credential (served console sessions), on any transport.
@@ -108,9 +135,8 @@ async def auth_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
             return _json({"error": "this credential is read-only (admin.readonly_token_file):"
                           " it cannot change the node"}, 403)
         return await handler(request)
-    if _is_unix(request):
+    if unix:
         return await handler(request)
-    node: FogNode = request.app[NODE_KEY]
     if request.path == "/metrics" and node.cfg.admin.metrics_without_token:
         return await handler(request)
     expected = f"Bearer {request.app[TOKEN_KEY]}"
@@ -215,6 +241,11 @@ def build_app(node: FogNode, feed: EventFeed, token: str,
         return await after_action(request, await actions.evict_model(n(request), version,
                                                                      actor_of(request)))
 
+    async def rollback(request: web.Request) -> web.Response:
+        version = _int_param(request, "version", 0, 1, 2**62)
+        return await after_action(request, await actions.rollback_model(n(request), version,
+                                                                        actor_of(request)))
+
     async def metrics_of_model(request: web.Request) -> web.Response:
         version = _int_param(request, "version", 0, 1, 2**62)
         result = await actions.record_metrics(n(request), version, await _body(request),
@@ -276,6 +307,7 @@ def build_app(node: FogNode, feed: EventFeed, token: str,
     app.router.add_get("/api/models", models)
     app.router.add_post("/api/models/{version}/evict", evict)
     app.router.add_post("/api/models/{version}/metrics", metrics_of_model)
+    app.router.add_post("/api/models/{version}/rollback", rollback)
     app.router.add_get("/api/settings", get_settings)
     app.router.add_patch("/api/settings", patch_settings)
     app.router.add_get("/api/events", events)

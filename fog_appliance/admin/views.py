@@ -83,6 +83,7 @@ async def status_view(node: FogNode) -> dict[str, Any]:
         "devices": {"total": len(devices), "active": sum(1 for d in devices if not d.revoked),
                     "revoked": sum(1 for d in devices if d.revoked)},
         "rounds": {"published": stats.published, "failed": stats.failed},
+        "models_refused": dict(stats.refused),
         "updates_per_minute": per_minute,
         "sections": {name: name in node.admin_sections
                      for name in sorted({*KNOWN_SECTIONS, *node.admin_sections})},

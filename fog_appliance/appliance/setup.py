@@ -147,13 +147,28 @@ def make_tls(paths: AppliancePaths, cfg: FogConfig, hostname: str,
 
 def write_cloud_env(paths: AppliancePaths, cfg: FogConfig) -> None:
     """The Flower SuperNode sidecar's environment; present only when a cloud is set, which
-    is what starts the sidecar (``ConditionPathExists=``)."""
+    is what starts the sidecar (``ConditionPathExists=``). ``FOG_SUPERNODE_ARGS`` carries
+    the TLS flags built from ``cloud_interface`` (``cloud/supernode.py: tls_args``): empty
+    means TLS against the system's CAs; ``--insecure`` only when configured so. A missing
+    CA file leaves the file out, so the sidecar does not start."""
     url = cfg.cloud_interface.server_url
     if not url:
         paths.cloud_env.unlink(missing_ok=True)
         return
+    from fog_appliance.cloud.supernode import tls_args
+
+    try:
+        args = tls_args(cfg)
+    except ServiceError as exc:
+        log.error("cloud: %s; the SuperNode sidecar stays off", exc)
+        paths.cloud_env.unlink(missing_ok=True)
+        return
+    if args == ["--insecure"]:
+        log.warning("cloud: cloud_interface.insecure is true: the link to %s is plain gRPC",
+                    url)
     text = (f"FOG_SUPERLINK={shlex.quote(url)}\n"
-            f"FOG_CONFIG={shlex.quote(str(paths.active_config))}\n")
+            f"FOG_CONFIG={shlex.quote(str(paths.active_config))}\n"
+            f"FOG_SUPERNODE_ARGS={shlex.quote(' '.join(args))}\n")
     _replace(paths.cloud_env, text, 0o644, None)
 
 

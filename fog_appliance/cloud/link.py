@@ -37,7 +37,7 @@ from fog_appliance.cloud.wire import CloudReply, CloudRequest, content_sha256, e
 from fog_appliance.config import FogConfig, parse_host_port
 from fog_appliance.coordinator import Coordinator, CurrentModel
 from fog_appliance.dbthread import DbThread
-from fog_appliance.errors import CloudError, ProtocolError, Reason
+from fog_appliance.errors import CloudError, ModelRefused, ProtocolError, Reason
 from fog_appliance.intake.service import Intake
 from fog_appliance.protocol.model_blob import decode_model, encode_model
 from fog_appliance.rounds import Round
@@ -84,6 +84,8 @@ class LinkCounters:
     adopted: int = 0
     served: int = 0
     timeouts: int = 0
+    refused: int = 0
+    """Global models refused by ``model/check.py`` (not finite, norm too large)."""
     settled: dict[str, int] = field(default_factory=dict)
 
 
@@ -195,13 +197,19 @@ class CloudLink:
                                   or known.version in self._awaited):
             self._awaited[known.version] = GlobalRef(known.version, run, server_round, sha)
             return known.version
+        try:
+            model = await self._coord.adopt(
+                weights, "global", {"run": run, "server_round": server_round,
+                                    "content_sha256": sha, "source": "cloud"}, round_cfg,
+                source="cloud")
+        except ModelRefused as exc:
+            self.counters.refused += 1
+            raise CloudError(f"the cloud's global model was refused ({exc}); this fog keeps "
+                             f"model {self._coord.model.version}") from None
         self._dropped.update(self._awaited)
         if len(self._dropped) > 1000:
             self._dropped = set(sorted(self._dropped)[-100:])
         self._awaited.clear()
-        model = await self._coord.adopt(
-            weights, "global", {"run": run, "server_round": server_round,
-                                "content_sha256": sha, "source": "cloud"}, round_cfg)
         self._awaited[model.version] = GlobalRef(model.version, run, server_round, sha)
         self._rejected_mark = self._integrity_rejections()
         self.counters.adopted += 1
@@ -324,4 +332,4 @@ class CloudLink:
                 "awaiting": sorted(self._awaited), "outbox": counts,
                 "counters": {"train": c.train, "evaluate": c.evaluate, "adopted": c.adopted,
                              "served": c.served, "timeouts": c.timeouts,
-                             "settled": dict(c.settled)}}
+                             "refused": c.refused, "settled": dict(c.settled)}}

@@ -71,11 +71,28 @@ def supernode_argv(cfg: FogConfig, api_url: str, runtime_port: int,
     argv = [exe or find_supernode(), "--superlink", ci.server_url,
             "--node-config", node_config(api_url, token_path(cfg), ci.round_timeout),
             "--isolation", "subprocess", "--host", "127.0.0.1", "--port", str(runtime_port)]
+    return argv + tls_args(cfg)
+
+
+def tls_args(cfg: FogConfig) -> list[str]:
+    """The SuperNode's TLS flags, from ``cloud_interface`` only: ``--insecure`` exactly when
+    ``insecure: true``; ``--root-certificates FILE`` (relative to the config's directory)
+    when set; nothing otherwise (TLS verified against the system's CAs). Raises
+    ServiceError when the CA file is missing or its path cannot be passed as one word:
+    the sidecar is not started then, rather than started without the CA."""
+    ci = cfg.cloud_interface
     if ci.insecure:
-        argv.append("--insecure")
-    elif ci.root_certificates:
-        argv += ["--root-certificates", str(Path(cfg.base_dir) / ci.root_certificates)]
-    return argv
+        return ["--insecure"]
+    if not ci.root_certificates:
+        return []
+    path = Path(cfg.base_dir) / ci.root_certificates
+    if any(c.isspace() or c in "'\"\\$`" for c in str(path)):
+        raise ServiceError(f"cloud_interface.root_certificates {str(path)!r}: the path must "
+                           "not contain spaces, quotes, $ or backslashes")
+    if not path.is_file():
+        raise ServiceError(f"cloud_interface.root_certificates {path} does not exist; the "
+                           "SuperNode is not started without the SuperLink's CA")
+    return ["--root-certificates", str(path)]
 
 
 def path_with_our_bin(path: str) -> str:

@@ -72,9 +72,9 @@ class InferResource(aiocoap.resource.Resource):  # type: ignore[misc]
             if wait > 0:
                 self._engine.note_rejected("rate_limited")
                 secs = max(1, math.ceil(wait))
-                return _text(aiocoap.TOO_MANY_REQUESTS,
-                             f"overloaded: too many requests from this address; retry in "
-                             f"{secs} s", max_age=secs)
+                # Short: the source may be spoofed (the answer goes to its victim).
+                return _text(aiocoap.TOO_MANY_REQUESTS, f"overloaded: retry in {secs} s",
+                             max_age=secs)
         cf = request.opt.content_format
         cf = None if cf is None else int(cf)
         if cf is not None and cf not in wire.FORMATS:
@@ -99,7 +99,7 @@ class InferResource(aiocoap.resource.Resource):  # type: ignore[misc]
             self._engine.note_rejected(exc.reason.value)
             code = (aiocoap.FORBIDDEN if exc.reason is Reason.REVOKED_DEVICE
                     else aiocoap.UNAUTHORIZED)
-            return _text(code, wire.diagnostic(exc))
+            return _text(code, str(exc))  # no suffix: small answers to unknown senders
         except ProtocolError as exc:
             self._engine.note_rejected(exc.reason.value)
             code = (aiocoap.REQUEST_ENTITY_TOO_LARGE if exc.reason is Reason.TOO_LARGE

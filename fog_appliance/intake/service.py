@@ -92,8 +92,14 @@ class Intake:
                                     f"frame of device {header.device_id!r} published on the "
                                     f"topic of {topic_device!r}")
             key = self._registry.key_for(header.device_id)
+            ei = self._coord.cfg.edge_interface
             frame = decode_update(payload, key, self._coord.shapes,
-                                  max_frame_bytes=self.max_frame_bytes, header=header)
+                                  max_frame_bytes=self.max_frame_bytes, header=header,
+                                  max_abs_value=ei.max_update_value)
+            if frame.num_samples > ei.max_samples_per_update:
+                raise ProtocolError(Reason.TOO_MANY_SAMPLES,
+                                    f"num_samples {frame.num_samples} is above the limit "
+                                    f"{ei.max_samples_per_update}")
             if frame.local_steps > self._coord.cfg.rounds.max_local_steps:
                 raise ProtocolError(Reason.BAD_LOCAL_STEPS,
                                     f"local_steps {frame.local_steps} is above the limit "

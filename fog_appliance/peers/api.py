@@ -5,6 +5,9 @@
                     (304 when ``If-None-Match`` matches)
     POST /devices   take over an edge another node redirects here: JSON ``device_id``,
                     ``key`` (hex), ``mqtt_password_hash``, ``role``, ``from``
+    POST /devices/{id}/revoke
+                    the node that handed ``id`` over here revoked it: JSON ``from``; only
+                    a device handed over by that peer is revoked (403 otherwise)
     GET  /status    what this node knows about its peers
 
 Every request carries the site's bearer token (``peers.token_file``). The handed-over
@@ -23,7 +26,7 @@ from aiohttp import web
 from fog_appliance.errors import ProvisioningError, StoreError
 from fog_appliance.localhttp import bearer_auth, json_error
 from fog_appliance.protocol.frame import DEVICE_ID_RE
-from fog_appliance.provisioning import sync_broker_auth
+from fog_appliance.provisioning import revoke, sync_broker_auth
 from fog_appliance.store.edges import import_device
 from fog_appliance.store.rows import DeviceRow
 
@@ -44,6 +47,7 @@ def peers_api(service: PeersService, token: str | None) -> web.Application:
     app.router.add_get("/hint", _hint)
     app.router.add_get("/model", _model)
     app.router.add_post("/devices", _devices)
+    app.router.add_post("/devices/{device}/revoke", _revoke)
     app.router.add_get("/status", _status)
     return app
 
@@ -92,6 +96,9 @@ async def _devices(request: web.Request) -> web.StreamResponse:
         dev = parse_device(await request.json())
     except ValueError as exc:
         return json_error(400, f"bad device record: {exc}")
+    if dev.info["handed_over_by"] not in service._urls:
+        return json_error(403, f"from={dev.info['handed_over_by']!r} is not a configured peer; "
+                          "only a peer of this node hands devices over")
     try:
         new = await node.db.run(import_device, node.store, dev)
         if new:
@@ -107,6 +114,36 @@ async def _devices(request: web.Request) -> web.StreamResponse:
     log.info("edge %s handed over by peer %s (%s)", dev.id, dev.info["handed_over_by"],
              "new here" if new else "already known")
     return web.json_response({"status": "registered" if new else "known"})
+
+
+async def _revoke(request: web.Request) -> web.StreamResponse:
+    service: PeersService = request.app[SERVICE]
+    node = service._node
+    device = request.match_info["device"]
+    try:
+        body = await request.json()
+    except ValueError:
+        return json_error(400, "expected a JSON object with from")
+    source = body.get("from") if isinstance(body, dict) else None
+    if source not in service._urls:
+        return json_error(403, f"from={source!r} is not a configured peer")
+    dev = await node.db.run(node.store.device, device)
+    if dev is None:
+        return web.json_response({"status": "unknown"})
+    if dev.info.get("handed_over_by") != source:
+        return json_error(403, f"device {device} was not handed over here by {source}")
+    if dev.revoked:
+        return web.json_response({"status": "revoked"})
+    try:
+        await node.db.run(revoke, node.cfg, node.store, device)
+        await node.db.run(lambda: node.registry.load(node.store, force=True))
+        await node.db.run(node.store.add_event, "device", "warning",
+                          f"device {device} revoked by peer {source}, which handed it over",
+                          {"device": device, "peer": source})
+    except (ProvisioningError, StoreError) as exc:
+        return json_error(503, str(exc))
+    log.warning("edge %s revoked: peer %s, which handed it over, revoked it", device, source)
+    return web.json_response({"status": "revoked"})
 
 
 async def _status(request: web.Request) -> web.StreamResponse:

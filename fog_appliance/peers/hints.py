@@ -104,13 +104,16 @@ def choose_peer(hints: Iterable[LoadHint], transport: str, now: float, max_age: 
     return best[1] if best else None
 
 
-def redirect_message(peer: LoadHint, transport: str) -> dict[str, Any]:
-    """The ``down`` command that sends an edge to ``peer`` (docs/protocol.md)."""
+def redirect_message(peer: LoadHint, transport: str, host: str) -> dict[str, Any]:
+    """The ``down`` command that sends an edge to ``peer`` (docs/protocol.md). ``host`` is
+    the peer's edge address from this node's configuration: the hint's self-reported
+    hosts are never used, only its ports."""
     address = peer.address(transport)
     if address is None:
         raise PeerError(f"peer {peer.fog_id} has no {transport} address")
-    msg: dict[str, Any] = {"type": "redirect", "host": address[0], "port": address[1],
+    msg: dict[str, Any] = {"type": "redirect", "host": host, "port": address[1],
                            "fog_id": peer.fog_id, "transport": transport}
-    if transport == "mqtt" and peer.address("coap") is not None:
-        msg["coap_host"], msg["coap_port"] = peer.address("coap")  # type: ignore[misc]
+    coap = peer.address("coap")
+    if transport == "mqtt" and coap is not None:
+        msg["coap_host"], msg["coap_port"] = host, coap[1]
     return msg

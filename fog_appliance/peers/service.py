@@ -12,6 +12,15 @@ plug this into the spine:
 * ``coordinator.mixer``: a closing round's model is averaged with peers' newer models,
   weighted by examples (``peers/gossip.py``).
 
+What a peer can do is bounded (docs/security.md): its model is mixed in only if it passes
+``model/check.py`` (finite, within ``model.max_norm`` and ``peers.max_model_distance`` of
+this node's model; a refusal is an event, a log line and a count); its weight in the mix is
+at most this node's own examples of the round, whatever it claims; its answers are read up
+to a size limit; edges are redirected to the host this node's configuration names for it,
+never to a host from its hint; a device's key goes to a peer only in the hand-over of a
+redirect this node issues; and a device revoked here is revoked at the peers it was handed
+to (``POST /devices/<id>/revoke``).
+
 Transport choice (docs/peers.md): plain HTTP between the nodes' peer APIs with the site's
 shared bearer token — the nodes already serve HTTP, hints and model pulls are
 request/response, and it needs no change to each site's Mosquitto configuration.
@@ -25,10 +34,11 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
@@ -37,7 +47,8 @@ import psutil
 from fog_appliance.aggregation import Aggregate
 from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.coordinator import CurrentModel
-from fog_appliance.errors import PeerError, ProtocolError
+from fog_appliance.errors import ModelRefused, PeerError, ProtocolError
+from fog_appliance.model.check import check_model
 from fog_appliance.peers.gossip import mix
 from fog_appliance.peers.hints import LoadHint, choose_peer, redirect_message
 from fog_appliance.peers.tls import client_context, is_loopback, server_context
@@ -77,6 +88,12 @@ class PeersService:
         self._token = token
         self._clock = clock
         self._urls = {p.id: p.url.rstrip("/") for p in self.cfg.peers.nodes}
+        self._edge_hosts = {p.id: p.edge_host or (urlsplit(p.url).hostname or "")
+                            for p in self.cfg.peers.nodes}
+        self._refused_etag: dict[str, str] = {}
+        """The ETag of each peer's last refused model (refused once, not at every poll)."""
+        self.handed_over: dict[str, str] = {}
+        """Devices this node handed over in a redirect it issued → the peer."""
         self.hints: dict[str, LoadHint] = {}
         """Each peer's last hint, its ``ts`` replaced by when it arrived (our clock)."""
         self.models: dict[str, PeerModel] = {}
@@ -152,14 +169,16 @@ class PeersService:
             self.counters.failures[peer] = self.counters.failures.get(peer, 0) + 1
             log.info("peer %s: %s", peer, exc)
 
-    async def _get(self, peer: str, path: str, headers: dict[str, str] | None = None
-                   ) -> tuple[int, bytes, dict[str, str]]:
+    async def _get(self, peer: str, path: str, headers: dict[str, str] | None = None,
+                   limit: int | None = None) -> tuple[int, bytes, Mapping[str, str]]:
         if self._session is None:
             raise PeerError("the peers service is not running")
+        limit = limit or self.cfg.peers.max_response_bytes
         try:
-            async with self._session.get(f"{self._urls[peer]}{path}",
-                                         headers=headers or {}) as resp:
-                return resp.status, await resp.read(), dict(resp.headers)
+            async with self._session.get(f"{self._urls[peer]}{path}", headers=headers or {},
+                                         allow_redirects=False) as resp:
+                # case-insensitive, as HTTP header names are (ETag / Etag)
+                return resp.status, await read_limited(resp, limit, path), resp.headers.copy()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PeerError(f"{path}: {exc or type(exc).__name__}") from None
 
@@ -177,20 +196,36 @@ class PeersService:
 
     async def _fetch_model(self, peer: str) -> None:
         cached = self.models.get(peer)
-        headers = {"If-None-Match": cached.etag} if cached else {}
-        status, body, h = await self._get(peer, "/model", headers)
+        refused = self._refused_etag.get(peer)
+        etag = cached.etag if cached else refused
+        headers = {"If-None-Match": etag} if etag else {}
+        coord = self._node.coordinator
+        status, body, h = await self._get(peer, "/model", headers, limit=len(coord.model.blob))
         now = self._clock()
         if status == 304 and cached is not None:
             self.models[peer] = dataclasses.replace(cached, fetched_at=now)
             return
+        if status == 304 and refused is not None:
+            return  # the model refused before, unchanged
         if status != 200:
             raise PeerError(f"/model answered {status}")
         try:
-            weights = [np.array(t) for t in decode_model(body, self._node.coordinator.shapes)
-                       .tensors]
+            weights = [np.array(t) for t in decode_model(body, coord.shapes).tensors]
             version, examples = int(h["X-Model-Version"]), int(h["X-Examples"])
+            if version < 0 or examples < 0:
+                raise ValueError("X-Model-Version and X-Examples must not be negative")
         except (ProtocolError, KeyError, ValueError) as exc:
             raise PeerError(f"/model is unusable: {exc}") from None
+        try:
+            check_model(weights, coord.shapes, max_norm=self.cfg.model.max_norm,
+                        reference=coord.model.weights,
+                        max_distance=self.cfg.peers.max_model_distance)
+        except ModelRefused as exc:
+            self.models.pop(peer, None)
+            self._refused_etag[peer] = h.get("ETag", "")
+            await coord.record_refusal("peer", exc, peer=peer, version=version)
+            raise PeerError(f"model {version} refused: {exc}") from None
+        self._refused_etag.pop(peer, None)
         self.models[peer] = PeerModel(peer, version, examples, h.get("ETag", ""), weights, now)
 
     # -- hooks ------------------------------------------------------------------------------
@@ -206,11 +241,14 @@ class PeersService:
                  and m.version > self._mixed.get(m.fog_id, 0)]
         if not fresh:
             return None
-        mixed = mix(new_weights, agg.num_examples, [(m.weights, m.examples) for m in fresh])
+        own = agg.num_examples
+        # A peer counts at most as much as this node's own edges, whatever it claims.
+        mixed = mix(new_weights, own, [(m.weights, min(m.examples, own)) for m in fresh])
         for m in fresh:
             self._mixed[m.fog_id] = m.version
         self.counters.mixes += 1
-        used = [{"fog": m.fog_id, "version": m.version, "examples": m.examples} for m in fresh]
+        used = [{"fog": m.fog_id, "version": m.version, "examples": m.examples,
+                 "weight": min(m.examples, own)} for m in fresh]
         log.info("gossip: next model averaged with %s", ", ".join(
             f"{m.fog_id} v{m.version}" for m in fresh))
         return mixed, {"gossip": used, "own_examples": agg.num_examples}
@@ -239,25 +277,55 @@ class PeersService:
                         "it is served here", hello.id, self.cfg.edge_interface.max_edge_clients)
             self._active[hello.id] = now
             return None
+        self.handed_over[hello.id] = peer.fog_id
         self._sent.setdefault(peer.fog_id, []).append(now)
         self._sent[peer.fog_id] = [t for t in self._sent[peer.fog_id] if now - t <= window]
         self.counters.redirected += 1
         log.info("edge %s redirected to peer %s (%d of %d edges there)", hello.id,
                  peer.fog_id, peer.edges, peer.max_edges)
-        return redirect_message(peer, transport)
+        return redirect_message(peer, transport, self._edge_hosts[peer.fog_id])
 
     async def _hand_over(self, peer: str, device_id: str) -> None:
+        """Send a device's record (key, broker password hash) to ``peer``: only from
+        :meth:`gate`, for the redirect it is issuing, and never for a revoked device."""
         dev = await self._node.db.run(self._node.store.device, device_id)
-        if dev is None or self._session is None:
+        if dev is None or dev.revoked or self._session is None:
             raise PeerError(f"device {device_id} cannot be handed over now")
         record = {"device_id": dev.id, "key": dev.key.hex(), "role": dev.role,
                   "mqtt_password_hash": dev.mqtt_password_hash, "from": self.cfg.fog_node.id}
+        await self._post(peer, "/devices", record)
+
+    async def _post(self, peer: str, path: str, body: dict[str, Any]) -> None:
+        if self._session is None:
+            raise PeerError("the peers service is not running")
+        limit = self.cfg.peers.max_response_bytes
         try:
-            async with self._session.post(f"{self._urls[peer]}/devices", json=record) as resp:
+            async with self._session.post(f"{self._urls[peer]}{path}", json=body,
+                                          allow_redirects=False) as resp:
+                text = (await read_limited(resp, limit, path)).decode(errors="replace")
                 if resp.status != 200:
-                    raise PeerError(f"/devices answered {resp.status}: {await resp.text()}")
+                    raise PeerError(f"{path} answered {resp.status}: {text[:200]}")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise PeerError(f"/devices: {exc or type(exc).__name__}") from None
+            raise PeerError(f"{path}: {exc or type(exc).__name__}") from None
+
+    async def propagate_revocation(self, device_id: str) -> dict[str, str]:
+        """Tell every peer that ``device_id`` is revoked here (a peer revokes it if this
+        node had handed it over). Returns each peer's outcome; failures are logged, never
+        raised: the revocation here stands either way."""
+        body = {"from": self.cfg.fog_node.id}
+
+        async def one(peer: str) -> tuple[str, str]:
+            try:
+                await self._post(peer, f"/devices/{device_id}/revoke", body)
+            except PeerError as exc:
+                log.warning("peer %s was not told that %s is revoked: %s", peer, device_id,
+                            exc)
+                return peer, f"failed: {exc}"
+            return peer, "told"
+
+        results = dict(await asyncio.gather(*(one(p) for p in self._urls)))
+        self.handed_over.pop(device_id, None)
+        return results
 
     def status(self) -> dict[str, Any]:
         now = self._clock()
@@ -267,8 +335,23 @@ class PeersService:
                               "model_version": h.model_version, "cloud": h.cloud}
                           for p, h in self.hints.items()},
                 "redirected": self.counters.redirected, "mixes": self.counters.mixes,
+                "models_refused": self._node.coordinator.stats.refused.get("peer", 0),
                 "over_capacity": self.counters.over_capacity,
                 "failures": dict(self.counters.failures)}
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    """The body of a peer's answer, refused (PeerError) past ``limit`` bytes: a peer
+    cannot make this node buffer more than that."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise PeerError(f"{what}: the answer is {resp.content_length} bytes, more than the "
+                        f"{limit} expected")
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise PeerError(f"{what}: the answer is longer than the {limit} bytes expected")
+    return bytes(body)
 
 
 def token_path(cfg: FogConfig) -> Path:
@@ -297,8 +380,10 @@ async def start_peers(node: FogNode, stack: contextlib.AsyncExitStack,
     node.extra_status["peers_api"] = f"{scheme}://{pc.bind}:{port}"
     log.info("peers: %s; peer API on %s://%s:%d", ", ".join(service._urls), scheme, pc.bind,
              port)
-    if tls is None and not is_loopback(pc.bind):
-        log.warning("peers: the peer API on %s is plain HTTP and hand-overs carry device "
-                    "keys; set peers.tls_cert and peers.tls_key on a LAN you do not trust",
-                    pc.bind)
+    if pc.insecure and ((tls is None and not is_loopback(pc.bind)) or any(
+            u.startswith("http://") and not is_loopback(urlsplit(u).hostname or "")
+            for u in service._urls.values())):
+        log.warning("peers: plain HTTP off loopback (peers.insecure: true); hand-overs carry "
+                    "device keys: set peers.tls_cert and https:// peer URLs on a LAN you do "
+                    "not trust")
     return service

@@ -2,15 +2,15 @@
 client context peers are verified with (``peers.ca_file``, else the system's CAs).
 
 A hand-over sends a device's key to the peer, so the peer API must not run as plain HTTP
-on a LAN that is not trusted; ``start_peers`` warns when it does.
+on a LAN that is not trusted: a config with plain HTTP off loopback is refused unless
+``peers.insecure`` is set (``config.py``), and ``start_peers`` warns when it is.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, is_loopback
 from fog_appliance.errors import PeerError
 
 
@@ -39,10 +39,4 @@ def client_context(cfg: FogConfig) -> ssl.SSLContext:
             from None
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+__all__ = ["client_context", "is_loopback", "server_context"]

@@ -14,6 +14,11 @@ Decoding order (cheapest check first, nothing large touched before the HMAC veri
 4. HMAC-SHA256 tag with the device key               → ``bad_signature``
 5. tensor descriptors against the expected shapes    → ``bad_shape`` / ``bad_dtype``
 6. values finite (one float64 reduction, no temporary array) → ``non_finite``
+7. values within ``max_abs_value`` (float: min and max, no temporary; int8: ``127 × scale``,
+   read from the descriptor before the values) → ``value_too_large``
+
+The bound on values, with the intake's cap on ``num_samples`` and the round's threshold,
+is what keeps the float32 accumulator finite (docs/security.md).
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ MAX_ID_LEN = 32
 FLAG_SPARSE = 0x01
 KNOWN_FLAGS = FLAG_SPARSE
 DEVICE_ID_RE = re.compile(rb"[A-Za-z0-9_-]{1,32}")
+INT8_SLACK = 1.000001
+"""``127 × scale`` may exceed the value bound by this factor: the float32 rounding of a
+scale quantized at exactly the bound."""
 
 
 class DType(enum.IntEnum):
@@ -185,9 +193,11 @@ def verify_tag(buf: bytes | memoryview, key: bytes) -> bytes:
 
 
 def decode_update(buf: bytes | memoryview, key: bytes, expected_shapes: Sequence[tuple[int, ...]],
-                  *, max_frame_bytes: int, header: Header | None = None) -> UpdateFrame:
+                  *, max_frame_bytes: int, header: Header | None = None,
+                  max_abs_value: float | None = None) -> UpdateFrame:
     """Decode and verify a whole frame. ``key`` is the device's HMAC key (the caller looks it
-    up from ``read_header(buf).device_id``); ``expected_shapes`` are the model's tensors."""
+    up from ``read_header(buf).device_id``); ``expected_shapes`` are the model's tensors;
+    ``max_abs_value`` (None: no bound) is the largest magnitude an element may have."""
     h = header if header is not None else read_header(buf, max_frame_bytes)
     tag = verify_tag(buf, key)
     if h.num_samples == 0:
@@ -226,6 +236,10 @@ def decode_update(buf: bytes | memoryview, key: bytes, expected_shapes: Sequence
             if not (math.isfinite(scale) and scale > 0.0):
                 raise ProtocolError(Reason.NON_FINITE,
                                     f"tensor {i}: int8 scale {scale} is not finite and > 0")
+            if max_abs_value is not None and 127.0 * scale > max_abs_value * INT8_SLACK:
+                raise ProtocolError(Reason.VALUE_TOO_LARGE,
+                                    f"tensor {i}: int8 scale {scale:.3g} allows values up to "
+                                    f"{127.0 * scale:.3g}, the limit is {max_abs_value:.3g}")
         numel = math.prod(shape)
         count = numel
         if sparse:
@@ -258,6 +272,12 @@ def decode_update(buf: bytes | memoryview, key: bytes, expected_shapes: Sequence
         if dtype is not DType.INT8 and count and not math.isfinite(
                 float(values.sum(dtype=np.float64))):
             raise ProtocolError(Reason.NON_FINITE, f"tensor {i} contains NaN or infinity")
+        if max_abs_value is not None and dtype is not DType.INT8 and count:
+            peak = max(float(values.max()), -float(values.min()))
+            if peak > max_abs_value:
+                raise ProtocolError(Reason.VALUE_TOO_LARGE,
+                                    f"tensor {i} has a value of magnitude {peak:.3g}, the "
+                                    f"limit is {max_abs_value:.3g}")
         tensors.append(Tensor(shape, values, scale, indices))
     if pos != data_end:
         raise ProtocolError(Reason.BAD_HEADER,

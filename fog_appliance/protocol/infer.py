@@ -100,8 +100,7 @@ def open_request(payload: bytes | memoryview,
     mv = memoryview(payload)
     n = len(mv)
     if n < 4 or bytes(mv[:4]) != SIGNED_MAGIC:
-        raise AuthError(Reason.BAD_SIGNATURE, "request is not signed (it must start with "
-                        "b'FOGA': see docs/inference.md)")
+        raise AuthError(Reason.BAD_SIGNATURE, "not signed")  # short: the sender is unknown
     if n < SIGNED.size + 1 + TAG_BYTES:
         raise ProtocolError(Reason.TRUNCATED, f"signed request is {n} bytes")
     _magic, version, id_len = SIGNED.unpack_from(mv, 0)

@@ -126,8 +126,10 @@ async def test_without_the_cloud_peers_gossip_and_the_cloud_wins_when_back(
             own = add_flat(weights_of(a.store, rnd.model_version, shapes),
                            flat_fedavg(round_updates(a.store, rnd.id, shapes)), shapes)
             peer = weights_of(b.store, used["version"], shapes)
+            # a peer counts at most as much as the node's own edges (issue 13.4)
+            assert used["weight"] == min(used["examples"], row.metrics["own_examples"])
             expected = mix([t.astype(np.float32) for t in own], row.metrics["own_examples"],
-                           [(peer, used["examples"])])
+                           [(peer, used["weight"])])
             for e, g in zip(expected, weights_of(a.store, row.version, shapes), strict=True):
                 np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
             assert b.peers.gossip_active  # gb has no cloud at all

@@ -16,6 +16,7 @@ from fog_appliance.aggregation import Aggregate, make_strategy
 from fog_appliance.config import FogConfig
 from fog_appliance.coordinator import Coordinator, CurrentModel
 from fog_appliance.dbthread import DbThread
+from fog_appliance.errors import ModelRefused
 from fog_appliance.intake.committer import Pending
 from fog_appliance.model.spec import flatten
 from fog_appliance.protocol.frame import decode_update, encode_update
@@ -110,7 +111,7 @@ async def test_adopting_supersedes_the_open_round_and_reannounces(fog: Fog) -> N
 
 
 async def test_adopting_a_model_of_another_shape_changes_nothing(fog: Fog) -> None:
-    with pytest.raises(ValueError, match="shapes"):
+    with pytest.raises(ModelRefused, match="shapes"):
         await fog.coord.adopt([np.zeros((2, 2), np.float32)], "global", {})
     assert fog.coord.model.version == 1 and fog.coord.round.state is State.OPEN
 

@@ -36,6 +36,7 @@ def _cfg(tmp_path: Path, **cloud: object) -> FogConfig:
 
 def test_argv_joins_the_superlink_with_the_node_config(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, root_certificates="ca.pem", round_timeout=90.0)
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     argv = supernode_argv(cfg, "http://127.0.0.1:8471", 9094, exe="/x/flower-supernode")
     assert argv[:3] == ["/x/flower-supernode", "--superlink", "cloud.example:9092"]
     assert argv[argv.index("--root-certificates") + 1] == str(tmp_path / "ca.pem")
@@ -149,7 +150,8 @@ def test_bad_federation_config_names_the_field(tmp_path: Path, yaml_text: str,
 def test_good_federation_config_loads(tmp_path: Path) -> None:
     path = tmp_path / "fog.yaml"
     path.write_text("cloud_interface: {server_url: 'cloud:9092', sync_interval: 30}\n"
-                    "peers: {nodes: [{id: b, url: 'http://10.0.0.2:8470'}], bind: 0.0.0.0}\n")
+                    "peers: {nodes: [{id: b, url: 'https://10.0.0.2:8470'}], bind: 0.0.0.0,"
+                    " tls_cert: peer.crt, tls_key: peer.key}\n")
     cfg = load_config(path)
     assert cfg.cloud_interface.server_url == "cloud:9092"
-    assert cfg.peers.nodes[0].url == "http://10.0.0.2:8470"
+    assert cfg.peers.nodes[0].url == "https://10.0.0.2:8470"

@@ -79,12 +79,17 @@ def test_edges_already_sent_count_against_a_peers_room() -> None:
 
 
 def test_redirect_message_names_the_peer_and_its_address() -> None:
-    msg = redirect_message(hint("b", 1), "mqtt")
+    msg = redirect_message(hint("b", 1), "mqtt", "10.0.0.2")
     assert msg == {"type": "redirect", "host": "10.0.0.2", "port": 1883, "fog_id": "b",
                    "transport": "mqtt", "coap_host": "10.0.0.2", "coap_port": 5683}
-    assert redirect_message(hint("b", 1), "coap")["port"] == 5683
+    assert redirect_message(hint("b", 1), "coap", "10.0.0.2")["port"] == 5683
     with pytest.raises(PeerError):
-        redirect_message(hint("b", 1, coap=False), "coap")
+        redirect_message(hint("b", 1, coap=False), "coap", "10.0.0.2")
+
+
+def test_the_redirect_host_is_the_configured_one_not_the_hints() -> None:
+    msg = redirect_message(hint("b", 1), "mqtt", "fog-b.site")  # the hint says 10.0.0.2
+    assert msg["host"] == msg["coap_host"] == "fog-b.site"
 
 
 @given(st.lists(st.one_of(st.just(0.0), st.floats(1e-3, 1e4)), min_size=1, max_size=4),
@@ -142,7 +147,7 @@ def test_garbage_device_records_only_raise_value_error(obj: object) -> None:
 
 
 def test_a_redirect_parses_back_from_the_message_the_node_sends() -> None:
-    r = parse_redirect(redirect_message(hint("hall-c", 1), "mqtt"))
+    r = parse_redirect(redirect_message(hint("hall-c", 1), "mqtt", "10.0.0.2"))
     assert r == Redirect("hall-c", "10.0.0.2", 1883, "10.0.0.2", 5683)
     assert parse_redirect({"type": "redirect", "fog_id": "b", "host": "h", "port": 5683}) \
         == Redirect("b", "h", 5683)
@@ -154,7 +159,7 @@ def test_a_redirect_parses_back_from_the_message_the_node_sends() -> None:
     {"coap_port": 0}, {"coap_host": None}, {"host": "h" * 254},
 ])
 def test_malformed_redirects_are_refused(change: dict[str, object]) -> None:
-    msg = {**redirect_message(hint("b", 1), "mqtt"), **change}
+    msg = {**redirect_message(hint("b", 1), "mqtt", "10.0.0.2"), **change}
     with pytest.raises(ProtocolError):
         parse_redirect(msg)
 

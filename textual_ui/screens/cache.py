@@ -1,5 +1,6 @@
-"""Cache & inference: model versions (size, stored, accuracy), evicting an old one, the
-cache's hit rate and the inference service's request rate and latency."""
+"""Cache & inference: model versions (size, stored, accuracy), evicting an old one, rolling
+back to an earlier one, the cache's hit rate and the inference service's request rate and
+latency."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ class CacheScreen(NodeScreen):
         Binding("e", "evict", "Evict version",
                 tooltip="Drop the stored blob of the selected old model version (asks "
                 "first); its row, hash and metrics stay."),
+        Binding("b", "rollback", "Roll back to",
+                tooltip="Publish the selected stored version's weights again as a new "
+                "version (asks first); the open round is superseded."),
     ]
 
     def __init__(self) -> None:
@@ -101,8 +105,42 @@ class CacheScreen(NodeScreen):
     @work(exclusive=True, group="action")
     async def do_evict(self, version: int) -> None:
         result = await self.call_api(lambda c: c.evict(version),
-                                     what=f"evicting model version {version}")
+                                     what=f"evicting model version {version}", action=True)
         if result is not None:
             self.notify(f"Model version {version} evicted ({size(result['bytes_freed'])} "
                         "freed).", title="Cache")
+            self.reload()
+
+    def action_rollback(self) -> None:
+        if self.console.read_only:
+            self.notify("This console is read-only.", severity="warning")
+            return
+        table = self.query_one(DataTable)
+        if not self.models:
+            return
+        model = self.models[table.cursor_row]
+        if model["current"] or not model["stored"]:
+            self.notify(f"Version {model['version']} "
+                        + ("is the current model." if model["current"] else "has no stored "
+                           "blob any more."), title="Not possible", severity="warning")
+            return
+        version = int(model["version"])
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.do_rollback(version)
+
+        self.app.push_screen(ConfirmScreen(
+            f"Roll back to model version {version}? Its weights are published again as a new "
+            "version; the open round is superseded (its updates are not used) and every edge "
+            "trains the rolled-back model next.", "Roll back"), answered)
+
+    @work(exclusive=True, group="action")
+    async def do_rollback(self, version: int) -> None:
+        result = await self.call_api(lambda c: c.rollback(version),
+                                     what=f"rolling back to model version {version}",
+                                     action=True)
+        if result is not None:
+            self.notify(f"Model version {version} published again as version "
+                        f"{result['version']}.", title="Rollback")
             self.reload()
