@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fog_appliance.client import DeviceCredentials, FLClient
+from fog_appliance.client import ClientError, DeviceCredentials, FLClient
 from fog_appliance.config import FogConfig
 from fog_appliance.demo.edges import SimulatedEdge
 from fog_appliance.errors import ConfigError, ProvisioningError
@@ -127,6 +127,8 @@ async def run_simulation(cfg: FogConfig, store: Store, opts: SimOptions, state_d
             edges[device_id] = (kind, SimulatedEdge(
                 client, x, y, seed=opts.seed * 1000 + i, battery=90 - (7 * i) % 60,
                 delay_s=opts.slow_delay_s if kind == "slow" else 0.0, fw=f"sim-{kind}"))
+        await asyncio.gather(*(known(e.client) for kind, e in edges.values()
+                               if e is not None and kind != "bad-key"))
         say(f"{len(edges)} simulated edges on fog node {cfg.fog_node.id} over {transport}: "
             + ", ".join(f"{n} {k}" for k in KINDS
                         if (n := sum(1 for kd, _ in edges.values() if kd == k))))
@@ -148,6 +150,22 @@ async def run_simulation(cfg: FogConfig, store: Store, opts: SimOptions, state_d
     return {d: {"kind": kind, "sent": e.sent if e else 0, "accepted": e.accepted if e else 0,
                 "rejected": e.rejected if e else 0, "reasons": dict(e.reasons) if e else {}}
             for d, (kind, e) in edges.items()}
+
+
+async def known(client: FLClient, timeout_s: float = 30.0) -> None:
+    """Wait until the running node knows a just provisioned device (it rereads its
+    registry every second): its hello is welcomed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            await client.hello(can_train=True, fw="sim", wait=True)
+            return
+        except ClientError as exc:
+            if loop.time() > deadline:
+                raise ClientError(f"{client.creds.device_id}: the node does not take its "
+                                  f"hello after {timeout_s:.0f} s: {exc}") from None
+            await asyncio.sleep(0.5)
 
 
 def summary(tallies: dict[str, dict[str, Any]]) -> str:
