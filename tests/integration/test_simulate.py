@@ -44,7 +44,7 @@ def test_simulate_against_a_running_node(tmp_path: Path) -> None:
         out = subprocess.run(
             [sys.executable, "-m", "fog_appliance", "simulate", "--config", str(path),
              "--edges", "4", "--bad-keys", "1", "--offline", "1", "--duration", "25"],
-            env=env(), capture_output=True, text=True, timeout=180)
+            env=env(), capture_output=True, text=True, timeout=180, check=False)
         assert out.returncode == 0, out.stderr[-3000:]
         assert "4 simulated edges on fog node site-a over coap" in out.stdout
         rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:]
@@ -62,7 +62,7 @@ def test_simulate_against_a_running_node(tmp_path: Path) -> None:
         again = subprocess.run(
             [sys.executable, "-m", "fog_appliance", "simulate", "--config", str(path),
              "--edges", "2", "--duration", "3"], env=env(), capture_output=True,
-            text=True, timeout=120)
+            text=True, timeout=120, check=False)
         assert again.returncode == 0, again.stderr[-3000:]
     finally:
         assert node.stop() == 0
