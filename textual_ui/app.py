@@ -106,7 +106,7 @@ class FogConsole(App[None]):
 
     def on_mount(self) -> None:
         self.theme = self._theme_name
-        self.sub_title = f"connecting to {self.client.endpoint.describe()}…"
+        self.sub_title = f"connecting to {self.client.endpoint.describe()}…{self.badge}"
         self.set_interval(self.poll_s, self.heartbeat)
         self.heartbeat()
 
@@ -127,7 +127,7 @@ class FogConsole(App[None]):
         self.node = status
         self.connected = True
         fog = status.get("fog_id", "?")
-        self.sub_title = f"{fog} · {status.get('region', '')} · connected"
+        self.sub_title = f"{fog} · {status.get('region', '')} · connected{self.badge}"
         if was is False or restarted:
             up = duration(self.clock() - float(status.get("started_at", self.clock())))
             what = "the service restarted" if restarted else "the service answers again"
@@ -140,6 +140,11 @@ class FogConsole(App[None]):
             if fn is not None:
                 fn(connected)
 
+    @property
+    def badge(self) -> str:
+        """Shown in the header on every page of a read-only console."""
+        return " · READ-ONLY" if self.read_only else ""
+
     def connection_lost(self, reason: str) -> None:
         """Called by any failing call: say so once, and keep retrying."""
         self.last_error = reason
@@ -148,7 +153,7 @@ class FogConsole(App[None]):
             self.notify(f"{reason}. Retrying every {self.poll_s:g} s; the pages show the "
                         "last figures they had.", title="Fog node unreachable",
                         severity="error", timeout=10, markup=False)
-        self.sub_title = "NOT CONNECTED — retrying"
+        self.sub_title = f"NOT CONNECTED — retrying{self.badge}"
 
     def connection_ok(self) -> None:
         """Called by any successful call; the heartbeat announces the reconnection."""

@@ -4,7 +4,7 @@ worker, and one place that turns API errors into specific notifications."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from textual import work
 from textual.screen import Screen
@@ -24,6 +24,11 @@ class NodeScreen(Screen[None]):
     """
 
     TITLE = "page"
+    CHANGES: ClassVar[frozenset[str]] = frozenset()
+    """Actions of this page that change the node: not offered (footer, keys) read-only."""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in self.CHANGES and self.console.read_only)
 
     @property
     def console(self) -> FogConsole:

@@ -21,6 +21,7 @@ from textual_ui.widgets import SectionView
 
 class CacheScreen(NodeScreen):
     TITLE = "Cache & inference"
+    CHANGES = frozenset({"evict", "rollback"})
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("e", "evict", "Evict version",
                 tooltip="Drop the stored blob of the selected old model version (asks "

@@ -50,6 +50,7 @@ def matches(edge: dict[str, Any], needle: str) -> bool:
 
 class EdgesScreen(NodeScreen):
     TITLE = "Edges"
+    CHANGES = frozenset({"add", "revoke"})
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "add", "Add device",
                 tooltip="Provision a new device: its id and role in, its config and the "

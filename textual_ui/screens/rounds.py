@@ -25,6 +25,7 @@ STATE_STYLE = {"published": "green", "failed": "red", "open": "cyan", "collectin
 
 class RoundsScreen(NodeScreen):
     TITLE = "Rounds"
+    CHANGES = frozenset({"close_round", "edit_round"})
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "close_round", "Close now",
                 tooltip="Aggregate and publish the open round now (asks first); the console then "

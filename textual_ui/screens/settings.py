@@ -80,6 +80,7 @@ def note(widget: Static, text: str) -> None:
 
 class SettingsScreen(NodeScreen):
     TITLE = "Settings"
+    CHANGES = frozenset({"save", "revert"})
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", "Save",
                 tooltip="Save the changed values; the node applies them at once and says "
