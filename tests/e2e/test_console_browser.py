@@ -110,9 +110,10 @@ async def _browse(url: str, profile: Path, shot: Path) -> tuple[str, str, list[s
                 png = await cdp.call("Page.captureScreenshot", format="png")
                 await asyncio.to_thread(shot.write_bytes, base64.b64decode(png["data"]))
                 start = len(cdp.received)
-                for kind in ("keyDown", "char", "keyUp"):  # "2": the Edges page
-                    await cdp.call("Input.dispatchKeyEvent", type=kind, text="2", key="2",
-                                   code="Digit2", windowsVirtualKeyCode=50)
+                # "2" (the Edges page) typed into xterm.js's input
+                await cdp.call("Runtime.evaluate", expression=(
+                    "document.querySelector('.xterm-helper-textarea').focus()"))
+                await cdp.call("Input.insertText", text="2")
                 edges = await _text_after(cdp, start, "sorted by")
                 await asyncio.sleep(1.0)
                 edges = ANSI.sub(b"", bytes(cdp.received[start:])).decode("utf-8", "replace")
