@@ -92,6 +92,8 @@ class FogConsole(App[None]):
         self.node: dict[str, Any] = {}
         """The last status the node sent (fog id, region, started_at, …)."""
         self.last_error = ""
+        self.refused_credential: str | None = None
+        """The node's refusal of this console's token, while it lasts."""
         """Why the node did not answer, the last time it did not."""
         self._cp437 = Cp437Filter() if linux_console() else None
         self._theme_name = theme or ("ansi-dark" if os.environ.get("TERM") == "linux"
@@ -120,8 +122,13 @@ class FogConsole(App[None]):
             self.connection_lost(str(exc))
             return
         except Refused as exc:
-            self.connection_lost(f"the admin API refused the status request: {exc.message}")
+            if exc.status in (401, 403):
+                self.credential_refused(exc.message)
+            else:
+                self.connection_lost(f"the admin API refused the status request: "
+                                     f"{exc.message}")
             return
+        self.refused_credential = None
         was = self.connected
         restarted = bool(self.node) and status.get("started_at") != self.node.get("started_at")
         self.node = status
@@ -139,6 +146,16 @@ class FogConsole(App[None]):
             fn = getattr(screen, "connection_changed", None)
             if fn is not None:
                 fn(connected)
+
+    def credential_refused(self, message: str) -> None:
+        """The node answers, but not to this console's token: say so once (not a toast
+        every refresh), and not as "not connected"."""
+        if self.refused_credential != message:
+            self.refused_credential = message
+            self.notify(f"The fog node answers but refuses this console's credential: "
+                        f"{message}. Check --token-file (the node's admin.token_file).",
+                        title="Token refused", severity="error", timeout=15, markup=False)
+        self.sub_title = f"TOKEN REFUSED — the node answers{self.badge}"
 
     @property
     def badge(self) -> str:

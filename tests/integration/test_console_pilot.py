@@ -13,6 +13,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from fog_appliance.app import FogNode
+from fog_appliance.broker import free_port
 from tests.admin_support import node_config, running_node, send_update
 from textual_ui.app import FogConsole
 from textual_ui.client import AdminClient, Endpoint
@@ -310,3 +311,18 @@ async def test_problems_stay_on_the_dashboard_and_become_events(tmp_path: Path) 
                 break
             assert loop.time() < deadline, messages
             await asyncio.sleep(0.2)
+
+
+async def test_a_wrong_token_is_said_once_and_not_as_not_connected(tmp_path: Path) -> None:
+    cfg = node_config(tmp_path / "var")
+    cfg.admin.http_enabled = True
+    cfg.admin.http_port = free_port()
+    async with running_node(cfg) as (node, _api):
+        assert node.admin is not None and node.admin.http is not None
+        app = FogConsole(AdminClient(Endpoint(url=node.admin.http, token="not-the-token"),
+                                     actor="pilot"), poll_s=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: "TOKEN REFUSED" in screen_text(app))
+            await pilot.pause(2.0)  # ten refreshes
+            assert notes(app).count("Token refused") == 1, notes(app)
+            assert "NOT CONNECTED" not in screen_text(app)

@@ -89,6 +89,9 @@ class NodeScreen(Screen[None]):
                             timeout=10, markup=False)
             return None
         except Refused as exc:
+            if exc.status == 401 and not action:
+                self.console.credential_refused(exc.message)  # said once, not per refresh
+                return None
             self.notify(f"{what}: {exc.message}", title=_refusal_title(exc.status),
                         severity="error", timeout=8, markup=False)
             return None
