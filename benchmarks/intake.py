@@ -33,6 +33,7 @@ from fog_appliance.broker import (
     fog_password,
     free_port,
     hash_password,
+    reload_broker,
 )
 from fog_appliance.config import FogConfig
 from fog_appliance.protocol.frame import encode_update
@@ -63,6 +64,23 @@ def publisher(host: str, port: int, user: str, password: str, topic_fmt: str,
     c.disconnect()
 
 
+PUB_USER, PUB_PASSWORD = "bench-pub", "bench-pub-password"
+
+
+def allow_publisher(files: BrokerFiles) -> None:
+    """A broker user of its own for the publisher process: the broker binds client ids to
+    user names, so a second connection as the fog's user would take over its session.
+    Added after the node wrote the files (it rewrites them from the registry)."""
+    if f"{PUB_USER}:" in files.passwd.read_text():
+        return
+    with files.passwd.open("a") as f:
+        f.write(f"{PUB_USER}:{hash_password(PUB_PASSWORD)}\n")
+    with files.acl.open("a") as f:
+        f.write(f"\nuser {PUB_USER}\ntopic write fog/bench/#\n")
+    reload_broker(files)
+    time.sleep(0.5)  # Mosquitto rereads them in its main loop
+
+
 def make_frames(n: int, keys: list[bytes], path: Path) -> None:
     rng = np.random.default_rng(0)
     base = [(rng.standard_normal((INPUT_DIM, CLASSES)) * 0.01).astype(np.float32),
@@ -73,10 +91,10 @@ def make_frames(n: int, keys: list[bytes], path: Path) -> None:
     np.save(path, np.stack([np.frombuffer(f, np.uint8) for f in frames]))
 
 
-def run_publisher(broker: PrivateBroker, user: str, password: str, topic_fmt: str,
-                  frames: Path, n: int) -> mp.Process:
+def run_publisher(broker: PrivateBroker, topic_fmt: str, frames: Path, n: int) -> mp.Process:
+    allow_publisher(broker.files)
     p = mp.get_context("spawn").Process(target=publisher, args=(
-        broker.host, broker.port, user, password, topic_fmt, str(frames), n))
+        broker.host, broker.port, PUB_USER, PUB_PASSWORD, topic_fmt, str(frames), n))
     p.start()
     return p
 
@@ -87,7 +105,7 @@ async def bare_rate(broker: PrivateBroker, user: str, password: str, frames: Pat
     async with aiomqtt.Client(broker.host, broker.port, username=user, password=password,
                               identifier="bench-bare", clean_session=False) as c:
         await c.subscribe("fog/bench/bare/+", qos=1)
-        proc = run_publisher(broker, user, password, "fog/bench/bare/{i}", frames, n)
+        proc = run_publisher(broker, "fog/bench/bare/{i}", frames, n)
         got, first = 0, 0.0
         async for _ in c.messages:
             got += 1
@@ -106,7 +124,7 @@ async def fog_rate(cfg: FogConfig, broker: PrivateBroker, user: str, password: s
     task = progress.add_task(f"fog intake ({cfg.storage.synchronous})", total=n)
     node = FogNode(cfg)
     async with node.running():
-        proc = run_publisher(broker, user, password, "fog/bench/up/b{i:05d}", frames, n)
+        proc = run_publisher(broker, "fog/bench/up/b{i:05d}", frames, n)
         first = None
         while node.committer.committed < n:
             await asyncio.sleep(0.01)
@@ -138,7 +156,7 @@ async def main(n: int, synchronous: str) -> dict[str, float]:
     cfg.storage.synchronous = synchronous  # type: ignore[assignment]
     store = Store.open(cfg.db_path)
     keys = [bytes([i % 251]) * 32 for i in range(n)]
-    pw_hash = hash_password("unused")  # devices never log in: the fog's user publishes
+    pw_hash = hash_password("unused")  # devices never log in: a publisher user does
     for i in range(n):
         store.add_device(DeviceRow(f"b{i:05d}", keys[i], pw_hash, time.time()))
     sync_broker_auth(cfg, store)

@@ -27,7 +27,14 @@ import threadpoolctl
 from fog_appliance import sdnotify
 from fog_appliance.aggregation import build_strategy
 from fog_appliance.aggregation.factory import round_policy
-from fog_appliance.broker import PrivateBroker, fog_password, fog_username, free_port
+from fog_appliance.broker import (
+    PrivateBroker,
+    broker_limits,
+    fog_password,
+    fog_username,
+    free_port,
+    wait_for_credentials,
+)
 from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.coordinator import Coordinator
 from fog_appliance.dbthread import DbThread
@@ -39,6 +46,7 @@ from fog_appliance.privacy.proxy import PrivacyProxy
 from fog_appliance.provisioning import broker_files, provision, revoke, sync_broker_auth
 from fog_appliance.registry import Registry
 from fog_appliance.resources.sampler import read_temperature
+from fog_appliance.secretfile import ensure_private_dir, write_atomic
 from fog_appliance.serving import Serving
 from fog_appliance.store import Store
 
@@ -94,7 +102,7 @@ class FogNode:
     async def running(self) -> AsyncIterator[FogNode]:
         """Start every part; yield while serving; stop them all on exit."""
         cfg = self.cfg
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(cfg.data_dir)  # device keys live here: 0700 when made now
         # OpenBLAS worker threads spin between calls and starve the event loop and the store
         # thread on a 2..4-core gateway: per-update BLAS calls are far faster on one thread
         # (measured: benchmarks/intake.py goes from 0.07 to 0.5+ of the bare rate).
@@ -224,8 +232,10 @@ class FogNode:
             port = self.broker.port
         else:
             await self.db.run(sync_broker_auth, cfg, self.store)
-        settings = MqttSettings(host, port, fog_username(cfg.fog_node.id), fog_password(files),
-                                client_id=f"fog-{cfg.fog_node.id}-intake",
+        # The broker binds client ids to user names (use_username_as_clientid): the fog's
+        # persistent session is its user name's, and no device can take it over.
+        username = fog_username(cfg.fog_node.id)
+        settings = MqttSettings(host, port, username, fog_password(files), client_id=username,
                                 fog_id=cfg.fog_node.id)
         self.mqtt = MqttIntake(settings, self.intake, self.coordinator)
         self.mqtt.blob_source = self.serving.mqtt_blob
@@ -241,7 +251,9 @@ class FogNode:
         """A private Mosquitto, stopped after everything that talks to it."""
         host, port, _tls = parse_broker_url(self.cfg.edge_interface.mqtt_broker)
         await self.db.run(sync_broker_auth, self.cfg, self.store)
-        self.broker = PrivateBroker(broker_files(self.cfg), host, port)
+        ei = self.cfg.edge_interface
+        self.broker = PrivateBroker(broker_files(self.cfg), host, port,
+                                    broker_limits(ei.max_frame_bytes, ei.mqtt_blob_max_bytes))
         await self.broker.start()
         stack.callback(self.broker.stop)
 
@@ -269,8 +281,22 @@ class FogNode:
     async def provision(self, device_id: str, role: str = "train") -> dict[str, Any]:
         """Register a device (admin API, demo); returns its config for flashing."""
         conf, _ = await self.db.run(provision, self.cfg, self.store, device_id, role=role)
-        await self.db.run(self.registry.load, self.store, force=True)
+        await self.device_known(conf)
         return conf
+
+    async def device_known(self, conf: dict[str, Any]) -> None:
+        """Return once this node and its broker both know a just provisioned device: the
+        registry is reloaded, and the broker (which rereads its password file at its own
+        pace after the reload) accepts the device's credentials (issue 12, item 6)."""
+        await self.db.run(self.registry.load, self.store, force=True)
+        if self.mqtt is None or not self.mqtt.connected.is_set():
+            return
+        mqtt = conf.get("mqtt") or {}
+        user, password = mqtt.get("username"), mqtt.get("password")
+        if isinstance(user, str) and isinstance(password, str) and not await \
+                wait_for_credentials(self.mqtt.s.host, self.mqtt.s.port, user, password):
+            log.warning("the broker did not accept device %s's credentials within 10 s; "
+                        "is it reloaded when its password file changes?", user)
 
     async def revoke(self, device_id: str) -> None:
         """Revoke a device: the broker and the intake refuse it from now on."""
@@ -304,6 +330,12 @@ class FogNode:
 
         sections.setdefault("resources", resources)
 
+        async def store() -> dict[str, Any]:
+            total, rows = await self.db.run(self.store.quarantined, 20)
+            return {"quarantined_updates": total, "quarantine": rows}
+
+        sections.setdefault("store", store)
+
     async def _refresh_registry(self) -> None:
         """Pick up devices provisioned or revoked by another process (the CLI)."""
         while True:
@@ -319,9 +351,7 @@ class FogNode:
                 "admin": self.admin.addresses() if self.admin else None, **self.extra_status}
 
     def _write_status(self) -> None:
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(), indent=2))
-        os.replace(tmp, self.status_path)
+        write_atomic(self.status_path, json.dumps(self.status(), indent=2), 0o644)
 
 
 def _privacy_settings(cfg: FogConfig) -> PrivacySettings:

@@ -19,11 +19,12 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from fog_appliance import __version__
 from fog_appliance.config import ENV_CONFIG_PATH, FogConfig, dump_defaults, load_config
 from fog_appliance.demo.args import add_learning_arguments
-from fog_appliance.errors import ConfigError, FogError
+from fog_appliance.errors import ConfigError, FogError, ProvisioningError
 from fog_appliance.store import Store
 
 log = logging.getLogger("fog_appliance")
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     rev = sub.add_parser("revoke", help="revoke a device")
     _config_arg(rev)
     rev.add_argument("device_id")
+    rev.add_argument("--drop-updates", action="store_true",
+                     help="also drop the device's updates from the open round")
 
     conf = sub.add_parser("config", help="print the defaults or check a config file")
     conf.add_argument("--defaults", action="store_true", help="print the default config")
@@ -126,6 +129,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.log_level:
         cfg.logging.level = args.log_level
     _setup_logging(cfg.logging.level)
+    log.debug("config %s: node %s, data dir %s, MQTT %s (%s broker), CoAP %s:%s",
+              args.config or "(defaults)", cfg.fog_node.id, cfg.data_dir,
+              cfg.edge_interface.mqtt_broker,
+              "private" if cfg.edge_interface.manage_broker else "external",
+              cfg.coap.bind, cfg.coap.port)
     from fog_appliance.app import FogNode
 
     async def main() -> None:
@@ -170,15 +178,58 @@ def _open_store(cfg: FogConfig) -> Store:
     return Store.open(cfg.db_path, synchronous=cfg.storage.synchronous)
 
 
+def ask_running_node(cfg: FogConfig, method: str, path: str,
+                     body: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Send an admin action to the node running on this config's data dir, through its
+    Unix socket; None if no node answers there (then the CLI changes the store itself,
+    and a node started later reads it). A refusal is a ProvisioningError with its reason.
+
+    Going through the running node means that when the command returns, the node (and its
+    broker) already know the change (issue 12, item 6)."""
+    if not cfg.admin.enabled:
+        return None
+    from fog_appliance.admin.server import socket_path
+
+    sock = socket_path(cfg)
+    if not sock.exists():
+        return None
+    import aiohttp
+
+    async def call() -> tuple[int, Any]:
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock)),
+                                         timeout=timeout) as session, \
+                session.request(method, f"http://localhost{path}", json=body,
+                                headers={"X-Fog-Actor": "cli"}) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    try:
+        status, answer = asyncio.run(call())
+    except (aiohttp.ClientConnectionError, OSError):
+        return None  # a socket left by a node that is gone
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise ProvisioningError(f"the running node's admin API at {sock} failed: "
+                                f"{exc or type(exc).__name__}") from None
+    if status >= 400 or not isinstance(answer, dict):
+        error = answer.get("error") if isinstance(answer, dict) else answer
+        raise ProvisioningError(f"the running node refused: {error}")
+    return answer
+
+
 def cmd_provision(args: argparse.Namespace) -> int:
     from fog_appliance.provisioning import provision
 
     cfg = load_config(args.config)
-    store = _open_store(cfg)
-    try:
-        conf, path = provision(cfg, store, args.device_id, role=args.role)
-    finally:
-        store.close()
+    answer = ask_running_node(cfg, "POST", "/api/edges",
+                              {"id": args.device_id, "role": args.role})
+    if answer is not None:
+        conf, path = answer["config"], answer["config_path"]
+    else:
+        store = _open_store(cfg)
+        try:
+            conf, path = provision(cfg, store, args.device_id, role=args.role)
+        finally:
+            store.close()
     print(f"device {conf['device_id']} provisioned; its config (with its secret key) is in "
           f"{path}")
     print(f"  MQTT {conf['mqtt']['host']}:{conf['mqtt']['port']}  up topic {conf['topics']['up']}")
@@ -239,15 +290,27 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from fog_appliance.provisioning import revoke
+    from fog_appliance.provisioning import drop_open_round_updates, revoke
 
     cfg = load_config(args.config)
-    store = _open_store(cfg)
-    try:
-        revoke(cfg, store, args.device_id)
-    finally:
-        store.close()
-    print(f"device {args.device_id} revoked; the broker and the fog node refuse it from now on")
+    from urllib.parse import quote
+
+    answer = ask_running_node(cfg, "POST", f"/api/edges/{quote(args.device_id, safe='')}/revoke",
+                              {"drop_updates": True} if args.drop_updates else None)
+    if answer is not None:
+        dropped = int(answer.get("dropped_updates", 0))
+    else:
+        store = _open_store(cfg)
+        try:
+            revoke(cfg, store, args.device_id)
+            dropped = drop_open_round_updates(store, args.device_id) if args.drop_updates \
+                else 0
+        finally:
+            store.close()
+    print(f"device {args.device_id} revoked; the broker and the fog node refuse it from now "
+          "on, and its credentials file is deleted")
+    if args.drop_updates:
+        print(f"  {dropped} update(s) of it dropped from the open round")
     return 0
 
 

@@ -326,6 +326,57 @@ class Coordinator:
                            deadline_at=rnd.deadline_at)
         self.check_due()
 
+    async def drop_device_updates(self, device: str) -> int:
+        """Admin (with a revocation): take ``device``'s updates out of the open round, in the
+        store and in the accumulator, which is rebuilt from the other committed updates.
+        Returns how many were dropped. ActionError (nothing changed) once the round is
+        closing, or while an update of the device is being committed."""
+        from fog_appliance.errors import ActionError
+
+        for _attempt in range(3):
+            rnd = self.round
+            if rnd.state not in ADMITTING:
+                raise ActionError(409, f"round {rnd.id} is {rnd.state.value}: its updates are "
+                                  "being aggregated and can no longer be dropped")
+            if any(d == device for d, _ in rnd.pending):
+                raise ActionError(409, f"an update of {device} is being committed; try again")
+            if not any(d == device for d, _ in rnd.committed):
+                return 0
+            stored = await self._db.run(self._stored_updates, rnd.id)
+            frames = await asyncio.to_thread(self._decode_others, stored, device)
+            # Back on the loop, nothing awaited until the swap: the committed set and the
+            # accumulator change together (on_committed runs on this loop too).
+            keep = {k for k in rnd.committed if k[0] != device}
+            if self.round is not rnd or rnd.state not in ADMITTING or not keep <= set(frames):
+                continue  # the round moved on or more commits landed meanwhile: again
+            acc = self._accumulator_for(rnd)
+            for key in sorted(keep, key=lambda k: frames[k][0]):
+                acc.add(frames[key][1])
+            dropped = [k for k in rnd.committed if k[0] == device]
+            for key in dropped:
+                del rnd.committed[key]
+            rnd.contributors.pop(device, None)
+            self._acc = acc
+            await self._db.run(self._store.drop_round_updates, rnd.id, device)
+            log.warning("round %d: %d update(s) of %s dropped by the admin; %d remain",
+                        rnd.id, len(dropped), device, rnd.count)
+            return len(dropped)
+        raise ActionError(409, f"round {self.round.id} kept changing; try again")
+
+    def _stored_updates(self, round_id: int) -> list[Any]:
+        return list(self._store.round_updates(round_id))
+
+    def _decode_others(self, stored: list[Any], device: str) -> dict[tuple[str, int],
+                                                                    tuple[int, Any]]:
+        out: dict[tuple[str, int], tuple[int, Any]] = {}
+        for u in stored:
+            key = self._registry.stored_key(u.device_id)
+            if u.device_id == device or key is None:
+                continue
+            out[(u.device_id, u.seq)] = (u.id, decode_update(
+                u.frame, key, self.shapes, max_frame_bytes=max(len(u.frame), 1024)))
+        return out
+
     def _persist_soon(self, round_id: int, **fields: Any) -> None:
         task = asyncio.get_running_loop().create_task(
             self._db.run(self._store.update_round, round_id, **fields))

@@ -102,6 +102,11 @@ class RejectedError(FogError):
         """One line for the edge: the reason code, the detail, and what happens next."""
         return f"{self.reason.value}: {self.detail}; the update was rejected, the round continues"
 
+    @property
+    def hello_diagnostic(self) -> str:
+        """The same for a refused hello (nothing about the device was recorded)."""
+        return f"{self.reason.value}: {self.detail}; the hello was refused, nothing changed"
+
 
 class ProtocolError(RejectedError):
     """The bytes do not follow docs/protocol.md."""

@@ -9,7 +9,6 @@ each on its own listener with :func:`serve_app`.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 import ssl
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from fog_appliance.errors import ServiceError
+from fog_appliance.secretfile import read_or_create_secret
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,14 +43,8 @@ def bearer_auth(token: str) -> Any:
 
 def read_or_create_token(path: Path) -> str:
     """The token in ``path``; a new random one (0600) if the file does not exist."""
-    if path.exists():
-        return read_token(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
-    return token
+    read_or_create_secret(path, lambda: secrets.token_urlsafe(32))
+    return read_token(path)
 
 
 def read_token(path: Path) -> str:

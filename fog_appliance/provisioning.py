@@ -8,7 +8,9 @@ broker to reload them), and writes the device's config JSON for flashing.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,15 +23,16 @@ from fog_appliance.broker import (
     reload_broker,
     render_acl,
     render_passwd,
-    share_with_group,
-    write_atomic,
 )
 from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.errors import ProvisioningError
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol import topics
 from fog_appliance.protocol.frame import DEVICE_ID_RE
+from fog_appliance.secretfile import share_with_group, write_atomic
 from fog_appliance.store import DeviceRow, Store
+
+log = logging.getLogger(__name__)
 
 CONFIG_FORMAT = 1
 
@@ -68,7 +71,9 @@ def sync_broker_auth(cfg: FogConfig, store: Store) -> None:
         files.root.chmod(0o750)
     write_atomic(files.passwd, render_passwd(entries), mode, group)
     write_atomic(files.acl, render_acl(fog_id, [d.id for d in active]), mode, group)
-    reload_broker(files)
+    reloaded = reload_broker(files)
+    log.debug("broker password file and ACL written for %d devices%s", len(active),
+              "; private broker reloaded" if reloaded else "")
 
 
 def broker_ca(cfg: FogConfig) -> str | None:
@@ -130,7 +135,33 @@ def provision(cfg: FogConfig, store: Store, device_id: str, *, role: str = "trai
 
 
 def revoke(cfg: FogConfig, store: Store, device_id: str) -> None:
-    """Revoke a device: its updates are refused from now on and the broker locks it out."""
+    """Revoke a device: its updates are refused from now on, the broker locks it out, and
+    its config JSON (key and MQTT password) is deleted from the data dir, with the flash
+    bundle staged next to it (``<id>.bundle``, which holds a copy)."""
     store.revoke_device(device_id)
     sync_broker_auth(cfg, store)
-    store.add_event("device", "warning", f"device {device_id} revoked", {"device": device_id})
+    path = device_config_path(cfg, device_id)
+    bundle = path.with_suffix(".bundle")  # `edge flash` stages the board's files (config too)
+    try:
+        path.unlink(missing_ok=True)
+        if bundle.is_dir() and not bundle.is_symlink():
+            shutil.rmtree(bundle)
+    except OSError as exc:
+        raise ProvisioningError(f"device {device_id} is revoked, but its credentials "
+                                f"({path}, {bundle}) could not all be deleted ({exc}); delete "
+                                "them by hand") from None
+    store.add_event("device", "warning", f"device {device_id} revoked; its credentials file "
+                    "was deleted", {"device": device_id})
+
+
+def drop_open_round_updates(store: Store, device_id: str) -> int:
+    """With no node running: delete a device's updates from the round a node would rebuild
+    at its next start. Returns how many were deleted."""
+    rnd = store.current_round()
+    if rnd is None or rnd.state == "aggregating":
+        return 0
+    n = store.drop_round_updates(rnd.id, device_id)
+    if n:
+        store.add_event("device", "warning", f"{n} update(s) of {device_id} dropped from "
+                        f"round {rnd.id}", {"device": device_id, "round": rnd.id, "dropped": n})
+    return n

@@ -1,8 +1,9 @@
 """Shared helpers of the edge firmware tests (tests/*/test_firmware_*.py).
 
 The device modules (``edge_firmware/device``) are plain Python that CPython runs too; the
-only fakes are for hardware (``edge_firmware/hostsim``: ``machine``, ``network``) and the
-``umqtt.simple`` stand-in over paho-mqtt (umqtt.simple is not on PyPI).
+only fakes are for hardware (``edge_firmware/hostsim``: ``machine``, ``network``,
+``ntptime``). ``umqtt.simple`` is micropython-lib's own (1.8.0, vendored in
+``edge_firmware/hostsim/umqtt/upstream_simple.py``) over CPython sockets.
 """
 
 from __future__ import annotations
@@ -121,12 +122,14 @@ class FogSite:
         cfg.coap.port = free_port(socket.SOCK_DGRAM)
         cfg.rounds.min_updates = threshold
         cfg.rounds.deadline_s = 300.0
+        cfg.resources.max_cpu_usage = 100.0  # a busy box must not hold due rounds here
         cfg.model.kind = "mlp"
         cfg.model.input_dim = 64
         cfg.model.hidden = list(hidden)
         cfg.model.num_classes = 10
         cfg.storage.synchronous = "normal"
         cfg.storage.keep_update_rounds = 1000  # the tests re-read every round's frames
+        cfg.resources.max_cpu_usage = 100.0  # a shared 2-core box must not hold rounds
         cfg.validate()
         self.cfg = cfg
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -199,3 +202,37 @@ async def quiesce(node: Any) -> None:
 
     await node.coordinator.wait_closed()
     await asyncio.sleep(0.5)
+
+
+def publish_down(cfg: Any, port: int, device: str, message: dict[str, Any]) -> None:
+    """Publish a ``down`` message to ``device`` as a fog-side test user.
+
+    The broker binds client ids to user names, so a second connection with the fog's own
+    credentials would take over the node's session: the test gets a user of its own,
+    allowed to write ``down`` topics only (added to the node's password file and ACL)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from fog_appliance.broker import hash_password, reload_broker
+    from fog_appliance.protocol import topics
+    from fog_appliance.provisioning import broker_files
+
+    files = broker_files(cfg)
+    user, password = "test-down", "test-down-password"
+    fog = cfg.fog_node.id
+    if f"\n{user}:" not in "\n" + files.passwd.read_text():
+        with files.passwd.open("a") as f:
+            f.write(f"{user}:{hash_password(password)}\n")
+        with files.acl.open("a") as f:
+            f.write(f"\nuser {user}\ntopic write fog/{fog}/down/#\n")
+        reload_broker(files)
+        time.sleep(0.5)  # Mosquitto rereads the files in its main loop
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=user)
+    client.username_pw_set(user, password)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.publish(topics.down(fog, device), json.dumps(message), 1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()

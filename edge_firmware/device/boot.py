@@ -7,3 +7,8 @@ try:
     wifi.up(settings.load())
 except Exception as exc:  # noqa: BLE001 - boot must always reach main.py
     print("boot: %s" % (exc,))
+# main.py reads the config again; the settings module is not kept in the heap.
+import sys
+
+settings = None
+sys.modules.pop("settings", None)

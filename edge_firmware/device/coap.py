@@ -4,6 +4,7 @@
 import random
 import struct
 
+import watchdog
 from rt import const
 
 CON = const(0)
@@ -181,6 +182,7 @@ class Client:
         timeout = _ACK_TIMEOUT_MS + random.getrandbits(10) * _ACK_TIMEOUT_MS // 2048
         acked = False
         for _ in range(_MAX_RETRANSMIT + 1):
+            watchdog.feed()  # the last of these waits alone is up to 48 s
             self.sock.sendto(msg, self.addr)
             got = self._wait(mid, token, timeout)
             if got is not None:
@@ -192,6 +194,7 @@ class Client:
         if not acked:
             raise CoapError("no answer from %s:%d for %s" % (self.addr[0], self.addr[1], path))
         # Empty ACK: the response comes separately, as its own CON or NON.
+        watchdog.feed()
         got = self._wait(None, token, self.wait_ms)
         if got is None or got[1] is None:
             raise CoapError("no separate response for %s" % path)

@@ -6,19 +6,17 @@ import hashlib
 import sys
 from binascii import hexlify
 
-import coap
 import encoder
 import flashstate
 import modelblob
 import trainer
-import weak
+import watchdog
 import wifi
 from board import CODE_BROKER, CODE_CRASH, CODE_SENSOR, CODE_WIFI, Board, back_off, halt
 from flashstate import State
 from rt import collect, const, mem_free, print_exception, ticks_diff, ticks_ms, zeros
 from sensor import SensorError, open_source
-from settings import ConfigError, load
-from uplink import LinkDown, Uplink
+from uplink import LinkDown, Uplink, fits
 
 FW_VERSION = "0.1.0"
 # Refusals after which this round is over for us (anything else is logged loudly too).
@@ -34,13 +32,34 @@ def topics_for(fog, dev):
             "model": p + "/model", "model_blob": p + "/model/blob"}
 
 
-def last_accepted(detail):
-    # The fog's replayed_sequence detail ends "... not above the last accepted N".
-    _, sep, tail = (detail or "").rpartition("last accepted ")
+def last_accepted(d):
+    # The highest sequence number the fog accepted from us, from a replayed_sequence
+    # rejection: its field last_accepted, or (a fog before that field) the detail's end
+    # "... not above the last accepted N".
+    n = d.get("last_accepted")
+    if isinstance(n, int) and not isinstance(n, bool):
+        return n
+    _, sep, tail = (d.get("detail") or "").rpartition("last accepted ")
     try:
         return int(tail.split()[0]) if sep else None
     except (ValueError, IndexError):
         return None
+
+
+def load_config(board):
+    # config.json, checked; None after a halt. settings is needed once per boot, so its
+    # bytecode (about 7 KB of heap) is dropped once the config is read.
+    import settings
+
+    try:
+        return settings.load()
+    except settings.ConfigError as exc:
+        halt(board, exc.code, str(exc))
+        return None
+    finally:
+        settings = None
+        sys.modules.pop("settings", None)
+        collect()
 
 
 class Edge:
@@ -78,7 +97,8 @@ class Edge:
         r = self.st.redirect
         m = self.conf["mqtt"]
         host, port = (r["host"], r["port"]) if r else (m["host"], m["port"])
-        self.link = Uplink(self.conf, host, port, self.edge["keepalive"])
+        self.link = Uplink(self.conf, host, port, self.edge["keepalive"],
+                           self.edge["io_timeout_s"])
         self.link.topics = self.topics()
         try:
             self.link.connect()
@@ -163,10 +183,23 @@ class Edge:
         self.log("resending update seq %d for round %d" % (p["seq"], p["round"]))
         self.deliver(frame, p["seq"], p["round"])
 
-    def deliver(self, frame, seq, rnd):
-        self.link.publish(self.link.topics["up"], frame)
-        self.log("sent update seq %d for round %d (%d bytes)" % (seq, rnd, len(frame)))
-        d = self.wait_down(lambda d: d["type"] in _OUTCOME and d.get("seq") in (seq, None))
+    def deliver(self, frame, seq, rnd, sends=3):
+        # The update stays pending (on flash) until the fog answers accepted or a final
+        # rejection on down: a PUBACK is only the broker's, which may still lose it (a
+        # crash before its autosave). A link re-opened before the answer came sends the
+        # same bytes again at once; the fog answers a copy it has with duplicate: true.
+        link = self.link
+        d = None
+        for _ in range(sends):
+            link.publish(link.topics["up"], frame)
+            self.log("sent update seq %d for round %d (%d bytes)" % (seq, rnd, len(frame)))
+            opened = link.connects
+            d = self.wait_down(lambda d: d["type"] in _OUTCOME and d.get("seq") in (seq, None),
+                               lambda: link.connects != opened)
+            if d is not None or link.connects == opened:
+                break
+            self.log("the link was re-opened before an answer for seq %d; sending it again"
+                     % seq)
         if d is None:
             self.log("no answer for seq %d yet; it stays pending" % seq)
             return False
@@ -183,7 +216,7 @@ class Edge:
         if reason == "replayed_sequence":
             # The fog has seen higher numbers (this flash was wiped): continue above them
             # and train this round again.
-            last = last_accepted(d.get("detail"))
+            last = last_accepted(d)
             if last is not None and last > self.st.seq:
                 self.st.seq = last
             self.st.drop_pending()
@@ -191,14 +224,15 @@ class Edge:
             self.st.finish(rnd)
         return False
 
-    def wait_down(self, match):
+    def wait_down(self, match, stop=None):
+        # The first down message match() accepts, or None after wait_s (or once stop()).
         found = []
 
         def ready():
             d = self.link.take_down(match)
             if d is not None:
                 found.append(d)
-            return bool(found)
+            return bool(found) or (stop is not None and stop())
 
         self.link.wait(ready, self.edge["wait_s"] * 1000)
         return found[0] if found else None
@@ -235,8 +269,19 @@ class Edge:
         if weights is None:
             return
         cfg = ann.get("config") or {}
+        mu = float(cfg.get("mu", 0.0))
+        path = self.st.cached_model(ann["sha256"])
+        base = None
+        if not mu and path is not None:
+            # Trained in place, the global weights read back from flash for the delta:
+            # no second copy of the model in RAM (and none kept for the next round).
+            self.weights = self.weights_sha = None
+
+            def base(t, buf):
+                modelblob.read_tensor(path, shapes, t, buf)
+
         tr = trainer.Trainer(spec, weights, float(cfg.get("lr", 0.1)),
-                             int(cfg.get("batch_size", 16)), float(cfg.get("mu", 0.0)))
+                             int(cfg.get("batch_size", 16)), mu, base)
         x = zeros(spec["input_dim"])
         n = self.examples()
         epochs = max(1, int(cfg.get("epochs", 1)))
@@ -266,6 +311,9 @@ class Edge:
             frame = encoder.encode_update(self.dev, self.key, ann["version"], rnd, seq, used,
                                           steps, delta, encoder.DTYPES[self.edge["dtype"]],
                                           self.edge["sparse"])
+            if not fits(self.link.topics["up"], frame):
+                raise ValueError("a %d-byte update cannot be sent over MQTT (2 MiB at most);"
+                                 " use edge.dtype int8 or edge.sparse" % len(frame))
         except ValueError as exc:
             self.log("round %d: %s; update dropped" % (rnd, exc))
             self.st.finish(rnd)
@@ -292,7 +340,7 @@ class Edge:
                 w = self.model_from_mqtt(ann, shapes)
             else:
                 w = self.model_from_coap(ann, shapes)
-        except (modelblob.BlobError, coap.CoapError, OSError) as exc:
+        except (modelblob.BlobError, OSError) as exc:
             self.log("model %s: %s; will retry" % (ann.get("version"), exc))
             return None
         if w is not None:
@@ -300,24 +348,41 @@ class Edge:
         return w
 
     def model_from_mqtt(self, ann, shapes):
+        # Only here, when the announced model is neither in RAM nor on flash, does the
+        # board subscribe to the retained blob.
         sha = ann["sha256"]
         link = self.link
-        for _ in range(3):  # an older retained blob may still be on its way
-            if not link.wait(lambda: link.blob is not None, self.edge["wait_s"] * 1000):
-                raise modelblob.BlobError("no model blob on %s" % ann["blob_topic"])
-            blob = link.blob
-            link.blob = None
-            if modelblob.sha256_hex(blob) == sha:
-                self.st.store_model(blob, ann["version"], sha)
-                return modelblob.parse(blob, shapes)[1]
-        raise modelblob.BlobError("the retained blob does not match the announcement")
+        link.fetch_blob(True)
+        try:
+            for _ in range(3):  # an older retained blob may still be on its way
+                if not link.wait(lambda: link.blob is not None, self.edge["wait_s"] * 1000):
+                    raise modelblob.BlobError("no model blob on %s" % ann["blob_topic"])
+                blob = link.blob
+                link.blob = None
+                if modelblob.sha256_hex(blob) == sha:
+                    self.st.store_model(blob, ann["version"], sha)
+                    return modelblob.parse(blob, shapes)[1]
+            raise modelblob.BlobError("the retained blob does not match the announcement")
+        finally:
+            link.fetch_blob(False)
 
     def model_from_coap(self, ann, shapes):
+        # coap (and weak) are imported only by the boards that use them: every module
+        # imported is bytecode in the heap (about 4 KB for coap).
+        import coap
+
+        try:
+            return self._model_from_coap(coap, ann, shapes)
+        except coap.CoapError as exc:
+            raise modelblob.BlobError(str(exc))
+
+    def _model_from_coap(self, coap, ann, shapes):
         h = hashlib.sha256()
         tmp = self.st.path(flashstate.MODEL + ".tmp")
         with open(tmp, "wb") as f:
 
             def sink(block):
+                watchdog.feed()
                 h.update(block)
                 f.write(block)
 
@@ -332,6 +397,8 @@ class Edge:
         return modelblob.load(self.st.path(flashstate.MODEL), shapes)[1]
 
     def coap(self):
+        import coap
+
         if self.coap_client is None:
             c = self.conf.get("coap") or {}
             r = self.st.redirect
@@ -343,6 +410,9 @@ class Edge:
     # -- weak edge --------------------------------------------------------------------
 
     def weak_step(self):
+        import coap
+        import weak
+
         x = zeros(self.conf["model"]["input_dim"])
         self.source.example(x)
         try:
@@ -379,12 +449,11 @@ class Edge:
 
 def main():
     board = Board()
-    try:
-        conf = load()
-    except ConfigError as exc:
-        halt(board, exc.code, str(exc))
+    conf = load_config(board)
+    if conf is None:
         return
     board = Board(conf["edge"])
+    watchdog.start(conf["edge"]["watchdog_s"] * 1000)
     st = State()
     try:
         wifi.up(conf)

@@ -7,7 +7,7 @@ import math
 import struct
 from array import array
 
-from rt import DOUBLE, const, f32, uints, zeros
+from rt import DOUBLE, as_bytes, const, f32, uints, zeros
 
 F32 = const(0)
 F16 = const(1)
@@ -210,7 +210,7 @@ def encode_update(device_id, key, model_version, rnd, seq, num_samples, local_st
     for shape, idx, vals, scale in parts:
         if idx is not None:
             n = 4 * len(idx)
-            buf[pos:pos + n] = bytearray(idx)
+            buf[pos:pos + n] = as_bytes(idx)  # no copy of the indices
             pos += n
         pos = _put_values(buf, pos, vals, dtype, scale)
         pos = _pad4(pos)
@@ -222,7 +222,7 @@ def encode_update(device_id, key, model_version, rnd, seq, num_samples, local_st
 def _put_values(buf, pos, vals, dtype, scale):
     n = len(vals)
     if dtype == F32:
-        buf[pos:pos + 4 * n] = bytearray(vals)
+        buf[pos:pos + 4 * n] = as_bytes(vals)  # straight from the array's memory
         return pos + 4 * n
     if dtype == F16:
         for v in vals:

@@ -5,7 +5,7 @@ import hashlib
 import struct
 from binascii import hexlify
 
-from rt import floats_from
+from rt import as_bytes, zeros
 
 
 class BlobError(Exception):
@@ -57,10 +57,13 @@ def parse(blob, expected, sha256=None):
         raise BlobError("model blob is %d bytes, the model needs %d"
                         % (len(blob), data_size(expected)))
     version, pos = _header(blob, expected)
+    mv = memoryview(blob)
     out = []
     for shape in expected:
-        n = 4 * _numel(shape)
-        out.append(floats_from(bytes(blob[pos:pos + n])))
+        a = zeros(_numel(shape))
+        n = 4 * len(a)
+        as_bytes(a)[:] = mv[pos:pos + n]  # one copy: the blob's bytes into the array
+        out.append(a)
         pos += n
     return version, out
 
@@ -75,13 +78,24 @@ def load(path, expected, sha256=None):
         version, pos = _header(head, expected)
         out = []
         for shape in expected:
-            buf = bytearray(4 * _numel(shape))
-            if f.readinto(buf) != len(buf):
+            a = zeros(_numel(shape))
+            if f.readinto(as_bytes(a)) != 4 * len(a):  # read into the array itself
                 raise BlobError("stored model is truncated")
-            out.append(floats_from(buf))
+            out.append(a)
         if f.read(1):
             raise BlobError("stored model has trailing bytes")
     return version, out
+
+
+def read_tensor(path, expected, t, buf):
+    # Tensor t of a stored model (checked by load() before) into array('f') buf.
+    pos = 12 + sum(4 + 4 * len(s) for s in expected)
+    for shape in expected[:t]:
+        pos += 4 * _numel(shape)
+    with open(path, "rb") as f:
+        f.seek(pos)
+        if f.readinto(as_bytes(buf)) != 4 * len(buf):
+            raise BlobError("stored model is truncated")
 
 
 def file_sha256(path):

@@ -20,6 +20,7 @@ MICROPYTHON = sys.implementation.name == "micropython"
 try:
     ticks_ms = time.ticks_ms
     ticks_diff = time.ticks_diff
+    ticks_add = time.ticks_add
     sleep_ms = time.sleep_ms
 except AttributeError:  # CPython (host simulation: FOG_SIM_TIME_SCALE speeds waits up)
     import os
@@ -31,6 +32,9 @@ except AttributeError:  # CPython (host simulation: FOG_SIM_TIME_SCALE speeds wa
 
     def ticks_diff(a, b):
         return a - b
+
+    def ticks_add(a, b):
+        return a + b
 
     def sleep_ms(ms):
         time.sleep(ms / 1000 * _SCALE)
@@ -74,13 +78,34 @@ def floats_from(raw):
     return a
 
 
+# The bytes of an array, writable, without a copy: uctypes on MicroPython (the ESP32 and
+# WebAssembly ports have it), memoryview.cast on CPython. Frames and blobs are
+# little-endian, as every port this runs on is.
+try:
+    from uctypes import addressof, bytearray_at
+
+    def as_bytes(a):
+        return bytearray_at(addressof(a), len(a) * 4)
+
+except ImportError:
+
+    def as_bytes(a):
+        return memoryview(a).cast("B")
+
+
 def zeros(n):
-    return floats_from(bytes(4 * n))
+    # array('f') of n zeros, allocated once (no temporary bytes of the same size).
+    a = array("f", range(n))
+    for i in range(n):
+        a[i] = 0.0
+    return a
 
 
 def copy_floats(a):
     # A copy of array('f') a, made from its raw bytes (no float objects allocated).
-    return floats_from(bytearray(a))
+    b = zeros(len(a))
+    as_bytes(b)[:] = as_bytes(a)
+    return b
 
 
 def uints(n):

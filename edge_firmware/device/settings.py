@@ -18,6 +18,9 @@ EDGE_DEFAULTS = {
     "sleep_s": 0,  # deep sleep between rounds; 0: stay connected
     "wait_s": 120,  # longest wait for a round, a model or an answer
     "keepalive": 60,
+    "io_timeout_s": 10,  # the longest one network read, connect or PUBACK wait may take
+    "watchdog_s": 90,
+    "ntp_host": "pool.ntp.org",  # sets the clock at power-on when mqtt.ca is set (TLS)  # hardware watchdog timeout; 0: none (must be >= 3 x io_timeout_s)
     "led": 2,
     "led_active_low": False,
     "battery": None,  # {"pin": 35, "divider": 2.0, "empty_mv": 3300, "full_mv": 4200}
@@ -131,8 +134,13 @@ def validate(conf):
     if sp is not None and (not isinstance(sp, (int, float)) or not 0 < sp <= 1):
         _bad("edge.sparse", "must be null or a fraction in (0, 1]")
     for k, lo, hi in (("examples", 0, 1 << 20), ("sleep_s", 0, 86400 * 7), ("wait_s", 1, 86400),
-                      ("keepalive", 10, 3600), ("led", -1, 99), ("infer_every_s", 0, 86400)):
+                      ("keepalive", 2, 3600), ("led", -1, 99), ("infer_every_s", 0, 86400),
+                      ("io_timeout_s", 1, 300), ("watchdog_s", 0, 3600)):
         _int(conf, "edge." + k, lo, hi)
+    if merged["watchdog_s"] and merged["watchdog_s"] < 3 * merged["io_timeout_s"]:
+        _bad("edge.watchdog_s", "must be 0 or at least 3 x edge.io_timeout_s")
+    if not isinstance(merged["ntp_host"], str) or not merged["ntp_host"]:
+        _bad("edge.ntp_host", "must be a host name or address")
     if not isinstance(merged["sensor"], dict):
         _bad("edge.sensor", "must be an object")
     conf["key_bytes"] = raw

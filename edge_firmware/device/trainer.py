@@ -3,6 +3,11 @@
 # then the bias (fan_out,) -- the order of update frames and model blobs.
 # Minibatch SGD over array('f') buffers, mean cross-entropy, optional FedProx term
 # mu/2 * ||w - w_global||^2. Every buffer is allocated once, in __init__.
+#
+# Memory: without FedProx (mu 0) and with `base` given, the trainer takes the global
+# weights over and trains them in place, keeping no copy: at the end, base(t, buf) reads
+# global tensor t back (from the model cached on flash) into the gradient buffer, which
+# is free by then, and the delta is computed there. Weights + gradients, nothing more.
 import math
 
 from rt import copy_floats, zeros
@@ -23,15 +28,22 @@ def shapes(spec):
 
 
 class Trainer:
-    def __init__(self, spec, weights, lr, batch_size=16, mu=0.0):
-        # weights: the global model, list of array('f'); kept unchanged (FedProx, delta).
+    def __init__(self, spec, weights, lr, batch_size=16, mu=0.0, base=None):
+        # weights: the global model, list of array('f'); kept unchanged (FedProx, delta),
+        # unless mu is 0 and base(t, buf) can read global tensor t again: then trained in
+        # place.
         self.sizes = layer_sizes(spec)
         self.shapes = shapes(spec)
         self.lr = lr
         self.mu = mu
         self.batch_size = max(1, batch_size)
-        self.w0 = weights
-        self.w = [copy_floats(t) for t in weights]
+        self.base = base if not mu else None
+        if self.base is not None:
+            self.w0 = None
+            self.w = weights
+        else:
+            self.w0 = weights
+            self.w = [copy_floats(t) for t in weights]
         self.g = [zeros(len(t)) for t in weights]
         n = len(self.sizes)
         self.acts = [None] + [zeros(self.sizes[i]) for i in range(1, n)]
@@ -142,8 +154,13 @@ class Trainer:
         out = []
         for t in range(len(self.w)):
             w = self.w[t]
-            w0 = self.w0[t]
+            if self.base is not None:
+                w0 = self.g[t]  # all zeros after step(): reused for the global tensor
+                self.base(t, w0)
+            else:
+                w0 = self.w0[t]
             for i in range(len(w)):
                 w[i] -= w0[i]
             out.append((self.shapes[t], w))
+        self.g = None
         return out

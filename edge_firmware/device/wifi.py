@@ -2,6 +2,7 @@
 # calls it again before it talks to the fog (the link may have dropped meanwhile).
 import network
 
+import watchdog
 from rt import sleep_ms, ticks_diff, ticks_ms
 
 
@@ -24,6 +25,7 @@ def up(conf, attempts=3, timeout_ms=15000):
         wlan.connect(w["ssid"], w.get("password", ""))
         start = ticks_ms()
         while not wlan.isconnected() and ticks_diff(ticks_ms(), start) < timeout_ms:
+            watchdog.feed()
             sleep_ms(200)
         if wlan.isconnected():
             print("wifi: connected to %s as %s" % (w["ssid"], wlan.ifconfig()[0]))
@@ -33,6 +35,14 @@ def up(conf, attempts=3, timeout_ms=15000):
             wlan.disconnect()
         except OSError:
             pass
+        watchdog.feed()
         sleep_ms(delay)
         delay *= 2
     raise WifiError("Wi-Fi network %r did not connect after %d attempts" % (w["ssid"], attempts))
+
+
+def connected(conf):
+    # False only when config.json names a Wi-Fi network and the station is not on it.
+    if not conf.get("wifi"):
+        return True
+    return network.WLAN(network.STA_IF).isconnected()

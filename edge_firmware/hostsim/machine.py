@@ -5,14 +5,22 @@ and reset are simulated here, with just enough behaviour for the firmware's code
 ``deepsleep`` and ``reset`` raise :class:`DeepSleep` / :class:`Reset` (BaseException, so
 firmware ``except Exception`` blocks do not swallow them); the host runner catches them
 and boots the firmware again, as the chip would.
+
+:class:`WDT` is the hardware watchdog, simulated with the process's real-time interval
+timer (``SIGALRM``, no thread): when the firmware stops feeding it for ``timeout`` ms, the
+signal interrupts whatever the firmware is doing, a blocking socket read included, and
+raises :class:`Reset` there, as the chip's reset would. It cannot be stopped once
+started; deep sleep and reset stop it (the runner calls :func:`stop_watchdog`).
 """
 
 from __future__ import annotations
 
+import signal
 from typing import Any, ClassVar, Protocol
 
 PWRON_RESET = 1
 HARD_RESET = 2
+WDT_RESET = 3
 DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
 
@@ -43,6 +51,29 @@ def deepsleep(ms: int = 0) -> None:
 def reset() -> None:
     state["reset_cause"] = HARD_RESET
     raise Reset()
+
+
+class WDT:
+    def __init__(self, id: int = 0, timeout: int = 5000) -> None:
+        if timeout < 1:
+            raise ValueError("timeout must be positive")
+        self.timeout = timeout
+        signal.signal(signal.SIGALRM, _bark)
+        self.feed()
+
+    def feed(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, self.timeout / 1000)
+
+
+def _bark(signum: int, frame: object) -> None:
+    stop_watchdog()
+    state["reset_cause"] = WDT_RESET
+    print("--- watchdog: not fed in time", flush=True)
+    raise Reset()
+
+
+def stop_watchdog() -> None:
+    signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def reset_cause() -> int:

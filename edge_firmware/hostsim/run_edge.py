@@ -2,8 +2,9 @@
 
 ``python edge_firmware/hostsim/run_edge.py --flash DIR`` makes DIR the board's filesystem
 (config.json, replay.bin, and the state the firmware writes), puts the fakes of this
-directory (``machine``, ``network``, ``umqtt.simple`` over paho-mqtt) and the firmware's
-own directory on ``sys.path``, and runs ``boot.py`` then ``main.py`` like MicroPython does.
+directory (``machine``, ``network``; ``umqtt.simple`` is micropython-lib's own, over
+CPython sockets) and the firmware's own directory on ``sys.path``, and runs ``boot.py``
+then ``main.py`` like MicroPython does.
 Deep sleep and reset (``machine.DeepSleep`` / ``machine.Reset``) drop every connection,
 forget the firmware's RAM (its modules are imported afresh) and boot again, keeping only
 what is on the flash directory. The Wi-Fi network named in config.json is "in range".
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sleep-scale", type=float, default=0.01,
                    help="deep sleep lasts ms x scale (default 0.01: 60 s -> 0.6 s)")
     p.add_argument("--imu", action="store_true", help="attach a simulated MPU6050 at 0x68")
+    p.add_argument("--imu-hang-at", type=int, default=0, metavar="N",
+                   help="the simulated MPU6050's N-th data read never returns (once)")
     p.add_argument("--no-wifi", action="store_true", help="no access point in range")
     p.add_argument("--battery-mv", type=int,
                    help="battery voltage at the ADC pin of config.json's edge.battery")
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.imu:
         from fakeimu import FakeMPU6050
 
-        machine.i2c_devices[0x68] = FakeMPU6050()
+        machine.i2c_devices[0x68] = FakeMPU6050(hang_at=args.imu_hang_at)
     if not args.no_wifi:
         try:
             wifi = json.loads(Path("config.json").read_text()).get("wifi") or {}
@@ -74,10 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             runpy.run_path(os.path.join(firmware, "boot.py"), run_name="__main__")
             runpy.run_path(os.path.join(firmware, "main.py"), run_name="__main__")
         except machine.DeepSleep as sleep:
+            machine.stop_watchdog()
             simple.power_down()
             print(f"--- deep sleep {sleep.ms} ms", flush=True)
             time.sleep(sleep.ms / 1000 * args.sleep_scale)
         except machine.Reset:
+            machine.stop_watchdog()
             simple.power_down()
             print("--- reset", flush=True)
         else:

@@ -146,3 +146,4 @@ def config_check():
 def dump():
     with open("/out/driver.json", "w") as f:
         json.dump(R, f)
+

@@ -1,8 +1,9 @@
 // Runs MicroPython code on the official MicroPython WebAssembly port (npm package
 // @micropython/micropython-webassembly-pyscript, pinned in package.json) under Node.
 //
-//   node run.mjs --heap 65536 --put HOST_DIR:/fw ... --plan plan.json --out OUT_DIR
+//   node run.mjs --heap 65536 --put HOST_DIR:/fw ... --plan plan.json --out OUT_DIR [--net]
 //
+// --net gives MicroPython real, blocking TCP sockets (netbridge.mjs, jssocket.py).
 // Copies each HOST_DIR into the port's virtual filesystem, runs the plan's steps (a JSON
 // list of Python sources) one top-level call each, then copies the virtual /out folder to
 // OUT_DIR and writes OUT_DIR/result.json: stdout, the GC heap total after each step (read
@@ -17,10 +18,11 @@ import path from "node:path";
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 
 function args(argv) {
-  const a = { heap: 65536, put: [], plan: null, out: null };
+  const a = { heap: 65536, put: [], plan: null, out: null, net: false };
   for (let i = 2; i < argv.length; i++) {
     const k = argv[i], v = argv[i + 1];
-    if (k === "--heap") { a.heap = parseInt(v, 10); i++; }
+    if (k === "--net") { a.net = true; }
+    else if (k === "--heap") { a.heap = parseInt(v, 10); i++; }
     else if (k === "--put") { a.put.push(v); i++; }
     else if (k === "--plan") { a.plan = v; i++; }
     else if (k === "--out") { a.out = v; i++; }
@@ -64,9 +66,17 @@ let stdout = "";
 const mp = await loadMicroPython({
   heapsize: a.heap,
   linebuffer: true,
-  stdout: (line) => { stdout += line + "\n"; },
-  stderr: (line) => { stdout += line + "\n"; },
+  // FOG_WASM_ECHO=1: also echo MicroPython's output as it comes (debugging a hang).
+  stdout: (line) => { stdout += line + "\n"; if (process.env.FOG_WASM_ECHO) console.error(line); },
+  stderr: (line) => { stdout += line + "\n"; if (process.env.FOG_WASM_ECHO) console.error(line); },
 });
+// --net: blocking TCP sockets for MicroPython (netbridge.mjs), as the JS module `jsnet`.
+let net = null;
+if (a.net) {
+  const { bridge } = await import("./netbridge.mjs");
+  net = bridge();
+  mp.registerJsModule("jsnet", net);
+}
 for (const spec of a.put) {
   const i = spec.lastIndexOf(":");
   copyIn(mp.FS, spec.slice(0, i), spec.slice(i + 1));
@@ -93,4 +103,5 @@ copyOut(mp.FS, "/out", a.out);
 const result = { heap: a.heap, base, steps, error, stdout, ms: Date.now() - t0,
                  version: mp.pyimport("sys").version };
 fs.writeFileSync(path.join(a.out, "result.json"), JSON.stringify(result, null, 1));
+if (net) net.stop();
 process.exit(error ? 1 : 0);

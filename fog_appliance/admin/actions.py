@@ -161,24 +161,37 @@ async def provision_edge(node: FogNode, body: dict[str, Any], actor: str) -> dic
         conf, path = await node.db.run(provision, node.cfg, node.store, device_id, role=role)
     except ProvisioningError as exc:
         raise ActionError(409 if "already" in str(exc) else 400, str(exc)) from None
-    await node.db.run(node.registry.load, node.store, force=True)
+    await node.device_known(conf)
     await log_action(node, f"device {device_id} provisioned by {actor} as {role}",
                      {"device": device_id, "role": role}, actor=actor)
     return {"device": device_id, "role": role, "config": conf, "config_path": str(path),
             "flash_command": flash_command(device_id)}
 
 
-async def revoke_edge(node: FogNode, device_id: str, actor: str) -> dict[str, Any]:
+async def revoke_edge(node: FogNode, device_id: str, actor: str,
+                      body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Revoke a device; with ``{"drop_updates": true}`` also take its updates out of the
+    open round (a device whose key was stolen may have sent poisoned ones)."""
+    body = body or {}
+    unknown = set(body) - {"drop_updates"}
+    drop = body.get("drop_updates", False)
+    if unknown or not isinstance(drop, bool):
+        raise ActionError(400, "the body may only hold drop_updates (true or false)")
     try:
         await node.db.run(revoke, node.cfg, node.store, device_id)
     except ProvisioningError as exc:
-        raise ActionError(404 if "not registered" in str(exc) else 409, str(exc)) from None
+        if not (drop and "already revoked" in str(exc)):
+            raise ActionError(404 if "not registered" in str(exc) else 409, str(exc)) from None
     await node.db.run(node.registry.load, node.store, force=True)
-    result: dict[str, Any] = {"device": device_id, "state": "revoked"}
+    dropped = await node.coordinator.drop_device_updates(device_id) if drop else 0
+    rid = node.coordinator.round.id
+    result: dict[str, Any] = {"device": device_id, "state": "revoked",
+                              "dropped_updates": dropped, "round": rid}
     if node.peers is not None:  # a device handed over to a peer is revoked there too
         result["peers"] = await node.peers.propagate_revocation(device_id)
-    await log_action(node, f"device {device_id} revoked by {actor}", dict(result),
-                     level="warning", actor=actor)
+    await log_action(node, f"device {device_id} revoked by {actor}" + (
+        f"; {dropped} update(s) dropped from round {rid}" if drop else ""), dict(result),
+        level="warning", actor=actor)
     return result
 
 

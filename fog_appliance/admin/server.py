@@ -28,9 +28,10 @@ from fog_appliance.admin.events import EventFeed, stream_events
 from fog_appliance.admin.metrics import CONTENT_TYPE_LATEST, render
 from fog_appliance.admin.sections import KNOWN_SECTIONS, read_section
 from fog_appliance.app import FogNode
-from fog_appliance.broker import free_port, write_atomic
+from fog_appliance.broker import free_port
 from fog_appliance.config import FogConfig
 from fog_appliance.errors import ActionError, ConfigError, FogError, ServiceError
+from fog_appliance.secretfile import read_or_create_secret
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,7 @@ def readonly_token_path(node_cfg: FogConfig) -> Path:
 
 def load_or_create_token(path: Path) -> str:
     """The bearer token (created 0600 on first use)."""
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        token = ""
-    if not token:
-        token = secrets.token_urlsafe(32)
-        write_atomic(path, token + "\n")
-    return token
+    return read_or_create_secret(path, lambda: secrets.token_urlsafe(32))
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -217,8 +211,9 @@ def build_app(node: FogNode, feed: EventFeed, token: str,
         return await after_action(request, result, 201)
 
     async def revoke_edge(request: web.Request) -> web.Response:
+        body = await _body(request) if request.can_read_body else None
         result = await actions.revoke_edge(n(request), request.match_info["device"],
-                                           actor_of(request))
+                                           actor_of(request), body)
         return await after_action(request, result)
 
     async def rounds(request: web.Request) -> web.Response:

@@ -14,9 +14,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fog_appliance.broker import write_atomic
 from fog_appliance.config import FogConfig, _field_docs, from_mapping
 from fog_appliance.errors import ActionError, ConfigError
+from fog_appliance.secretfile import write_atomic
 
 EDITABLE: tuple[str, ...] = (
     "edge_interface.aggregation_threshold",

@@ -33,10 +33,10 @@ from fog_appliance.appliance.bootconfig import Outcome, choose, render_active, s
 from fog_appliance.appliance.mosquitto import render_system_conf
 from fog_appliance.appliance.paths import STATUS_NAME, AppliancePaths
 from fog_appliance.appliance.tls import TlsFiles, ensure_ca, ensure_server
-from fog_appliance.broker import write_atomic
 from fog_appliance.config import FogConfig
 from fog_appliance.errors import ServiceError
 from fog_appliance.provisioning import provision, sync_broker_auth
+from fog_appliance.secretfile import read_or_create_secret, write_atomic
 from fog_appliance.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,9 @@ def setup_system(paths: AppliancePaths, accounts: Accounts) -> dict[str, Any]:
     status = status_record(paths, outcome, changed=changed, tls=tls is not None)
     data_dir = cfg.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
+    # The data dir belongs to the node's user: written through a fresh mkstemp file and a
+    # rename, so a symlink planted there (at the name or at a fixed temporary name) is
+    # replaced, never followed by this root process.
     write_atomic(data_dir / STATUS_NAME, json.dumps(status, indent=2) + "\n", 0o644)
     _replace(paths.issue, render_issue(status), 0o644, None)
     return status
@@ -118,10 +121,14 @@ def install_ssh_keys(paths: AppliancePaths, keys: list[str], user: str | None) -
 
 def ensure_token(path: Path, group: str | None) -> bool:
     """The admin API's bearer token, made once (root:<group> 0640); True if made now."""
-    if path.exists():
-        return False
-    write_atomic(path, secrets.token_urlsafe(32) + "\n", 0o640, group)
-    return True
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(secrets.token_urlsafe(32))
+        return made[0]
+
+    read_or_create_secret(path, make, 0o640, group)
+    return bool(made)
 
 
 def make_tls(paths: AppliancePaths, cfg: FogConfig, hostname: str,

@@ -162,8 +162,8 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 def cmd_peers_token(args: argparse.Namespace) -> int:
-    from fog_appliance.broker import write_atomic
     from fog_appliance.peers.service import token_path
+    from fog_appliance.secretfile import write_atomic
 
     cfg = load_config(args.config)
     path = token_path(cfg)

@@ -26,7 +26,8 @@ from fog_appliance.edge.build import SOURCE_ONLY, Compiled, compile_firmware, fi
 from fog_appliance.provisioning import device_config_path, validate_device_id
 
 EDGE_KEYS = ("role", "dtype", "sparse", "examples", "sleep_s", "wait_s", "keepalive", "led",
-             "led_active_low", "battery", "sensor", "infer_every_s")
+             "led_active_low", "battery", "sensor", "infer_every_s", "io_timeout_s", "watchdog_s",
+             "ntp_host")
 """The settings of config.json's "edge" section (device settings.EDGE_DEFAULTS)."""
 LOOPBACK_PREFIXES = ("127.", "localhost", "::1", "0.0.0.0", "::")
 
@@ -39,6 +40,8 @@ class BoardOptions:
     """The fog node's address as the board sees it (MQTT and CoAP host)."""
     wifi_ssid: str | None = None
     wifi_password: str = ""
+    open_wifi: bool = False
+    """The network has no password: only then may ``wifi_password`` be empty."""
     ca_pem: str | None = None
     """The broker's CA certificate (PEM): the board then uses verified TLS."""
     edge: dict[str, Any] = field(default_factory=dict)
@@ -105,7 +108,15 @@ def board_config(conf: dict[str, Any], opts: BoardOptions) -> dict[str, Any]:
             "pass --fog-host with the gateway's LAN address (or set "
             "edge_interface.advertise_host in the fog's config before provisioning)")
     if opts.wifi_ssid:
+        if not opts.wifi_password and not opts.open_wifi:
+            raise EdgeToolError(
+                f"no password for Wi-Fi network {opts.wifi_ssid!r}: pass --wifi-password or "
+                "set $FOG_WIFI_PASSWORD (or --open-wifi for a network without one)")
+        if opts.wifi_password and opts.open_wifi:
+            raise EdgeToolError("--open-wifi and a Wi-Fi password: which one is it?")
         c["wifi"] = {"ssid": opts.wifi_ssid, "password": opts.wifi_password}
+    elif opts.open_wifi:
+        raise EdgeToolError("--open-wifi needs --wifi-ssid")
     if opts.ca_pem is not None:
         if "-----BEGIN CERTIFICATE-----" not in opts.ca_pem:
             raise EdgeToolError("--ca: the file is not a PEM certificate")
@@ -134,11 +145,28 @@ def bundle_files(replay: bool = False, src: Path | None = None) -> list[str]:
     return names + (["replay.bin"] if replay else [])
 
 
-def write_bundle(cfg: FogConfig, device_id: str, out: Path, opts: BoardOptions, *,
-                 as_zip: bool = False) -> Bundle:
-    """Provision if needed, compile, and write the bundle folder (or ``out`` as a zip)."""
+def preflight(cfg: FogConfig, device_id: str, opts: BoardOptions) -> dict[str, Any] | None:
+    """Every check of a bundle, made before anything is written or provisioned.
+
+    Returns the device's provisioning JSON, or None when it is not provisioned yet (the
+    checks then ran on what provisioning would write, with a placeholder key)."""
     if opts.replay is not None and not opts.replay.is_file():
         raise EdgeToolError(f"--replay {opts.replay}: no such file")
+    conf = load_device_config(cfg, device_id)
+    if conf is None:
+        from fog_appliance.provisioning import device_config
+
+        board_config(device_config(cfg, device_id, bytes(32), "not-provisioned"), opts)
+    else:
+        board_config(conf, opts)
+    return conf
+
+
+def write_bundle(cfg: FogConfig, device_id: str, out: Path, opts: BoardOptions, *,
+                 as_zip: bool = False) -> Bundle:
+    """Check, provision if needed, compile, and write the bundle folder (or a zip).
+    A refusal leaves everything as it was: nothing is provisioned or written."""
+    preflight(cfg, device_id, opts)
     conf, provisioned = ensure_device_config(cfg, device_id)
     board = board_config(conf, opts)
     src = firmware_dir()

@@ -17,9 +17,8 @@ from fog_appliance.edge import EdgeToolError
 from fog_appliance.edge.build import compile_firmware, over_budget, size_table_markdown
 from fog_appliance.edge.bundle import (
     BoardOptions,
-    board_config,
     bundle_files,
-    load_device_config,
+    preflight,
     write_bundle,
 )
 from fog_appliance.edge.flash import CHIPS, DEFAULT_BAUD, check_image, check_port, execute, plan
@@ -71,6 +70,8 @@ def _board_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--wifi-ssid")
     g.add_argument("--wifi-password", default=None,
                    help=f"(default: ${ENV_WIFI_PASSWORD}, so it stays out of shell history)")
+    g.add_argument("--open-wifi", action="store_true",
+                   help="the Wi-Fi network has no password (otherwise an empty one is an error)")
     g.add_argument("--ca", type=Path, metavar="PEM", help="the broker's CA: use verified TLS")
     g.add_argument("--role", choices=["train", "offload"])
     g.add_argument("--dtype", choices=["float32", "float16", "int8"],
@@ -109,8 +110,8 @@ def _board_options(args: argparse.Namespace) -> BoardOptions:
     if password is None:
         password = os.environ.get(ENV_WIFI_PASSWORD, "")
     return BoardOptions(fog_host=args.fog_host, wifi_ssid=args.wifi_ssid,
-                        wifi_password=password, ca_pem=ca, edge=edge, replay=args.replay,
-                        allow_loopback=args.allow_loopback)
+                        wifi_password=password, open_wifi=args.open_wifi, ca_pem=ca,
+                        edge=edge, replay=args.replay, allow_loopback=args.allow_loopback)
 
 
 def cmd_flash(args: argparse.Namespace) -> int:
@@ -120,20 +121,19 @@ def cmd_flash(args: argparse.Namespace) -> int:
     files = bundle_files(opts.replay is not None)
     steps = plan(args.port, args.chip, bundle_dir, files, firmware=args.firmware,
                  baud=args.baud)
+    # Every check, in the dry run too, before anything is provisioned, written or run.
+    check_port(args.port)
+    if args.firmware is not None:
+        check_image(args.firmware, args.chip)
+    conf = preflight(cfg, args.device, opts)
     if args.dry_run:
-        conf = load_device_config(cfg, args.device)
         if conf is None:
             print(f"# device {args.device} is not provisioned: flashing provisions it first "
                   f"(fog-appliance provision {args.device})")
-        else:
-            board_config(conf, opts)  # the same checks the real run makes
         print(f"# compile the firmware and write config.json into {bundle_dir}")
         for step in steps:
             print(step)
         return 0
-    check_port(args.port)
-    if args.firmware is not None:
-        check_image(args.firmware, args.chip)
     bundle = write_bundle(cfg, args.device, bundle_dir, opts)
     if bundle.provisioned:
         print(f"device {args.device} provisioned")

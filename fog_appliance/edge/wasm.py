@@ -71,8 +71,10 @@ class WasmResult:
 
 
 def run_plan(plan: list[str], puts: dict[Path, str], out: Path, *, heap: int = 65536,
-             timeout: float = 600.0) -> WasmResult:
-    """Run ``plan`` (Python sources) on the port; ``puts`` maps host folders to VFS paths."""
+             timeout: float = 600.0, net: bool = False) -> WasmResult:
+    """Run ``plan`` (Python sources) on the port; ``puts`` maps host folders to VFS paths.
+    ``net``: real blocking TCP sockets as the JS module ``jsnet`` (wasm-test/netbridge.mjs;
+    wasm-test/jssocket.py is the socket module over it)."""
     node = node_binary()
     if node is None:
         raise EdgeToolError("node is not installed (apt-get install nodejs): it runs the "
@@ -86,6 +88,8 @@ def run_plan(plan: list[str], puts: dict[Path, str], out: Path, *, heap: int = 6
             str(plan_path), "--out", str(out)]
     for host, vdir in puts.items():
         argv += ["--put", f"{host}:{vdir}"]
+    if net:
+        argv.append("--net")
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               cwd=harness_dir(), check=False)

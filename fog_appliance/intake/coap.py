@@ -35,9 +35,10 @@ CT_OCTETS = 42
 CT_JSON = 50
 
 
-def rejection_to_coap(exc: RejectedError) -> aiocoap.error.RenderableError:
+def rejection_to_coap(exc: RejectedError, *, hello: bool = False
+                      ) -> aiocoap.error.RenderableError:
     """The CoAP error class for a rejection; the diagnostic becomes the payload."""
-    msg = exc.diagnostic
+    msg = exc.hello_diagnostic if hello else exc.diagnostic
     if exc.reason is Reason.TOO_LARGE:
         return aiocoap.error.RequestEntityTooLarge(msg)
     if exc.reason is Reason.REVOKED_DEVICE:
@@ -52,12 +53,12 @@ def rejection_to_coap(exc: RejectedError) -> aiocoap.error.RenderableError:
 
 
 @contextlib.contextmanager
-def coap_errors() -> Iterator[None]:
+def coap_errors(*, hello: bool = False) -> Iterator[None]:
     """Rejections become 4.xx with their diagnostic; a failed commit a 5.00 (retry)."""
     try:
         yield
     except RejectedError as exc:
-        raise rejection_to_coap(exc) from None
+        raise rejection_to_coap(exc, hello=hello) from None
     except StoreError as exc:
         raise aiocoap.error.InternalServerError(f"not stored ({exc}); retry") from None
 
@@ -107,7 +108,7 @@ class HelloResource(aiocoap.resource.Resource):  # type: ignore[misc]
         self._intake.record_rejection("?", "coap", exc, what="hello")
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
-        with coap_errors():
+        with coap_errors(hello=True):
             hello = await self._intake.submit_hello(bytes(request.payload), "coap")
         if self._verified is not None:  # this address holds a device key: it may fetch /model
             self._verified.note(source_of(request.remote))

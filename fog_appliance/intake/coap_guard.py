@@ -5,9 +5,9 @@ in, and both tables are bounded, so a LAN host cycling through addresses cannot 
 
 * :class:`SourceRateLimit` — ``/infer`` answers 4.29 Too Many Requests with Max-Age when an
   address asks faster than its bucket refills.
-* :class:`VerifiedSources` — ``/model`` sends 1 KiB blocks of the model blob only to verified
-  addresses; anyone else gets 32-byte blocks (an unauthenticated 12-byte GET could otherwise
-  reflect 1,046 bytes at a spoofed victim).
+* :class:`VerifiedSources` — ``/model`` sends the model blob freely to verified addresses;
+  to anyone else within a byte rate per address and in all (an unauthenticated 12-byte GET
+  reflects a 1,046-byte block at a possibly spoofed victim).
 """
 
 from __future__ import annotations
@@ -42,17 +42,19 @@ class SourceRateLimit:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self.refused = 0
 
-    def take(self, source: str) -> float:
-        """0.0 if ``source`` may ask now (a token is taken), else seconds until it may."""
+    def take(self, source: str, cost: float = 1.0) -> float:
+        """0.0 if ``source`` may spend ``cost`` now (taken from its bucket), else seconds
+        until it may. ``cost`` is at most ``burst``."""
         now = self._clock()
+        cost = min(cost, self.burst)
         tokens, at = self._buckets.pop(source, (self.burst, now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[source] = (tokens - 1.0, now)
+        if tokens >= cost:
+            self._buckets[source] = (tokens - cost, now)
             wait = 0.0
         else:
             self._buckets[source] = (tokens, now)
-            wait = (1.0 - tokens) / self.rate
+            wait = (cost - tokens) / self.rate
             self.refused += 1
         while len(self._buckets) > self.max_sources:
             self._buckets.popitem(last=False)

@@ -17,7 +17,7 @@ node over its CPU/memory caps, queue full    5.03 with Max-Age (seconds to wait)
 With ``key_for`` (the node passes its registry's when ``inference.require_auth``), a request
 is served only in the signed envelope of ``protocol/infer.py`` (HMAC-SHA256 with the device
 key, checked before the body is parsed); its source address then counts as verified
-(``coap_guard.VerifiedSources``: it may fetch the model blob).
+(``coap_guard.VerifiedSources``: its model fetches are not rate-limited).
 """
 
 from __future__ import annotations

@@ -9,16 +9,20 @@
   cached version at any block size up to the transport's, with the ETag on every block, so a
   client that started a transfer before a new version was published sees the change (and
   aiocoap's client reports it) instead of assembling a mix.
-* Blocks of up to 1 KiB go only to source addresses that proved they hold a device key
-  recently (an accepted signed hello, update or inference request:
-  ``coap_guard.VerifiedSources``); any other address gets 32-byte blocks, so a 12-byte GET
-  from a spoofed source reflects 52 bytes, not 1,046 (``?meta`` is not limited).
+* Source addresses that proved they hold a device key recently (an accepted signed hello,
+  update or inference request: ``coap_guard.VerifiedSources``) fetch freely. Any other
+  address (a 12-byte GET from a spoofed source reflects a 1,046-byte block at its victim)
+  gets at most 64 KiB/s of blob (256 KiB at once: a few models for boards that say hello
+  over MQTT and fetch over CoAP), and all of them together 512 KiB/s (2 MiB at once);
+  beyond that 5.03 with Max-Age and no payload (``?meta`` is not
+  limited).
 * Observe on ``/model`` notifies when a new version is published (the notification is block 0;
   the client fetches the rest); observers of ``/model?meta`` are notified of every new round.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -29,12 +33,15 @@ from aiocoap.optiontypes import BlockOption
 
 from fog_appliance.cache import CachedModel, ModelCache
 from fog_appliance.errors import CacheError, ModelNotFoundError
-from fog_appliance.intake.coap_guard import VerifiedSources, source_of
+from fog_appliance.intake.coap_guard import SourceRateLimit, VerifiedSources, source_of
 
 CT_OCTETS = 42
 CT_JSON = 50
 MAX_SZX = 6  # 1024-byte blocks: the largest plain CoAP over UDP allows (7 is BERT, TCP only)
-UNVERIFIED_SZX = 1  # 32-byte blocks for addresses that have not proved a device key
+UNVERIFIED_BYTES_PER_S = 64 * 1024
+"""Blob bytes a second one address that proved no device key may fetch (burst 4×)."""
+UNVERIFIED_BYTES_PER_S_ALL = 512 * 1024
+"""Blob bytes a second all such addresses together may fetch (burst 4×)."""
 
 
 def _query(request: aiocoap.Message) -> tuple[bool, int | None]:
@@ -53,14 +60,12 @@ def _query(request: aiocoap.Message) -> tuple[bool, int | None]:
     return meta, version
 
 
-def block_of(blob: bytes, request: aiocoap.Message,
-             max_szx: int = MAX_SZX) -> tuple[bytes, Any]:
-    """The payload and Block2 option answering ``request`` (no option if it fits), in blocks
-    of at most ``2 ** (max_szx + 4)`` bytes."""
-    max_szx = min(max_szx, request.remote.maximum_block_size_exp)
+def block_of(blob: bytes, request: aiocoap.Message) -> tuple[bytes, Any]:
+    """The payload and Block2 option answering ``request`` (no option if it fits)."""
+    max_szx = min(MAX_SZX, request.remote.maximum_block_size_exp)
     b2 = request.opt.block2
     if b2 is None:
-        if len(blob) <= min(request.remote.maximum_payload_size, 1 << (max_szx + 4)):
+        if len(blob) <= request.remote.maximum_payload_size:
             return blob, None
         num, szx = 0, max_szx
     else:
@@ -89,6 +94,8 @@ class ModelResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
         self._cache = cache
         self._announcement = announcement
         self._verified = verified
+        self._per_source = SourceRateLimit(UNVERIFIED_BYTES_PER_S, 4 * UNVERIFIED_BYTES_PER_S)
+        self._all = SourceRateLimit(UNVERIFIED_BYTES_PER_S_ALL, 4 * UNVERIFIED_BYTES_PER_S_ALL)
         self._blob_observers: set[Any] = set()
         self._meta_observers: set[Any] = set()
         cache.add_listener(self._changed)
@@ -130,15 +137,21 @@ class ModelResource(aiocoap.resource.ObservableResource):  # type: ignore[misc]
         meta, version = _query(request)
         if meta:
             return aiocoap.Message(payload=self._announcement(), content_format=CT_JSON)
-        # An address that has not proved a device key gets 32-byte blocks: a 12-byte GET
-        # (its source may be spoofed) must not reflect a 1 KiB block at a victim.
-        max_szx = (MAX_SZX if self._verified is None or source_of(request.remote)
-                   in self._verified else UNVERIFIED_SZX)
+        source = source_of(request.remote)
+        unverified = self._verified is not None and source not in self._verified
         first = request.opt.block2 is None or request.opt.block2.block_number == 0
         entry = await self._entry(request, version, first)
         if isinstance(entry, aiocoap.Message):
             return entry
-        payload, block2 = block_of(entry.blob, request, max_szx)
+        payload, block2 = block_of(entry.blob, request)
+        if unverified:
+            # A 12-byte GET (its source may be spoofed) reflects up to a 1 KiB block: bounded
+            # per address and in all for addresses that proved no device key.
+            wait = max(self._per_source.take(source, len(payload)),
+                       self._all.take("*", len(payload)))
+            if wait > 0:
+                secs = max(1, math.ceil(wait))
+                return aiocoap.Message(code=aiocoap.SERVICE_UNAVAILABLE, max_age=secs)
         msg = aiocoap.Message(payload=payload, etag=entry.etag, content_format=CT_OCTETS)
         if block2 is not None:
             msg.opt.block2 = block2

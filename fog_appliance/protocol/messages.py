@@ -109,8 +109,21 @@ class ModelAnnouncement:
             raise ProtocolError(Reason.BAD_MESSAGE, f"bad model announcement: {exc}") from None
 
 
+_LAST_ACCEPTED = re.compile(r"not above the last accepted (\d+)$")
+"""The end of a ``replayed_sequence`` detail (fog_appliance/rounds.py)."""
+
+
 def down_message(kind: str, **fields: Any) -> bytes:
-    """A ``fog/F/down/D`` message: ``accepted``, ``rejected``, ``role``, ``redirect`` …"""
+    """A ``fog/F/down/D`` message: ``accepted``, ``rejected``, ``role``, ``redirect`` …
+
+    A ``rejected`` whose detail names the device's last accepted sequence number carries
+    it as the field ``last_accepted`` too, so that an edge continues above it without
+    reading prose.
+    """
+    if kind == "rejected" and "last_accepted" not in fields:
+        m = _LAST_ACCEPTED.search(str(fields.get("detail") or ""))
+        if m is not None:
+            fields["last_accepted"] = int(m.group(1))
     return json.dumps({"type": kind, **fields}, separators=(",", ":")).encode()
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from fog_appliance.errors import ProvisioningError, StoreError
+from fog_appliance.secretfile import ensure_private_dir, ensure_private_file
 from fog_appliance.store.rows import (
     AcceptedUpdate,
     DeviceRow,
@@ -55,9 +56,14 @@ class Store:
     def open(cls, path: str | Path, *, synchronous: str = "full") -> Store:
         p = Path(path)
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
+            # Device keys are in here: the directory and every file of the database are
+            # the node user's alone (issue 12, item 8).
+            ensure_private_dir(p.parent)
+            for f in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
+                if f == p or f.exists():
+                    ensure_private_file(f)
         except OSError as exc:
-            raise StoreError(f"store: cannot create {p.parent}: {exc}") from exc
+            raise StoreError(f"store: cannot create {p} (0600 in {p.parent}): {exc}") from exc
         with _translated(f"opening {p}"):
             conn = sqlite3.connect(str(p), timeout=30.0, check_same_thread=False)
             db = sqlite_utils.Database(conn, execute_plugins=False)
@@ -70,13 +76,73 @@ class Store:
             log = UpdateLog(p.with_name(p.stem + "-updates"), fsync=synchronous == "full")
             store = cls(db, p, log)
             store._migrate()
+            store._quarantine_torn()
             ends = {int(r[0]): int(r[1]) for r in db.execute(
                 "SELECT round_id, MAX(blob_offset + blob_len) FROM updates GROUP BY round_id")}
         try:
             log.recover(ends)
+            ensure_private_dir(log.root)
         except OSError as exc:
             raise StoreError(f"store: cannot check the update log {log.root}: {exc}") from exc
         return store
+
+    def _quarantine_torn(self, now: float | None = None) -> int:
+        """Move the rows whose frame reaches past the end of its segment (a torn write, a
+        card that lost the tail of a file) to ``quarantined_updates``, with an event; the
+        node starts with the rest instead of refusing to start. Returns how many moved.
+        Only rounds whose segment exists, and the round to rebuild, are checked: the
+        segments of old rounds are deleted on purpose (``drop_update_frames``)."""
+        try:
+            sizes = self.log.segment_sizes()
+        except OSError as exc:
+            raise StoreError(f"store: cannot check the update log {self.log.root}: "
+                             f"{exc}") from exc
+        open_rounds = {int(r[0]) for r in self.db.execute(
+            f"SELECT MAX(id) FROM rounds WHERE state IN {OPEN_STATES!r}") if r[0] is not None}
+        torn: list[tuple[Any, ...]] = []
+        for rid in sorted(set(sizes) | open_rounds):
+            size = sizes.get(rid, 0)
+            torn += [(*r, size) for r in self.db.execute(
+                "SELECT id, device_id, round_id, seq, received_at, blob_offset, blob_len "
+                "FROM updates WHERE round_id = ? AND blob_offset + blob_len > ? ORDER BY id",
+                [rid, size])]
+        if not torn:
+            return 0
+        now = now or time.time()
+        per_round: dict[int, int] = {}
+        for t in torn:
+            per_round[int(t[2])] = per_round.get(int(t[2]), 0) + 1
+        with self.db.atomic():
+            self.db.conn.executemany(
+                "INSERT INTO quarantined_updates (id, device_id, round_id, seq, received_at, "
+                "blob_offset, blob_len, segment_size, quarantined_at, reason) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(*t, now, "frame past the end of its segment") for t in torn])
+            self.db.conn.executemany("DELETE FROM updates WHERE id = ?", [(t[0],) for t in torn])
+            self.db.conn.executemany(
+                "UPDATE rounds SET accepted = MAX(accepted - ?, 0) WHERE id = ?",
+                [(n, rid) for rid, n in per_round.items()])
+            rounds = ", ".join(f"{n} of round {rid}" for rid, n in sorted(per_round.items()))
+            self.db.execute(
+                "INSERT INTO events (ts, kind, level, message, data) VALUES (?,?,?,?,?)",
+                [now, "store", "error", f"{len(torn)} accepted updates quarantined ({rounds}): "
+                 "their bytes are missing from the update log (torn write or storage fault); "
+                 "the node started without them",
+                 json.dumps({"quarantined": len(torn), "rounds": per_round,
+                             "updates": [{"device": t[1], "round": t[2], "seq": t[3]}
+                                         for t in torn[:100]]})])
+        return len(torn)
+
+    def quarantined(self, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+        """How many updates were ever quarantined, and the latest ``limit`` of them."""
+        with self._lock, _translated("reading the quarantine"):
+            total = int(self.db.execute(
+                "SELECT COUNT(*) FROM quarantined_updates").fetchone()[0])
+            rows = list(self.db.query(
+                "SELECT device_id, round_id, seq, received_at, blob_offset, blob_len, "
+                "segment_size, quarantined_at, reason FROM quarantined_updates "
+                "ORDER BY id DESC LIMIT ?", [limit]))
+        return total, rows
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):
@@ -229,6 +295,18 @@ class Store:
                                  f"({exc})") from exc
         for r, frame in zip(rows, frames, strict=True):
             yield StoredUpdate(**r, frame=frame)
+
+    def drop_round_updates(self, round_id: int, device_id: str) -> int:
+        """Delete a device's updates from a round (admin, after a revocation): their rows go
+        and the round's count with them; their bytes stay in the segment, unreferenced.
+        Returns how many were deleted."""
+        with self._lock, _translated("dropping a device's updates"), self.db.atomic():
+            n = int(self.db.execute("DELETE FROM updates WHERE round_id = ? AND device_id = ?",
+                                    [round_id, device_id]).rowcount)
+            if n:
+                self.db.execute("UPDATE rounds SET accepted = MAX(accepted - ?, 0) "
+                                "WHERE id = ?", [n, round_id])
+        return n
 
     def drop_update_frames(self, before_round: int) -> int:
         """Delete the frames of rounds before ``before_round`` (their rows stay); returns the

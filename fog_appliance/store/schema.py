@@ -116,4 +116,20 @@ MIGRATIONS: list[str] = [
     CREATE INDEX updates_received ON updates(received_at);
     CREATE INDEX events_ts ON events(ts);
     """,
+    # 4: updates whose frame was found missing from its segment at open (a torn write, an
+    # SD card losing the tail of a file): moved here instead of bricking the node.
+    """
+    CREATE TABLE quarantined_updates (
+        id INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        round_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        blob_offset INTEGER NOT NULL,
+        blob_len INTEGER NOT NULL,
+        segment_size INTEGER NOT NULL,
+        quarantined_at REAL NOT NULL,
+        reason TEXT NOT NULL
+    );
+    """,
 ]

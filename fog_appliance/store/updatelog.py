@@ -26,7 +26,7 @@ class UpdateLog:
     def __init__(self, root: Path, *, fsync: bool) -> None:
         self.root = root
         self.fsync = fsync
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def path(self, round_id: int) -> Path:
         return self.root / f"round-{round_id:08d}.seg"
@@ -35,7 +35,9 @@ class UpdateLog:
         """Append frames to the round's segment; returns (offset, length) of each, durable
         (fsynced) when the log was opened with ``fsync``."""
         out: list[tuple[int, int]] = []
-        with self.path(round_id).open("ab") as f:
+        path = self.path(round_id)
+        new = not path.exists()
+        with path.open("ab") as f:
             pos = f.seek(0, os.SEEK_END)
             for frame in frames:
                 f.write(frame)
@@ -44,7 +46,20 @@ class UpdateLog:
             f.flush()
             if self.fsync:
                 os.fsync(f.fileno())
+        if new and self.fsync:
+            self._fsync_dir()  # the new file's name is durable too, not only its bytes
         return out
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def segment_sizes(self) -> dict[int, int]:
+        """Round id -> size in bytes of every segment file."""
+        return {rid: seg.stat().st_size for rid, seg in self._segments()}
 
     def read(self, round_id: int, spans: Iterable[tuple[int, int]]) -> list[bytes]:
         """The frames at the given (offset, length) spans of a round's segment."""

@@ -18,14 +18,21 @@ import numpy as np
 import pytest
 
 from fog_appliance.app import FogNode
-from fog_appliance.broker import find_mosquitto, fog_password, free_port
+from fog_appliance.broker import find_mosquitto, free_port
 from fog_appliance.intake.coap import start_server
 from fog_appliance.model.numpy_model import accuracy
 from fog_appliance.protocol import infer as wire
-from fog_appliance.protocol import topics
 from fog_appliance.protocol.frame import DType
-from fog_appliance.provisioning import broker_files, sync_broker_auth
-from tests.firmware_support import FogSite, digits_shards, quiesce, start_edge, stop, wait_until
+from fog_appliance.provisioning import sync_broker_auth
+from tests.firmware_support import (
+    FogSite,
+    digits_shards,
+    publish_down,
+    quiesce,
+    start_edge,
+    stop,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")]
@@ -128,20 +135,11 @@ async def test_a_redirect_moves_the_board_to_another_fog_node(tmp_path: Path) ->
             await node_b.db.run(node_b.registry.load, node_b.store)
             a.start("nomad")
             assert await wait_until(lambda: node_a.coordinator.model.version >= 2, 60)
-            import paho.mqtt.client as paho
-            from paho.mqtt.enums import CallbackAPIVersion
-
-            fog = paho.Client(CallbackAPIVersion.VERSION2, client_id="redirector")
-            fog.username_pw_set("fog-fog-a", fog_password(broker_files(a.cfg)))
             assert node_a.broker is not None and node_b.broker is not None
-            fog.connect("127.0.0.1", node_a.broker.port)
-            fog.loop_start()
-            msg = json.dumps({"type": "redirect", "host": "127.0.0.1",
-                              "port": node_b.broker.port, "fog": "fog-b"})
             await asyncio.to_thread(
-                fog.publish(topics.down("fog-a", "nomad"), msg, 1).wait_for_publish, 5)
-            fog.disconnect()
-            fog.loop_stop()
+                publish_down, a.cfg, node_a.broker.port, "nomad",
+                {"type": "redirect", "host": "127.0.0.1", "port": node_b.broker.port,
+                 "fog": "fog-b"})
             assert await wait_until(lambda: node_b.coordinator.model.version >= 2, 60), (
                 a.console("nomad")[-3000:])
             on_b = _updates(node_b, range(1, 2))
@@ -213,17 +211,8 @@ async def test_the_fog_can_turn_a_board_into_a_weak_edge(tmp_path: Path) -> None
             site.start("watch")
             assert await wait_until(lambda: node.coordinator.model.version >= 2, 60)
             assert node.broker is not None
-            import paho.mqtt.client as paho
-            from paho.mqtt.enums import CallbackAPIVersion
-
-            fog = paho.Client(CallbackAPIVersion.VERSION2, client_id="placer")
-            fog.username_pw_set("fog-lab", fog_password(broker_files(site.cfg)))
-            fog.connect("127.0.0.1", node.broker.port)
-            fog.loop_start()
-            await asyncio.to_thread(fog.publish(topics.down("lab", "watch"), json.dumps(
-                {"type": "role", "role": "offload"}), 1).wait_for_publish, 5)
-            fog.disconnect()
-            fog.loop_stop()
+            await asyncio.to_thread(publish_down, site.cfg, node.broker.port, "watch",
+                                    {"type": "role", "role": "offload"})
             assert await wait_until(lambda: len(infer.features) >= 3, 60), (
                 site.console("watch")[-2000:])
             site.stop_all()

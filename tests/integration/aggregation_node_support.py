@@ -32,6 +32,7 @@ def node_config(data_dir: Path, transport: str = "mqtt") -> FogConfig:
     cfg.model.input_dim = 4
     cfg.model.num_classes = 3
     cfg.storage.synchronous = "normal"
+    cfg.resources.max_cpu_usage = 100.0  # a busy box must not hold due rounds here
     return cfg
 
 

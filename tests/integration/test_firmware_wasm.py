@@ -25,7 +25,7 @@ from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol.frame import decode_update
 from fog_appliance.protocol.model_blob import encode_model
 from fog_appliance.provisioning import device_config
-from tests.firmware_support import DEVICE, FIXTURES, golden
+from tests.firmware_support import DEVICE, FIXTURES, REPO, golden
 
 if not (node_binary() and port_installed()):
     if os.environ.get("CI"):
@@ -206,3 +206,162 @@ def test_the_fogs_default_model_on_micropython(tmp_path: Path) -> None:
           f"64-32-10 trainer {model} B, ~{np.median(example_ms):.0f} ms per example here")
     assert live_modules < 56 * 1024
     assert model < 3 * 4 * FULL.num_params + 4096  # w, w0, gradients (+ activations)
+
+
+
+# -- the whole firmware, its MQTT data path included, on the default model ---------------
+
+HEAP_BOARD = 100 * 1024
+"""About what an ESP32 without PSRAM leaves to MicroPython."""
+HEADROOM = 15 * 1024
+HARNESS = ["import sys\nsys.path.insert(0, '/fw')\nsys.path.append('/stubs')",
+           "import boardrun, socket, machine, network, umqtt.simple", "gc.collect()",
+           "boardrun.R['harness'] = gc.mem_alloc()"]
+"""What the board has in C or frozen (sockets, machine, network, umqtt.simple), here
+loaded as Python into the heap: measured first and added to the cap."""
+CAPPED = ["boardrun.boot()", "gc.collect()", "boardrun.R['live_boot'] = gc.mem_alloc()",
+          "boardrun.connect(1)", "gc.collect()", "boardrun.settle()", "gc.collect()",
+          "boardrun.model()", "gc.collect()", "boardrun.train_setup()", "gc.collect()",
+          "boardrun.R['live_trainer'] = gc.mem_alloc()"]
+"""Steps that must fit the cap: no heap growth allowed."""
+FLOATY = ["boardrun.delta()", "gc.collect()", "boardrun.R['live_delta'] = gc.mem_alloc()",
+          "boardrun.encode()", "gc.collect()", "boardrun.R['live_frame'] = gc.mem_alloc()",
+          "boardrun.send()", "gc.collect()"]
+"""Steps whose float arithmetic makes garbage this port frees only between calls (a
+board's GC frees it when the heap fills): checked by what stays live after them."""
+
+
+def _board_files(tmp: Path, spec: ModelSpec) -> dict[Path, str]:
+    """The board's files for boardrun.py: the firmware as .mpy, config.json and a pending
+    update on its flash, the announced model, and the stubs for what a board has in C."""
+    import hashlib
+
+    from fog_appliance.edge.build import compile_file, mpy_cross_binary
+    from fog_appliance.protocol.messages import ModelAnnouncement
+    from fog_appliance.protocol.model_blob import encode_model
+    from fog_appliance.protocol.topics import model_blob
+    from tests.firmware_support import firmware
+
+    fw, fx, st, stubs = tmp / "fw", tmp / "fx", tmp / "st", tmp / "stubs"
+    binary = mpy_cross_binary()
+    for py in sorted(DEVICE.glob("*.py")):
+        if py.name not in ("boot.py", "main.py"):
+            compile_file(py, fw, binary)
+    compile_file(harness_dir() / "boardrun.py", stubs, binary)
+    (stubs / "umqtt").mkdir(parents=True)
+    (stubs / "umqtt" / "__init__.py").write_text("")
+    compile_file(REPO / "edge_firmware" / "hostsim" / "umqtt" / "upstream_simple.py",
+                 stubs / "umqtt", binary)
+    (stubs / "umqtt" / "upstream_simple.mpy").rename(stubs / "umqtt" / "simple.mpy")
+    compile_file(harness_dir() / "brokersock.py", stubs, binary)
+    (stubs / "brokersock.mpy").rename(stubs / "socket.mpy")
+    (stubs / "machine.py").write_text(
+        "class Pin:\n    OUT = 3\n    IN = 1\n    def __init__(self, *a): pass\n"
+        "    def value(self, v=None): return 0\n"
+        "def freq(): return 240000000\n")
+    (stubs / "network.py").write_text("STA_IF = 0\n")
+    fx.mkdir()
+    st.mkdir()
+    blob = encode_model(5, spec.init_weights(3))
+    (fx / "full_model.bin").write_bytes(blob)
+    ann = ModelAnnouncement("lab", 5, 7, hashlib.sha256(blob).hexdigest(), len(blob),
+                            spec.to_dict(), {"lr": 0.1, "batch_size": 16, "mu": 0.0},
+                            model_blob("lab"))
+    (fx / "announcement.json").write_bytes(ann.to_json())
+    cfg = FogConfig()
+    cfg.fog_node.id = "lab"
+    conf = device_config(cfg, "wasm-edge", KEY, "pw")
+    conf["model"] = spec.to_dict()
+    conf["edge"] = {"wait_s": 2, "watchdog_s": 0}
+    (st / "config.json").write_text(json.dumps(conf))
+    # An update of the previous round, written ahead before a reset: sent again at boot.
+    enc = firmware("encoder")
+    zero = [(shape, floats_of(np.zeros(shape))) for shape in spec.shapes]
+    frame = enc.encode_update("wasm-edge", KEY, 4, 6, 1, 1, 1, zero, enc.F32, None)
+    firmware("flashstate").State(f"{st}/").set_pending(bytes(frame), 1, 6, 4)
+    return {fw: "/fw", fx: "/fx", st: "/st", stubs: "/stubs"}
+
+
+def floats_of(a: np.ndarray) -> Any:
+    from tests.firmware_support import floats
+
+    return floats(a)
+
+
+def _harness_bytes(tmp: Path, puts: dict[Path, str]) -> int:
+    res = run_plan([*HARNESS, "boardrun.dump()"], puts, tmp / "harness", heap=HEAP_BOARD)
+    assert res.error is None, res.error + res.stdout
+    d: Any = res.read_json("boardrun.json")
+    return int(d["harness"])
+
+
+def _board_run(tmp: Path, spec: ModelSpec, cap: int, floaty: bool = True
+               ) -> tuple[WasmResult, int]:
+    """The firmware as a training board runs it, in a heap of ``cap`` bytes plus what the
+    harness itself holds: boot (config read, then the settings module dropped), connect,
+    hello, the pending update of a reset resent from flash and answered, the announced
+    model fetched over MQTT (subscribed only now), checked and stored, the trainer set
+    up; then (``floaty``) the delta, the frame encoded, written ahead and sent."""
+    puts = _board_files(tmp, spec)
+    harness = _harness_bytes(tmp, puts)
+    plan = [*HARNESS, *CAPPED, *(FLOATY if floaty else []), "boardrun.dump()"]
+    return run_plan(plan, puts, tmp / "out", heap=cap + harness), len(HARNESS) + len(CAPPED)
+
+
+def _fits(res: WasmResult, capped_steps: int) -> bool:
+    return res.error is None and not [s for s in res.grown if s < capped_steps]
+
+
+def test_the_whole_firmware_on_the_default_model_fits_with_headroom(tmp_path: Path) -> None:
+    """The heap cap is enforced: a step that needs more than the heap makes the port grow
+    it (it would not fail by itself), and a grown heap fails the test."""
+    cap = HEAP_BOARD - HEADROOM
+    res, capped = _board_run(tmp_path, FULL, cap)
+    assert res.error is None, res.error + res.stdout
+    grew = [s for s in res.grown if s < capped]
+    assert grew == [], f"steps {grew} needed more than {cap} B of heap"
+    d: Any = res.read_json("boardrun.json")
+    assert d["settings_dropped"] and d["announced"] and d["settled"]
+    assert d["model_ok"] and d["model_cached"] and d["in_place"]
+    assert d["delivered"] is True and d["pending_after"] is False
+    ups = [s for s in d["sent"] if "/up/" in s[0]]
+    assert [n for _, n, _ in ups] == [d["frame_bytes"]] * 2  # the resent one, the new one
+    # After the float-heavy steps, what stays live (the frame included) fits too.
+    assert max(d["live_delta"], d["live_frame"]) - d["harness"] < cap
+    print(f"\ndefault model, whole firmware: {d['live_boot'] - d['harness']} B live after "
+          f"boot, {d['live_trainer'] - d['harness']} B with the trainer set up, "
+          f"{d['live_frame'] - d['harness']} B with the frame; cap {cap} B")
+
+
+def test_a_heap_too_small_is_caught(tmp_path: Path) -> None:
+    # The same run in a heap that cannot hold it: the check above can fail.
+    res, capped = _board_run(tmp_path, FULL, 48 * 1024, floaty=False)
+    assert not _fits(res, capped)
+
+
+def min_heap(tmp: Path, spec: ModelSpec, lo: int = 32 * 1024, hi: int = 512 * 1024,
+             step: int = 1024) -> int:
+    """The smallest heap (to ``step`` bytes, the harness's own bytes left out) in which
+    the capped steps complete without growing the heap."""
+    n = 0
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        n += 1
+        res, capped = _board_run(tmp / f"r{n}", spec, mid, floaty=False)
+        if _fits(res, capped):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+if __name__ == "__main__":
+    # The table in docs/firmware.md:  .venv/bin/python -m tests.integration.test_firmware_wasm
+    import tempfile
+
+    print("| model (MLP 64-h-10) | parameters | min heap KB |\n|---|---:|---:|")
+    for h in (2, 9, 18, 32, 64, 128):
+        s = ModelSpec("mlp", 64, (h,), 10)
+        with tempfile.TemporaryDirectory() as d:
+            kb = min_heap(Path(d), s) / 1024
+        print(f"| 64-{h}-10 | {s.num_params:,} | {kb:.0f} |", flush=True)

@@ -18,12 +18,14 @@ from aiocoap.optiontypes import BlockOption
 
 from fog_appliance.app import FogNode
 from fog_appliance.client import DeviceCredentials, FLClient
+from fog_appliance.intake.coap_model import UNVERIFIED_BYTES_PER_S
 from fog_appliance.model.numpy_model import forward
 from fog_appliance.protocol import infer as wire
 from tests.admin_support import node_config
 from tests.coap_raw import RawPeer
 from tests.firmware_support import firmware
 
+KIB = 1024
 X = np.random.default_rng(4).standard_normal((2, 8)).astype(np.float32)
 
 
@@ -135,7 +137,7 @@ def model_get(num: int | None = None, szx: int = 6) -> aiocoap.Message:
     return msg
 
 
-async def test_model_answers_unverified_sources_in_small_blocks(tmp_path: Path) -> None:
+async def test_model_reflection_to_unverified_addresses_is_bounded(tmp_path: Path) -> None:
     async with node_for(tmp_path) as node:
         assert node.coap_port is not None
         blob = node.coordinator.model.blob
@@ -143,30 +145,33 @@ async def test_model_answers_unverified_sources_in_small_blocks(tmp_path: Path) 
         stranger = RawPeer(node.coap_port, "127.0.0.5")
         edge_sock = RawPeer(node.coap_port, "127.0.0.6")
         try:
-            # A 12-byte GET from an address that never proved a key (a spoofed victim's):
-            answer = await stranger.request(model_get())
-            assert answer.code == aiocoap.CONTENT and answer.opt.block2.size == 32
-            sent, got = stranger.sent_bytes, stranger.received_bytes
-            assert sent <= 16 and got <= 5 * sent, (sent, got)  # was 12 B → 1,046 B
-            print(f"GET /model from an unverified address: {sent} B -> {got} B")
-            # ... also when it asks for a later block in larger blocks.
-            assert len(blob) > 96
-            late = await stranger.request(model_get(1, 2))
-            assert late.opt.block2.size == 32 and len(late.payload) == 32
-            assert late.payload == blob[64:96]  # block 1 of 64 B = block 2 of 32 B
-            # An edge's address after its signed hello gets 1 KiB blocks.
+            # 12-byte GETs from an address that never proved a key (a spoofed victim's):
+            # answered until the burst of blob went there, then 5.03 with no payload.
+            reflected = 0
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            for _ in range(20_000):
+                answer = await stranger.request(model_get())
+                if answer.code != aiocoap.CONTENT:
+                    break
+                assert answer.payload == blob
+                reflected += len(answer.payload)
+            assert answer.code == aiocoap.SERVICE_UNAVAILABLE and answer.opt.max_age >= 1
+            assert answer.payload == b"" and stranger.received_bytes <= stranger.sent_bytes
+            # The burst plus what the rate refilled meanwhile (a bound, not a speed).
+            rate = UNVERIFIED_BYTES_PER_S
+            bound = 4 * rate + rate * (loop.time() - t0 + 1)
+            assert 4 * rate - len(blob) <= reflected <= bound, (reflected, bound)
+            print(f"GET /model from an unverified address: {stranger.sent_bytes} B -> "
+                  f"{len(blob)} B blob; refused after {reflected} B")
+            # An edge's address after its signed hello is not limited.
             from fog_appliance.protocol.messages import Hello, encode_hello
 
             hello = aiocoap.Message(code=aiocoap.POST, uri_path=("hello",), payload=encode_hello(
                 Hello("pi-1", "fw", 10**6, None, True, 1000, 1), creds.key))
             assert (await edge_sock.request(hello)).code == aiocoap.CHANGED
-            full = await edge_sock.request(model_get())
-            assert full.code == aiocoap.CONTENT and len(full.payload) == min(1024, len(blob))
+            for _ in range(2500):  # more than the unverified burst
+                assert (await edge_sock.request(model_get())).code == aiocoap.CONTENT
         finally:
             stranger.close()
             edge_sock.close()
-        # A client that fetches without a hello still gets the whole model, in small blocks.
-        async with FLClient(creds, transport="coap", state_path=tmp_path / "p.state",
-                            timeout=20) as edge:
-            model = await edge.model()
-        assert model.version == node.coordinator.model.version

@@ -146,7 +146,7 @@ def test_bundle_folder_provisions_once_and_keeps_the_secret_private(fog_yaml: Pa
                                                                     tmp_path: Path) -> None:
     cfg = _cfg(fog_yaml)
     out = tmp_path / "b"
-    first = write_bundle(cfg, "esp-9", out, BoardOptions(wifi_ssid="lab"))
+    first = write_bundle(cfg, "esp-9", out, BoardOptions(wifi_ssid="lab", wifi_password="pw"))
     assert first.provisioned and device_config_path(cfg, "esp-9").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(bundle_files())
     assert stat.S_IMODE((out / "config.json").stat().st_mode) == 0o600
@@ -187,31 +187,90 @@ def test_bundle_errors_exit_non_zero(fog_yaml: Path, capsys: pytest.CaptureFixtu
 # -- flash -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("chip", "offset"), [("esp32", "0x1000"), ("esp32s3", "0x0"),
-                                              ("esp32c3", "0x0"), ("esp32s2", "0x1000")])
+@pytest.fixture
+def port(tmp_path: Path) -> str:
+    """A path standing for a plugged-in board's serial device (a hardware boundary)."""
+    p = tmp_path / "ttyUSB0"
+    p.touch()
+    return str(p)
+
+
+@pytest.mark.parametrize(("chip", "offset", "image_id"), [
+    ("esp32", "0x1000", 0), ("esp32s3", "0x0", 9), ("esp32c3", "0x0", 5),
+    ("esp32s2", "0x1000", 2)])
 def test_dry_run_prints_every_command_at_the_chips_offset(
-        chip: str, offset: str, fog_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["edge", "flash", "--port", "/dev/ttyUSB0", "--device", "esp-1", "-c",
-               str(fog_yaml), "--chip", chip, "--firmware", "fw.bin", "--dry-run"])
+        chip: str, offset: str, image_id: int, fog_yaml: Path, port: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    fw = str(_image(tmp_path, image_id))
+    rc = main(["edge", "flash", "--port", port, "--device", "esp-1", "-c",
+               str(fog_yaml), "--chip", chip, "--firmware", fw, "--dry-run"])
     assert rc == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if not ln.startswith("#")]
     argv = [shlex.split(ln) for ln in lines]
     py = [sys.executable, "-m"]
-    port = ["--port", "/dev/ttyUSB0"]
-    assert argv[0] == [*py, "esptool", "--chip", chip, *port, "erase-flash"]
-    assert argv[1] == [*py, "esptool", "--chip", chip, *port, "--baud", "460800",
-                       "write-flash", "-z", offset, "fw.bin"]
-    assert argv[2][:6] == [*py, "mpremote", "connect", "/dev/ttyUSB0", "exec"]
+    assert argv[0] == [*py, "esptool", "--chip", chip, "--port", port, "erase-flash"]
+    assert argv[1] == [*py, "esptool", "--chip", chip, "--port", port, "--baud", "460800",
+                       "write-flash", "-z", offset, fw]
+    assert argv[2][:6] == [*py, "mpremote", "connect", port, "exec"]
     assert '"encoder.py"' in argv[2][6]  # stale sources that would shadow the .mpy
     cp = argv[3]
-    assert cp[:7] == [*py, "mpremote", "connect", "/dev/ttyUSB0", "fs", "cp"] and cp[-1] == ":"
+    assert cp[:7] == [*py, "mpremote", "connect", port, "fs", "cp"] and cp[-1] == ":"
     assert sorted(Path(f).name for f in cp[7:-1]) == sorted(bundle_files())
-    assert argv[4] == [*py, "mpremote", "connect", "/dev/ttyUSB0", "reset"]
+    assert argv[4] == [*py, "mpremote", "connect", port, "reset"]
     assert len(argv) == 5
 
 
-def test_dry_run_changes_nothing(fog_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["edge", "flash", "--port", "/dev/ttyACM0", "--device", "new-1", "-c",
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--port", "/dev/ttyUSB97"], "serial port /dev/ttyUSB97 does not exist"),
+    (["--chip", "esp32", "--firmware", "S3"], "built for ESP32-S3, not ESP32"),
+    (["--wifi-ssid", "lab"], "no password for Wi-Fi network 'lab'"),
+    (["--fog-host", "127.0.0.1"], "which a board cannot reach"),
+    (["--replay", "missing.bin"], "--replay missing.bin: no such file"),
+])
+def test_dry_run_refuses_what_the_real_run_refuses(
+        extra: list[str], message: str, fog_yaml: Path, port: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("FOG_WIFI_PASSWORD", raising=False)
+    extra = [str(_image(tmp_path, 9)) if a == "S3" else a for a in extra]
+    args = ["--port", port, *extra] if extra[0] != "--port" else extra
+    for dry in (["--dry-run"], []):
+        assert main(["edge", "flash", "--device", "esp-5", "-c", str(fog_yaml), *args,
+                     *dry]) == 1
+        assert message in capsys.readouterr().err
+    # Nothing was provisioned, by either run.
+    assert not device_config_path(_cfg(fog_yaml), "esp-5").exists()
+    assert not (fog_yaml.parent / "var" / "fog.db").exists()
+
+
+def test_a_refused_bundle_provisions_nothing(fog_yaml: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("FOG_WIFI_PASSWORD", raising=False)
+    for bad in (["--fog-host", "127.0.0.1"], ["--wifi-ssid", "lab"], ["--dtype", "int8",
+                                                                     "--sparse", "0.5",
+                                                                     "--ca", "no.pem"]):
+        assert main(["edge", "bundle", "esp-6", "-c", str(fog_yaml), "--out",
+                     str(tmp_path / "b"), *bad]) == 1
+        assert capsys.readouterr().err
+    assert not device_config_path(_cfg(fog_yaml), "esp-6").exists()
+    assert not (tmp_path / "b").exists()
+
+
+def test_an_open_wifi_network_must_be_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FOG_WIFI_PASSWORD", raising=False)
+    with pytest.raises(EdgeToolError, match="--open-wifi"):
+        board_config(_provisioned(), BoardOptions(fog_host="10.0.0.2", wifi_ssid="cafe"))
+    c = board_config(_provisioned(), BoardOptions(fog_host="10.0.0.2", wifi_ssid="cafe",
+                                                  open_wifi=True))
+    assert c["wifi"] == {"ssid": "cafe", "password": ""}
+    with pytest.raises(EdgeToolError, match="which one"):
+        board_config(_provisioned(), BoardOptions(fog_host="10.0.0.2", wifi_ssid="cafe",
+                                                  wifi_password="x", open_wifi=True))
+
+
+def test_dry_run_changes_nothing(fog_yaml: Path, port: str,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["edge", "flash", "--port", port, "--device", "new-1", "-c",
                  str(fog_yaml), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "is not provisioned: flashing provisions it first" in out

@@ -4,6 +4,9 @@ battery reading, Wi-Fi retries."""
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
 from tests.firmware_support import firmware
@@ -13,6 +16,7 @@ wifi = firmware("wifi")
 machine = firmware("machine")
 network = firmware("network")
 fs = firmware("flashstate")
+watchdog = firmware("watchdog")
 
 
 @pytest.fixture(autouse=True)
@@ -103,3 +107,25 @@ def test_wifi_connects_retries_and_gives_up() -> None:
     with pytest.raises(wifi.WifiError, match="'lab' did not connect after 3"):
         wifi.up({"wifi": {"ssid": "lab", "password": "wrong"}}, attempts=3, timeout_ms=10)
     assert network.connect_calls == ["lab"] * 3
+
+
+def test_the_watchdog_resets_a_board_blocked_in_a_read() -> None:
+    # hostsim's machine.WDT (a hardware boundary) interrupts even a blocking socket read.
+    a, b = socket.socketpair()
+    try:
+        watchdog.start(400)
+        for _ in range(6):  # fed in time: no reset
+            time.sleep(0.1)
+            watchdog.feed()
+        t0 = time.monotonic()
+        with pytest.raises(machine.Reset):
+            a.recv(1)  # nothing will ever come
+        assert machine.reset_cause() == machine.WDT_RESET
+        assert time.monotonic() - t0 < 30
+    finally:
+        machine.stop_watchdog()
+        watchdog._wdt[0] = None
+        machine.state["reset_cause"] = machine.PWRON_RESET
+        a.close()
+        b.close()
+

@@ -74,3 +74,19 @@ def test_a_blob_that_is_not_the_announced_one_is_refused() -> None:
 def test_garbage_raises_blob_error_only(data: bytes) -> None:
     with contextlib.suppress(mb.BlobError):
         mb.parse(data, SPEC.shapes)
+
+
+def test_one_tensor_is_read_back_from_a_stored_model(tmp_path: Path) -> None:
+    from array import array
+
+    spec = ModelSpec("mlp", 5, (4,), 3)
+    w = spec.init_weights(4)
+    path = tmp_path / "model.bin"
+    path.write_bytes(encode_model(9, w))
+    for t, want in enumerate(w):
+        buf = array("f", bytes(4 * want.size))
+        mb.read_tensor(str(path), spec.shapes, t, buf)
+        assert list(buf) == [float(v) for v in want.reshape(-1)]
+    path.write_bytes(encode_model(9, w)[:-4])
+    with pytest.raises(mb.BlobError, match="truncated"):
+        mb.read_tensor(str(path), spec.shapes, len(w) - 1, array("f", bytes(12)))

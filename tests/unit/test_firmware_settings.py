@@ -35,6 +35,15 @@ def test_the_host_tooling_knows_every_edge_setting() -> None:
     assert set(EDGE_KEYS) == set(settings.EDGE_DEFAULTS)
 
 
+def test_the_watchdog_stays_above_the_io_timeout() -> None:
+    conf = provisioned()
+    conf["edge"] = {"io_timeout_s": 10, "watchdog_s": 20}
+    with pytest.raises(settings.ConfigError, match="watchdog_s must be 0 or at least 3 x"):
+        settings.validate(conf)
+    conf["edge"] = {"watchdog_s": 0, "io_timeout_s": 2, "keepalive": 2}
+    assert settings.validate(conf)["edge"]["watchdog_s"] == 0
+
+
 def _set(d: dict[str, Any], path: str, value: Any) -> None:
     *parents, last = path.split(".")
     for p in parents:

@@ -41,15 +41,27 @@ def _reference_sgd(spec: ModelSpec, w0: list[np.ndarray], x: np.ndarray, y: np.n
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.kind}{s.layer_sizes}")
-@pytest.mark.parametrize(("bs", "mu"), [(1, 0.0), (4, 0.0), (3, 0.5)])
-def test_local_training_equals_numpy_sgd(spec: ModelSpec, bs: int, mu: float) -> None:
+@pytest.mark.parametrize(("bs", "mu", "in_place"), [(1, 0.0, False), (4, 0.0, False),
+                                                    (3, 0.5, False), (4, 0.0, True),
+                                                    (3, 0.5, True)])
+def test_local_training_equals_numpy_sgd(spec: ModelSpec, bs: int, mu: float,
+                                         in_place: bool) -> None:
     rng = np.random.default_rng(7)
     w0 = spec.init_weights(3)
     w0 = [t + rng.normal(0, 0.1, t.shape).astype(np.float32) for t in w0]  # non-zero biases
     x = rng.normal(0, 1, (10, spec.input_dim)).astype(np.float32)
     x[x < -1.2] = 0.0  # exercise the zero-input shortcut
     y = rng.integers(0, spec.num_classes, 10)
-    t = tr.Trainer(spec.to_dict(), [floats(a) for a in w0], 0.2, bs, mu)
+    base = None
+    if in_place:  # the global weights read back (from flash on a board) for the delta
+
+        def base(i: int, buf: object) -> None:
+            buf[:] = floats(w0[i])  # type: ignore[index]
+
+    given_w = [floats(a) for a in w0]
+    t = tr.Trainer(spec.to_dict(), given_w, 0.2, bs, mu, base)
+    # Trained in place (no copy of the model) exactly when mu is 0 and base is given.
+    assert (t.w[0] is given_w[0]) == (in_place and not mu)
     for xi, yi in zip(x, y, strict=True):
         t.example(floats(xi), int(yi))
     delta = t.delta()

@@ -45,6 +45,9 @@ def _link() -> object:
 
 def test_incoming_messages_are_routed_by_topic() -> None:
     link = _link()
+    link._cb(b"fog/lab/model/blob", b"FOGM-old")  # not asked for (an old subscription)
+    assert link.blob is None
+    link.want_blob = True
     link._cb(b"fog/lab/model", b'{"version": 2, "round": 3}')
     link._cb(b"fog/lab/model/blob", b"FOGM....")
     link._cb(b"fog/lab/down/esp-1", b'{"type": "accepted", "seq": 1}')
@@ -69,17 +72,26 @@ def test_topics_match_the_fogs() -> None:
                  "model_blob": topics.model_blob("lab")}
 
 
-def test_last_accepted_is_read_from_the_fogs_detail() -> None:
+def test_last_accepted_is_a_field_of_the_rejection() -> None:
     from fog_appliance.errors import PolicyError, Reason
+    from fog_appliance.protocol.messages import down_message
     from fog_appliance.rounds import Round
 
     r = Round(1, 1, 0.0, 100.0, 5, 1, 100.0)
     with pytest.raises(PolicyError) as err:
         r.admit("d", 1, 1, 3, b"t", last_seq=17)
     assert err.value.reason is Reason.REPLAYED_SEQUENCE
-    assert edgeloop.last_accepted(err.value.detail) == 17
-    assert edgeloop.last_accepted("something else") is None
-    assert edgeloop.last_accepted(None) is None
+    # What the fog's MQTT intake sends for it (fog_appliance/intake/mqtt.py):
+    msg = json.loads(down_message("rejected", reason=err.value.reason.value,
+                                  detail=err.value.detail, seq=3))
+    assert msg["last_accepted"] == 17
+    assert edgeloop.last_accepted(dict(msg, detail="prose changed")) == 17
+    # Other rejections carry no such field.
+    other = json.loads(down_message("rejected", reason="wrong_round", detail="round 2", seq=3))
+    assert "last_accepted" not in other and edgeloop.last_accepted(other) is None
+    # A fog from before the field: the detail's end still works.
+    assert edgeloop.last_accepted({"detail": err.value.detail}) == 17
+    assert edgeloop.last_accepted({"detail": None}) is None
 
 
 def test_weak_edge_reads_json_answers() -> None:

@@ -12,10 +12,10 @@ import pytest
 
 from fog_appliance.appliance.mosquitto import render_system_conf
 from fog_appliance.appliance.tls import TlsFiles, render_openssl_conf, split_names
-from fog_appliance.broker import write_atomic
 from fog_appliance.config import ApplianceConfig, FogConfig
 from fog_appliance.errors import BrokerError, ProvisioningError
 from fog_appliance.provisioning import broker_ca, device_config, sync_broker_auth
+from fog_appliance.secretfile import write_atomic
 from fog_appliance.store import Store
 
 TLS = TlsFiles(Path("/etc/fog-appliance/tls"))
@@ -33,7 +33,8 @@ def test_conf_with_tls_and_plain_on_the_lan() -> None:
     assert "password_file /var/lib/fog-appliance/broker/passwd\n" in text
     assert "acl_file /var/lib/fog-appliance/broker/acl\n" in text
     assert "listener 1883\n" in text
-    assert "listener 8883\ncafile /etc/fog-appliance/tls/ca.crt\n" in text
+    assert "listener 8883\nuse_username_as_clientid true\ncafile /etc/fog-appliance/tls/ca.crt\n" \
+        in text
     assert "keyfile /etc/fog-appliance/tls/server.key\n" in text
     assert text.index("per_listener_settings") < text.index("listener 1883")
 
@@ -57,7 +58,7 @@ def test_conf_tls_port_zero_turns_tls_off() -> None:
 
 def test_conf_packet_limit_follows_the_frame_limit() -> None:
     cfg = cfg_with()
-    assert "max_packet_size 16777216\n" in render_system_conf(cfg, TLS)
+    assert f"max_packet_size {8 * 1024 * 1024 + 65536}\n" in render_system_conf(cfg, TLS)
     cfg.edge_interface.max_frame_bytes = 64 * 1024 * 1024
     assert f"max_packet_size {64 * 1024 * 1024 + 65536}\n" in render_system_conf(cfg, TLS)
 

@@ -100,3 +100,16 @@ def test_the_initramfs_hook_lists_root_device_modules() -> None:
     words = {w for line in modules for w in line.split()}
     assert {"ext4", "virtio_blk", "virtio_pci", "sdhci_iproc", "bcm2835", "usb_storage"} <= words
     assert "MODULES=list" in (IMAGE / "debian/initramfs/fog.conf").read_text()
+
+
+@pytest.mark.parametrize("unit", ["fog-appliance.service", "fog-supernode.service",
+                                  "mosquitto.service.d/fog-appliance.conf"])
+def test_services_have_memory_and_task_limits(unit: str) -> None:
+    """Memory is bounded under a backlog (issue 12, item 7): every long-running service of
+    the image has MemoryMax= and TasksMax= in its [Service] section."""
+    text = (UNITS / unit).read_text()
+    service = text.split("[Service]", 1)[1].split("\n[", 1)[0]
+    limits = dict(re.findall(r"^(MemoryMax|TasksMax)=(\S+)$", service, re.M))
+    assert set(limits) == {"MemoryMax", "TasksMax"}, unit
+    assert re.fullmatch(r"\d+(%|[KMG])?", limits["MemoryMax"])
+    assert int(limits["TasksMax"]) > 0
