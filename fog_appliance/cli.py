@@ -15,13 +15,14 @@ import dataclasses
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from fog_appliance import __version__
-from fog_appliance.config import FogConfig, dump_defaults, load_config
+from fog_appliance.config import ENV_CONFIG_PATH, FogConfig, dump_defaults, load_config
 from fog_appliance.demo.args import add_learning_arguments
 from fog_appliance.errors import ConfigError, FogError, ProvisioningError
 from fog_appliance.store import Store
@@ -57,6 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                       default="warning")
     add_learning_arguments(demo)
+
+    sim = sub.add_parser("simulate", help="simulated edges against a fog node that already "
+                         "runs (--config): honest, slow, wrongly keyed and offline boards")
+    _config_arg(sim)
+    sim.add_argument("--edges", type=int, default=8, help="simulated edges (default 8)")
+    sim.add_argument("--bad-keys", type=int, default=0, metavar="N",
+                     help="of them, N sign with a wrong key (every update rejected)")
+    sim.add_argument("--slow", type=int, default=0, metavar="N",
+                     help="of them, N take --slow-delay longer per round")
+    sim.add_argument("--slow-delay", type=float, default=20.0, metavar="SECONDS")
+    sim.add_argument("--offline", type=int, default=0, metavar="N",
+                     help="of them, N are provisioned but never switched on")
+    sim.add_argument("--prefix", default="sim", help="device ids <prefix>-01 … (default sim)")
+    sim.add_argument("--transport", choices=["auto", "coap", "mqtt"], default="auto")
+    sim.add_argument("--duration", type=float, metavar="SECONDS",
+                     help="stop after this long (default: until Ctrl-C)")
+    sim.add_argument("--seed", type=int, default=0)
 
     prov = sub.add_parser("provision", help="register a device and write its config JSON")
     _config_arg(prov)
@@ -97,6 +115,8 @@ def _setup_logging(level: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    if args.config:  # the node's own commands (the admin API's flash command) name it
+        os.environ[ENV_CONFIG_PATH] = os.path.abspath(args.config)
     if args.region:
         cfg.fog_node.region = args.region
     if args.port is not None:
@@ -216,6 +236,32 @@ def cmd_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from fog_appliance.demo.simulate import SimOptions, run_simulation, summary
+
+    cfg = load_config(args.config)
+    opts = SimOptions(edges=args.edges, bad_keys=args.bad_keys, slow=args.slow,
+                      slow_delay_s=args.slow_delay, offline=args.offline, prefix=args.prefix,
+                      transport=args.transport, duration_s=args.duration, seed=args.seed)
+    opts.check()
+    store = _open_store(cfg)
+    state = cfg.data_dir / "simulate"
+    state.mkdir(parents=True, exist_ok=True)
+    tallies: dict[str, dict[str, object]] = {}
+
+    async def main() -> None:
+        tallies.update(await run_simulation(cfg, store, opts, state))
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main())
+    finally:
+        store.close()
+    if tallies:
+        print(summary(tallies))
+    return 0
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     store = _open_store(cfg)
@@ -281,7 +327,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "provision": cmd_provision,
-            "devices": cmd_devices, "revoke": cmd_revoke, "config": cmd_config}
+            "devices": cmd_devices, "revoke": cmd_revoke, "config": cmd_config,
+            "simulate": cmd_simulate}
 
 # Subcommands that live in their own module: each module has
 # ``register(subparsers, config_arg)`` that adds its parsers with ``set_defaults(func=...)``.

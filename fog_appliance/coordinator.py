@@ -294,6 +294,11 @@ class Coordinator:
         self._schedule_close(Event.CLOSE_NOW)
         return True
 
+    def set_policy(self, policy: RoundPolicy) -> None:
+        """Settings saved while the node runs: every round opened from now on is sized by
+        ``policy`` (the open round is changed through :meth:`retune_round`)."""
+        self.policy = policy
+
     def retune_round(self, *, threshold: int | None = None, min_updates: int | None = None,
                      deadline_at: float | None = None) -> None:
         """Admin: change the open round's threshold, minimum or deadline, persist it, and

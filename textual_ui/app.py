@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.filter import LineFilter
 from textual.reactive import reactive
 
 from textual_ui.client import AdminClient, Refused, Unreachable
@@ -27,6 +28,7 @@ from textual_ui.screens.help import HelpScreen
 from textual_ui.screens.privacy import PrivacyScreen
 from textual_ui.screens.rounds import RoundsScreen
 from textual_ui.screens.settings import SettingsScreen
+from textual_ui.widgets.glyphs import Cp437Filter, linux_console
 
 PAGES: list[tuple[str, str, str]] = [
     ("1", "dashboard", "Dashboard"),
@@ -37,6 +39,18 @@ PAGES: list[tuple[str, str, str]] = [
     ("6", "events", "Events"),
     ("7", "settings", "Settings"),
 ]
+
+PAGE_HELP = {
+    "dashboard": "problems that need someone, the node, its links, the open round, "
+                 "resources and updates per minute.",
+    "edges": "every device with its health (online, silent, failing) and why; add, revoke, "
+             "filter and sort.",
+    "rounds": "the open round (close it now, change it), accuracy per round and the history.",
+    "cache": "model versions kept on the node, the cache and inference figures.",
+    "privacy": "the privacy budget spent and what was withheld.",
+    "events": "the node's log of what happened, live, with a filter.",
+    "settings": "the thresholds and caps you may change while the node runs.",
+}
 
 
 class FogConsole(App[None]):
@@ -51,10 +65,16 @@ class FogConsole(App[None]):
     }
     DEFAULT_MODE = "dashboard"
     BINDINGS: ClassVar[list[BindingType]] = [
-        *(Binding(key, f"switch_mode('{mode}')", label, key_display=key)
+        # The footer shows the seven page keys as one "1-7 Pages" (80 columns: the page's
+        # own keys, Help and Quit must fit); F1 / ? lists them all.
+        *(Binding(key, f"switch_mode('{mode}')", "Pages" if key == "1" else label,
+                  key_display="1-7" if key == "1" else key, show=key == "1",
+                  tooltip=f"Show the {label} page: {PAGE_HELP[mode]}")
           for key, mode, label in PAGES),
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("q", "quit", "Quit"),
+        Binding("f1,question_mark", "help", "Help", key_display="?",
+                tooltip="F1 or ?: this list of every key of the page and of the console."),
+        Binding("q", "quit", "Quit",
+                tooltip="Quit the console; the fog node keeps running."),
     ]
     ENABLE_COMMAND_PALETTE = False
 
@@ -71,12 +91,24 @@ class FogConsole(App[None]):
         self.read_only = read_only
         self.node: dict[str, Any] = {}
         """The last status the node sent (fog id, region, started_at, …)."""
+        self.last_error = ""
+        self.refused_credential: str | None = None
+        """The node's refusal of this console's token, while it lasts."""
+        """Why the node did not answer, the last time it did not."""
+        self._cp437 = Cp437Filter() if linux_console() else None
         self._theme_name = theme or ("ansi-dark" if os.environ.get("TERM") == "linux"
                                      else "textual-dark")
 
+    def get_line_filters(self) -> Sequence[LineFilter]:
+        """Under ``TERM=linux``, only glyphs the console font has (widgets/glyphs.py)."""
+        filters = list(super().get_line_filters())
+        if self._cp437 is not None:
+            filters.append(self._cp437)
+        return filters
+
     def on_mount(self) -> None:
         self.theme = self._theme_name
-        self.sub_title = f"connecting to {self.client.endpoint.describe()}…"
+        self.sub_title = f"connecting to {self.client.endpoint.describe()}…{self.badge}"
         self.set_interval(self.poll_s, self.heartbeat)
         self.heartbeat()
 
@@ -90,28 +122,55 @@ class FogConsole(App[None]):
             self.connection_lost(str(exc))
             return
         except Refused as exc:
-            self.connection_lost(f"the admin API refused the status request: {exc.message}")
+            if exc.status in (401, 403):
+                self.credential_refused(exc.message)
+            else:
+                self.connection_lost(f"the admin API refused the status request: "
+                                     f"{exc.message}")
             return
+        self.refused_credential = None
         was = self.connected
         restarted = bool(self.node) and status.get("started_at") != self.node.get("started_at")
         self.node = status
         self.connected = True
         fog = status.get("fog_id", "?")
-        self.sub_title = f"{fog} · {status.get('region', '')} · connected"
+        self.sub_title = f"{fog} · {status.get('region', '')} · connected{self.badge}"
         if was is False or restarted:
             up = duration(self.clock() - float(status.get("started_at", self.clock())))
             what = "the service restarted" if restarted else "the service answers again"
             self.notify(f"Reconnected to fog node {fog}: {what} (up {up}).",
                         title="Connected", timeout=6, markup=False)
 
+    def watch_connected(self, connected: bool | None) -> None:
+        for screen in self.screen_stack:
+            fn = getattr(screen, "connection_changed", None)
+            if fn is not None:
+                fn(connected)
+
+    def credential_refused(self, message: str) -> None:
+        """The node answers, but not to this console's token: say so once (not a toast
+        every refresh), and not as "not connected"."""
+        if self.refused_credential != message:
+            self.refused_credential = message
+            self.notify(f"The fog node answers but refuses this console's credential: "
+                        f"{message}. Check --token-file (the node's admin.token_file).",
+                        title="Token refused", severity="error", timeout=15, markup=False)
+        self.sub_title = f"TOKEN REFUSED — the node answers{self.badge}"
+
+    @property
+    def badge(self) -> str:
+        """Shown in the header on every page of a read-only console."""
+        return " · READ-ONLY" if self.read_only else ""
+
     def connection_lost(self, reason: str) -> None:
         """Called by any failing call: say so once, and keep retrying."""
+        self.last_error = reason
         if self.connected is not False:
             self.connected = False
             self.notify(f"{reason}. Retrying every {self.poll_s:g} s; the pages show the "
                         "last figures they had.", title="Fog node unreachable",
                         severity="error", timeout=10, markup=False)
-        self.sub_title = "NOT CONNECTED — retrying"
+        self.sub_title = f"NOT CONNECTED — retrying{self.badge}"
 
     def connection_ok(self) -> None:
         """Called by any successful call; the heartbeat announces the reconnection."""

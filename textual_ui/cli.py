@@ -67,15 +67,17 @@ def endpoint_from(args: argparse.Namespace) -> Endpoint:
     if args.socket:
         token = _read_token(Path(args.token_file)) if args.token_file else None
         return Endpoint(socket=Path(args.socket), token=token)
-    from fog_appliance.admin.server import socket_path, token_path
+    # Only the config module (YAML and dataclasses): not the node's stack (numpy, scipy,
+    # onnx, …), which the console never needs (tests/unit/test_console_start.py).
     from fog_appliance.config import load_config
 
     cfg = load_config(args.config)
     if args.url:
-        token_file = Path(args.token_file) if args.token_file else token_path(cfg)
+        token_file = Path(args.token_file) if args.token_file else cfg.data_path(
+            cfg.admin.token_file)
         return Endpoint(url=args.url, token=_read_token(token_file))
     token = _read_token(Path(args.token_file)) if args.token_file else None
-    return Endpoint(socket=socket_path(cfg), token=token)
+    return Endpoint(socket=cfg.data_path(cfg.admin.socket), token=token)
 
 
 def serve_command(args: argparse.Namespace, argv: Sequence[str],
@@ -132,10 +134,10 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         login = new_login_token()
     readonly_file: Path | None = None
     if not args.allow_actions:
-        from fog_appliance.admin.server import readonly_token_path
         from fog_appliance.config import load_config
 
-        readonly_file = readonly_token_path(load_config(args.config))
+        cfg = load_config(args.config)
+        readonly_file = cfg.data_path(cfg.admin.readonly_token_file)
     where = args.host if is_loopback(args.host) else socket.gethostname()
     public = args.public_url or f"http://{where}:{args.port}"
     if login is not None and not args.login_file:

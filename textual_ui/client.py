@@ -112,6 +112,9 @@ class AdminClient:
     async def status(self) -> dict[str, Any]:
         return dict(await self.get("/api/status"))
 
+    async def problems(self) -> dict[str, Any]:
+        return dict(await self.get("/api/problems"))
+
     async def section(self, name: str) -> dict[str, Any]:
         return dict(await self.get(f"/api/sections/{name}"))
 
@@ -197,7 +200,8 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError | aiohttp.ClientConnectorError):
         inner = getattr(exc, "os_error", exc)
         if isinstance(inner, FileNotFoundError | ConnectionRefusedError):
-            return "nothing is listening there (is fog-appliance running?)"
+            return ("nothing is listening there (is fog-appliance running? Is this its socket? "
+                    "Give the node's config with --config, or its socket with --socket)")
         if isinstance(inner, PermissionError):
             return "permission denied (is your user in the admin socket's group?)"
     return str(exc) or type(exc).__name__

@@ -21,8 +21,11 @@ import hmac
 import html
 import ipaddress
 import logging
+import re
 import secrets
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -59,7 +62,9 @@ class GuardedServer(Server):
 
     def __init__(self, command: str, *, host: str, port: int, title: str, public_url: str,
                  login_token: str | None, allowed_origins: set[str], max_sessions: int) -> None:
-        super().__init__(command, host=host, port=port, title=title, public_url=public_url)
+        self._templates = tempfile.TemporaryDirectory(prefix="fog-console-serve-")
+        super().__init__(command, host=host, port=port, title=title, public_url=public_url,
+                         templates_path=offline_templates(Path(self._templates.name)))
         self.login_token = login_token
         self.allowed_origins = {origin_of(public_url), *map(origin_of, allowed_origins)}
         self.max_sessions = max_sessions
@@ -109,6 +114,34 @@ class GuardedServer(Server):
             return await handler(request)
         finally:
             self.sessions -= 1
+
+
+FONT_LINK = re.compile(r"<link[^>]*fonts\.googleapis\.com[^>]*>", re.S)
+FONT_FACE = """<style>
+      @font-face { font-family: "Roboto Mono"; font-style: normal;
+        src: url("{{ config.static.url }}fonts/RobotoMono-VariableFont_wght.ttf"); }
+      @font-face { font-family: "Roboto Mono"; font-style: italic;
+        src: url("{{ config.static.url }}fonts/RobotoMono-Italic-VariableFont_wght.ttf"); }
+    </style>"""
+"""The fonts textual-serve ships in its static folder, instead of Google's (a gateway on a
+plant LAN has no internet, and a page should not tell a third party it was opened)."""
+
+
+def offline_templates(folder: Path) -> Path:
+    """textual-serve's page template with its web-font link replaced by the bundled fonts,
+    written to ``folder``. If the template changed shape, the page is
+    served as it is and the browser falls back to a local monospace font."""
+    import textual_serve
+
+    source = Path(textual_serve.__file__).parent / "templates"
+    for template in source.iterdir():
+        text = template.read_text(encoding="utf-8")
+        if template.name == "app_index.html":
+            text, n = FONT_LINK.subn(FONT_FACE, text)
+            if n == 0:
+                log.warning("textual-serve's page has no web-font link to replace")
+        (folder / template.name).write_text(text, encoding="utf-8")
+    return folder
 
 
 def _login_page(problem: str, status: int) -> web.Response:

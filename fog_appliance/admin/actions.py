@@ -7,7 +7,10 @@ and changes nothing.
 from __future__ import annotations
 
 import math
+import os
+import shlex
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fog_appliance.admin import settings
@@ -29,8 +32,17 @@ ROLES = ("train", "offload")
 
 
 def flash_command(device_id: str, port: str = "/dev/ttyUSB0") -> str:
-    """The exact command that flashes a provisioned board."""
-    return f"fog-appliance edge flash --port {port} --device {device_id}"
+    """The exact command that flashes a provisioned board from any shell: with the node's
+    config file (``--config``, as the node was started with it or ``$FOG_APPLIANCE_CONFIG``);
+    a node on the defaults has its data under its working directory, so the command starts
+    there."""
+    from fog_appliance.config import ENV_CONFIG_PATH
+
+    cmd = f"fog-appliance edge flash --port {port} --device {shlex.quote(device_id)}"
+    config = os.environ.get(ENV_CONFIG_PATH)
+    if config:
+        return f"{cmd} --config {shlex.quote(str(Path(config).resolve()))}"
+    return f"cd {shlex.quote(os.getcwd())} && {cmd}"
 
 
 async def log_action(node: FogNode, message: str, data: dict[str, Any],
@@ -83,32 +95,59 @@ async def retune_round(node: FogNode, body: dict[str, Any], actor: str) -> dict[
 
 
 async def change_settings(node: FogNode, body: dict[str, Any], actor: str) -> dict[str, Any]:
-    """Persist new settings and apply them to the open round where they concern it."""
+    """Persist new settings and make them govern the node at once: rounds opened from now
+    on are sized by them, the open round is retuned where it can be, and the resource
+    manager admits work by the new caps. ``applied`` says, per saved field, from when it
+    governs (and why not at once, if not)."""
+    from fog_appliance.admin.live import apply_live  # the node's parts: only when saving
+
     saved = settings.save(node.cfg, body)
     cfg = node.cfg
-    rnd = node.coordinator.round
+    co = node.coordinator
+    policy = apply_live(node)
+    rnd = co.round
     notes: list[str] = []
+    applied = {name: "applied now" for name in body}
     if "rounds.deadline_s" in body:
         rnd.deadline_s = cfg.rounds.deadline_s
+    if "edge_interface.aggregation_threshold" in body and policy.threshold != \
+            cfg.edge_interface.aggregation_threshold:
+        applied["edge_interface.aggregation_threshold"] = (
+            f"saved, but rounds hold {policy.threshold} updates: the asynchronous "
+            "strategy's buffer_size sizes them")
+    if "rounds.min_updates" in body and policy.min_updates != cfg.rounds.min_updates:
+        applied["rounds.min_updates"] = (
+            f"saved; rounds need at least {policy.min_updates} (raised by the aggregation "
+            "rule or privacy.k_min)")
+    round_fields = [n for n in body if n.startswith(("edge_interface.", "rounds."))]
     if rnd.state.value in ("open", "collecting"):
-        threshold = cfg.edge_interface.aggregation_threshold
-        if threshold > node.coordinator.capacity:
+        threshold = policy.threshold
+        if threshold > co.capacity:
+            for n in round_fields:
+                applied[n] = f"applies from round {rnd.id + 1}; round {rnd.id} was opened " \
+                             f"for at most {co.capacity} updates"
             notes.append(f"the threshold {threshold} applies from round {rnd.id + 1}")
             threshold = rnd.threshold
-        min_updates = min(cfg.rounds.min_updates, threshold)
+        min_updates = min(policy.min_updates, threshold)
         deadline_at = (rnd.opened_at + cfg.rounds.deadline_s if "rounds.deadline_s" in body
                        else None)
         try:
-            node.coordinator.retune_round(threshold=threshold, min_updates=min_updates,
-                                          deadline_at=deadline_at)
+            co.retune_round(threshold=threshold, min_updates=min_updates,
+                            deadline_at=deadline_at)
         except ActionError as exc:
             notes.append(f"the open round keeps its values: {exc}")
-    else:
+            for n in round_fields:
+                applied[n] = f"applies from round {rnd.id + 1}: {exc}"
+    elif round_fields:
         notes.append(f"round {rnd.id} is {rnd.state.value}; the values apply from the next")
+        for n in round_fields:
+            applied[n] = f"applies from round {rnd.id + 1} (round {rnd.id} is " \
+                         f"{rnd.state.value})"
     await log_action(node, f"settings changed by {actor}: " + ", ".join(
-        f"{k}={v}" for k, v in sorted(body.items())), {"changes": body, "notes": notes},
-        actor=actor)
-    return {"saved": saved, "settings": settings.describe(cfg), "notes": notes}
+        f"{k}={v}" for k, v in sorted(body.items())), {"changes": body, "notes": notes,
+                                                         "applied": applied}, actor=actor)
+    return {"saved": saved, "settings": settings.describe(cfg), "notes": notes,
+            "applied": applied, "restart_needed": []}
 
 
 async def provision_edge(node: FogNode, body: dict[str, Any], actor: str) -> dict[str, Any]:

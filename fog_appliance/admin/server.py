@@ -8,6 +8,7 @@ Routes are listed in docs/admin-api.md and by ``GET /api``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import grp
 import hmac
@@ -187,6 +188,9 @@ def build_app(node: FogNode, feed: EventFeed, token: str,
     async def status(request: web.Request) -> web.Response:
         return _json(await views.status_view(n(request)))
 
+    async def problems(request: web.Request) -> web.Response:
+        return _json(await views.problems_view(n(request)))
+
     async def section(request: web.Request) -> web.Response:
         name = request.match_info.get("name") or request.path.rsplit("/", 1)[-1]
         return _json(await read_section(n(request).admin_sections, name))
@@ -287,6 +291,7 @@ def build_app(node: FogNode, feed: EventFeed, token: str,
 
     app.router.add_get("/api", index)
     app.router.add_get("/api/status", status)
+    app.router.add_get("/api/problems", problems)
     app.router.add_get("/api/edges", edges)
     app.router.add_post("/api/edges", add_edge)
     app.router.add_get("/api/edges/{device}", edge)
@@ -356,8 +361,17 @@ async def start_admin(node: FogNode, stack: contextlib.AsyncExitStack) -> AdminS
             raise ServiceError(f"admin API: cannot listen on {cfg.admin.http_bind}:{port}: "
                                f"{exc}") from exc
         http = f"http://{cfg.admin.http_bind}:{port}"
+    watch = asyncio.get_running_loop().create_task(views.watch_problems(node),
+                                                   name="admin-problems")
+    stack.push_async_callback(_cancel, watch)
     log.info("admin API on %s%s", sock, f" and {http}" if http else "")
     return AdminServer(runner, sock, http)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _restrict(sock: Path, group: str | None) -> None:

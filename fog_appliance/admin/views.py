@@ -4,16 +4,22 @@ in-memory state and, through the store thread, from the store. No I/O on the eve
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from fog_appliance import __version__
+from fog_appliance.admin import problems
 from fog_appliance.admin.sections import KNOWN_SECTIONS, read_section
+from fog_appliance.errors import FogError
 from fog_appliance.rounds import ADMITTING
 from fog_appliance.store import admin_queries as q
 
 if TYPE_CHECKING:
     from fog_appliance.app import FogNode
+
+log = logging.getLogger(__name__)
 
 
 def round_view(node: FogNode, now: float) -> dict[str, Any]:
@@ -24,7 +30,14 @@ def round_view(node: FogNode, now: float) -> dict[str, Any]:
             "deadline_at": rnd.deadline_at, "deadline_in_s": rnd.deadline_at - now,
             "deadline_s": rnd.deadline_s, "progress": min(1.0, rnd.count / rnd.threshold),
             "admitting": rnd.state in ADMITTING, "can_close_now": rnd.can_close_now(),
-            "capacity": node.coordinator.capacity, "async": rnd.is_async}
+            "capacity": node.coordinator.capacity, "async": rnd.is_async,
+            "held": held_reason(node, rnd.id)}
+
+
+def held_reason(node: FogNode, round_id: int) -> str | None:
+    """Why the round is due but held (resources), or None."""
+    holding = node.serving.resources.holding
+    return str(holding["reason"]) if holding and holding["round"] == round_id else None
 
 
 async def links_view(node: FogNode) -> dict[str, Any]:
@@ -82,6 +95,9 @@ async def edges_view(node: FogNode) -> dict[str, Any]:
     devices = await node.db.run(node.store.devices)
     tallies = await node.db.run(q.device_tallies, node.store)
     rejected = await node.db.run(q.rejections_by_device, node.store)
+    last_rejected = await node.db.run(q.last_rejection_at, node.store)
+    expected = node.cfg.rounds.deadline_s
+    now = time.time()
     out = []
     for d in devices:
         t = tallies.get(d.id, q.DeviceTally(0, None, None))
@@ -95,9 +111,23 @@ async def edges_view(node: FogNode) -> dict[str, Any]:
             "fw": d.info.get("fw"), "transport": d.info.get("transport"),
             "can_train": d.info.get("can_train"), "ram": d.info.get("ram"),
             "info": d.info})
+        out[-1]["health"], out[-1]["health_reason"] = problems.edge_health(
+            out[-1], now, expected, last_rejected.get(d.id))
+        out[-1]["rejection_causes"] = {r: problems.rejection_cause(r) for r in rej}
     known = {d.id for d in devices}
     unattributed = {dev: r for dev, r in rejected.items() if dev not in known}
-    return {"edges": out, "unattributed_rejections": unattributed}
+    return {"edges": out, "unattributed_rejections": unattributed,
+            "expected_interval_s": expected}
+
+
+async def problems_view(node: FogNode) -> dict[str, Any]:
+    """The node's open problems (what the console's dashboard keeps in sight)."""
+    status = await status_view(node)
+    sections = {name: await read_section(node.admin_sections, name)
+                for name in ("resources", "privacy", "cloud", "store")}
+    edges = (await edges_view(node))["edges"]
+    return {"problems": [p.as_dict() for p in problems.find_problems(status, sections, edges)],
+            "now": status["now"]}
 
 
 async def rounds_view(node: FogNode, limit: int = 100) -> dict[str, Any]:
@@ -131,3 +161,21 @@ async def events_view(node: FogNode, after: int, limit: int) -> dict[str, Any]:
 def event_dict(e: Any) -> dict[str, Any]:
     return {"id": e.id, "ts": e.ts, "kind": e.kind, "level": e.level, "message": e.message,
             "data": e.data}
+
+
+async def watch_problems(node: FogNode, interval_s: float = 2.0) -> None:
+    """Record problems appearing and clearing as events of kind ``problem`` (damped by
+    :class:`~fog_appliance.admin.problems.ProblemWatcher`), for as long as the node runs."""
+
+    async def record(level: str, message: str, data: dict[str, Any]) -> None:
+        await node.db.run(node.store.add_event, "problem", level, message, data)
+
+    watcher = problems.ProblemWatcher(record)
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            found = (await problems_view(node))["problems"]
+        except FogError as exc:  # a store hiccup must not stop the watch
+            log.warning("problems: %s", exc)
+            continue
+        await watcher.observe([problems.Problem(**p) for p in found])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fog_appliance.client import FLClient
+from fog_appliance.client import ClientError, FLClient
 from fog_appliance.compression import Compression, ErrorFeedback
 from fog_appliance.demo.byzantine import DEFAULT_SCALE, corrupt
 from fog_appliance.model.numpy_model import train_local
@@ -33,14 +33,23 @@ class SimulatedEdge:
     compression: Compression = field(default_factory=Compression)
     delay_s: float = 0.0
     """Extra time the edge takes per round (a slower device)."""
+    battery: int | None = None
+    fw: str = "demo-edge"
     sent: int = 0
     accepted: int = 0
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     async def run(self) -> None:
-        """Train and send one update per round, forever (cancel to stop)."""
-        await self.client.hello(ram=512 * 1024, battery=None, can_train=True, fw="demo-edge")
+        """Train and send one update per round, forever (cancel to stop). A hello the node
+        refuses (a board with the wrong key) is counted, and the edge trains anyway, as a
+        misconfigured board would."""
+        try:
+            await self.client.hello(ram=512 * 1024, battery=self.battery, can_train=True,
+                                    fw=self.fw)
+        except ClientError as exc:
+            self.reasons["hello refused"] = self.reasons.get("hello refused", 0) + 1
+            log.info("%s: hello refused: %s", self.client.creds.device_id, exc)
         feedback = ErrorFeedback(self.compression)
         rng = np.random.default_rng(self.seed + 99)
         last_round = 0

@@ -31,6 +31,10 @@ from fog_appliance.resources.policy import OPEN, Admission, EdgeProfile, Limits,
 
 log = logging.getLogger(__name__)
 
+ADMISSION_EVENTS = 2
+ADMISSION_WINDOW_S = 60.0
+"""At most ``ADMISSION_EVENTS`` "over its caps" / "back under" events in this window."""
+
 EventSink = Callable[[str, str, dict[str, Any]], None]
 """(level, message, data) → recorded as a ``resources`` event."""
 
@@ -39,7 +43,8 @@ class ResourceManager:
     def __init__(self, limits: Limits, sample: Callable[[], Sample], *,
                  interval_s: float = 1.0, round_max_wait_s: float = 300.0,
                  train_ram: int = 0, model_bytes: int = 0, workers: tuple[int, int] = (1, 1),
-                 offload_path: str | None = "/infer", events: EventSink | None = None) -> None:
+                 offload_path: str | None = "/infer", events: EventSink | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self._sample_fn = sample
         self._interval = interval_s
@@ -59,6 +64,12 @@ class ResourceManager:
         self.refused_inference = 0
         self.refused_updates = 0
         self.round_waits = 0
+        self.holding: dict[str, Any] | None = None
+        """The due round held for resources now: ``{"round", "reason", "since"}``."""
+        self._clock = clock
+        self._flips = 0
+        self._said_open = True
+        self._said_at: collections.deque[float] = collections.deque()
 
     # -- sampling -----------------------------------------------------------------------------
 
@@ -72,15 +83,25 @@ class ResourceManager:
 
     def update(self, sample: Sample) -> None:
         """Apply a new sample: admission, worker cap, and events on changes."""
-        before = self.admission
         self.sample = sample
         self._pending_bytes = 0
+        self._decide(sample)
+
+    def set_limits(self, limits: Limits) -> None:
+        """Govern by ``limits`` from now on (settings saved while the node runs). Admission
+        and the worker cap are decided again at once with the last sample, so a round held
+        at the old cap resumes (or inference is refused at a lower one) without waiting for
+        the next sample or a restart."""
+        self.limits = limits
+        if self.sample is not None:
+            self._decide(self.sample)
+
+    def _decide(self, sample: Sample) -> None:
+        before = self.admission
         self.admission = policy.admission(sample, self.limits, before)
-        if before.open and not self.admission.open:
-            self._event("warning", f"node over its caps ({self.admission.reason}): inference "
-                        "refused, due rounds wait", {"reasons": list(self.admission.reasons)})
-        elif not before.open and self.admission.open:
-            self._event("info", "node back under its caps: inference and rounds resume", {})
+        if before.open != self.admission.open:
+            self._flips += 1
+        self._say_admission()
         cap = policy.worker_cap(sample, self.limits, self.admission, self._floor,
                                 self._ceiling)
         if cap != self.worker_cap:
@@ -90,6 +111,38 @@ class ResourceManager:
                      ("busy" if not self.admission.open else "normal"))
             for fn in self._cap_listeners:
                 fn(cap)
+
+    def _say_admission(self) -> None:
+        """One event per admission change, damped: at most ``ADMISSION_EVENTS`` in any
+        ``ADMISSION_WINDOW_S``. Changes in between are counted and summed up in the next
+        event, which is recorded once the window allows, so the last event always tells
+        the state the node is in (a load flapping around a cap every few seconds is a
+        couple of events a minute, not dozens)."""
+        if not self._flips:
+            return
+        now = self._clock()
+        while self._said_at and now - self._said_at[0] >= ADMISSION_WINDOW_S:
+            self._said_at.popleft()
+        if len(self._said_at) >= ADMISSION_EVENTS:
+            return
+        flips, self._flips = self._flips, 0
+        more = f" ({flips - 1} more changes in the last {ADMISSION_WINDOW_S:.0f} s)" \
+            if flips > 1 else ""
+        if self.admission.open == self._said_open:
+            # it went over and back (or under and over) in between: say so once
+            state = "under its caps now" if self.admission.open else \
+                f"over its caps now ({self.admission.reason})"
+            self._event("warning", f"node crossed its caps {flips} times; {state}",
+                        {"changes": flips})
+        elif not self.admission.open:
+            self._event("warning", f"node over its caps ({self.admission.reason}): inference "
+                        f"refused, due rounds wait{more}",
+                        {"reasons": list(self.admission.reasons), "changes": flips})
+        else:
+            self._event("info", f"node back under its caps: inference and rounds resume{more}",
+                        {"changes": flips})
+        self._said_open = self.admission.open
+        self._said_at.append(now)
 
     def add_cap_listener(self, fn: Callable[[int], None]) -> None:
         self._cap_listeners.append(fn)
@@ -120,7 +173,16 @@ class ResourceManager:
         self.round_waits += 1
         started = time.monotonic()
         log.info("round %d is due but waits: %s", round_id, why)
+        try:
+            await self._hold(round_id, why, started, awaited)
+        finally:
+            self.holding = None
+
+    async def _hold(self, round_id: int, why: str | None, started: float,
+                    awaited: Callable[[], bool]) -> None:
         while why is not None:
+            self.holding = {"round": round_id, "reason": why, "since": time.time()
+                            - (time.monotonic() - started)}
             if time.monotonic() - started >= self._round_max_wait:
                 log.warning("round %d waited %.0f s for resources (%s); aggregating anyway",
                             round_id, self._round_max_wait, why)
@@ -189,5 +251,6 @@ class ResourceManager:
             "disk_guard": self._disk_refusing,
             "refused": {"inference": self.refused_inference, "updates": self.refused_updates},
             "round_waits": self.round_waits,
+            "holding": self.holding,
             "placements": dict(self.roles),
         }

@@ -148,3 +148,10 @@ def recent_events(store: Store, limit: int) -> list[EventRow]:
             "SELECT id, ts, kind, level, message, data FROM "
             "(SELECT * FROM events ORDER BY id DESC LIMIT ?) ORDER BY id", [limit]).fetchall()
     return [EventRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+
+def last_rejection_at(store: Store) -> dict[str, float]:
+    """When each sender's latest update was rejected (any reason)."""
+    with store._lock, _translated("reading rejections"):
+        return {str(r[0]): float(r[1]) for r in store.db.execute(
+            "SELECT device_id, MAX(last_at) FROM rejections GROUP BY device_id")}

@@ -45,12 +45,16 @@ class Cdp:
         self.ids = itertools.count(1)
         self.received = bytearray()
         """Everything the page received over WebSockets (the terminal's output)."""
+        self.requested: list[str] = []
+        """Every URL the page asked for (fonts included)."""
 
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
         msg_id = next(self.ids)
         await self.ws.send_json({"id": msg_id, "method": method, "params": params})
         while True:
             msg = await self.ws.receive_json(timeout=30)
+            if msg.get("method") == "Network.requestWillBeSent":
+                self.requested.append(msg["params"]["request"]["url"])
             if msg.get("method") == "Network.webSocketFrameReceived":
                 frame = msg["params"]["response"]
                 data = frame["payloadData"]
@@ -66,7 +70,18 @@ def _port_written(path: Path) -> bool:
     return path.exists() and bool(path.read_text().strip())
 
 
-async def _browse(url: str, profile: Path, shot: Path) -> str:
+async def _text_after(cdp: Cdp, start: int, wanted: str, timeout: float = 60) -> str:
+    async with asyncio.timeout(timeout):
+        while True:
+            await asyncio.sleep(0.5)
+            await cdp.call("Runtime.evaluate", expression="1")  # pump events
+            text = ANSI.sub(b"", bytes(cdp.received[start:])).decode("utf-8", "replace")
+            if wanted in text:
+                return text
+
+
+async def _browse(url: str, profile: Path, shot: Path) -> tuple[str, str, list[str]]:
+    """(what the dashboard drew, what the Edges page drew, every URL requested)."""
     assert CHROMIUM is not None
     proc = await asyncio.create_subprocess_exec(
         CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank",
@@ -94,7 +109,15 @@ async def _browse(url: str, profile: Path, shot: Path) -> str:
                 await asyncio.sleep(1.0)  # let the last frame paint
                 png = await cdp.call("Page.captureScreenshot", format="png")
                 await asyncio.to_thread(shot.write_bytes, base64.b64decode(png["data"]))
-                return text
+                start = len(cdp.received)
+                # "2" (the Edges page) typed into xterm.js's input
+                await cdp.call("Runtime.evaluate", expression=(
+                    "document.querySelector('.xterm-helper-textarea').focus()"))
+                await cdp.call("Input.insertText", text="2")
+                edges = await _text_after(cdp, start, "sorted by")
+                await asyncio.sleep(1.0)
+                edges = ANSI.sub(b"", bytes(cdp.received[start:])).decode("utf-8", "replace")
+                return text, edges, cdp.requested
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
@@ -124,7 +147,8 @@ def test_served_console_shows_the_dashboard(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "textual-serve did not answer"
                 time.sleep(0.3)
             shot = tmp_path / "browser-dashboard.png"
-            text = asyncio.run(_browse(url, tmp_path / "chromium-profile", shot))
+            text, edges, requested = asyncio.run(_browse(url, tmp_path / "chromium-profile",
+                                                         shot))
         finally:
             serve.terminate()
             serve.wait(15)
@@ -132,4 +156,8 @@ def test_served_console_shows_the_dashboard(tmp_path: Path) -> None:
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
     assert "site-e2e" in text and "bay-2" in text
-    assert "read-only" not in text  # the flag is on, but only refusals mention it
+    # read-only by default: said on every page, and nothing that changes the node offered
+    assert "READ-ONLY" in text and "READ-ONLY" in edges
+    assert "Filter" in edges and "Add device" not in edges and "Revoke" not in edges
+    # fonts from textual-serve's own folder: the page asks this server only
+    assert requested and all(u.startswith(url) for u in requested), requested

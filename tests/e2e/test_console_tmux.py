@@ -1,6 +1,7 @@
 """A smoke run as a person would do it: ``fog-appliance run`` in the background, the
-console in tmux (as on the Linux console: ``TERM=linux``, 100×30, keys only), pages
-switched, a device added from the keyboard, the console quit."""
+console in tmux (as on the Linux console: ``TERM=linux``, at 80×24 and 120×40, keys only),
+pages switched, a device added from the keyboard, the console quit. Every screen drawn
+uses only glyphs the Linux console's CP437 font has, and the footer's Quit fits."""
 
 from __future__ import annotations
 
@@ -58,36 +59,46 @@ class Tmux:
                               check=False, capture_output=True).returncode == 0
 
 
-def test_console_in_tmux(tmp_path: Path) -> None:
+def cp437(screen: str) -> str:
+    screen.encode("cp437")  # raises on a glyph the Linux console's font lacks
+    return screen
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_console_in_tmux(tmp_path: Path, size: tuple[int, int]) -> None:
     config = write_config(tmp_path)
     with fog_node(config, tmp_path / "node.log") as sock:
         tmux = Tmux(f"fog-console-{uuid.uuid4().hex[:8]}")
         command = (f"cd {shlex.quote(str(ROOT))} && TERM=linux PYTHONPATH={shlex.quote(str(ROOT))} "
                    f"{shlex.quote(sys.executable)} -m textual_ui --config "
                    f"{shlex.quote(str(config))} --poll 0.5")
-        tmux.run("new-session", "-d", "-s", tmux.session, "-x", "100", "-y", "30", command)
+        tmux.run("new-session", "-d", "-s", tmux.session, "-x", str(size[0]), "-y",
+                 str(size[1]), command)
         shots = tmp_path / "screens.txt"
         log: list[str] = []
         try:
-            log.append(tmux.wait_for("site-e2e · bay-2 · connected"))
-            assert "Updates per minute" in log[-1]
+            log.append(cp437(tmux.wait_for("site-e2e · bay-2 · connected")))
+            log.append(cp437(tmux.wait_for("Round 1")))  # panels draw in their own workers
+            assert "Problems" in log[-1]
+            assert "? Help q Quit" in [x for x in log[-1].splitlines() if x.strip()][-1]
             tmux.keys("2")
             log.append(tmux.wait_for("0 devices"))
             tmux.keys("a")
             tmux.wait_for("Add a device")
             tmux.keys("-l", "door-1")
             tmux.keys("Enter")
-            log.append(tmux.wait_for("fog-appliance edge flash --port /dev/ttyUSB0 "
-                                     "--device door-1"))
+            log.append(cp437(tmux.wait_for("fog-appliance edge flash --port /dev/ttyUSB0 "
+                                           "--device door-1")))
+            assert "--config" in log[-1]  # the exact command names the node's config
             tmux.keys("Escape")  # then wait: a key right after Esc would read as Alt+key
             tmux.wait_gone("Flash the board")
             log.append(tmux.wait_for("1 devices"))
             tmux.keys("6")
-            log.append(tmux.wait_for("door-1 provisioned by console"))
-            tmux.keys("?")
-            log.append(tmux.wait_for("this help"))
+            log.append(cp437(tmux.wait_for("door-1 provisioned by console")))
+            tmux.keys("F1")
+            log.append(cp437(tmux.wait_for("Esc closes this help")))
             tmux.keys("Escape")
-            tmux.wait_gone("this help")
+            tmux.wait_gone("Esc closes this help")
             tmux.keys("q")
             deadline = time.monotonic() + 15
             while tmux.alive() and time.monotonic() < deadline:

@@ -58,8 +58,9 @@ async def test_actions_change_the_node_and_are_logged(tmp_path: Path) -> None:
             await api.close_round()
         assert refused.value.status == 409 and "at least one" in refused.value.message
         result = await api.provision("cam-7", role="offload")
-        assert result["flash_command"] == ("fog-appliance edge flash --port /dev/ttyUSB0 "
-                                           "--device cam-7")
+        # a node on the defaults keeps its data under its working directory
+        assert result["flash_command"] == (f"cd {os.getcwd()} && fog-appliance edge flash "
+                                           "--port /dev/ttyUSB0 --device cam-7")
         conf_text = await asyncio.to_thread(Path(result["config_path"]).read_text)
         assert json.loads(conf_text)["device_id"] == "cam-7"
         assert (await node.db.run(node.store.device, "cam-7")).role == "offload"  # type: ignore[union-attr]
@@ -135,6 +136,18 @@ async def test_body_that_is_not_a_json_object_is_refused(tmp_path: Path) -> None
                 async with s.patch("http://x/api/settings", data=body) as resp:
                     assert resp.status == 400, body
                     assert "JSON" in (await resp.json())["error"]
+
+
+async def test_the_flash_command_names_the_nodes_config(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """Run from any shell (SSH, another directory), it flashes this node's device."""
+    config = tmp_path / "my node.yaml"
+    monkeypatch.setenv("FOG_APPLIANCE_CONFIG", str(config))
+    async with running_node(node_config(tmp_path / "var")) as (_node, api):
+        result = await api.provision("cam-8")
+        assert result["flash_command"] == ("fog-appliance edge flash --port /dev/ttyUSB0 "
+                                           f"--device cam-8 --config '{config}'")
 
 
 async def test_settings_persist_across_a_restart(tmp_path: Path) -> None:

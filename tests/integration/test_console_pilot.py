@@ -13,6 +13,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from fog_appliance.app import FogNode
+from fog_appliance.broker import free_port
 from tests.admin_support import node_config, running_node, send_update
 from textual_ui.app import FogConsole
 from textual_ui.client import AdminClient, Endpoint
@@ -146,6 +147,7 @@ async def test_settings_are_validated_then_saved(tmp_path: Path) -> None:
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("7")
             await until(pilot, lambda: "rounds.min_updates" in screen_text(app))
+            assert "Fewest updates a round may close with" in screen_text(app)
             box = app.screen.query_one("#set-edge_interface--aggregation_threshold", Input)
             box.value = "0"
             await until(pilot, lambda: "must be at least 1" in screen_text(app))
@@ -154,12 +156,13 @@ async def test_settings_are_validated_then_saved(tmp_path: Path) -> None:
             assert node.cfg.edge_interface.aggregation_threshold == 4
             box.value = "2"
             app.screen.query_one("#set-rounds--min_updates", Input).value = "3"
-            await pilot.press("ctrl+s")
-            await until(pilot, lambda: "is more than" in notes(app))
+            await pilot.press("ctrl+s")  # the cross-field error, at the field
+            await until(pilot, lambda: "must not be more than the updates that close a "
+                        "round (2)" in screen_text(app))
             assert node.cfg.edge_interface.aggregation_threshold == 4
             app.screen.query_one("#set-rounds--min_updates", Input).value = "1"
             await pilot.press("ctrl+s")
-            await until(pilot, lambda: "Saved:" in notes(app))
+            await until(pilot, lambda: "Saved and applied:" in notes(app))
             assert node.cfg.edge_interface.aggregation_threshold == 2
             assert node.coordinator.round.threshold == 2
 
@@ -204,3 +207,122 @@ async def test_pages_without_their_part_say_not_available(tmp_path: Path, page: 
             await pilot.press(page)
             await until(pilot, lambda: "not available" in screen_text(app))
             assert "has no" in screen_text(app)
+
+
+async def test_actions_with_the_node_down_say_so(tmp_path: Path) -> None:
+    """Close round and Ctrl+S with the service gone: an error each, edits kept."""
+    first = contextlib.AsyncExitStack()
+    node = await first.enter_async_context(FogNode(node_config(tmp_path / "var")).running())
+    app = console_for(node)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("7")
+        await until(pilot, lambda: "Updates that close a round" in screen_text(app))
+        box = app.screen.query_one("#set-rounds--deadline_s", Input)
+        box.value = "90"
+        await until(pilot, lambda: "(unsaved)" in screen_text(app))
+        await pilot.press("3")
+        await until(pilot, lambda: "Open round 1" in screen_text(app))
+        await first.aclose()
+        await until(pilot, lambda: "NOT CONNECTED" in screen_text(app))
+        await pilot.press("c")
+        await until(pilot, lambda: "round was not closed" in notes(app))
+        await pilot.press("7")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: "Not saved: node unreachable" in notes(app))
+        assert box.value == "90"
+        await pilot.press("1")
+        await until(pilot, lambda: "NOT CONNECTED" in screen_text(app)
+                    and "does not answer" in screen_text(app))
+
+
+async def test_saved_settings_govern_the_next_round(tmp_path: Path) -> None:
+    async with running_node(node_config(tmp_path / "var", threshold=4)) as (node, api):
+        confs = [(await api.provision(f"p-{i}"))["config"] for i in range(2)]
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("7")
+            await until(pilot, lambda: "Updates that close a round" in screen_text(app))
+            box = app.screen.query_one("#set-edge_interface--aggregation_threshold", Input)
+            box.focus()
+            box.value = "2"
+            await pilot.press("escape")  # leaves the field: number keys switch pages again
+            await until(pilot, lambda: app.focused is not box)
+            app.screen.query_one("#set-rounds--min_updates", Input).value = "3"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: "must not be more than the updates that close"
+                        in screen_text(app))
+            app.screen.query_one("#set-rounds--min_updates", Input).value = "1"
+            await pilot.press("escape", "ctrl+s")
+            await until(pilot, lambda: "saved: applied now" in screen_text(app))
+            for i, conf in enumerate(confs):
+                assert await send_update(conf, tmp_path, rng_seed=i)
+            await pilot.press("1")
+            await until(pilot, lambda: "Round 2" in screen_text(app)
+                        and "0 of 2 updates" in screen_text(app))
+
+
+async def test_a_duplicate_id_keeps_the_dialog_and_the_input(tmp_path: Path) -> None:
+    async with running_node(node_config(tmp_path / "var")) as (node, api):
+        await api.provision("door-3")
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await until(pilot, lambda: "1 devices" in screen_text(app))
+            await pilot.press("a")
+            await until(pilot, lambda: "Add a device" in screen_text(app))
+            await pilot.press(*"door-3", "enter")
+            await until(pilot, lambda: "Not provisioned:" in screen_text(app))
+            assert "already" in screen_text(app)
+            assert app.screen.query_one("#device-id", Input).value == "door-3"
+
+
+async def test_problems_stay_on_the_dashboard_and_become_events(tmp_path: Path) -> None:
+    """A round held for memory and an edge with a wrong key: both on the dashboard with
+    their reason in words, both recorded as events; the edge is 'failing' on the Edges page
+    with its likely cause."""
+    cfg = node_config(tmp_path / "var", threshold=1)
+    cfg.resources.max_memory_usage = 0.5  # any real machine uses more: rounds are held
+    cfg.resources.sample_interval_s = 0.2
+    async with running_node(cfg) as (node, api):
+        good = (await api.provision("press-1"))["config"]
+        bad = {**(await api.provision("valve-2"))["config"], "key": good["key"]}
+        from tests.snapshots.record_api import send_wrongly_signed
+        await send_wrongly_signed(bad, tmp_path, 2)
+        await asyncio.sleep(0.5)  # the resource manager's first sample
+        assert await send_update(good, tmp_path)  # round 1 due: held; rejections stored
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: "Round 1 is held" in screen_text(app)
+                        and "memory" in screen_text(app), timeout=30)
+            await until(pilot, lambda: "Edge valve-2 failing" in screen_text(app))
+            assert "key does not match" in screen_text(app)
+            await pilot.press("2")
+            await until(pilot, lambda: "1 failing" in screen_text(app))
+            await pilot.press("slash", *"valve")
+            await until(pilot, lambda: "1 of 2 devices match" in screen_text(app))
+            assert "bad_signature ×2" in screen_text(app)
+        # recorded once they have lasted a few seconds (problems.ProblemWatcher)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        wanted = ("Round 1 is held", "Edge valve-2 failing: 2 updates rejected")
+        while True:
+            messages = [e.message for e in await node.db.run(node.store.events, 0, 500)]
+            if all(any(w in m for m in messages) for w in wanted):
+                break
+            assert loop.time() < deadline, messages
+            await asyncio.sleep(0.2)
+
+
+async def test_a_wrong_token_is_said_once_and_not_as_not_connected(tmp_path: Path) -> None:
+    cfg = node_config(tmp_path / "var")
+    cfg.admin.http_enabled = True
+    cfg.admin.http_port = free_port()
+    async with running_node(cfg) as (node, _api):
+        assert node.admin is not None and node.admin.http is not None
+        app = FogConsole(AdminClient(Endpoint(url=node.admin.http, token="not-the-token"),
+                                     actor="pilot"), poll_s=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: "TOKEN REFUSED" in screen_text(app))
+            await pilot.pause(2.0)  # ten refreshes
+            assert notes(app).count("Token refused") == 1, notes(app)
+            assert "NOT CONNECTED" not in screen_text(app)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import subprocess
 import sys
 import time
@@ -132,3 +133,20 @@ def test_served_sessions_present_the_read_only_token(tmp_path: Path) -> None:
     assert build_parser().parse_args(["--serve"]).host == "127.0.0.1"
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+async def test_the_served_page_uses_the_bundled_fonts(tmp_path: Path) -> None:
+    """No request leaves the LAN: the page names textual-serve's own font files, which the
+    server serves, and no web-font service."""
+    with served(tmp_path) as url:
+        jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1
+        async with aiohttp.ClientSession(cookie_jar=jar) as s:
+            async with s.get(f"{url}/?login={LOGIN}") as resp:
+                assert resp.status == 200
+                page = await resp.text()
+            assert "googleapis" not in page and "https://" not in page
+            fonts = re.findall(r'url\("([^"]*fonts/[^"]+\.ttf)"\)', page)
+            assert len(fonts) == 2, page
+            for font in fonts:
+                async with s.get(font if font.startswith("http") else url + font) as resp:
+                    assert resp.status == 200 and len(await resp.read()) > 10_000

@@ -11,16 +11,19 @@ node's own (privacy with a DP budget, so that page has something to draw).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "fixtures" / "console" / "api.json"
 READS = ["/api/status", "/api/edges", "/api/rounds?limit=100", "/api/models",
          "/api/settings", "/api/events?tail=200", "/api/sections/resources",
-         "/api/sections/inference", "/api/sections/privacy", "/api/sections/cache"]
+         "/api/sections/inference", "/api/sections/privacy", "/api/sections/cache",
+         "/api/problems"]
 
 
 async def record(out: Path) -> None:
@@ -50,10 +53,33 @@ async def record(out: Path) -> None:
                     await api.record_metrics(version, {"accuracy": 0.52 + 0.11 * rnd})
                 await send_update(confs[3], Path(tmp), battery=12)
                 await api.revoke("press-04")
+                # valve-05's board has another device's key: every update is rejected
+                wrong = {**(await api.provision("valve-05"))["config"], "key": confs[0]["key"]}
+                await send_wrongly_signed(wrong, Path(tmp), 3)
+                # rejections are stored with the next committed batch
+                await send_update(confs[1], Path(tmp), battery=80, rng_seed=99)
+                await api.provision("door-06")  # never seen
+                await asyncio.sleep(cfg.resources.sample_interval_s + 0.5)  # gauges drawn
                 answers = {path: await api.get(path) for path in READS}
     text = json.dumps(answers, indent=1, sort_keys=True) + "\n"
     await asyncio.to_thread(out.write_text, text)
     print(f"recorded {len(answers)} answers in {out}")
+
+
+async def send_wrongly_signed(conf: dict[str, Any], state_dir: Path, n: int) -> None:
+    """``n`` updates from a board that holds the wrong key (no hello: it would be refused
+    before the update, as from a sender the node cannot tell)."""
+    import numpy as np
+
+    from fog_appliance.client import ClientError, DeviceCredentials, FLClient
+
+    async with FLClient(DeviceCredentials.from_dict(conf), transport="coap",
+                        state_path=state_dir / "wrong.state", timeout=10.0) as client:
+        model = await client.model()
+        for _ in range(n):
+            delta = [np.zeros(w.shape, np.float32) for w in model.weights]
+            with contextlib.suppress(ClientError):
+                await client.send_update(delta, num_samples=10, local_steps=5, model=model)
 
 
 if __name__ == "__main__":

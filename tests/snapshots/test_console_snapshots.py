@@ -129,6 +129,20 @@ def test_linux_console_dashboard(snap_compare: Any, replay: Path,
                         run_before=wait_for("1"))
 
 
+@pytest.mark.parametrize("page", sorted(PAGES))
+async def test_linux_console_glyphs_on_every_page(replay: Path, page: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """TERM=linux: every glyph drawn is one the console's CP437 font has (borders,
+    scrollbars, marks, the header's icon included)."""
+    monkeypatch.setenv("TERM", "linux")
+    app = make_app(replay, theme="ansi-dark")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(page)(pilot)
+        text = screen_text(app)
+        text.encode("cp437")
+        assert "? Help q Quit" in text.splitlines()[-1]
+
+
 def test_help(snap_compare: Any, replay: Path) -> None:
     async def run_before(pilot: Pilot[None]) -> None:
         await wait_for("2")(pilot)
@@ -151,7 +165,7 @@ async def test_fixture_matches_a_live_node(tmp_path: Path) -> None:
     async with running_node(node_config(tmp_path / "var")) as (_node, api):
         await api.provision("press-00")
         for path in ("/api/status", "/api/edges", "/api/settings",
-                     "/api/sections/resources"):
+                     "/api/sections/resources", "/api/problems"):
             live, recorded = await api.get(path), ANSWERS[path]
             assert set(_shape(live)) == set(_shape(recorded)), path
         live_round = (await api.rounds())["current"]

@@ -149,3 +149,33 @@ async def test_a_full_disk_holds_due_rounds_too() -> None:
     assert not waiter.done() and rm.round_waits == 1
     rm.update(sample())
     await asyncio.wait_for(waiter, 1.0)
+
+
+def test_flapping_around_a_cap_is_damped_and_the_last_event_tells_the_state() -> None:
+    now = [0.0]
+    events: list[tuple[str, str]] = []
+    rm = ResourceManager(Limits(max_cpu=80, max_memory=80, hysteresis=0), Feed(),
+                         events=lambda level, msg, data: events.append((level, msg)),
+                         clock=lambda: now[0])
+    for i in range(20):  # over, under, over, … every 2 s for 40 s
+        now[0] = 2.0 * i
+        rm.update(sample(cpu=97 if i % 2 == 0 else 10))
+    assert len(events) == 2, events  # over, back under; the rest counted, not recorded
+    now[0] = 61.0
+    rm.update(sample(cpu=10))  # under again; the window allows one more
+    assert len(events) == 3 and "crossed its caps" in events[-1][1]
+    assert "under its caps now" in events[-1][1]
+    now[0] = 200.0
+    rm.update(sample(cpu=97))
+    assert events[-1][0] == "warning" and "over its caps (cpu 97% > 80%)" in events[-1][1]
+
+
+def test_new_limits_govern_admission_at_once() -> None:
+    rm, events, _caps = manager()
+    rm.update(sample(memory=85))
+    with pytest.raises(OverloadedError):
+        rm.check_inference()
+    rm.set_limits(Limits(max_cpu=80, max_memory=95, retry_after_s=9))
+    rm.check_inference()  # no new sample needed
+    assert rm.status()["limits"]["max_memory"] == 95
+    assert [lvl for lvl, _ in events] == ["warning", "info"]

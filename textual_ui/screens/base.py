@@ -4,7 +4,7 @@ worker, and one place that turns API errors into specific notifications."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from textual import work
 from textual.screen import Screen
@@ -24,6 +24,11 @@ class NodeScreen(Screen[None]):
     """
 
     TITLE = "page"
+    CHANGES: ClassVar[frozenset[str]] = frozenset()
+    """Actions of this page that change the node: not offered (footer, keys) read-only."""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in self.CHANGES and self.console.read_only)
 
     @property
     def console(self) -> FogConsole:
@@ -32,16 +37,28 @@ class NodeScreen(Screen[None]):
         assert isinstance(self.app, FogConsole)
         return self.app
 
+    def refuse_read_only(self) -> bool:
+        """True (and says so) if this console may not change the node."""
+        if self.console.read_only:
+            self.notify("This console is read-only: it shows the node but cannot change it.",
+                        title="Read-only", severity="warning")
+        return self.console.read_only
+
     def on_mount(self) -> None:
         self.set_interval(self.console.poll_s, self._tick)
         self.reload()
 
     def on_screen_resume(self) -> None:
+        if self.console.connected is False:
+            self.connection_changed(False)
         self.reload()
 
     def _tick(self) -> None:
         if self.is_current:
             self.reload()
+
+    def connection_changed(self, connected: bool | None) -> None:
+        """The app's connection to the node changed (the header says so on every page)."""
 
     async def fetch(self, client: AdminClient) -> Any:
         """Read what the page shows (runs in a worker)."""
@@ -56,16 +73,25 @@ class NodeScreen(Screen[None]):
         if data is not None:
             self.show(data)
 
-    async def call_api(self, fn: Callable[[AdminClient], Awaitable[T]], *, what: str
-                       ) -> T | None:
+    async def call_api(self, fn: Callable[[AdminClient], Awaitable[T]], *, what: str,
+                       action: bool = False) -> T | None:
         """Run one API call; on failure tell the person what failed and why, specifically,
-        and return None."""
+        and return None. An ``action`` (something the person asked for) always gets its own
+        error when the node is down, even if the console already said it is unreachable."""
         try:
             result = await fn(self.console.client)
         except Unreachable as exc:
             self.console.connection_lost(str(exc))
+            if action:
+                self.notify(f"{what} failed: the fog node did not answer ({exc}). Nothing "
+                            "was changed; try again when the header says connected.",
+                            title="Not done: node unreachable", severity="error",
+                            timeout=10, markup=False)
             return None
         except Refused as exc:
+            if exc.status == 401 and not action:
+                self.console.credential_refused(exc.message)  # said once, not per refresh
+                return None
             self.notify(f"{what}: {exc.message}", title=_refusal_title(exc.status),
                         severity="error", timeout=8, markup=False)
             return None

@@ -21,8 +21,15 @@ from textual_ui.widgets import SectionView
 
 class CacheScreen(NodeScreen):
     TITLE = "Cache & inference"
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("e", "evict", "Evict version"),
-                                             Binding("b", "rollback", "Roll back to")]
+    CHANGES = frozenset({"evict", "rollback"})
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("e", "evict", "Evict version",
+                tooltip="Drop the stored blob of the selected old model version (asks "
+                "first); its row, hash and metrics stay."),
+        Binding("b", "rollback", "Roll back to",
+                tooltip="Publish the selected stored version's weights again as a new "
+                "version (asks first); the open round is superseded."),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -35,7 +42,7 @@ class CacheScreen(NodeScreen):
             yield SectionView("Cache", skip=("versions", "entries"),
                               now=self.console_clock, id="cache")
             yield SectionView("Inference", now=self.console_clock, id="inference")
-        yield Footer()
+        yield Footer(compact=True)
 
     def console_clock(self) -> float:
         return self.console.clock()
@@ -99,7 +106,7 @@ class CacheScreen(NodeScreen):
     @work(exclusive=True, group="action")
     async def do_evict(self, version: int) -> None:
         result = await self.call_api(lambda c: c.evict(version),
-                                     what=f"evicting model version {version}")
+                                     what=f"evicting model version {version}", action=True)
         if result is not None:
             self.notify(f"Model version {version} evicted ({size(result['bytes_freed'])} "
                         "freed).", title="Cache")
@@ -132,7 +139,8 @@ class CacheScreen(NodeScreen):
     @work(exclusive=True, group="action")
     async def do_rollback(self, version: int) -> None:
         result = await self.call_api(lambda c: c.rollback(version),
-                                     what=f"rolling back to model version {version}")
+                                     what=f"rolling back to model version {version}",
+                                     action=True)
         if result is not None:
             self.notify(f"Model version {version} published again as version "
                         f"{result['version']}.", title="Rollback")

@@ -29,8 +29,10 @@ def matches(event: dict[str, Any], needle: str) -> bool:
 class EventsScreen(NodeScreen):
     TITLE = "Events"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("slash", "filter", "Filter", key_display="/",
+                tooltip="Show only events with all these words in their level, kind or message."),
+        Binding("escape", "clear_filter", "Clear filter", show=False,
+                tooltip="Clear the filter and show every event again."),
     ]
 
     def __init__(self) -> None:
@@ -44,7 +46,7 @@ class EventsScreen(NodeScreen):
         yield Input(placeholder="filter: words to match in level, kind, message (/)",
                     id="filter")
         yield RichLog(id="log", wrap=True, markup=False, max_lines=KEEP)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#log", RichLog).border_title = "Events (live)"

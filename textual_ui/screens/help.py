@@ -11,17 +11,29 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Label, Static
 
-GENERAL = [("1 … 7", "switch page: Dashboard, Edges, Rounds, Cache & inference, Privacy, "
-            "Events, Settings"),
-           ("Tab / Shift+Tab", "move between fields and tables"),
-           ("↑ ↓ PgUp PgDn", "move in a table or log"),
-           ("Enter", "press the focused button"),
-           ("Esc", "close a dialog"),
-           ("?", "this help"), ("q", "quit the console (the node keeps running)")]
+GENERAL = [("Tab / Shift+Tab", "Move between fields, tables and buttons."),
+           ("↑ ↓ PgUp PgDn", "Move in a table or a log; the page scrolls when it does not fit."),
+           ("Enter", "Press the focused button, or submit the field you are in."),
+           ("Esc", "Close a dialog, clear a filter, or leave the field you are typing in.")]
+"""Keys Textual gives every page."""
+
+
+def key_rows(bindings: list[Binding]) -> list[tuple[str, str]]:
+    """(key as shown, a sentence) for every binding, hidden ones included."""
+    rows = []
+    for b in bindings:
+        keys = [k.strip() for k in b.key.split(",")]
+        shown = b.key_display if b.key_display and len(keys) == 1 else " / ".join(
+            {"question_mark": "?", "slash": "/", "escape": "Esc"}.get(k, k.replace(
+                "ctrl+", "Ctrl+").replace("f1", "F1")) for k in keys)
+        rows.append((shown, b.tooltip or b.description))
+    return rows
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q", "close",
+    """F1 or ``?``: every key of the page, then of the whole console, with a sentence each."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q,f1", "close",
                                                      "Close")]
 
     def __init__(self, page: Screen[object]) -> None:
@@ -29,15 +41,23 @@ class HelpScreen(ModalScreen[None]):
         self.page = page
 
     def compose(self) -> ComposeResult:
+        from textual_ui.app import FogConsole
+
         with VerticalScroll(classes="dialog wide"):
-            yield Label(f"Keys: {getattr(self.page, 'TITLE', 'console')}",
-                        classes="dialog-title")
+            yield Label(f"Keys: {getattr(self.page, 'TITLE', 'console')} page "
+                        "(Esc closes this help)", classes="dialog-title")
             table = Table.grid(padding=(0, 2))
             table.add_column(style="bold", no_wrap=True)
             table.add_column()
-            for binding in getattr(self.page, "BINDINGS", []):
-                if isinstance(binding, Binding) and binding.show:
-                    table.add_row(binding.key_display or binding.key, binding.description)
+            page_keys = [b for b in getattr(self.page, "BINDINGS", [])
+                         if isinstance(b, Binding)]
+            app_keys = [b for b in FogConsole.BINDINGS if isinstance(b, Binding)]
+            for key, what in key_rows(page_keys):
+                table.add_row(key, what)
+            if page_keys:
+                table.add_row("", "")
+            for key, what in key_rows(app_keys):
+                table.add_row(key, what)
             for key, what in GENERAL:
                 table.add_row(key, what)
             yield Static(table)

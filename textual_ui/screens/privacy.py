@@ -21,7 +21,7 @@ class PrivacyScreen(NodeScreen):
         yield Static("", id="budget-text", classes="panel")
         yield Gauge("ε", id="budget")
         yield SectionView("Privacy", now=self._now, id="privacy")
-        yield Footer()
+        yield Footer(compact=True)
 
     def _now(self) -> float:
         return self.console.clock()

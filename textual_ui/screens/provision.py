@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -14,14 +15,26 @@ from textual.screen import ModalScreen
 from textual.validation import Regex
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
+from textual_ui.client import Refused, Unreachable
+
 DEVICE_ID = r"[A-Za-z0-9_-]{1,32}"
 SECRET_FIELDS = ("key", "password")
 
 
-class ProvisionScreen(ModalScreen[tuple[str, str] | None]):
-    """Asks for a device id and role; dismisses with them (or None)."""
+Submit = Callable[[str, str], Awaitable[dict[str, Any]]]
+"""Provisions (device id, role) on the node; raises the client's errors."""
+
+
+class ProvisionScreen(ModalScreen[dict[str, Any] | None]):
+    """Asks for a device id and role and provisions it, saying so while it runs; a refusal
+    (a duplicate id, …) is shown under the id and the dialog stays, with what was typed.
+    Dismisses with the node's answer (or None if cancelled)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, submit: Submit) -> None:
+        super().__init__()
+        self.submit = submit
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -29,10 +42,11 @@ class ProvisionScreen(ModalScreen[tuple[str, str] | None]):
             yield Input(placeholder="device id, e.g. press-07", id="device-id",
                         validators=[Regex(DEVICE_ID, failure_description=(
                             "1 to 32 letters, digits, _ or -"))])
-            yield Static("", id="id-problem", classes="problem")
+            yield Static("", id="id-problem", classes="problem", markup=False)
             with RadioSet(id="role"):
                 yield RadioButton("train (runs local training)", value=True, id="train")
                 yield RadioButton("offload (sends features, no training)", id="offload")
+            yield Static("", id="progress", classes="hint", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Provision", variant="primary", id="ok")
                 yield Button("Cancel (Esc)", id="cancel")
@@ -56,7 +70,29 @@ class ProvisionScreen(ModalScreen[tuple[str, str] | None]):
             return
         pressed = self.query_one("#role", RadioSet).pressed_button
         role = pressed.id if pressed is not None and pressed.id else "train"
-        self.dismiss((device_id, role))
+        self.provision(device_id, role)
+
+    @work(exclusive=True, group="provision")
+    async def provision(self, device_id: str, role: str) -> None:
+        progress = self.query_one("#progress", Static)
+        ok = self.query_one("#ok", Button)
+        progress.update(f"Provisioning {device_id}: key, broker account, config file…")
+        ok.disabled = True
+        try:
+            result = await self.submit(device_id, role)
+        except Refused as exc:
+            self.query_one("#id-problem", Static).update(f"Not provisioned: {exc.message}")
+            self.query_one("#device-id", Input).focus()
+            return
+        except Unreachable as exc:
+            self.query_one("#id-problem", Static).update(
+                f"Not provisioned: the fog node does not answer ({exc}). Try again when "
+                "it is back; what you typed is kept.")
+            return
+        finally:
+            progress.update("")
+            ok.disabled = False
+        self.dismiss(result)
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
@@ -78,12 +114,16 @@ class ProvisionedScreen(ModalScreen[None]):
             yield Label(f"Device {r['device']} provisioned ({r['role']})",
                         classes="dialog-title")
             yield Static("Flash the board (USB) with:", classes="hint")
-            yield Static(r["flash_command"], id="flash-command", classes="command")
+            yield Static(r["flash_command"], id="flash-command", classes="command",
+                         markup=False)
+            with Horizontal(classes="buttons"):
+                yield Button("Close (Esc)", id="close")
             yield Static(f"Its config, with its secret key, is in {r['config_path']} "
-                         "(mode 0600). Secrets are masked here:", classes="hint")
+                         "(mode 0600). Secrets are masked here:", classes="hint",
+                         markup=False)
             with VerticalScroll(id="config-scroll"):
-                yield Static(json.dumps(masked(r["config"]), indent=2), id="config")
-            yield Button("Close (Esc)", id="close")
+                yield Static(json.dumps(masked(r["config"]), indent=2), id="config",
+                             markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#close", Button).focus()

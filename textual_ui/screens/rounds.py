@@ -3,6 +3,7 @@ history of rounds with the models they published."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -11,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
 
-from textual_ui.client import AdminClient
+from textual_ui.client import AdminClient, ConsoleError
 from textual_ui.format import clock, duration, plain
 from textual_ui.screens.base import NodeScreen
 from textual_ui.screens.confirm import ConfirmScreen
@@ -24,9 +25,13 @@ STATE_STYLE = {"published": "green", "failed": "red", "open": "cyan", "collectin
 
 class RoundsScreen(NodeScreen):
     TITLE = "Rounds"
+    CHANGES = frozenset({"close_round", "edit_round"})
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("c", "close_round", "Close now"),
-        Binding("t", "edit_round", "Change round"),
+        Binding("c", "close_round", "Close now",
+                tooltip="Aggregate and publish the open round now (asks first); the console then "
+                "says whether it was held, published or failed."),
+        Binding("t", "edit_round", "Change round",
+                tooltip="Change the open round's threshold, minimum or deadline."),
     ]
 
     def __init__(self) -> None:
@@ -41,7 +46,7 @@ class RoundsScreen(NodeScreen):
                           empty="no accuracy recorded yet (an evaluator posts it to "
                           "/api/models/<version>/metrics)", classes="panel")
         yield DataTable(id="rounds-table", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#accuracy").border_title = "Accuracy of the model each round published"
@@ -66,7 +71,9 @@ class RoundsScreen(NodeScreen):
             (cur["state"], STATE_STYLE.get(cur["state"], "")),
             f"  {cur['count']} of {cur['threshold']} updates (min {cur['min_updates']}), "
             f"trains model {cur['model_version']}; "
-            + (f"deadline in {duration(left)}" if left > 0 else "deadline passed")))
+            + (f"deadline in {duration(left)}" if left > 0 else "deadline passed"),
+            (f"\nheld: due, but waits for resources ({cur['held']})" if cur.get("held")
+             else "", "bold red")))
         self.query_one("#current-progress", Gauge).value = 100.0 * cur["progress"]
         closed = [r for r in reversed(data["history"]) if r["state"] in ("published", "failed")]
         chart = self.query_one("#accuracy", ColumnChart)
@@ -86,12 +93,22 @@ class RoundsScreen(NodeScreen):
                               "since start")
 
     def action_close_round(self) -> None:
-        if self.console.read_only:
-            self.notify("This console is read-only.", severity="warning")
+        if self.refuse_read_only():
+            return
+        if self.console.connected is False:
+            self.notify(f"The round was not closed: the fog node does not answer "
+                        f"({self.console.last_error}).", title="Not done: node unreachable",
+                        severity="error", timeout=10, markup=False)
             return
         cur = self.current
+        if not cur:
+            self.notify("The round is not loaded yet; try again in a moment.",
+                        title="Not done", severity="warning")
+            return
         if not cur.get("can_close_now"):
-            self.notify(f"Round {cur.get('id', '?')} has no update yet: nothing to aggregate.",
+            why = ("it has no update yet: nothing to aggregate" if cur.get("admitting")
+                   else f"it is {cur.get('state')} already")
+            self.notify(f"Round {cur.get('id', '?')} cannot be closed now: {why}.",
                         title="Not possible now", severity="warning")
             return
 
@@ -105,15 +122,54 @@ class RoundsScreen(NodeScreen):
 
     @work(exclusive=True, group="action")
     async def do_close(self) -> None:
-        result = await self.call_api(lambda c: c.close_round(), what="closing the round")
-        if result is not None:
-            self.notify(f"Round {result['round']} is closing with {result['count']} updates.",
-                        title="Rounds")
-            self.reload()
+        result = await self.call_api(lambda c: c.close_round(), what="closing the round",
+                                     action=True)
+        if result is None:
+            return
+        rid = result["round"]
+        self.notify(f"Round {rid} is closing with {result['count']} updates: aggregating…",
+                    title="Rounds")
+        self.reload()
+        await self.follow_close(rid)
+
+    async def follow_close(self, rid: int, timeout_s: float = 900.0) -> None:
+        """Say how the close goes: held for resources (and why), then published or
+        failed. Gives up saying (not the node) after ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        said_held = ""
+        while loop.time() < deadline:
+            await asyncio.sleep(min(1.0, self.console.poll_s))
+            try:
+                rounds = await self.console.client.rounds(limit=5)
+                res = await self.console.client.section("resources")
+            except ConsoleError:
+                continue  # the heartbeat says what is wrong with the connection
+            done = next((r for r in rounds["history"] if r["id"] == rid
+                         and r["state"] in ("published", "failed")), None)
+            if done is not None:
+                if done["state"] == "published":
+                    self.notify(f"Round {rid} published model v{done['result_version']} "
+                                f"from {done['accepted']} updates.", title="Round closed",
+                                timeout=8)
+                else:
+                    self.notify(f"Round {rid} failed: {done['note'] or 'see Events'}.",
+                                title="Round failed", severity="error", timeout=12,
+                                markup=False)
+                self.reload()
+                return
+            held = (res.get("manager") or {}).get("holding") if res.get("available") else None
+            if held and held.get("round") == rid and held.get("reason") != said_held:
+                said_held = str(held["reason"])
+                self.notify(f"Round {rid} waits for resources: {said_held}. It goes on when "
+                            "the node is under its caps (Settings) or after "
+                            "resources.round_max_wait_s.", title="Round held",
+                            severity="warning", timeout=12, markup=False)
+        self.notify(f"Round {rid} has not finished closing after {timeout_s:.0f} s; the "
+                    "Events page shows why.", title="Round still closing", severity="warning")
 
     def action_edit_round(self) -> None:
-        if self.console.read_only:
-            self.notify("This console is read-only.", severity="warning")
+        if self.refuse_read_only():
             return
         if not self.current.get("admitting"):
             self.notify("The round is closing; change the next one.", severity="warning")
@@ -128,7 +184,7 @@ class RoundsScreen(NodeScreen):
     @work(exclusive=True, group="action")
     async def do_retune(self, changes: dict[str, Any]) -> None:
         result = await self.call_api(lambda c: c.retune_round(**changes),
-                                     what="changing the round")
+                                     what="changing the round", action=True)
         if result is not None:
             self.notify(f"Round {result['round']} changed: " + ", ".join(
                 f"{k} {v:g}" for k, v in changes.items()), title="Rounds")

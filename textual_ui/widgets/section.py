@@ -23,6 +23,9 @@ class SectionView(Static):
 
     data: reactive[dict[str, Any] | None] = reactive(None, always_update=True)
 
+    can_focus = True
+    """Tab reaches it, so the arrow keys scroll a section taller than its panel (80×24)."""
+
     def __init__(self, title: str, *, skip: tuple[str, ...] = (), now: Any = time.time,
                  id: str | None = None) -> None:
         super().__init__(id=id)
