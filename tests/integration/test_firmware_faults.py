@@ -288,7 +288,10 @@ def test_an_update_is_sent_again_when_the_link_reopens_before_the_answer(
         f.loop_stop()
     assert copies == [frame, frame]
     assert st.pending is None and st.done_round == 3
-    assert "sending it again" in capsys.readouterr().out
+    # Either the board noticed the dead link while waiting for the answer and resent, or
+    # its own publish hit the reset first and went out again on the new link.
+    out = capsys.readouterr().out
+    assert "sending it again" in out or "publish failed" in out, out
 
 
 def test_a_publish_without_puback_is_resent_with_dup_and_the_same_packet_id(

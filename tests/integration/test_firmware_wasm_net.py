@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+import psutil
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -169,8 +170,18 @@ def test_a_frozen_broker_mid_publish_on_micropython(fog: Any, tmp_path: Path) ->
     assert broker._proc is not None
     pid = broker._proc.pid
     try:
+        def board_connected() -> bool:
+            # the fog's client and the board: two established connections on the broker
+            conns = psutil.Process(pid).net_connections(kind="tcp")
+            return sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == broker.port
+                       for c in conns) >= 2
+
         def freeze_then_thaw() -> None:
-            time.sleep(4)
+            # Freeze once the board is connected (MicroPython's start-up time varies a lot
+            # on a busy box), before it publishes (2.5 s after connecting); thaw 4 s later.
+            if not wait_for(board_connected, 120):
+                return
+            time.sleep(1.0)
             os.kill(pid, signal.SIGSTOP)
             time.sleep(4)
             os.kill(pid, signal.SIGCONT)
@@ -181,7 +192,7 @@ def test_a_frozen_broker_mid_publish_on_micropython(fog: Any, tmp_path: Path) ->
             "import time\nlink = uplink.Uplink(conf, '127.0.0.1', conf['mqtt']['port'], 60, 1)\n"
             "uplink.sleep_ms = lambda ms: time.sleep_ms(ms // 4)\n"
             "link.connect()\n"
-            "time.sleep_ms(5500)",  # the broker is frozen now
+            "time.sleep_ms(2500)",  # the broker is frozen now
             "link.publish(conf['topics']['up'], b'during-freeze', retries=20)\n"
             "R['connects'] = link.connects"])
         t.join(10)
