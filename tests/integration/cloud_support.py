@@ -9,6 +9,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +84,24 @@ class EdgeFleet:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(e.client.close(), 10)
         self.tasks.clear()
+
+
+def hold_updates(fleet: EdgeFleet) -> asyncio.Event:
+    """A gate on the simulated edges' uplink (the edges are simulated devices: this stands
+    for their radio): while the returned event is clear, every update they send waits
+    before it leaves the edge; set it and they go. Starts open."""
+    gate = asyncio.Event()
+    gate.set()
+    for edge in fleet.edges:
+        send = edge.client.send_frame
+
+        async def gated(seq: int, frame: bytes, *, attempts: int = 3,
+                        _send: Callable[..., Any] = send) -> Any:
+            await gate.wait()
+            return await _send(seq, frame, attempts=attempts)
+
+        edge.client.send_frame = gated  # type: ignore[method-assign]
+    return gate
 
 
 def digits() -> Dataset:

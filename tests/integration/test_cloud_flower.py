@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from cloud_support import (
     digits,
     dump_tasks_after,
     fog_config,
+    hold_updates,
     round_updates,
     start_edges,
     wait_until,
@@ -32,6 +33,7 @@ from fog_appliance.app import FogNode
 from fog_appliance.cloud.localcloud import FlowerCloud
 from fog_appliance.cloud.supernode import flower_home
 from fog_appliance.cloud.wire import content_sha256
+from fog_appliance.coordinator import CurrentModel
 from fog_appliance.store.outbox import ACKED, PENDING, SENT, outbox_rows
 
 pytestmark = pytest.mark.slow
@@ -89,7 +91,7 @@ async def _fogs(tmp_path: Path, cloud: FlowerCloud):  # type: ignore[no-untyped-
                                             n_shards=EDGES * len(FOGS),
                                             first_shard=i * EDGES))
         try:
-            yield nodes
+            yield nodes, fleets
         finally:
             for fleet in fleets:
                 await fleet.stop()
@@ -117,7 +119,7 @@ async def test_global_fedavg_over_fogs_equals_flat_fedavg_over_all_edges(
     try:
         await asyncio.to_thread(cloud.start_superlink)
         cloud.start_superexec()
-        async with _fogs(tmp_path, cloud) as nodes:
+        async with _fogs(tmp_path, cloud) as (nodes, _):
             run_id = await asyncio.to_thread(cloud.run, 3, "16")
             await _until_done(cloud, 150, nodes)
             await asyncio.sleep(0.5)  # the last evaluate reply settles the outbox
@@ -133,13 +135,36 @@ async def test_global_fedavg_over_fogs_equals_flat_fedavg_over_all_edges(
         cloud.stop()
 
 
+def _hold_on_global(node: FogNode, gate: asyncio.Event, server_round: int
+                    ) -> Callable[[CurrentModel], None]:
+    """A model listener: closes ``gate`` the moment ``node`` adopts the global model of
+    ``server_round`` (in the event loop, before its edges can train on it)."""
+    def on_model(model: CurrentModel) -> None:
+        row = node.store.model(model.version)
+        if row is not None and row.provenance == "global" and \
+                row.metrics.get("server_round") == server_round:
+            gate.clear()
+    return on_model
+
+
 async def test_a_superlink_killed_mid_run_loses_no_regional_aggregate(tmp_path: Path) -> None:
+    """The SuperLink dies while both fogs' ClientApps hold the round-2 train message; the
+    fogs' round-2 aggregates are produced during the outage and handed over after the
+    restart (the SuperNode retries its push until the SuperLink is back).
+
+    Deterministic about where the kill lands: each fog's edges hold their updates from the
+    moment it adopts the round-2 model until the fogs saw the outage, so no reply can be
+    on the wire when the SuperLink is killed. A kill *during* a reply's upload is the
+    Flower 1.42 limitation in docs/cloud.md ("A SuperLink killed during an upload")."""
     cloud = FlowerCloud(tmp_path)
     watchdog = asyncio.create_task(dump_tasks_after(200))
     try:
         await asyncio.to_thread(cloud.start_superlink)
         cloud.start_superexec()
-        async with _fogs(tmp_path, cloud) as nodes:
+        async with _fogs(tmp_path, cloud) as (nodes, fleets):
+            gates = [hold_updates(f) for f in fleets]
+            for node, gate in zip(nodes, gates, strict=True):
+                node.coordinator.add_listener(_hold_on_global(node, gate, 2))
             # without evaluate messages: each fog adopts the global model from the train
             # message itself (the other path), and a round costs one message, not two
             run_id = await asyncio.to_thread(cloud.run, 3, "16", fraction_evaluate=0.0)
@@ -150,13 +175,20 @@ async def test_a_superlink_killed_mid_run_loses_no_regional_aggregate(tmp_path: 
 
             await wait_until(in_round_2, 90, "both fogs on the global model of round 2",
                              interval=0.2)
+            # the round-2 rounds cannot close: each ClientApp holds its train message
+            for node in nodes:
+                rows = [r for r in outbox_rows(node.store, limit=1000) if r.run_id == run_id]
+                assert all(r.server_round != 2 for r in rows), rows
             await asyncio.to_thread(cloud.kill_superlink)
             await wait_until(lambda: all(n.cloud.reachable is False for n in nodes), 10,
                              "the fogs to notice the outage")
-            # edges are not blocked: rounds go on standalone during the outage
             versions = [n.coordinator.model.version for n in nodes]
+            for gate in gates:
+                gate.set()
+            # edges are not blocked: rounds go on standalone during the outage (the first
+            # is the round-2 round: its aggregate goes to the outbox and to the ClientApp)
             await wait_until(lambda: all(n.coordinator.model.version > v
-                                         for n, v in zip(nodes, versions, strict=True)), 20,
+                                         for n, v in zip(nodes, versions, strict=True)), 60,
                              "standalone rounds during the outage")
             await asyncio.to_thread(cloud.start_superlink)
             await _until_done(cloud, 180, nodes)
