@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def fog_config(root: Path, fog_id: str, *, threshold: int = 3, cloud: str | None
     cfg.rounds.batch_size = 16
     cfg.model.hidden = [16]
     cfg.storage.synchronous = "normal"
-    cfg.storage.keep_update_rounds = 1000  # the tests re-read every round's frames
+    cfg.storage.keep_update_rounds = 100_000  # the tests re-read every round's frames
     # Two fog nodes, Flower's SuperLink, SuperExec, SuperNodes and the edges share two
     # cores here: at the default 80 % cap the resource manager holds due rounds back (up to
     # round_max_wait_s), which these tests are not about (test_cloud_api checks that a
@@ -83,6 +84,24 @@ class EdgeFleet:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(e.client.close(), 10)
         self.tasks.clear()
+
+
+def hold_updates(fleet: EdgeFleet) -> asyncio.Event:
+    """A gate on the simulated edges' uplink (the edges are simulated devices: this stands
+    for their radio): while the returned event is clear, every update they send waits
+    before it leaves the edge; set it and they go. Starts open."""
+    gate = asyncio.Event()
+    gate.set()
+    for edge in fleet.edges:
+        send = edge.client.send_frame
+
+        async def gated(seq: int, frame: bytes, *, attempts: int = 3,
+                        _send: Callable[..., Any] = send) -> Any:
+            await gate.wait()
+            return await _send(seq, frame, attempts=attempts)
+
+        edge.client.send_frame = gated  # type: ignore[method-assign]
+    return gate
 
 
 def digits() -> Dataset:
@@ -176,3 +195,86 @@ async def dump_tasks_after(seconds: float) -> None:
     for task in asyncio.all_tasks():
         print(f"{task.get_name()}: {task!r}", file=sys.stderr)
         task.print_stack(limit=20, file=sys.stderr)
+
+
+class UploadCutter:
+    """A TCP relay on loopback between one SuperNode and the SuperLink (Flower's Fleet API
+    is plain HTTP/1.1 here: ``--insecure``). Once :meth:`arm`-ed, it lets the next
+    ``PushObject`` request through, holds back the SuperLink's answer — the object is
+    stored by then — awaits ``on_cut`` (the test kills and restarts the SuperLink there),
+    and closes the SuperNode's connection: a call the SuperLink did, whose answer never
+    arrived. Everything else is relayed as is."""
+
+    PATH = b"/v1/fleet/push-object"
+
+    def __init__(self, upstream_port: int,
+                 on_cut: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self.upstream_port = upstream_port
+        self.on_cut = on_cut
+        self.port = 0
+        self.cut = asyncio.Event()
+        self._armed = False
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def arm(self) -> None:
+        self._armed = True
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
+
+    async def _serve(self, c_reader: asyncio.StreamReader,
+                     c_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            try:
+                u_reader, u_writer = await asyncio.open_connection("127.0.0.1",
+                                                                   self.upstream_port)
+            except OSError:
+                return
+            cutting = asyncio.Event()
+            up = asyncio.create_task(self._up(c_reader, u_writer, cutting))
+            try:
+                while data := await u_reader.read(65536):
+                    if cutting.is_set():
+                        self.cut.set()
+                        await self.on_cut()
+                        return
+                    c_writer.write(data)
+                    await c_writer.drain()
+            finally:
+                up.cancel()
+                u_writer.close()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            c_writer.close()
+            self._tasks.discard(task)
+
+    async def _up(self, c_reader: asyncio.StreamReader, u_writer: asyncio.StreamWriter,
+                  cutting: asyncio.Event) -> None:
+        tail = b""
+        with contextlib.suppress(OSError):
+            while data := await c_reader.read(65536):
+                if self._armed and self.PATH in tail + data:
+                    self._armed = False
+                    cutting.set()
+                tail = data[-len(self.PATH):]
+                u_writer.write(data)
+                await u_writer.drain()
+            u_writer.close()

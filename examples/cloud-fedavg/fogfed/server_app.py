@@ -17,6 +17,8 @@ from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
+from fogfed.reask import ReaskingGrid
+
 app = ServerApp()
 
 
@@ -60,7 +62,8 @@ def main(grid: Grid, context: Context) -> None:
             np.savez(out_dir / f"round-{server_round:03d}.npz", *arrays.to_numpy_ndarrays())
         return None
 
-    result = strategy.start(grid=grid,
+    # a node whose reply was lost on its way up is asked again (fogfed/reask.py)
+    result = strategy.start(grid=ReaskingGrid(grid),  # type: ignore[arg-type]
                             initial_arrays=ArrayRecord(initial_arrays(shapes,
                                                                       int(rc["seed"]))),
                             num_rounds=int(rc["num-server-rounds"]),
