@@ -8,12 +8,14 @@ only fakes are for hardware (``edge_firmware/hostsim``: ``machine``, ``network``
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -236,3 +238,33 @@ def publish_down(cfg: Any, port: int, device: str, message: dict[str, Any]) -> N
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+@contextlib.asynccontextmanager
+async def lab_broker(tmp_path: Path) -> AsyncIterator[tuple[Any, dict[str, Any], Any]]:
+    """Fog node "lab" with one provisioned device "esp-1" (its config JSON pointing at the
+    broker) and a real private Mosquitto on a free port: ``(cfg, conf, broker)``. A broker
+    that a test froze with SIGSTOP is thawed before it is stopped."""
+    import signal
+
+    from fog_appliance.broker import PrivateBroker, free_port
+    from fog_appliance.config import FogConfig
+    from fog_appliance.provisioning import broker_files, provision
+    from fog_appliance.store import Store
+
+    cfg = FogConfig()
+    cfg.fog_node.id = "lab"
+    cfg.fog_node.data_dir = str(tmp_path / "node")
+    store = Store.open(cfg.db_path)
+    conf, _ = provision(cfg, store, "esp-1")
+    broker = PrivateBroker(broker_files(cfg), "127.0.0.1", free_port())
+    await broker.start()
+    conf["mqtt"]["port"] = broker.port
+    try:
+        yield cfg, conf, broker
+    finally:
+        proc = broker._proc
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+        broker.stop()
+        store.close()

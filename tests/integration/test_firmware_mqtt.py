@@ -20,12 +20,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fog_appliance.broker import PrivateBroker, find_mosquitto, fog_password, free_port
-from fog_appliance.config import FogConfig
+from fog_appliance.broker import find_mosquitto, fog_password, free_port
 from fog_appliance.protocol import topics
-from fog_appliance.provisioning import broker_files, provision
-from fog_appliance.store import Store
-from tests.firmware_support import firmware, wait_for
+from fog_appliance.provisioning import broker_files
+from tests.firmware_support import firmware, lab_broker, wait_for
 
 uplink = firmware("uplink")
 simple = firmware("umqtt.simple")
@@ -40,19 +38,8 @@ def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def fog(tmp_path: Path) -> Any:
-    cfg = FogConfig()
-    cfg.fog_node.id = "lab"
-    cfg.fog_node.data_dir = str(tmp_path / "node")
-    store = Store.open(cfg.db_path)
-    conf, _ = provision(cfg, store, "esp-1")
-    broker = PrivateBroker(broker_files(cfg), "127.0.0.1", free_port())
-    await broker.start()
-    conf["mqtt"]["port"] = broker.port
-    try:
-        yield cfg, conf, broker
-    finally:
-        broker.stop()
-        store.close()
+    async with lab_broker(tmp_path) as lab:
+        yield lab
 
 
 class FogClient:

@@ -23,13 +23,11 @@ import psutil
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fog_appliance.broker import PrivateBroker, find_mosquitto, fog_password, free_port
-from fog_appliance.config import FogConfig
+from fog_appliance.broker import find_mosquitto, fog_password
 from fog_appliance.edge.wasm import WasmResult, harness_dir, node_binary, port_installed, run_plan
 from fog_appliance.protocol import topics
-from fog_appliance.provisioning import broker_files, provision
-from fog_appliance.store import Store
-from tests.firmware_support import DEVICE, REPO, wait_for
+from fog_appliance.provisioning import broker_files
+from tests.firmware_support import DEVICE, REPO, lab_broker, wait_for
 
 if not (node_binary() and port_installed()):
     if os.environ.get("CI"):
@@ -83,22 +81,8 @@ def _run(tmp: Path, conf: dict[str, Any], steps: list[str]) -> tuple[WasmResult,
 
 @pytest.fixture
 async def fog(tmp_path: Path) -> Any:
-    cfg = FogConfig()
-    cfg.fog_node.id = "lab"
-    cfg.fog_node.data_dir = str(tmp_path / "node")
-    store = Store.open(cfg.db_path)
-    conf, _ = provision(cfg, store, "esp-1")
-    broker = PrivateBroker(broker_files(cfg), "127.0.0.1", free_port())
-    await broker.start()
-    conf["mqtt"]["port"] = broker.port
-    try:
-        yield cfg, conf, broker
-    finally:
-        proc = broker._proc
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
-        broker.stop()
-        store.close()
+    async with lab_broker(tmp_path) as lab:
+        yield lab
 
 
 class Fog:

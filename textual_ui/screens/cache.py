@@ -80,18 +80,26 @@ class CacheScreen(NodeScreen):
         self.query_one("#cache", SectionView).data = models["cache"]
         self.query_one("#inference", SectionView).data = data["inference"]
 
-    def action_evict(self) -> None:
+    def _chosen_stored_version(self, not_stored: str) -> dict[str, Any] | None:
+        """The model under the cursor, when an action on it is possible: not the current
+        one, its blob still stored, and a console that may change the node."""
         if self.console.read_only:
             self.notify("This console is read-only.", severity="warning")
-            return
+            return None
         table = self.query_one(DataTable)
         if not self.models:
-            return
+            return None
         model = self.models[table.cursor_row]
         if model["current"] or not model["stored"]:
             self.notify(f"Version {model['version']} "
-                        + ("is the current model." if model["current"] else "is already "
-                           "evicted."), title="Not possible", severity="warning")
+                        + ("is the current model." if model["current"] else not_stored),
+                        title="Not possible", severity="warning")
+            return None
+        return model
+
+    def action_evict(self) -> None:
+        model = self._chosen_stored_version("is already evicted.")
+        if model is None:
             return
         version = int(model["version"])
 
@@ -113,17 +121,8 @@ class CacheScreen(NodeScreen):
             self.reload()
 
     def action_rollback(self) -> None:
-        if self.console.read_only:
-            self.notify("This console is read-only.", severity="warning")
-            return
-        table = self.query_one(DataTable)
-        if not self.models:
-            return
-        model = self.models[table.cursor_row]
-        if model["current"] or not model["stored"]:
-            self.notify(f"Version {model['version']} "
-                        + ("is the current model." if model["current"] else "has no stored "
-                           "blob any more."), title="Not possible", severity="warning")
+        model = self._chosen_stored_version("has no stored blob any more.")
+        if model is None:
             return
         version = int(model["version"])
 
