@@ -72,7 +72,15 @@ FOG_WHEELS=$work/wheels "$repo/image/common/customize.sh" "$rootfs"
 tar -C "$repo/image/debian/overlay" --owner=0 --group=0 --numeric-owner -cf - . \
   | tar -C "$rootfs" --no-overwrite-dir -xpf -
 chroot "$rootfs" systemctl enable systemd-networkd.service 2>&1 | sed 's/^/    /'
+# A gateway boots and serves its local edges with the uplink down: nothing waits for
+# "online" (enabling networkd enabled its wait-online, which fails after 2 min with no link).
+chroot "$rootfs" systemctl disable systemd-networkd-wait-online.service 2>&1 | sed 's/^/    /'
 chroot "$rootfs" systemctl mask apt-daily.timer apt-daily-upgrade.timer 2>&1 | sed 's/^/    /'
+
+# No RTC on a Pi: systemd never sets the clock earlier than this file's date (the build's),
+# timesyncd then advances it to the last saved time (fog-appliance's timesyncd.conf.d).
+touch "$rootfs/usr/lib/clock-epoch"
+"$repo/image/debian/check-boot.sh" "$rootfs"
 
 step "verify units (systemd-analyze verify, security)"
 report="$dist/$name.units.txt"
