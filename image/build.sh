@@ -76,6 +76,10 @@ chroot "$rootfs" systemctl enable systemd-networkd.service 2>&1 | sed 's/^/    /
 # "online" (enabling networkd enabled its wait-online, which fails after 2 min with no link).
 chroot "$rootfs" systemctl disable systemd-networkd-wait-online.service 2>&1 | sed 's/^/    /'
 chroot "$rootfs" systemctl mask apt-daily.timer apt-daily-upgrade.timer 2>&1 | sed 's/^/    /'
+# Raspberry Pi Imager's customisation boots "systemd.run=/boot/firstrun.sh" once and its
+# script edits /boot/cmdline.txt: imager-firstrun sets it aside (docs/image.md).
+ln -sfn ../usr/libexec/fog-appliance/imager-firstrun "$rootfs/boot/firstrun.sh"
+ln -sfn firmware/cmdline.txt "$rootfs/boot/cmdline.txt"
 
 # No RTC on a Pi: systemd never sets the clock earlier than this file's date (the build's),
 # timesyncd then advances it to the last saved time (fog-appliance's timesyncd.conf.d).
