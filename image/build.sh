@@ -81,6 +81,16 @@ chroot "$rootfs" systemctl mask apt-daily.timer apt-daily-upgrade.timer 2>&1 | s
 ln -sfn ../usr/libexec/fog-appliance/imager-firstrun "$rootfs/boot/firstrun.sh"
 ln -sfn firmware/cmdline.txt "$rootfs/boot/cmdline.txt"
 
+# fsck at every boot: initramfs-tools puts fsck, logsave and fsck.<type> in the initramfs
+# only for the root's type, which it reads from /etc/fstab and then by probing the root
+# device (LABEL=FOGROOT), which does not exist on the build machine: so the kernel's
+# initramfs has no fsck. Name the type and build it again, now that the fstab is final.
+echo "FSTYPE=ext4" > "$rootfs/etc/initramfs-tools/conf.d/fog-fsck.conf"
+kver=$(sed -n 's/^kernel=vmlinuz-//p' "$rootfs/boot/firmware/config.txt")
+initrd=$(sed -n 's/^initramfs[[:space:]]\+//p' "$rootfs/boot/firmware/config.txt")
+[ -n "$kver" ] && [ -n "$initrd" ] || die "config.txt names no kernel/initramfs"
+chroot "$rootfs" mkinitramfs -o "/boot/initrd.img-$kver" "$kver" 2>&1 | sed 's/^/    /'
+cp "$rootfs/boot/initrd.img-$kver" "$rootfs/boot/firmware/$initrd"
 # No RTC on a Pi: systemd never sets the clock earlier than this file's date (the build's),
 # timesyncd then advances it to the last saved time (fog-appliance's timesyncd.conf.d).
 touch "$rootfs/usr/lib/clock-epoch"

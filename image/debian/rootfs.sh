@@ -7,7 +7,9 @@
 # script, the initramfs and firmware settings, suite and mirror); a tarball older than
 # FOG_ROOTFS_MAX_AGE_DAYS (default 14) is rebuilt to pick up Debian's security updates.
 # Everything below runs under qemu-user; the initramfs is kept small (initramfs/) because
-# building Debian's default one under emulation takes more than ten minutes.
+# building Debian's default one under emulation takes more than ten minutes. The image's
+# fstab is in place before the kernel is installed; image/build.sh still builds the
+# initramfs again with FSTYPE=ext4 (the fsck hook cannot probe LABEL=FOGROOT here).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${1:?usage: rootfs.sh CACHE_DIR}

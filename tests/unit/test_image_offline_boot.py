@@ -51,6 +51,14 @@ def test_the_root_is_checked_and_the_initramfs_is_built_after_the_fstab() -> Non
     assert re.search(r"--setup-hook=.*overlay/etc/fstab", recipe)
     assert "overlay/etc/fstab" in recipe.split("key=", 1)[1]  # in the cache key
     assert "fog-fsck-log.service" in (IMAGE / "common/customize.sh").read_text()
+    # The fsck hook cannot probe LABEL=FOGROOT on the build machine: the type is named and
+    # the initramfs built again after the overlay's fstab, before the build checks it.
+    build = (IMAGE / "build.sh").read_text()
+    overlay = build.index('tar -C "$repo/image/debian/overlay"')
+    fstype = build.index('echo "FSTYPE=ext4" > "$rootfs/etc/initramfs-tools/conf.d/')
+    rebuild = build.index('chroot "$rootfs" mkinitramfs -o')
+    check = build.index('"$repo/image/debian/check-boot.sh" "$rootfs"')
+    assert overlay < fstype < rebuild < check
 
 
 def test_the_clock_is_kept_across_reboots() -> None:
