@@ -6,8 +6,8 @@
 #     names the root with a pass number when the initramfs is built: rootfs.sh puts the
 #     fstab in place before the kernel is installed);
 #   - the fstab the image ships gives the root pass 1;
-#   - no kernel module needs a symbol that trimming left out (kmod_trim.py --check: vc4,
-#     the HDMI console, needs the CEC and ALSA SoC cores).
+#   - the trimmed module tree is whole (kmod_trim.py --check: every module modules.dep
+#     names is there; vc4, the HDMI console, depends on the CEC and ALSA SoC cores).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 rootfs=${1:?usage: check-boot.sh ROOTFS}

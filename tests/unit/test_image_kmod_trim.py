@@ -100,11 +100,44 @@ def test_a_malformed_modules_dep_is_a_clear_error() -> None:
         kt.parse_modules_dep("kernel/a.ko:\nkernel/b.ko kernel/a.ko\n")
 
 
-def test_depmod_unknown_symbol_warnings_are_found() -> None:
-    out = ("depmod: WARNING: /lib/modules/6.1.0-28-arm64/kernel/drivers/gpu/drm/vc4/vc4.ko "
-           "needs unknown symbol cec_register_adapter\nother line\n")
-    assert kt.unresolved(out) == [out.splitlines()[0]]
-    assert kt.unresolved("depmod: WARNING: something else\n") == []
+def test_a_kept_module_whose_provider_went_is_found() -> None:
+    """After trimming, depmod resolves symbols against what is left: a dependency that
+    disappeared from a kept module's line is a symbol nothing provides."""
+    before = kt.parse_modules_dep(MODULES_DEP)
+    p = kt.plan(before, {})
+    after = {m: d for m, d in before.items() if m in p.keep}
+    assert kt.lost_dependencies(before, after) == []
+    vc4 = "kernel/drivers/gpu/drm/vc4/vc4.ko"
+    after[vc4] = [d for d in after[vc4] if "cec" not in d]  # what the old recipe did
+    assert kt.lost_dependencies(before, after) == [vc4]
+
+
+def _tree(root: Path, deps: dict[str, list[str]]) -> Path:
+    tree = root / "lib/modules/6.1.0-57-arm64"
+    for mod in deps:
+        (tree / mod).parent.mkdir(parents=True, exist_ok=True)
+        (tree / mod).write_bytes(b"\x7fELF")
+    (tree / "modules.dep").write_text("".join(f"{m}: {' '.join(d)}\n" for m, d in deps.items()))
+    return tree
+
+
+def test_check_accepts_a_tree_trimmed_by_plan_and_rejects_the_old_recipe(tmp_path: Path) -> None:
+    deps = kt.parse_modules_dep(MODULES_DEP)
+    kept = kt.plan(deps, {}).keep
+    _tree(tmp_path / "new", {m: d for m, d in deps.items() if m in kept})
+    kt.check(tmp_path / "new")
+    # sound/ and drivers/media/ left out wholesale: depmod found no cec for vc4.
+    old = {m: [d for d in ds if not d.startswith(("kernel/sound/", "kernel/drivers/media/"))]
+           for m, ds in deps.items()
+           if not m.startswith(("kernel/sound/", "kernel/drivers/media/"))}
+    _tree(tmp_path / "old", old)
+    with pytest.raises(kt.TrimError, match="vc4 does not depend on"):
+        kt.check(tmp_path / "old")
+    assert kt.main(["--check", str(tmp_path / "old")]) == 1
+    # A module modules.dep names but that is not there.
+    (tmp_path / "new/lib/modules/6.1.0-57-arm64/kernel/drivers/media/cec/core/cec.ko").unlink()
+    with pytest.raises(kt.TrimError, match="missing modules"):
+        kt.check(tmp_path / "new")
 
 
 def test_trim_without_a_kernel_tree_is_a_clear_error(tmp_path: Path) -> None:
