@@ -105,7 +105,8 @@ def test_the_root_file_system_is_checked_at_boot(vm: Vm) -> None:
     the journal (fog-fsck-log.service) and systemd-fsck-root knows it was done."""
     log = fsck_journal(vm)
     assert "fsck" in log and "FOGROOT: clean" in log, log
-    assert vm.ssh("test -e /run/initramfs/fsck-root", check=False).returncode == 0
+    assert "ConditionPathExists=!/run/initramfs/fsck-root" in vm.ssh(
+        "sudo journalctl -b -u systemd-fsck-root --no-pager -o cat").stdout
     assert "fsck.repair=yes" in vm.ssh("cat /proc/cmdline").stdout
 
 
