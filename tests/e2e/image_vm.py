@@ -394,8 +394,7 @@ def failed_units(vm: Vm) -> str:
 
 def fsck_journal(vm: Vm) -> str:
     """The initramfs's check of the root file system, as fog-fsck-log.service put it in
-    the journal (systemd-fsck-root then skips: the initramfs left /run/initramfs/fsck-root,
-    which is gone by the time a test looks)."""
+    the journal."""
     return vm.ssh("sudo journalctl -b -t fsck-root --no-pager -o cat").stdout
 
 
