@@ -103,9 +103,10 @@ def test_boots_without_a_network_and_serves_before_the_link_is_up(vm: Vm) -> Non
     enabled = vm.ssh("systemctl is-enabled systemd-networkd-wait-online.service",
                      check=False).stdout.strip()
     assert enabled == "disabled"
-    state = vm.ssh("systemctl show -p ActiveState -p Result "
-                   "systemd-networkd-wait-online.service").stdout.split()
-    assert state == ["ActiveState=inactive", "Result=success"], state
+    state = dict(line.split("=", 1) for line in vm.ssh(
+        "systemctl show -p ActiveState -p Result systemd-networkd-wait-online.service"
+    ).stdout.split())
+    assert state == {"ActiveState": "inactive", "Result": "success"}, state
     carrier = _journal_monotonic_us(vm, "-u systemd-networkd", "Gained carrier")
     assert carrier is not None, "networkd never saw the link come up"
     for unit in ("mosquitto.service", "fog-appliance.service"):
