@@ -130,14 +130,14 @@ def test_the_broker_certificate_is_rechecked_when_the_clock_is_synchronised(vm: 
     broker_pid = vm.ssh("systemctl show -p MainPID --value mosquitto").stdout
     vm.ssh("sudo touch /run/systemd/timesync/synchronized")
     deadline = time.monotonic() + 300
-    state = ""
+    state: dict[str, str] = {}
     while time.monotonic() < deadline:
-        state = vm.ssh("systemctl show -p ActiveState -p Result --value "
-                       "fog-tls-recheck.service").stdout
-        if state.split()[0] in ("active", "failed"):
+        state = dict(line.split("=", 1) for line in vm.ssh(
+            "systemctl show -p ActiveState -p Result fog-tls-recheck.service").stdout.split())
+        if state.get("ActiveState") in ("active", "failed"):
             break
         time.sleep(3)
-    assert state.split() == ["active", "success"], state
+    assert state == {"ActiveState": "active", "Result": "success"}, state
     log = vm.ssh("sudo journalctl -b -u fog-tls-recheck --no-pager -o cat").stdout
     assert "valid for the synchronised clock" in log, log
     assert vm.ssh("sudo stat -c %Y.%i /etc/fog-appliance/tls/server.crt").stdout == before
