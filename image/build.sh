@@ -72,7 +72,29 @@ FOG_WHEELS=$work/wheels "$repo/image/common/customize.sh" "$rootfs"
 tar -C "$repo/image/debian/overlay" --owner=0 --group=0 --numeric-owner -cf - . \
   | tar -C "$rootfs" --no-overwrite-dir -xpf -
 chroot "$rootfs" systemctl enable systemd-networkd.service 2>&1 | sed 's/^/    /'
+# A gateway boots and serves its local edges with the uplink down: nothing waits for
+# "online" (enabling networkd enabled its wait-online, which fails after 2 min with no link).
+chroot "$rootfs" systemctl disable systemd-networkd-wait-online.service 2>&1 | sed 's/^/    /'
 chroot "$rootfs" systemctl mask apt-daily.timer apt-daily-upgrade.timer 2>&1 | sed 's/^/    /'
+# Raspberry Pi Imager's customisation boots "systemd.run=/boot/firstrun.sh" once and its
+# script edits /boot/cmdline.txt: imager-firstrun sets it aside (docs/image.md).
+ln -sfn ../usr/libexec/fog-appliance/imager-firstrun "$rootfs/boot/firstrun.sh"
+ln -sfn firmware/cmdline.txt "$rootfs/boot/cmdline.txt"
+
+# fsck at every boot: initramfs-tools puts fsck, logsave and fsck.<type> in the initramfs
+# only for the root's type, which it reads from /etc/fstab and then by probing the root
+# device (LABEL=FOGROOT), which does not exist on the build machine: so the kernel's
+# initramfs has no fsck. Name the type and build it again, now that the fstab is final.
+echo "FSTYPE=ext4" > "$rootfs/etc/initramfs-tools/conf.d/fog-fsck.conf"
+kver=$(sed -n 's/^kernel=vmlinuz-//p' "$rootfs/boot/firmware/config.txt")
+initrd=$(sed -n 's/^initramfs[[:space:]]\+//p' "$rootfs/boot/firmware/config.txt")
+[ -n "$kver" ] && [ -n "$initrd" ] || die "config.txt names no kernel/initramfs"
+chroot "$rootfs" mkinitramfs -o "/boot/initrd.img-$kver" "$kver" 2>&1 | sed 's/^/    /'
+cp "$rootfs/boot/initrd.img-$kver" "$rootfs/boot/firmware/$initrd"
+# No RTC on a Pi: systemd never sets the clock earlier than this file's date (the build's),
+# timesyncd then advances it to the last saved time (fog-appliance's timesyncd.conf.d).
+touch "$rootfs/usr/lib/clock-epoch"
+"$repo/image/debian/check-boot.sh" "$rootfs"
 
 step "verify units (systemd-analyze verify, security)"
 report="$dist/$name.units.txt"

@@ -10,7 +10,7 @@ rootfs=${1:?usage: verify-units.sh ROOTFS}
 threshold=${FOG_SECURITY_THRESHOLD:-25}
 units=(fog-appliance.service fog-firstboot.service fog-broker-reload.path
        fog-broker-reload.service fog-supernode.service mosquitto.service ssh.service
-       getty@tty1.service)
+       getty@tty1.service fog-fsck-log.service fog-tls-recheck.path fog-tls-recheck.service)
 rc=0
 
 echo "verify: ${units[*]}"

@@ -3,7 +3,10 @@ it signs, with ``openssl`` (always on the image; no Python crypto package needed
 
 The CA is made once and kept: device configs carry it, so edges can verify the gateway
 (``mqtt.ca``). The server certificate is re-issued from the same CA whenever the names the
-gateway answers to change (host name, ``advertise_host``) or it is within 30 days of expiry.
+gateway answers to change (host name, ``advertise_host``), it is within 30 days of expiry,
+or it is not valid yet: a Pi has no real-time clock, and a certificate made while the
+clock was ahead would be refused by every edge once the clock is right (the image re-checks
+when NTP has synchronised the clock: fog-tls-recheck.path).
 Keys are EC P-256 (fast to make on a Pi, supported by mbedTLS on ESP32-class edges).
 """
 
@@ -13,8 +16,10 @@ import ipaddress
 import os
 import re
 import secrets
+import ssl
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,13 +135,14 @@ def ensure_ca(files: TlsFiles, subject: str) -> bool:
 
 
 def ensure_server(files: TlsFiles, names: Sequence[str], group: str | None) -> bool:
-    """(Re-)issue the server certificate if missing, for other names, or expiring soon;
-    True if it was issued now. ``group`` may read the key (the broker's)."""
+    """(Re-)issue the server certificate if missing, for other names, expiring soon or not
+    valid yet; True if it was issued now. ``group`` may read the key (the broker's)."""
     dns, ips = split_names(names)
     wanted = "\n".join(dns + ips) + "\n"
     current = files.server_names.read_text() if files.server_names.exists() else None
     if (current == wanted and files.server_key.exists() and files.server_cert.exists()
-            and not _expires_soon(files.server_cert)):
+            and not _expires_soon(files.server_cert)
+            and not not_valid_yet(files.server_cert)):
         return False
     with tempfile.TemporaryDirectory(dir=files.root) as tmp:
         t = Path(tmp)
@@ -163,6 +169,16 @@ def _expires_soon(cert: Path) -> bool:
     done = subprocess.run(["openssl", "x509", "-noout", "-checkend", str(RENEW_WITHIN_S),
                            "-in", str(cert)], capture_output=True, check=False)
     return done.returncode != 0
+
+
+def not_valid_yet(cert: Path, now: float | None = None) -> bool:
+    """True if the certificate's notBefore is after ``now`` (default: the clock)."""
+    done = subprocess.run(["openssl", "x509", "-noout", "-startdate", "-in", str(cert)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not done.stdout.startswith("notBefore="):
+        return True  # unreadable: issue a new one
+    start = ssl.cert_time_to_seconds(done.stdout.strip().removeprefix("notBefore="))
+    return start > (time.time() if now is None else now)
 
 
 def _subject(name: str) -> str:

@@ -80,4 +80,5 @@ printf 'version=%s\nbuilt=%s\n' "${FOG_IMAGE_VERSION:-unknown}" "$(date -u +%FT%
 
 say "units"
 in_root systemctl enable fog-firstboot.service fog-appliance.service \
-  fog-broker-reload.path fog-supernode.service mosquitto.service 2>&1 | sed 's/^/    /'
+  fog-broker-reload.path fog-supernode.service mosquitto.service fog-fsck-log.service \
+  fog-tls-recheck.path 2>&1 | sed 's/^/    /'

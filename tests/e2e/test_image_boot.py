@@ -4,275 +4,144 @@ admin would: from the host, over ports forwarded to loopback only.
 The image under test is ``dist/fog-appliance-<version>-arm64.img.xz`` (``image/build.sh``;
 ``scripts/test --image`` builds it, as CI does). Its boot partition gets a ``fog_config.yaml``
 (mtools, no mounts) naming the node, an SSH key and a device to register; the kernel and
-initrd come out of the same partition. Skipped where no image was built (developers:
-``pytest -m "not image"``); in CI (``CI=true``) a missing image or tool fails.
+initrd come out of the same partition (tests/e2e/image_vm.py). Skipped where no image was
+built (developers: ``pytest -m "not image"``); in CI (``CI=true``) a missing image or tool
+fails.
+
+The machine boots with its network link down, as a gateway whose uplink is unplugged: the
+boot must finish (multi-user.target on the console) without waiting for a network, and the
+node must be serving before the link comes up; then the link is plugged in and the tests
+reach the node over it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import shutil
-import socket
-import ssl
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
-import fog_appliance
-from fog_appliance.broker import free_port
 from fog_appliance.protocol.messages import Hello, encode_hello
+from tests.e2e.image_vm import (
+    BOOT_TIMEOUT_S,
+    DEVICE,
+    NODE_ID,
+    VIRT,
+    Vm,
+    boot,
+    bundle,
+    failed_units,
+    fsck_journal,
+    mqtt_connect,
+    prepare_card,
+    running,
+    skip_unless_available,
+    wait_for_node,
+    wait_for_ssh,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-IMAGE = Path(os.environ.get("FOG_IMAGE_FILE") or
-             REPO / "dist" / f"fog-appliance-{fog_appliance.__version__}-arm64.img.xz")
-"""The image to boot: the build's output, or FOG_IMAGE_FILE (.img or .img.xz)."""
-TOOLS = ("qemu-system-aarch64", "mcopy", "sfdisk", "xz", "ssh", "ssh-keygen")
-NODE_ID = "ci-fog"
-DEVICE = "ci-edge"
-BOOT_TIMEOUT_S = float(os.environ.get("FOG_IMAGE_BOOT_TIMEOUT", "900"))
 GROW_BYTES = 1024 ** 3
+MULTI_USER = r"Reached target .*(multi-user\.target|Multi-User System)"
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(int(BOOT_TIMEOUT_S) + 900)]
 
 
-def _unavailable() -> str | None:
-    missing = [t for t in TOOLS if shutil.which(t) is None
-               and not Path("/usr/sbin", t).exists() and not Path("/sbin", t).exists()]
-    if not IMAGE.exists():
-        return f"{IMAGE} is not built (image/build.sh debian)"
-    if missing:
-        return f"missing tools: {', '.join(missing)}"
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
+    skip_unless_available()
+    tmp = tmp_path_factory.mktemp("image-boot")
+    card = prepare_card(tmp, grow=lambda size: size + GROW_BYTES)
+    print(f"image prepared in {card.prepare_s:.0f} s")
+    # The link is down from power-on (the machine starts paused): no DHCP, no carrier.
+    # systemd's own log to the kernel's (so to the serial console, where the test sees
+    # "Reached target multi-user.target" with no network); the status lines stop once
+    # the serial getty starts.
+    machine = boot(tmp, card, VIRT, extra_cmdline="systemd.log_target=kmsg printk.devkmsg=on",
+                   before_start=lambda v: v.monitor("set_link n0 off"))
+    with running(machine):
+        try:
+            machine.wait_for_console(MULTI_USER, BOOT_TIMEOUT_S)
+        except AssertionError:
+            # Plug the link in to see what the boot is waiting for, then fail.
+            machine.monitor("set_link n0 on")
+            wait_for_ssh(machine)
+            print(machine.ssh("systemctl list-jobs --no-pager; sudo journalctl -b --no-pager "
+                              "-u fog-appliance -u fog-firstboot | tail -n 40",
+                              check=False).stdout)
+            raise
+        machine.timings["offline_boot_s"] = time.monotonic() - machine.t0
+        machine.monitor("set_link n0 on")
+        wait_for_ssh(machine)
+        wait_for_node(machine)
+        print(f"\nimage boot: multi-user.target with no link after "
+              f"{machine.timings['offline_boot_s']:.0f} s, ssh after "
+              f"{machine.timings['ssh_s']:.0f} s, fog node ready after "
+              f"{machine.timings['ready_s']:.0f} s")
+        yield machine
+
+
+def _journal_monotonic_us(vm: Vm, args: str, text: str) -> int | None:
+    """The monotonic time (µs) of the first journal entry of this boot with ``text`` (not
+    about the loopback link)."""
+    out = vm.ssh(f"sudo journalctl -b -o json --no-pager {args}").stdout
+    for line in out.splitlines():
+        entry: dict[str, Any] = json.loads(line)
+        message = str(entry.get("MESSAGE", ""))
+        if text in message and not message.startswith("lo:"):
+            return int(entry["__MONOTONIC_TIMESTAMP"])
     return None
 
 
-def _tool(name: str) -> str:
-    for cand in (shutil.which(name), f"/usr/sbin/{name}", f"/sbin/{name}"):
-        if cand and Path(cand).exists():
-            return cand
-    raise AssertionError(f"{name} not found")
+def test_boots_without_a_network_and_serves_before_the_link_is_up(vm: Vm) -> None:
+    """No failed unit and no wait for "online" with the link down (issue 20): the broker
+    and the node were ready before the link had a carrier."""
+    assert failed_units(vm) == ""
+    enabled = vm.ssh("systemctl is-enabled systemd-networkd-wait-online.service",
+                     check=False).stdout.strip()
+    assert enabled == "disabled"
+    state = dict(line.split("=", 1) for line in vm.ssh(
+        "systemctl show -p ActiveState -p Result systemd-networkd-wait-online.service"
+    ).stdout.split())
+    assert state == {"ActiveState": "inactive", "Result": "success"}, state
+    carrier = _journal_monotonic_us(vm, "-u systemd-networkd", "Gained carrier")
+    assert carrier is not None, "networkd never saw the link come up"
+    for unit in ("mosquitto.service", "fog-appliance.service"):
+        ready = int(vm.ssh(f"systemctl show -p ActiveEnterTimestampMonotonic --value "
+                           f"{unit}").stdout)
+        assert 0 < ready < carrier, (unit, ready, carrier)
 
 
-@dataclass
-class Vm:
-    workdir: Path
-    key: Path
-    ports: dict[str, int]
-    proc: subprocess.Popen[bytes] | None = None
-    boot_s: float = 0.0
-    root_part_bytes: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def console(self) -> Path:
-        return self.workdir / "console.log"
-
-    def ssh(self, command: str, *, check: bool = True, timeout: float = 120
-            ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            ["ssh", "-i", str(self.key), "-p", str(self.ports["ssh"]),
-             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-             "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-             "fog-admin@127.0.0.1", command],
-            capture_output=True, text=True, timeout=timeout, check=False)
-        if check and done.returncode != 0:
-            raise AssertionError(f"ssh {command!r} exited {done.returncode}: "
-                                 f"{done.stdout}{done.stderr}")
-        return done
-
-    def console_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.console.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no console log)"
+def test_the_root_file_system_is_checked_at_boot(vm: Vm) -> None:
+    """The initramfs has fsck and ran it on the root (fsck.repair=yes); the output is in
+    the journal (fog-fsck-log.service)."""
+    log = fsck_journal(vm)
+    assert "fsck" in log and "FOGROOT: clean" in log, log
+    assert "fsck.repair=yes" in vm.ssh("cat /proc/cmdline").stdout
 
 
-def _partitions(img: Path) -> list[dict[str, Any]]:
-    out = subprocess.run([_tool("sfdisk"), "--json", str(img)], capture_output=True, text=True,
-                         check=True).stdout
-    parts: list[dict[str, Any]] = json.loads(out)["partitiontable"]["partitions"]
-    return parts
-
-
-def _boot_read(img: Path, offset: int, name: str) -> bytes:
-    return subprocess.run(["mcopy", "-n", "-i", f"{img}@@{offset}", f"::{name}", "-"],
-                          capture_output=True, check=True).stdout
-
-
-def _boot_write(img: Path, offset: int, name: str, data: bytes, tmp: Path) -> None:
-    src = tmp / name
-    src.write_bytes(data)
-    subprocess.run(["mcopy", "-o", "-i", f"{img}@@{offset}", str(src), f"::{name}"],
-                   check=True, capture_output=True)
-
-
-def _prepare(tmp: Path) -> tuple[Path, str, Path, Path, int]:
-    """Decompress the image, grow it (to exercise growroot), put a boot config on it,
-    take out kernel, initrd and the kernel command line."""
-    t0 = time.monotonic()
-    img = tmp / "disk.img"
-    if IMAGE.suffix == ".xz":
-        with img.open("wb") as out:
-            subprocess.run(["xz", "-dc", str(IMAGE)], stdout=out, check=True)
-    else:
-        shutil.copyfile(IMAGE, img)
-    parts = _partitions(img)
-    boot = next(p for p in parts if p["type"] == "c")
-    root = next(p for p in parts if p["type"] == "83")
-    root_bytes = int(root["size"]) * 512
-    with img.open("r+b") as f:
-        f.truncate(img.stat().st_size + GROW_BYTES)
-    off = int(boot["start"]) * 512
-    config_txt = _boot_read(img, off, "config.txt").decode()
-    kernel_name = re.search(r"^kernel=(\S+)", config_txt, re.M)
-    initrd_name = re.search(r"^initramfs (\S+)", config_txt, re.M)
-    assert kernel_name and initrd_name, f"config.txt names no kernel/initramfs:\n{config_txt}"
-    kernel = tmp / "vmlinuz"
-    initrd = tmp / "initrd.img"
-    kernel.write_bytes(_boot_read(img, off, kernel_name.group(1)))
-    initrd.write_bytes(_boot_read(img, off, initrd_name.group(1)))
-    cmdline = _boot_read(img, off, "cmdline.txt").decode().strip()
-    assert "root=LABEL=FOGROOT" in cmdline, cmdline
-    # The Pi's consoles (ttyS1, tty0) become the virt machine's PL011 UART.
-    cmdline = " ".join(w for w in cmdline.split() if not w.startswith("console="))
-    cmdline += " console=ttyAMA0,115200"
-
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "key")],
-                   check=True)
-    pub = (tmp / "key.pub").read_text().strip()
-    boot_config = {
-        "fog_node": {"id": NODE_ID, "region": "qemu"},
-        "rounds": {"deadline_s": 60, "min_updates": 1},
-        "appliance": {"ssh_authorized_keys": [pub], "provision_devices": [DEVICE]},
-    }
-    _boot_write(img, off, "fog_config.yaml", yaml.safe_dump(boot_config).encode(), tmp)
-    print(f"image prepared in {time.monotonic() - t0:.0f} s")
-    return img, cmdline, kernel, initrd, root_bytes
-
-
-@pytest.fixture(scope="module")
-def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
-    why = _unavailable()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"image boot test cannot run in CI: {why}")
-        pytest.skip(why)
-    tmp = tmp_path_factory.mktemp("image-boot")
-    img, cmdline, kernel, initrd, root_bytes = _prepare(tmp)
-    ports = {"ssh": free_port(), "mqtt": free_port(), "mqtts": free_port(),
-             "coap": free_port(socket.SOCK_DGRAM)}
-    fwd = ",".join([f"hostfwd=tcp:127.0.0.1:{ports['ssh']}-:22",
-                    f"hostfwd=tcp:127.0.0.1:{ports['mqtt']}-:1883",
-                    f"hostfwd=tcp:127.0.0.1:{ports['mqtts']}-:8883",
-                    f"hostfwd=udp:127.0.0.1:{ports['coap']}-:5683"])
-    machine = Vm(tmp, tmp / "key", ports, root_part_bytes=root_bytes)
-    cmd = ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1536",
-           "-accel", "tcg,thread=multi", "-display", "none", "-monitor", "none",
-           "-serial", f"file:{machine.console}",
-           "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline,
-           "-drive", f"if=none,file={img},format=raw,id=hd", "-device", "virtio-blk-pci,drive=hd",
-           "-netdev", f"user,id=n0,{fwd}", "-device", "virtio-net-pci,netdev=n0",
-           "-no-reboot"]
-    t0 = time.monotonic()
-    machine.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_for_ssh(machine, t0)
-        machine.boot_s = time.monotonic() - t0
-        _wait_for_node(machine)
-        machine.timings["ready_s"] = time.monotonic() - t0
-        print(f"\nimage boot: ssh after {machine.boot_s:.0f} s, fog node ready after "
-              f"{machine.timings['ready_s']:.0f} s")
-        yield machine
-    except BaseException:
-        print("---- console (tail) ----\n" + machine.console_tail())
-        raise
-    finally:
-        _shutdown(machine)
-
-
-def _wait_for_ssh(machine: Vm, t0: float) -> None:
-    assert machine.proc is not None
-    while time.monotonic() - t0 < BOOT_TIMEOUT_S:
-        if machine.proc.poll() is not None:
-            err = machine.proc.stderr.read().decode() if machine.proc.stderr else ""
-            raise AssertionError(f"qemu exited ({machine.proc.returncode}): {err}\n"
-                                 + machine.console_tail())
-        if machine.ssh("true", check=False, timeout=30).returncode == 0:
-            return
-        time.sleep(5)
-    raise AssertionError(f"no SSH within {BOOT_TIMEOUT_S:.0f} s\n" + machine.console_tail())
-
-
-def _wait_for_node(machine: Vm) -> None:
-    """fog-appliance.service is Type=notify: 'active' means it told systemd READY=1."""
-    deadline = time.monotonic() + 600
-    state = ""
+def test_the_broker_certificate_is_rechecked_when_the_clock_is_synchronised(vm: Vm) -> None:
+    """What systemd-timesyncd does after its first NTP sync (the test network has no NTP
+    server): the path unit runs the re-check, which keeps a certificate that is valid."""
+    before = vm.ssh("sudo stat -c %Y.%i /etc/fog-appliance/tls/server.crt").stdout
+    broker_pid = vm.ssh("systemctl show -p MainPID --value mosquitto").stdout
+    vm.ssh("sudo touch /run/systemd/timesync/synchronized")
+    deadline = time.monotonic() + 300
+    state: dict[str, str] = {}
     while time.monotonic() < deadline:
-        state = machine.ssh("systemctl is-active fog-appliance.service", check=False).stdout
-        if state.strip() in ("active", "failed"):
+        state = dict(line.split("=", 1) for line in vm.ssh(
+            "systemctl show -p ActiveState -p Result fog-tls-recheck.service").stdout.split())
+        if state.get("ActiveState") in ("active", "failed"):
             break
-        time.sleep(5)
-    if state.strip() != "active":
-        log = machine.ssh("sudo journalctl -b -u fog-firstboot -u fog-appliance --no-pager "
-                          "| tail -n 60", check=False).stdout
-        raise AssertionError(f"fog-appliance.service is {state.strip()!r}:\n{log}")
-
-
-def _shutdown(machine: Vm) -> None:
-    if machine.proc is None:
-        return
-    if machine.proc.poll() is None:
-        machine.ssh("sudo systemctl poweroff", check=False, timeout=30)
-        try:
-            machine.proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            machine.proc.kill()
-            machine.proc.wait()
-    if machine.proc.stderr:
-        machine.proc.stderr.close()
-
-
-def bundle(vm: Vm, device: str) -> dict[str, Any]:
-    out = vm.ssh(f"sudo cat /var/lib/fog-appliance/devices/{device}.json").stdout
-    data: dict[str, Any] = json.loads(out)
-    return data
-
-
-def mqtt_connect(port: int, user: str, password: str, ca_pem: str | None = None,
-                 tmp: Path | None = None) -> int:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{user}-{time.monotonic_ns()}")
-    client.username_pw_set(user, password)
-    if ca_pem is not None:
-        assert tmp is not None
-        (tmp / "ca.pem").write_text(ca_pem)
-        client.tls_set(ca_certs=str(tmp / "ca.pem"), cert_reqs=ssl.CERT_REQUIRED)
-    done = threading.Event()
-    codes: list[int] = []
-
-    def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
-        codes.append(rc.value)
-        done.set()
-
-    client.on_connect = on_connect
-    client.connect("127.0.0.1", port, keepalive=20)
-    client.loop_start()
-    try:
-        assert done.wait(30), "no CONNACK"
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return codes[0]
+        time.sleep(3)
+    assert state == {"ActiveState": "active", "Result": "success"}, state
+    log = vm.ssh("sudo journalctl -b -u fog-tls-recheck --no-pager -o cat").stdout
+    assert "valid for the synchronised clock" in log, log
+    assert vm.ssh("sudo stat -c %Y.%i /etc/fog-appliance/tls/server.crt").stdout == before
+    assert vm.ssh("systemctl show -p MainPID --value mosquitto").stdout == broker_pid
 
 
 def test_boots_with_no_failed_units(vm: Vm) -> None:
