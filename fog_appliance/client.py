@@ -23,6 +23,13 @@ unconfirmed is listed in :attr:`FLClient.unconfirmed`.
 A fog node that has no room for another edge answers a hello with a ``redirect`` to a
 neighbouring fog node; ``await client.hello(wait=True)`` follows it (reconnects there, with
 the same credentials, which the fog handed over) and returns the final welcome.
+
+Everything the fog sends this device is authenticated (docs/protocol.md "Signed down
+messages"): down messages carry an HMAC tag with the device key and are dropped (counted in
+:attr:`FLClient.dropped`, logged) without it; a welcome or redirect is taken only as the
+answer to the hello whose counter it echoes; the broadcast announcement is used only if its
+SHA-256 is the one the latest welcome names (the client says hello again to learn it when a
+new one arrives), and a model blob only if its SHA-256 is the announcement's.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ import hashlib
 import json
 import logging
 import os
+import ssl
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,14 +55,13 @@ from fog_appliance.aio import honour_cancellation
 from fog_appliance.backoff import backoff_delays
 from fog_appliance.errors import FogError, ProtocolError, Reason
 from fog_appliance.model.spec import ModelSpec
+from fog_appliance.protocol import downlink, topics
 from fog_appliance.protocol import infer as infer_wire
-from fog_appliance.protocol import topics
 from fog_appliance.protocol.frame import DType, encode_update
 from fog_appliance.protocol.messages import (
     Hello,
     ModelAnnouncement,
     encode_hello,
-    parse_down,
     parse_redirect,
 )
 from fog_appliance.protocol.model_blob import decode_model, etag
@@ -81,13 +90,19 @@ class DeviceCredentials:
     mqtt_password: str
     coap_host: str
     coap_port: int
+    mqtt_tls: bool = False
+    """Connect to the broker over TLS (``mqtt.tls``), verifying it with ``mqtt_ca``."""
+    mqtt_ca: str | None = None
+    """PEM of the CA that signed the broker's certificate (None: the system's CAs)."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DeviceCredentials:
         try:
-            return cls(d["device_id"], d["fog_id"], bytes.fromhex(d["key"]), d["mqtt"]["host"],
-                       int(d["mqtt"]["port"]), d["mqtt"]["username"], d["mqtt"]["password"],
-                       d["coap"]["host"], int(d["coap"]["port"]))
+            m = d["mqtt"]
+            return cls(d["device_id"], d["fog_id"], bytes.fromhex(d["key"]), m["host"],
+                       int(m["port"]), m["username"], m["password"],
+                       d["coap"]["host"], int(d["coap"]["port"]), bool(m.get("tls", False)),
+                       m.get("ca"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ClientError(f"device config is missing or has a bad field: {exc}") from None
 
@@ -148,6 +163,15 @@ class FLClient:
         self._coap: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._announcement: ModelAnnouncement | None = None
+        self._announcement_raw = b""
+        self._digest: dict[str, Any] | None = None
+        """The latest authenticated welcome: names the current announcement's SHA-256."""
+        self._hello_ctr = 0
+        self._hello_args: dict[str, Any] = {}
+        self.dropped: Counter[str] = Counter()
+        """Messages from the fog's side that were not adopted, by why: ``bad_signature``
+        (no or a wrong tag), ``stale_answer`` (a welcome or redirect that does not answer
+        this client's latest hello), ``announcement`` (not the one a welcome names)."""
         self._blob: bytes | None = None
         self._changed = asyncio.Condition()
         self._unconfirmed: dict[int, bytes] = {}
@@ -175,9 +199,13 @@ class FLClient:
             import aiomqtt
 
             c = self.creds
+            tls = None
+            if c.mqtt_tls:
+                tls = ssl.create_default_context(cadata=c.mqtt_ca) if c.mqtt_ca else \
+                    ssl.create_default_context()
             self._mqtt = aiomqtt.Client(c.mqtt_host, c.mqtt_port, username=c.mqtt_username,
                                         password=c.mqtt_password, identifier=c.device_id,
-                                        clean_session=False, keepalive=30)
+                                        clean_session=False, keepalive=30, tls_context=tls)
             first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._reader = asyncio.create_task(self._mqtt_session(first),
                                                name=f"client-{c.device_id}")
@@ -267,19 +295,30 @@ class FLClient:
             with contextlib.suppress(ProtocolError):
                 ann = ModelAnnouncement.from_json(payload)
                 async with self._changed:
-                    self._announcement = ann
+                    self._announcement, self._announcement_raw = ann, payload
                     self._changed.notify_all()
         elif topic == topics.model_blob(fog):
             async with self._changed:
                 self._blob = payload
                 self._changed.notify_all()
         else:
-            with contextlib.suppress(ProtocolError):
-                down = parse_down(payload)
-                if down["type"] in ANSWERS:
-                    self._answers.put_nowait(down)
-                elif down["type"] in ("accepted", "rejected"):
-                    self._settle(down)
+            down = self._verified(payload, topic)
+            if down is None:
+                return
+            if down["type"] in ANSWERS or (down["type"] == "rejected" and down.get("hello")):
+                self._answers.put_nowait(down)
+            elif down["type"] in ("accepted", "rejected"):
+                self._settle(down)
+
+    def _verified(self, payload: bytes, where: str) -> dict[str, Any] | None:
+        """A down message whose tag verifies with this device's key; None (counted and
+        logged, never used) for any other bytes."""
+        try:
+            return downlink.verify_down(payload, self.creds.key)
+        except ProtocolError as exc:
+            self.dropped[exc.reason.value] += 1
+            log.warning("%s: dropped a message on %s: %s", self.creds.device_id, where, exc)
+            return None
 
     def _settle(self, down: dict[str, Any]) -> None:
         """An outcome from the fog ends the wait for that seq (an outcome without a seq,
@@ -308,27 +347,68 @@ class FLClient:
         """Register / heartbeat. With ``wait``, return the fog's answer (a ``welcome``),
         after following redirects to peer fog nodes unless ``follow_redirects`` is off (then
         the ``redirect`` itself is returned)."""
-        for _ in range(MAX_REDIRECTS + 1):
+        self._hello_args = {"ram": ram, "battery": battery, "can_train": can_train, "fw": fw,
+                            "model_version": model_version}
+        redirects = 0
+        replays = 0
+        while True:
+            ctr = self._next_hello_ctr()
             payload = encode_hello(Hello(self.creds.device_id, fw, ram, battery, can_train,
-                                         None, model_version), self.creds.key)
+                                         None, model_version, ctr), self.creds.key)
             if self.transport == "mqtt":
                 await self._publish_hello(payload)
                 if not wait:
                     return None
-                async with asyncio.timeout(self.timeout):
-                    answer = await self._answers.get()
+                answer = await self._answer_to(ctr)
             else:
                 body = await self._coap_request("POST", "/hello", payload)
                 if not wait:
                     return None
-                try:
-                    answer = parse_down(body)
-                except ProtocolError as exc:
-                    raise ClientError(f"hello answer is unusable: {exc}") from None
+                got = self._verified(body, "/hello")
+                if got is None:
+                    raise ClientError("hello answer is not signed with this device's key")
+                if got.get("ctr") != ctr:
+                    self.dropped["stale_answer"] += 1
+                    raise ClientError(f"hello answer echoes counter {got.get('ctr')!r}, "
+                                      f"not {ctr}")
+                answer = got
+            last = answer.get("last_hello")
+            if answer["type"] == "rejected":
+                if (answer.get("reason") == Reason.REPLAYED_HELLO.value and replays == 0
+                        and isinstance(last, int) and last >= self._hello_ctr):
+                    # this state was lost (or is older than the fog's): continue above
+                    self._hello_ctr = last
+                    replays += 1
+                    continue
+                raise ClientError(f"hello refused: {answer.get('reason')}: "
+                                  f"{answer.get('detail')}")
+            if answer["type"] == "welcome":
+                self._digest = answer
             if answer["type"] != "redirect" or not self.follow_redirects:
                 return answer
+            if redirects == MAX_REDIRECTS:
+                raise ClientError(f"more than {MAX_REDIRECTS} redirects in a row")
+            redirects += 1
             await self._follow(answer)
-        raise ClientError(f"more than {MAX_REDIRECTS} redirects in a row")
+
+    def _next_hello_ctr(self) -> int:
+        """Strictly increasing across restarts without any state: milliseconds since the
+        epoch, or one more than the last when the clock has not moved on."""
+        self._hello_ctr = max(self._hello_ctr + 1, int(time.time() * 1000))
+        return self._hello_ctr
+
+    async def _answer_to(self, ctr: int) -> dict[str, Any]:
+        """The fog's answer to the hello with counter ``ctr``; answers to earlier hellos
+        (or replayed ones) are dropped."""
+        async with asyncio.timeout(self.timeout):
+            while True:
+                answer = await self._answers.get()
+                if answer.get("ctr") == ctr or (answer["type"] == "rejected"
+                                                and "ctr" not in answer):
+                    return answer
+                self.dropped["stale_answer"] += 1
+                log.info("%s: dropped a %s that does not answer hello %d",
+                         self.creds.device_id, answer["type"], ctr)
 
     async def _publish_hello(self, payload: bytes) -> None:
         import aiomqtt
@@ -379,23 +459,55 @@ class FLClient:
             if self.transport == "mqtt":
                 return await self._model_mqtt(after_round)
             while True:
-                ann = ModelAnnouncement.from_json(await self._coap_request("GET", "/model?meta"))
-                if ann.round > after_round:
+                raw = await self._coap_request("GET", "/model?meta")
+                ann = ModelAnnouncement.from_json(raw)
+                if ann.round > after_round and await self._authentic(raw):
                     return await self._model_from(ann, None)
                 await asyncio.sleep(0.2)
 
+    async def _authentic(self, raw: bytes) -> bool:
+        """Whether announcement bytes are the ones the latest welcome names; if not, say
+        hello (the same hello as last time) to learn the current digest and look again."""
+        want = downlink.announcement_digest(raw)
+        if self._digest is not None and self._digest.get("announcement") == want:
+            return True
+        answer = await self.hello(**self._hello_args, wait=True)
+        if answer is not None and answer.get("announcement") == want:
+            return True
+        self.dropped["announcement"] += 1
+        log.warning("%s: dropped a model announcement the fog's welcome does not name",
+                    self.creds.device_id)
+        return False
+
     async def _model_mqtt(self, after_round: int) -> GlobalModel:
+        refused = b""
+        while True:
+            async with self._changed:  # never held while saying hello: the reader needs it
+                while True:
+                    ann, raw = self._announcement, self._announcement_raw
+                    if ann is not None and ann.round > after_round and raw != refused:
+                        break
+                    await self._changed.wait()
+            if not await self._authentic(raw):
+                refused = raw
+                continue
+            if ann.blob_topic is None:
+                return await self._model_from(ann, None)
+            blob = await self._blob_for(ann, raw)
+            if blob is not None:
+                return await self._model_from(ann, blob)
+
+    async def _blob_for(self, ann: ModelAnnouncement, raw: bytes) -> bytes | None:
+        """The retained blob whose SHA-256 is the (authenticated) announcement's; None if
+        the announcement changes first. Other blobs are not used."""
         async with self._changed:
             while True:
-                ann = self._announcement
-                if ann is not None and ann.round > after_round:
-                    blob = self._blob
-                    if ann.blob_topic is None:
-                        break
-                    if blob is not None and hashlib.sha256(blob).hexdigest() == ann.sha256:
-                        return await self._model_from(ann, blob)
+                blob = self._blob
+                if blob is not None and hashlib.sha256(blob).hexdigest() == ann.sha256:
+                    return blob
+                if self._announcement_raw != raw:
+                    return None
                 await self._changed.wait()
-        return await self._model_from(ann, None)
 
     async def _model_from(self, ann: ModelAnnouncement, blob: bytes | None) -> GlobalModel:
         if blob is None:

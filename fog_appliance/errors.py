@@ -65,6 +65,7 @@ class Reason(enum.StrEnum):
     DEVICE_MISMATCH = "device_mismatch"
     BAD_SIGNATURE = "bad_signature"
     REPLAYED_SEQUENCE = "replayed_sequence"
+    REPLAYED_HELLO = "replayed_hello"
     WRONG_MODEL_VERSION = "wrong_model_version"
     WRONG_ROUND = "wrong_round"
     ROUND_CLOSED = "round_closed"
@@ -95,6 +96,10 @@ class RejectedError(FogError):
         self.detail = detail
         self.seq: int | None = None
         """The frame's sequence number, when the header could be read (set by the intake)."""
+        self.last_hello: int | None = None
+        """For ``replayed_hello``: the device's last accepted hello counter."""
+        self.hello_ctr: int | None = None
+        """For ``replayed_hello``: the refused hello's own counter."""
         super().__init__(f"{reason.value}: {detail}")
 
     @property

@@ -17,6 +17,8 @@ class KnownDevice:
     revoked: bool
     last_seq: int
     role: str
+    last_hello: int = 0
+    """The highest hello counter accepted (kept in the device's stored ``info`` as ``ctr``)."""
 
 
 class Registry:
@@ -34,12 +36,13 @@ class Registry:
         version = store.data_version()
         if not force and version == self._data_version and self._devices:
             return
-        fresh = {d.id: KnownDevice(d.key, d.revoked, d.last_seq, d.role)
+        fresh = {d.id: KnownDevice(d.key, d.revoked, d.last_seq, d.role, _stored_ctr(d.info))
                  for d in store.devices()}
         for dev_id, known in fresh.items():
             cached = self._devices.get(dev_id)
             if cached is not None:
                 known.last_seq = max(known.last_seq, cached.last_seq)
+                known.last_hello = max(known.last_hello, cached.last_hello)
         self._devices = fresh
         self._data_version = version
         self.refreshed_at = time.monotonic()
@@ -72,6 +75,19 @@ class Registry:
         if dev is not None and seq > dev.last_seq:
             dev.last_seq = seq
 
+    def last_hello(self, device: str) -> int:
+        dev = self._devices.get(device)
+        return dev.last_hello if dev else 0
+
+    def take_hello(self, device: str, ctr: int) -> bool:
+        """Whether ``ctr`` is above the device's last hello counter; if so it becomes the
+        last one (at once, so that a concurrent copy of the same hello is refused)."""
+        dev = self._devices.get(device)
+        if dev is None or ctr <= dev.last_hello:
+            return False
+        dev.last_hello = ctr
+        return True
+
     def role(self, device: str) -> str:
         dev = self._devices.get(device)
         return dev.role if dev else "train"
@@ -81,3 +97,8 @@ class Registry:
 
     def active_count(self) -> int:
         return sum(1 for d in self._devices.values() if not d.revoked)
+
+
+def _stored_ctr(info: dict[str, object]) -> int:
+    ctr = info.get("ctr") if isinstance(info, dict) else None
+    return ctr if isinstance(ctr, int) and not isinstance(ctr, bool) else 0

@@ -9,6 +9,7 @@ from binascii import hexlify
 import encoder
 import flashstate
 import modelblob
+import msgauth
 import trainer
 import watchdog
 import wifi
@@ -78,6 +79,7 @@ class Edge:
         self.last_inference = None
         self.coap_client = None
         self.hello_at = 0
+        self.auth = msgauth.Auth(self.key, st)
 
     def log(self, msg):
         print("edge %s: %s" % (self.dev, msg))
@@ -99,6 +101,7 @@ class Edge:
         host, port = (r["host"], r["port"]) if r else (m["host"], m["port"])
         self.link = Uplink(self.conf, host, port, self.edge["keepalive"],
                            self.edge["io_timeout_s"])
+        self.link.auth = self.auth
         self.link.topics = self.topics()
         try:
             self.link.connect()
@@ -119,26 +122,35 @@ class Edge:
         self.hello_at = ticks_ms()
         info = {"id": self.dev, "fw": "%s-%s" % (sys.platform, FW_VERSION), "ram": mem_free(),
                 "battery": self.board.battery(), "can_train": self.role() == "train",
-                "cpu_mhz": self.board.cpu_mhz(), "model_version": self.st.model_version()}
+                "cpu_mhz": self.board.cpu_mhz(), "model_version": self.st.model_version(),
+                "ctr": self.auth.next_hello()}
         self.link.publish(self.link.topics["hello"], encoder.encode_hello(self.key, info))
 
     def has_control(self):
         for d in self.link.downs:
-            if d["type"] in _CONTROL:
+            if d["type"] in _CONTROL or d.get("hello"):
                 return True
         return False
 
     def service(self):
         # Act on control messages from the fog: redirect, role, welcome.
         while True:
-            d = self.link.take_down(lambda d: d["type"] in _CONTROL)
+            d = self.link.take_down(lambda d: d["type"] in _CONTROL or d.get("hello"))
             if d is None:
                 break
             kind = d["type"]
+            if d.get("hello"):  # a refusal of a hello
+                self.log("hello refused: %s %s" % (d.get("reason"), d.get("detail") or ""))
+                if self.auth.replayed(d):
+                    self.hello()
+                continue
+            if kind in ("welcome", "redirect") and not self.auth.answer_ok(d):
+                continue
             if kind == "redirect":
                 host, port = d.get("host"), d.get("port")
                 if isinstance(host, str) and host and isinstance(port, int) and 0 < port < 65536:
-                    self.redirect_to = {"host": host, "port": port, "fog": d.get("fog"),
+                    self.redirect_to = {"host": host, "port": port,
+                                        "fog": d.get("fog_id") or d.get("fog"),
                                         "coap_port": d.get("coap_port")}
                 else:
                     self.log("ignored a redirect without a valid host and port")
@@ -194,8 +206,8 @@ class Edge:
             link.publish(link.topics["up"], frame)
             self.log("sent update seq %d for round %d (%d bytes)" % (seq, rnd, len(frame)))
             opened = link.connects
-            d = self.wait_down(lambda d: d["type"] in _OUTCOME and d.get("seq") in (seq, None),
-                               lambda: link.connects != opened)
+            d = self.wait_down(lambda d: d["type"] in _OUTCOME and d.get("seq") in (seq, None)
+                               and not d.get("hello"), lambda: link.connects != opened)
             if d is not None or link.connects == opened:
                 break
             self.log("the link was re-opened before an answer for seq %d; sending it again"
@@ -241,9 +253,12 @@ class Edge:
         # The announced round, if this device has not finished it. Rounds only grow on a
         # fog node, so a lower number means a new node (or a node started afresh).
         a = self.link.announcement
-        if a is not None and a.get("round", 0) != self.st.done_round:
-            return a
-        return None
+        if a is None or a.get("round", 0) == self.st.done_round:
+            return None
+        ok = self.auth.announcement(self.link.announcement_sha)
+        if ok is None:  # not named by the latest welcome: ask the fog (once)
+            self.hello()
+        return a if ok else None
 
     def next_round(self):
         self.link.wait(lambda: self.has_control() or self.new_round() is not None,
@@ -362,6 +377,7 @@ class Edge:
                 if modelblob.sha256_hex(blob) == sha:
                     self.st.store_model(blob, ann["version"], sha)
                     return modelblob.parse(blob, shapes)[1]
+                self.auth.drop("a model blob", "its sha256 is not the announced one")
             raise modelblob.BlobError("the retained blob does not match the announcement")
         finally:
             link.fetch_blob(False)

@@ -251,7 +251,7 @@ def _put_values(buf, pos, vals, dtype, scale):
 
 # The hello's fields in the order the fog writes them (docs/protocol.md), so the device's
 # bytes equal the golden file's.
-HELLO_FIELDS = ("id", "fw", "ram", "battery", "can_train", "cpu_mhz", "model_version")
+HELLO_FIELDS = ("id", "fw", "ram", "battery", "can_train", "cpu_mhz", "model_version", "ctr")
 
 
 def encode_hello(key, info):

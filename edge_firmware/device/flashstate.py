@@ -8,6 +8,8 @@
 #   redirect   broker host/port (and fog id) a fog node sent us to
 #   role       "train" or "offload", when the fog assigned one
 #   crashes    consecutive unexpected resets, for the back-off in main.py
+#   hello_block the highest hello counter reserved (msgauth.py): after a reset the counter
+#              continues above it, so it is written once per msgauth.HELLO_BLOCK hellos
 # Every write goes to a temporary file first and is renamed over the old one (atomic on
 # LittleFS, the ESP32 default; on FAT the loader falls back to the temporary file).
 import json
@@ -61,6 +63,8 @@ class State:
         self.redirect = None
         self.role = None
         self.crashes = 0
+        self.hello_block = 0
+        self.hello_ctr = 0  # in RAM only; starts at hello_block
         self.load()
 
     def path(self, name):
@@ -84,6 +88,7 @@ class State:
         self.redirect = d.get("redirect")
         self.role = d.get("role")
         self.crashes = int(d.get("crashes", 0))
+        self.hello_block = self.hello_ctr = int(d.get("hello_block", 0))
         if self.pending is not None and self.pending_frame() is None:
             print("state: the pending update in flash is unreadable; dropped")
             self.pending = None
@@ -91,7 +96,7 @@ class State:
     def save(self):
         d = {"seq": self.seq, "pending": self.pending, "done_round": self.done_round,
              "model": self.model, "redirect": self.redirect, "role": self.role,
-             "crashes": self.crashes}
+             "crashes": self.crashes, "hello_block": self.hello_block}
         write_atomic(self.path(STATE), json.dumps(d))
 
     # -- the update in flight --------------------------------------------------------

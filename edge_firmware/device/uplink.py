@@ -6,8 +6,9 @@
 # the retained model announcement and blob are kept (latest wins), down messages queued.
 # Before every connection the Wi-Fi station is checked and re-associated; every poll and
 # wait feeds the watchdog.
+import hashlib
 import json
-from binascii import a2b_base64
+from binascii import a2b_base64, hexlify
 
 import clock
 import watchdog
@@ -88,6 +89,8 @@ class Uplink:
         self.ca = m.get("ca")
         self.client = None
         self.announcement = None  # latest retained model announcement (dict)
+        self.announcement_sha = None  # its SHA-256 (hex), checked by msgauth
+        self.auth = None  # msgauth.Auth: verifies down messages (None: unsigned, tests)
         self.blob = None  # latest retained model blob (bytes)
         self.downs = []  # down messages (dicts), oldest first
         self.last_io = 0
@@ -107,10 +110,16 @@ class Uplink:
                 return
             if isinstance(ann, dict):
                 self.announcement = ann
+                self.announcement_sha = hexlify(hashlib.sha256(msg).digest()).decode()
         elif topic == self.topics["model_blob"]:
             if self.want_blob:  # else a leftover of an old subscription: not kept
                 self.blob = msg  # umqtt's own bytes object: no second copy
         elif topic == self.topics["down"]:
+            if self.auth is not None:  # signed: dropped, counted and logged unless verified
+                d = self.auth.down(msg)
+                if d is not None:
+                    self.downs.append(d)
+                return
             try:
                 d = json.loads(msg)
             except ValueError:
@@ -195,7 +204,7 @@ class Uplink:
         self.close()
         self.host = host
         self.port = port
-        self.announcement = None
+        self.announcement = self.announcement_sha = None
         self.blob = None
         self.connect()
 

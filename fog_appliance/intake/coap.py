@@ -26,7 +26,7 @@ from fog_appliance.errors import AuthError, PolicyError, Reason, RejectedError, 
 from fog_appliance.intake.coap_block1 import Uploads
 from fog_appliance.intake.coap_guard import VerifiedSources, source_of
 from fog_appliance.intake.service import Intake
-from fog_appliance.protocol import topics
+from fog_appliance.protocol import downlink, topics
 from fog_appliance.protocol.messages import MAX_HELLO_BYTES
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,14 @@ class HelloResource(aiocoap.resource.Resource):  # type: ignore[misc]
             hello = await self._intake.submit_hello(bytes(request.payload), "coap")
         if self._verified is not None:  # this address holds a device key: it may fetch /model
             self._verified.note(source_of(request.remote))
-        return _json(await self._intake.hello_answer(hello, "coap"))
+        answer = await self._intake.hello_answer(hello, "coap")
+        key = self._intake.key_for(hello.id)
+        if key is None:  # revoked between the hello and its answer
+            raise aiocoap.error.Forbidden(f"revoked_device: device {hello.id!r} has been "
+                                          "revoked; the hello was refused, nothing changed")
+        body = json.dumps(answer, separators=(",", ":")).encode()
+        return aiocoap.Message(code=aiocoap.CHANGED, payload=downlink.sign(body, key),
+                               content_format=CT_OCTETS)
 
 
 def build_site(intake: Intake, coordinator: Coordinator,

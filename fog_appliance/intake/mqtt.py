@@ -27,7 +27,7 @@ from fog_appliance.backoff import backoff_delays
 from fog_appliance.coordinator import Coordinator, CurrentModel
 from fog_appliance.errors import RejectedError, StoreError
 from fog_appliance.intake.service import Intake
-from fog_appliance.protocol import topics
+from fog_appliance.protocol import downlink, topics
 from fog_appliance.protocol.messages import down_message
 
 log = logging.getLogger(__name__)
@@ -169,8 +169,14 @@ class MqttIntake:
                 answer = await self._intake.hello_answer(hello, "mqtt")
                 reply = down_message(answer.pop("type"), **answer)
         except RejectedError as exc:
+            extra: dict[str, Any] = {}
+            if edge is not None and edge.kind == topics.HELLO:
+                extra["hello"] = True  # not the outcome of an update
+                if exc.last_hello is not None:
+                    extra["last_hello"] = exc.last_hello
+                    extra["ctr"] = exc.hello_ctr
             reply = down_message("rejected", reason=exc.reason.value, detail=exc.detail,
-                                 seq=exc.seq)
+                                 seq=exc.seq, **extra)
         except StoreError as exc:
             if not failure.done():
                 failure.set_result(exc)
@@ -179,9 +185,11 @@ class MqttIntake:
         acks.done(slot)
         self._served = True
         limit.release()
-        if reply is not None and edge is not None:
+        key = self._intake.key_for(edge.device) if edge is not None else None
+        if reply is not None and edge is not None and key is not None:
             try:
-                await client.publish(topics.down(self.s.fog_id, edge.device), reply, qos=1)
+                await client.publish(topics.down(self.s.fog_id, edge.device),
+                                     downlink.sign(reply, key), qos=1)
             except aiomqtt.MqttError as exc:
                 log.info("could not tell %s the outcome: %s", edge.device, exc)
 

@@ -21,6 +21,7 @@ from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import PolicyError, ProtocolError, Reason, RejectedError
 from fog_appliance.intake.committer import Committer, Pending
 from fog_appliance.intake.loglimit import LogLimiter
+from fog_appliance.protocol.downlink import announcement_digest
 from fog_appliance.protocol.frame import UpdateFrame, decode_update, read_header
 from fog_appliance.protocol.messages import Hello, decode_hello
 from fog_appliance.registry import Registry
@@ -176,10 +177,17 @@ class Intake:
             if topic_device is not None and topic_device != hello.id:
                 raise ProtocolError(Reason.DEVICE_MISMATCH,
                                     f"hello of {hello.id!r} on the topic of {topic_device!r}")
+            if not self._registry.take_hello(hello.id, hello.ctr):
+                raise PolicyError(Reason.REPLAYED_HELLO,
+                                  f"hello counter {hello.ctr} is not above the last accepted "
+                                  f"{self._registry.last_hello(hello.id)}")
         except RejectedError as exc:
+            if exc.reason is Reason.REPLAYED_HELLO:
+                exc.last_hello = self._registry.last_hello(device)
+                exc.hello_ctr = hello.ctr
             self.record_rejection(device, transport, exc, what="hello")
             raise
-        info = {"fw": hello.fw, "ram": hello.ram, "battery": hello.battery,
+        info = {"ctr": hello.ctr, "fw": hello.fw, "ram": hello.ram, "battery": hello.battery,
                 "can_train": hello.can_train, "cpu_mhz": hello.cpu_mhz,
                 "model_version": hello.model_version, "transport": transport}
         placement = self.placer(hello) if self.placer is not None else {}
@@ -190,11 +198,25 @@ class Intake:
         return hello
 
     def welcome(self, hello: Hello) -> dict[str, Any]:
-        """The fields of the welcome answering a hello (both transports)."""
+        """The fields of the welcome answering a hello (both transports): it echoes the
+        hello's counter, and carries the digest of the current announcement, which is how
+        an edge authenticates the broadcast announcement and, through its ``sha256``, the
+        model blob (docs/protocol.md "Signed down messages")."""
         model = self._coord.model
-        return {"device": hello.id, "model_version": model.version, "round": model.round_id,
+        return {"device": hello.id, "fog": self._coord.cfg.fog_node.id, "ctr": hello.ctr,
+                "model_version": model.version, "round": model.round_id,
+                "sha256": model.announcement.sha256,
+                "announcement": announcement_digest(model.announcement.to_json()),
                 "last_seq": self._registry.last_seq(hello.id),
                 **self.placements.get(hello.id, {})}
+
+    def key_for(self, device: str) -> bytes | None:
+        """The key to sign a down message to ``device`` with (None: not an active device,
+        nothing is sent)."""
+        try:
+            return self._registry.key_for(device)
+        except RejectedError:
+            return None
 
     async def hello_answer(self, hello: Hello, transport: str) -> dict[str, Any]:
         """What to tell an edge whose hello was accepted: a welcome with the current model,
@@ -202,7 +224,7 @@ class Intake:
         if self.hello_gate is not None:
             redirect = await self.hello_gate(hello, transport)
             if redirect is not None:
-                return redirect
+                return {**redirect, "ctr": hello.ctr}
         return {"type": "welcome", **self.welcome(hello)}
 
     def record_rejection(self, device: str, transport: str, exc: RejectedError,

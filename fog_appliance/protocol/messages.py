@@ -35,11 +35,14 @@ class Hello:
     cpu_mhz: int | None = None
     model_version: int = 0
     """The model version the edge currently holds (0: none)."""
+    ctr: int = 0
+    """The device's hello counter: strictly increasing per device (gaps allowed), so a
+    replayed hello is refused (``replayed_hello``); the answer echoes it."""
 
 
 _HELLO_TYPES: dict[str, tuple[type, ...]] = {
     "id": (str,), "fw": (str,), "ram": (int, type(None)), "battery": (int, type(None)),
-    "can_train": (bool,), "cpu_mhz": (int, type(None)), "model_version": (int,),
+    "can_train": (bool,), "cpu_mhz": (int, type(None)), "model_version": (int,), "ctr": (int,),
 }
 
 
@@ -72,6 +75,9 @@ def decode_hello(payload: bytes, key_for: Callable[[str], bytes]) -> Hello:
     dev = obj.get("id")
     if not isinstance(dev, str) or not DEVICE_ID_RE.fullmatch(dev.encode()):
         raise ProtocolError(Reason.BAD_MESSAGE, "hello field 'id' is missing or not a device id")
+    ctr = obj.get("ctr", 0)
+    if not 0 <= ctr < 2**53:
+        raise ProtocolError(Reason.BAD_MESSAGE, "hello field 'ctr' is not in 0..2^53")
     battery = obj.get("battery")
     if battery is not None and not 0 <= battery <= 100:
         raise ProtocolError(Reason.BAD_MESSAGE, "hello field 'battery' is not in 0..100")

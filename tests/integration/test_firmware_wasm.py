@@ -59,7 +59,7 @@ def _build(tmp: Path, spec: ModelSpec, n: int) -> tuple[Path, Path, np.ndarray, 
                                for t in c["tensors"]]
         elif name == "hello":
             case["fields"] = {k: c[k] for k in ("id", "fw", "ram", "battery", "can_train",
-                                                "cpu_mhz", "model_version")}
+                                                "cpu_mhz", "model_version", "ctr")}
         (fx / "cases" / f"{name}.json").write_text(json.dumps(case))
     rng = np.random.default_rng(11)
     w0 = [t + rng.normal(0, 0.05, t.shape).astype(np.float32) for t in spec.init_weights(2)]
