@@ -53,7 +53,7 @@ import numpy as np
 
 from fog_appliance.aio import honour_cancellation
 from fog_appliance.backoff import backoff_delays
-from fog_appliance.errors import FogError, ProtocolError, Reason
+from fog_appliance.errors import FogError, ProtocolError, Reason, RejectedError
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol import downlink, topics
 from fog_appliance.protocol import infer as infer_wire
@@ -315,7 +315,7 @@ class FLClient:
         logged, never used) for any other bytes."""
         try:
             return downlink.verify_down(payload, self.creds.key)
-        except ProtocolError as exc:
+        except RejectedError as exc:
             self.dropped[exc.reason.value] += 1
             log.warning("%s: dropped a message on %s: %s", self.creds.device_id, where, exc)
             return None

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from fog_appliance.protocol.downlink import verify_down
 from fog_appliance.protocol.messages import Hello, encode_hello
 from tests.e2e.image_vm import (
     BOOT_TIMEOUT_S,
@@ -182,7 +183,7 @@ def test_coap_hello_from_the_host(vm: Vm) -> None:
     import aiocoap
 
     dev = bundle(vm, DEVICE)
-    payload = encode_hello(Hello(id=DEVICE, fw="ci", ram=200_000), bytes.fromhex(dev["key"]))
+    payload = encode_hello(Hello(id=DEVICE, fw="ci", ram=200_000, ctr=1), bytes.fromhex(dev["key"]))
 
     async def post() -> aiocoap.Message:
         ctx = await aiocoap.Context.create_client_context()
@@ -195,7 +196,7 @@ def test_coap_hello_from_the_host(vm: Vm) -> None:
 
     resp = asyncio.run(post())
     assert resp.code == aiocoap.CHANGED, (resp.code, resp.payload)
-    welcome = json.loads(resp.payload)
+    welcome = verify_down(resp.payload, bytes.fromhex(dev["key"]))
     assert welcome["type"] == "welcome" and welcome["device"] == DEVICE
 
 

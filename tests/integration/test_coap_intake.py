@@ -12,6 +12,7 @@ import pytest
 from fog_appliance.app import FogNode
 from fog_appliance.client import FLClient
 from fog_appliance.config import FogConfig
+from fog_appliance.protocol.downlink import verify_down
 from fog_appliance.protocol.frame import encode_update
 from fog_appliance.protocol.messages import Hello, encode_hello
 from fog_appliance.protocol.model_blob import etag
@@ -133,9 +134,9 @@ async def test_model_blockwise_etag_observe(tmp_path: object, ctx: aiocoap.Conte
 async def test_hello_and_discovery(coap_node: FogNode, ctx: aiocoap.Context) -> None:
     node = coap_node
     d = await add_device(node, "h1")
-    resp = await post(ctx, node, "/hello", encode_hello(Hello("h1", "t", 1000, 50), d.key))
+    resp = await post(ctx, node, "/hello", encode_hello(Hello("h1", "t", 1000, 50, ctr=1), d.key))
     assert resp.code == aiocoap.CHANGED
-    assert json.loads(resp.payload)["model_version"] == 1
+    assert verify_down(resp.payload, d.key)["model_version"] == 1
     dev = await node.db.run(node.store.device, "h1")
     assert dev is not None and dev.info["battery"] == 50 and dev.last_seen
     bad = await post(ctx, node, "/hello", b"{}" + b"\0" * 32)

@@ -6,7 +6,6 @@ second real node checks the receiving side of hand-overs and revocations."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +23,7 @@ from fog_appliance.admin import actions
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.config import FogConfig, PeerConfig
+from fog_appliance.protocol.downlink import verify_down
 from fog_appliance.protocol.frame import encode_update
 from fog_appliance.protocol.messages import Hello, encode_hello
 from fog_appliance.protocol.model_blob import encode_model, sha256_hex
@@ -208,13 +208,15 @@ async def test_redirects_go_to_the_configured_host_and_revocations_follow(
     async with FogNode(cfg).running() as node:
         await wait_until(lambda: "evil" in node.peers.hints)
         d1, d2 = await add_device(node, "d1"), await add_device(node, "d2")
-        first = await coap_post(node, "/hello", encode_hello(Hello("d1", "t", 1000), d1.key))
-        assert json.loads(first.payload)["type"] == "welcome"
-        second = await coap_post(node, "/hello", encode_hello(Hello("d2", "t", 1000), d2.key))
-        answer = json.loads(second.payload)
+        first = await coap_post(node, "/hello",
+                                encode_hello(Hello("d1", "t", 1000, ctr=1), d1.key))
+        assert verify_down(first.payload, d1.key)["type"] == "welcome"
+        second = await coap_post(node, "/hello",
+                                 encode_hello(Hello("d2", "t", 1000, ctr=1), d2.key))
+        answer = verify_down(second.payload, d2.key)
         # the hint said evil.example; the edge goes to the host this node's config names
         assert answer == {"type": "redirect", "host": "127.0.0.1", "port": 5999,
-                          "fog_id": "evil", "transport": "coap"}
+                          "fog_id": "evil", "transport": "coap", "ctr": 1}
         # only the redirected device's record went to the peer, for that redirect
         assert [(p, b["device_id"]) for p, b in hostile.received] == [("/devices", "d2")]
         assert node.peers.handed_over == {"d2": "evil"}

@@ -171,7 +171,7 @@ async def test_model_reflection_to_unverified_addresses_is_bounded(
             from fog_appliance.protocol.messages import Hello, encode_hello
 
             hello = aiocoap.Message(code=aiocoap.POST, uri_path=("hello",), payload=encode_hello(
-                Hello("pi-1", "fw", 10**6, None, True, 1000, 1), creds.key))
+                Hello("pi-1", "fw", 10**6, None, True, 1000, 1, 1), creds.key))
             assert (await edge_sock.request(hello)).code == aiocoap.CHANGED
             for _ in range(200):  # more than the unverified burst
                 assert (await edge_sock.request(model_get())).code == aiocoap.CONTENT

@@ -11,8 +11,8 @@ import pytest
 from fog_appliance.app import FogNode
 from fog_appliance.client import FLClient
 from fog_appliance.protocol import topics
+from fog_appliance.protocol.downlink import verify_down
 from fog_appliance.protocol.frame import encode_update
-from fog_appliance.protocol.messages import parse_down
 from tests.conftest import HAVE_MOSQUITTO, add_device
 
 pytestmark = pytest.mark.skipif(not HAVE_MOSQUITTO, reason="needs mosquitto (apt-get install "
@@ -80,7 +80,7 @@ async def test_bad_input_over_mqtt_is_counted_and_answered(node: FogNode) -> Non
         got = []
         async with asyncio.timeout(10):
             async for msg in c.messages:
-                got.append(parse_down(msg.payload)["reason"])  # type: ignore[arg-type]
+                got.append(verify_down(bytes(msg.payload), creds.key)["reason"])  # type: ignore[arg-type]
                 if len(got) == len(cases):
                     break
     assert got == [r for _, r in cases]

@@ -6,7 +6,6 @@ is the hardware boundary, and these tests need to say when the node is busy or i
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from fog_appliance.config import FogConfig
 from fog_appliance.model.numpy_model import forward
 from fog_appliance.protocol import infer as wire
 from fog_appliance.protocol import topics
+from fog_appliance.protocol.downlink import verify_down
 from fog_appliance.protocol.messages import Hello, encode_hello
 from fog_appliance.provisioning import provision
 from fog_appliance.resources import Sample
@@ -71,6 +71,7 @@ class Node:
         self.client = client
         self.base = f"coap://127.0.0.1:{node.coap_port}"
         self.creds: dict[str, DeviceCredentials] = {}
+        self.ctr = 0
 
     async def provision(self, *devices: str) -> None:
         """Register devices, then load the registry once (it reloads on its own only when
@@ -86,10 +87,11 @@ class Node:
         return await asyncio.wait_for(self.client.request(msg).response, 15)
 
     async def hello(self, device: str, **fields: Any) -> dict[str, Any]:
-        payload = encode_hello(Hello(device, **fields), self.creds[device].key)
+        self.ctr += 1
+        payload = encode_hello(Hello(device, **fields, ctr=self.ctr), self.creds[device].key)
         resp = await self.request(aiocoap.POST, "/hello", payload)
         assert resp.code == aiocoap.CHANGED, resp.payload
-        return dict(json.loads(resp.payload))
+        return verify_down(resp.payload, self.creds[device].key)
 
     async def infer(self, x: np.ndarray, device: str | None = None) -> aiocoap.Message:
         """A signed request (inference.require_auth), by ``device`` or the first one."""
@@ -223,7 +225,7 @@ async def test_mqtt_welcome_carries_the_role_and_the_blob_comes_from_the_cache(
             await dev.subscribe([(topics.down("fog-t", "watch-2"), 1),
                                  (topics.model_blob("fog-t"), 1)])
             await dev.publish(topics.hello("fog-t", "watch-2"),
-                              encode_hello(Hello("watch-2", can_train=False), creds.key),
+                              encode_hello(Hello("watch-2", can_train=False, ctr=1), creds.key),
                               qos=1)
             got: dict[str, bytes] = {}
             async with asyncio.timeout(15):
@@ -231,7 +233,7 @@ async def test_mqtt_welcome_carries_the_role_and_the_blob_comes_from_the_cache(
                     got[str(msg.topic)] = bytes(msg.payload)  # type: ignore[arg-type]
                     if len(got) == 2:
                         break
-        welcome = json.loads(got[topics.down("fog-t", "watch-2")])
+        welcome = verify_down(got[topics.down("fog-t", "watch-2")], creds.key)
         assert welcome["type"] == "welcome" and welcome["role"] == "offload"
         assert welcome["infer"] == "/infer" and "cannot train" in welcome["reason"]
         assert got[topics.model_blob("fog-t")] == fog.coordinator.model.blob

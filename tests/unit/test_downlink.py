@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from fog_appliance.errors import AuthError, ProtocolError, RejectedError
 from fog_appliance.protocol import downlink
-from fog_appliance.protocol.messages import Hello, decode_hello, encode_hello
+from fog_appliance.protocol.messages import Hello, decode_hello
 from tests.firmware_support import FIXTURES, firmware
 
 msgauth = firmware("msgauth")
