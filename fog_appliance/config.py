@@ -450,9 +450,11 @@ class ApplianceConfig:
     provision_devices: list[str] = bounded([], pattern=DEVICE_ID_PATTERN)
     """Devices to register at boot if they are not registered yet; their configs (with
     their secret keys) are written to ``<data_dir>/devices/<id>.json``."""
-    mqtt_lan_plain: bool = True
-    """Let edges use plain MQTT on 1883 from the LAN. Off: 1883 listens on loopback only
-    (for the node itself) and edges must use the TLS listener."""
+    mqtt_lan_plain: bool = False
+    """Let edges use plain MQTT on 1883 from the LAN. Off (the default): 1883 listens on
+    loopback only (for the node itself) and edges use the TLS listener, with the CA in
+    their device config. Without certificates (openssl failed) 1883 stays on the LAN so
+    that edges can still reach the broker; with ``mqtt_tls_port: 0`` this must be on."""
     mqtt_tls_port: int = bounded(8883, ge=0, le=65535)
     """Port of the broker's TLS listener for edges; 0 turns it off."""
     mqtt_ca_file: str | None = None

@@ -456,6 +456,8 @@ class Edge:
             else:
                 self.settle_pending()
                 ann = self.next_round()
+                if ann is None and self.has_control():
+                    continue  # the fog's answer first (its welcome names the announcement)
                 if ann is not None:
                     self.train_and_send(ann)
             if self.edge["sleep_s"]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import hashlib
 import json
 import socket
@@ -39,8 +40,9 @@ from fog_appliance.protocol.model_blob import encode_model, sha256_hex
 from fog_appliance.provisioning import broker_files
 from tests.conftest import add_device
 from tests.integration.test_coap_intake import ctx, post
+from tests.integration.test_firmware_mqtt import tls_broker
 
-__all__ = ["ctx"]
+__all__ = ["ctx", "tls_broker"]
 
 needs_mqtt = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
 MITM_PW = "on-the-path"
@@ -228,3 +230,30 @@ async def test_the_client_over_coap_takes_the_real_model(coap_node: FogNode) -> 
         got = await c.model(timeout=15)
         assert got.sha256 == coap_node.coordinator.model.sha256
         assert c.dropped == {}
+
+
+# paho drops the SSL socket of a failed handshake without closing it (in paho, not here).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@needs_mqtt
+async def test_the_client_uses_tls_with_the_ca_of_its_device_config(
+        tls_broker: tuple[int, str, str]) -> None:
+    """A device config with ``mqtt.tls`` (what provisioning writes on the appliance, where
+    TLS is now the default for edges) makes FLClient verify the broker with its CA."""
+    port, ca, other = tls_broker
+    conf = {"device_id": "tls-1", "fog_id": "t", "key": "00" * 32,
+            "mqtt": {"host": "127.0.0.1", "port": port, "tls": True, "ca": ca,
+                     "username": "tls-1", "password": "pw"},
+            "coap": {"host": "127.0.0.1", "port": 5683}}
+    creds = DeviceCredentials.from_dict(conf)
+    assert creds.mqtt_tls and creds.mqtt_ca == ca
+    async with FLClient(creds, timeout=5) as c:
+        await c.hello()  # published over the verified TLS connection
+    wrong = dataclasses.replace(creds, mqtt_ca=other)
+    with pytest.raises(ClientError):
+        async with FLClient(wrong, timeout=5):
+            pass
+    plain = dataclasses.replace(creds, mqtt_tls=False)
+    with pytest.raises(ClientError):
+        async with FLClient(plain, timeout=5):
+            pass
+    gc.collect()  # the sockets paho left open are collected here, under this test's filter

@@ -28,7 +28,7 @@ def cfg_with(**appliance: object) -> FogConfig:
 
 
 def test_conf_with_tls_and_plain_on_the_lan() -> None:
-    text = render_system_conf(cfg_with(), TLS)
+    text = render_system_conf(cfg_with(mqtt_lan_plain=True), TLS)
     assert "allow_anonymous false\n" in text
     assert "password_file /var/lib/fog-appliance/broker/passwd\n" in text
     assert "acl_file /var/lib/fog-appliance/broker/acl\n" in text
@@ -42,6 +42,13 @@ def test_conf_with_tls_and_plain_on_the_lan() -> None:
 def test_conf_plain_only_on_loopback() -> None:
     text = render_system_conf(cfg_with(mqtt_lan_plain=False), TLS)
     assert "listener 1883 127.0.0.1\n" in text and "listener 8883\n" in text
+
+
+def test_by_default_edges_on_the_lan_use_tls() -> None:
+    """Issue 13 item 8: plain MQTT from the LAN is an opt-in now."""
+    text = render_system_conf(cfg_with(), TLS)
+    assert "listener 1883 127.0.0.1\n" in text and "listener 8883\n" in text
+    assert "listener 1883\n" not in text
 
 
 def test_conf_without_certificates_keeps_plain_on_the_lan() -> None:
@@ -66,7 +73,7 @@ def test_conf_packet_limit_follows_the_frame_limit() -> None:
 def test_conf_uses_the_port_of_the_nodes_broker_url() -> None:
     cfg = cfg_with()
     cfg.edge_interface.mqtt_broker = "mqtt://127.0.0.1:11883"
-    assert "listener 11883\n" in render_system_conf(cfg, TLS)
+    assert "listener 11883 127.0.0.1\n" in render_system_conf(cfg, TLS)
 
 
 def test_split_names() -> None:
