@@ -207,7 +207,8 @@ async def quiesce(node: Any) -> None:
 
 
 def publish_down(cfg: Any, port: int, device: str, message: dict[str, Any]) -> None:
-    """Publish a ``down`` message to ``device`` as a fog-side test user.
+    """Publish a ``down`` message to ``device`` as a fog-side test user, signed with the
+    device's key as the fog signs it (docs/protocol.md "Signed down messages").
 
     The broker binds client ids to user names, so a second connection with the fog's own
     credentials would take over the node's session: the test gets a user of its own,
@@ -216,10 +217,11 @@ def publish_down(cfg: Any, port: int, device: str, message: dict[str, Any]) -> N
     from paho.mqtt.enums import CallbackAPIVersion
 
     from fog_appliance.broker import hash_password, reload_broker
-    from fog_appliance.protocol import topics
-    from fog_appliance.provisioning import broker_files
+    from fog_appliance.protocol import downlink, topics
+    from fog_appliance.provisioning import broker_files, device_config_path
 
     files = broker_files(cfg)
+    key = bytes.fromhex(json.loads(device_config_path(cfg, device).read_text())["key"])
     user, password = "test-down", "test-down-password"
     fog = cfg.fog_node.id
     if f"\n{user}:" not in "\n" + files.passwd.read_text():
@@ -234,7 +236,8 @@ def publish_down(cfg: Any, port: int, device: str, message: dict[str, Any]) -> N
     client.connect("127.0.0.1", port)
     client.loop_start()
     try:
-        client.publish(topics.down(fog, device), json.dumps(message), 1).wait_for_publish(5)
+        client.publish(topics.down(fog, device), downlink.sign(json.dumps(message).encode(), key),
+                       1).wait_for_publish(5)
     finally:
         client.disconnect()
         client.loop_stop()

@@ -136,10 +136,15 @@ async def test_a_redirect_moves_the_board_to_another_fog_node(tmp_path: Path) ->
             a.start("nomad")
             assert await wait_until(lambda: node_a.coordinator.model.version >= 2, 60)
             assert node_a.broker is not None and node_b.broker is not None
-            await asyncio.to_thread(
-                publish_down, a.cfg, node_a.broker.port, "nomad",
-                {"type": "redirect", "host": "127.0.0.1", "port": node_b.broker.port,
-                 "fog": "fog-b"})
+            to_b = {"type": "redirect", "host": "127.0.0.1", "port": node_b.broker.port,
+                    "fog_id": "fog-b", "transport": "mqtt"}
+
+            async def full(_hello: object, _transport: str) -> dict[str, object]:
+                return to_b
+
+            # node A is full from now on: the board's next hello (the next round's) is
+            # answered with a signed redirect, through the hook the peers service uses
+            node_a.intake.hello_gate = full
             assert await wait_until(lambda: node_b.coordinator.model.version >= 2, 60), (
                 a.console("nomad")[-3000:])
             on_b = _updates(node_b, range(1, 2))
