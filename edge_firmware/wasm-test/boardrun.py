@@ -22,6 +22,13 @@ def boot():
     R["settings_dropped"] = "settings" not in sys.modules
 
 
+def _signed(conf, body):
+    # The fog's answer as the fog sends it: signed with the device key (msgauth.py).
+    import msgauth
+
+    return msgauth.sign(conf["key_bytes"], body)
+
+
 def connect(answer_seq):
     import socket
 
@@ -34,7 +41,7 @@ def connect(answer_seq):
         ann = f.read()
     socket.CFG.update(model=t["model"], blob=t["model_blob"], down=t["down"],
                       announcement=ann, blob_path="/fx/full_model.bin",
-                      answer=b'{"type": "accepted", "seq": %d}' % answer_seq)
+                      answer=_signed(conf, b'{"type": "accepted", "seq": %d}' % answer_seq))
     e = edgeloop.Edge(conf, flashstate.State(""), _T["board"], None)
     e.connect()
     e.hello()
@@ -103,7 +110,7 @@ def send():
 
     e = _T["edge"]
     ann = e.link.announcement
-    socket.CFG["answer"] = b'{"type": "accepted", "seq": %d}' % _T["seq"]
+    socket.CFG["answer"] = _signed(e.conf, b'{"type": "accepted", "seq": %d}' % _T["seq"])
     frame = _T["frame"]
     _T["frame"] = None
     R["delivered"] = e.deliver(frame, _T["seq"], ann["round"])
