@@ -24,7 +24,7 @@ BUDGET: dict[str, int] = {
     "edgeloop": 9216, "settings": 4096, "encoder": 3584, "coap": 3584, "uplink": 4608,
     "sensor": 2560, "trainer": 2560, "flashstate": 2048, "modelblob": 2304, "board": 2048,
     "mqttc": 1792, "rt": 1536, "weak": 1024, "wifi": 1024, "clock": 1024, "watchdog": 384,
-    "boot": 256, "main": 256,
+    "boot": 256, "main": 256, "msgauth": 2048,
 }
 """Bytes of .mpy allowed per module (about 25% above what it is now)."""
 TOTAL_BUDGET = 40 * 1024
