@@ -16,9 +16,13 @@ import numpy as np
 from fog_appliance.client import ClientError, FLClient
 from fog_appliance.compression import Compression, ErrorFeedback
 from fog_appliance.demo.byzantine import DEFAULT_SCALE, corrupt
+from fog_appliance.errors import Reason
 from fog_appliance.model.numpy_model import train_local
 
 log = logging.getLogger(__name__)
+
+HELLO_RETRY_S = 5.0
+"""How long an edge whose hello was refused waits before it tries again."""
 
 
 @dataclass
@@ -40,6 +44,12 @@ class SimulatedEdge:
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
+    def _hello_refused(self, exc: ClientError) -> None:
+        code = next((r.value for r in Reason if f"{r.value}:" in str(exc)), "refused")
+        key = f"hello {code}"
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+        log.info("%s: hello refused: %s", self.client.creds.device_id, exc)
+
     async def run(self) -> None:
         """Train and send one update per round, forever (cancel to stop). A hello the node
         refuses (a board with the wrong key) is counted, and the edge trains anyway, as a
@@ -48,13 +58,20 @@ class SimulatedEdge:
             await self.client.hello(ram=512 * 1024, battery=self.battery, can_train=True,
                                     fw=self.fw)
         except ClientError as exc:
-            self.reasons["hello refused"] = self.reasons.get("hello refused", 0) + 1
-            log.info("%s: hello refused: %s", self.client.creds.device_id, exc)
+            self._hello_refused(exc)
         feedback = ErrorFeedback(self.compression)
         rng = np.random.default_rng(self.seed + 99)
         last_round = 0
         while True:
-            model = await self.client.model(after_round=last_round, timeout=600)
+            try:
+                model = await self.client.model(after_round=last_round, timeout=600)
+            except ClientError as exc:
+                # a board that cannot get a welcome (a wrong key) cannot tell the fog's
+                # model from anyone's (docs/protocol.md "Signed down messages"): it waits
+                # and says hello again, as a board would at its next wake
+                self._hello_refused(exc)
+                await asyncio.sleep(HELLO_RETRY_S)
+                continue
             cfg = model.config
             if model.pause is not None:
                 log.info("%s: not training round %d: %s", self.client.creds.device_id,
