@@ -71,11 +71,19 @@ async def send_wrongly_signed(conf: dict[str, Any], state_dir: Path, n: int) -> 
     before the update, as from a sender the node cannot tell)."""
     import numpy as np
 
-    from fog_appliance.client import ClientError, DeviceCredentials, FLClient
+    from fog_appliance.client import ClientError, DeviceCredentials, FLClient, GlobalModel
+    from fog_appliance.model.spec import ModelSpec
+    from fog_appliance.protocol.messages import ModelAnnouncement
 
     async with FLClient(DeviceCredentials.from_dict(conf), transport="coap",
                         state_path=state_dir / "wrong.state", timeout=10.0) as client:
-        model = await client.model()
+        # Such a board cannot verify the fog's welcome, so FLClient.model() would refuse
+        # to use any model: it sends what it has regardless, for the round announced.
+        ann = ModelAnnouncement.from_json(await client._coap_request("GET", "/model?meta"))
+        spec = ModelSpec.from_dict(ann.spec)
+        model = GlobalModel(ann.version, ann.round,
+                            [np.zeros(s, np.float32) for s in spec.shapes], spec,
+                            dict(ann.config), ann.sha256)
         for _ in range(n):
             delta = [np.zeros(w.shape, np.float32) for w in model.weights]
             with contextlib.suppress(ClientError):
