@@ -381,6 +381,12 @@ class PrivateBroker:
                 await asyncio.sleep(0.05)
         raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} in {timeout} s")
 
+    @property
+    def running_pid(self) -> int | None:
+        """The broker process's pid while it runs (tests freeze it with SIGSTOP)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     def stop(self) -> None:
         if self._proc is None:
             return

@@ -385,6 +385,12 @@ class PeerConfig:
     """Host edges are redirected to when they go to this peer (its LAN address); default:
     the host of ``url``. Never taken from the peer's own load hint: a peer cannot send this
     node's edges anywhere else. (The ports come from the hint.)"""
+    token_file: str | None = None
+    """Secret shared by this node and this peer only (the same file on both; relative to
+    ``fog_node.data_dir`` unless absolute; ``fog-appliance peers token --peer ID`` makes
+    one). Requests from this peer must carry it, and a request carrying it can only speak
+    for this peer: it cannot hand over or revoke devices in another peer's name. Without
+    it the site token (``peers.token_file``) is used, which every peer of the site holds."""
 
 
 @dataclass
@@ -397,7 +403,8 @@ class PeersConfig:
     """TCP port of this node's peer API (0 picks a free one, written to ``node.json``)."""
     token_file: str = "peers.token"
     """Shared secret of the site (the same file on every peer), relative to
-    ``fog_node.data_dir`` unless absolute; ``fog-appliance peers token`` makes one."""
+    ``fog_node.data_dir`` unless absolute; ``fog-appliance peers token`` makes one. Used
+    with the peers that have no ``token_file`` of their own; not needed when all have."""
     interval_s: float = bounded(5.0, gt=0.0, le=3600.0)
     """Seconds between exchanges of load hints (and models, while gossiping) with peers."""
     max_age_s: float = bounded(30.0, gt=0.0, le=24 * 3600.0)

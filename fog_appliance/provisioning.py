@@ -28,7 +28,7 @@ from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.errors import ProvisioningError
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol import topics
-from fog_appliance.protocol.frame import DEVICE_ID_RE
+from fog_appliance.protocol.frame import DEVICE_ID_RE, UNKNOWN_SENDER
 from fog_appliance.secretfile import share_with_group, write_atomic
 from fog_appliance.store import DeviceRow, Store
 
@@ -52,6 +52,9 @@ def validate_device_id(device_id: str) -> None:
     if device_id.startswith("fog-"):
         raise ProvisioningError(f"device id {device_id!r}: the prefix 'fog-' is reserved for "
                                 "fog nodes")
+    if device_id == UNKNOWN_SENDER:
+        raise ProvisioningError(f"device id {device_id!r} is reserved: rejections from senders "
+                                "that are not registered devices are counted under it")
 
 
 def sync_broker_auth(cfg: FogConfig, store: Store) -> None:

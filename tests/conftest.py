@@ -16,6 +16,9 @@ from fog_appliance.config import FogConfig
 
 HAVE_MOSQUITTO = find_mosquitto() is not None
 
+# fixtures of the firmware tests (`fog`, `fast_retries`)
+pytest_plugins = ["tests.firmware_support"]
+
 
 def make_config(tmp_path: Path, *, mqtt: bool = True, threshold: int = 3,
                 kind: str = "softmax", hidden: list[int] | None = None,
@@ -68,6 +71,17 @@ async def coap_node(coap_cfg: FogConfig) -> AsyncIterator[FogNode]:
 async def add_device(node: FogNode, device_id: str) -> DeviceCredentials:
     """Provision through the node (store thread) and refresh its registry at once."""
     return DeviceCredentials.from_dict(await node.provision(device_id))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`@pytest.mark.mosquitto`: the test starts a real broker; without one it is skipped here
+    (and fails in CI, below)."""
+    if HAVE_MOSQUITTO:
+        return
+    skip = pytest.mark.skip(reason="needs mosquitto (apt-get install mosquitto); CI installs it")
+    for item in items:
+        if item.get_closest_marker("mosquitto") is not None:
+            item.add_marker(skip)
 
 
 # In CI every tool a test needs is installed (scripts/setup test --image): a test that skips

@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = REPO / "edge_firmware" / "device"
@@ -266,8 +267,21 @@ async def lab_broker(tmp_path: Path) -> AsyncIterator[tuple[Any, dict[str, Any],
     try:
         yield cfg, conf, broker
     finally:
-        proc = broker._proc
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
+        if (pid := broker.running_pid) is not None:
+            os.kill(pid, signal.SIGCONT)
         broker.stop()
         store.close()
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The firmware's retry sleeps, 10,000 times shorter (tests import it as a fixture)."""
+    from edge_firmware.device import uplink
+    monkeypatch.setattr(uplink, "sleep_ms", lambda ms: time.sleep(ms / 10000))
+
+
+@pytest.fixture
+async def fog(tmp_path: Path) -> AsyncIterator[tuple[Any, dict[str, Any], Any]]:
+    """`lab_broker` as a fixture."""
+    async with lab_broker(tmp_path) as lab:
+        yield lab

@@ -6,6 +6,7 @@ and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shlex
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fog_appliance.admin import settings
 from fog_appliance.errors import (
     ActionError,
+    ModelNotFoundError,
     ModelRefused,
     ProtocolError,
     ProvisioningError,
@@ -196,7 +198,18 @@ async def revoke_edge(node: FogNode, device_id: str, actor: str,
 
 
 async def evict_model(node: FogNode, version: int, actor: str) -> dict[str, Any]:
+    """Drop an old version's blob from the store *and* the model cache. The cache's pins
+    (current, previous, upcoming) are the rule: the previous version is what a rollback and
+    an edge one round behind need."""
+    if version in node.serving.cache.pinned:
+        raise ActionError(409, f"model version {version} is the current, previous or upcoming "
+                          "version; it stays cached (only older versions can be evicted)")
     freed = await node.db.run(q.evict_model, node.store, version)
+    # RAM and the cache's disk index (the blob is gone already); a version the cache never
+    # held is not an error
+    with contextlib.suppress(ModelNotFoundError):
+        node.serving.cache.evict(version)
+    await node.serving.cache.flush()
     await log_action(node, f"model version {version} evicted by {actor} ({freed} bytes freed)",
                      {"version": version, "bytes": freed}, actor=actor)
     return {"version": version, "evicted": True, "bytes_freed": freed}

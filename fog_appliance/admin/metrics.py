@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from fog_appliance.protocol.frame import UNKNOWN_SENDER
+
 __all__ = ["CONTENT_TYPE_LATEST", "render"]
 
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_]+")
@@ -160,7 +162,7 @@ def _edge_families(edges: Mapping[str, Any]) -> Iterator[Metric]:
         for reason, n in reasons.items():
             unknown[reason] = unknown.get(reason, 0) + n
     for reason, n in sorted(unknown.items()):
-        rej.add_metric(["unknown", reason], n)
+        rej.add_metric([UNKNOWN_SENDER, reason], n)
     yield from (acc, rej, seen, battery)
 
 

@@ -50,6 +50,9 @@ def register(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) ->
     tok = psub.add_parser("token", help="write a new shared peer token (copy it to peers)")
     config_arg(tok)
     tok.add_argument("--force", action="store_true", help="replace an existing token")
+    tok.add_argument("--peer", metavar="ID",
+                     help="the token this node shares with peer ID only (its "
+                          "peers.nodes[].token_file), instead of the site's")
     tok.set_defaults(func=cmd_peers_token)
     pst = psub.add_parser("status", help="what the running node knows about its peers")
     config_arg(pst)
@@ -166,13 +169,24 @@ def cmd_peers_token(args: argparse.Namespace) -> int:
     from fog_appliance.secretfile import write_atomic
 
     cfg = load_config(args.config)
+    where = "every fog node of the site"
     path = token_path(cfg)
+    if args.peer is not None:
+        peer = next((p for p in cfg.peers.nodes if p.id == args.peer), None)
+        if peer is None:
+            print(f"--peer {args.peer}: not in peers.nodes of {args.config}", file=sys.stderr)
+            return 2
+        if peer.token_file is None:
+            print(f"--peer {args.peer}: set peers.nodes[{args.peer}].token_file in "
+                  f"{args.config} first (where the token goes)", file=sys.stderr)
+            return 2
+        path, where = cfg.data_path(peer.token_file), f"peer {args.peer} (its token_file for "\
+            f"this node, {cfg.fog_node.id})"
     if path.exists() and not args.force:
-        print(f"{path} exists; --force replaces it (then copy it to every peer)",
-              file=sys.stderr)
+        print(f"{path} exists; --force replaces it (then copy it to {where})", file=sys.stderr)
         return 1
     write_atomic(Path(path), secrets.token_urlsafe(32) + "\n")
-    print(f"new peer token in {path}; copy this file to every fog node of the site")
+    print(f"new peer token in {path}; copy this file to {where}")
     return 0
 
 

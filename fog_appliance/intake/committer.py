@@ -55,10 +55,10 @@ class Committer:
         return p
 
     def note_rejection(self, device: str, reason: str) -> None:
-        """Counted per device and reason; persisted with the next batch."""
+        """Counted per device and reason; persisted with the next batch, which a rejection
+        starts too (after the group-commit wait): a flood of rejections alone is persisted."""
         self._rejections.append((device, reason))
-        if len(self._rejections) >= self._max_batch:
-            self._wake.set()
+        self._wake.set()
 
     @property
     def backlog(self) -> int:

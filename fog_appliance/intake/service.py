@@ -22,7 +22,12 @@ from fog_appliance.errors import PolicyError, ProtocolError, Reason, RejectedErr
 from fog_appliance.intake.committer import Committer, Pending
 from fog_appliance.intake.loglimit import LogLimiter
 from fog_appliance.protocol.downlink import announcement_digest
-from fog_appliance.protocol.frame import UpdateFrame, decode_update, read_header
+from fog_appliance.protocol.frame import (
+    UNKNOWN_SENDER,
+    UpdateFrame,
+    decode_update,
+    read_header,
+)
 from fog_appliance.protocol.messages import Hello, decode_hello
 from fog_appliance.registry import Registry
 from fog_appliance.rounds import Admission, Round
@@ -30,7 +35,6 @@ from fog_appliance.store import AcceptedUpdate, Store
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_SENDER = "unknown"
 """The one key rejections of senders that are not provisioned devices are counted under."""
 
 CARRY_OVER_WAIT_S = 30.0

@@ -10,8 +10,10 @@
                     a device handed over by that peer is revoked (403 otherwise)
     GET  /status    what this node knows about its peers
 
-Every request carries the site's bearer token (``peers.token_file``). The handed-over
-device key is a secret: on a LAN that is not trusted, put the peer API behind TLS.
+Every request carries a bearer token: the one this node shares with the calling peer
+(``peers.nodes[].token_file``), or the site's (``peers.token_file``); ``peers/auth.py``
+says in whose name each may act. The handed-over device key is a secret: on a LAN that is
+not trusted, put the peer API behind TLS.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from fog_appliance.errors import ProvisioningError, StoreError
-from fog_appliance.localhttp import bearer_auth, json_error
+from fog_appliance.localhttp import json_error
+from fog_appliance.peers.auth import CALLER, PeerTokens, peer_auth
 from fog_appliance.protocol.frame import DEVICE_ID_RE
 from fog_appliance.provisioning import revoke, sync_broker_auth
 from fog_appliance.store.edges import import_device
@@ -39,11 +42,13 @@ SERVICE: web.AppKey[Any] = web.AppKey("peers_service", object)
 HASH_RE = re.compile(r"^\$7\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
 
 
-def peers_api(service: PeersService, token: str | None) -> web.Application:
-    """The sub-application. ``token=None`` leaves authentication to the parent app."""
-    app = web.Application(middlewares=[bearer_auth(token)] if token else [],
-                          client_max_size=64 * 1024)
+TOKENS: web.AppKey[PeerTokens] = web.AppKey("peer_tokens", PeerTokens)
+
+
+def peers_api(service: PeersService, tokens: PeerTokens) -> web.Application:
+    app = web.Application(middlewares=[peer_auth(tokens)], client_max_size=64 * 1024)
     app[SERVICE] = service
+    app[TOKENS] = tokens
     app.router.add_get("/hint", _hint)
     app.router.add_get("/model", _model)
     app.router.add_post("/devices", _devices)
@@ -99,6 +104,8 @@ async def _devices(request: web.Request) -> web.StreamResponse:
     if dev.info["handed_over_by"] not in service._urls:
         return json_error(403, f"from={dev.info['handed_over_by']!r} is not a configured peer; "
                           "only a peer of this node hands devices over")
+    if (why := _speaks_for(request, dev.info["handed_over_by"])) is not None:
+        return json_error(403, why)
     try:
         new = await node.db.run(import_device, node.store, dev)
         if new:
@@ -127,6 +134,8 @@ async def _revoke(request: web.Request) -> web.StreamResponse:
     source = body.get("from") if isinstance(body, dict) else None
     if source not in service._urls:
         return json_error(403, f"from={source!r} is not a configured peer")
+    if (why := _speaks_for(request, source)) is not None:
+        return json_error(403, why)
     dev = await node.db.run(node.store.device, device)
     if dev is None:
         return web.json_response({"status": "unknown"})
@@ -149,3 +158,7 @@ async def _revoke(request: web.Request) -> web.StreamResponse:
 async def _status(request: web.Request) -> web.StreamResponse:
     service: PeersService = request.app[SERVICE]
     return web.json_response(service.status())
+
+
+def _speaks_for(request: web.Request, claimed: object) -> str | None:
+    return request.app[TOKENS].speaks_for(request.get(CALLER), claimed)

@@ -21,9 +21,10 @@ never to a host from its hint; a device's key goes to a peer only in the hand-ov
 redirect this node issues; and a device revoked here is revoked at the peers it was handed
 to (``POST /devices/<id>/revoke``).
 
-Transport choice (docs/peers.md): plain HTTP between the nodes' peer APIs with the site's
-shared bearer token — the nodes already serve HTTP, hints and model pulls are
-request/response, and it needs no change to each site's Mosquitto configuration.
+Transport choice (docs/peers.md): plain HTTP between the nodes' peer APIs with a bearer
+token per pair of nodes, or the site's shared one (``peers/auth.py``) — the nodes already
+serve HTTP, hints and model pulls are request/response, and it needs no change to each
+site's Mosquitto configuration.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.coordinator import CurrentModel
 from fog_appliance.errors import ModelRefused, PeerError, ProtocolError
 from fog_appliance.model.check import check_model
+from fog_appliance.peers.auth import PeerTokens, load_tokens
 from fog_appliance.peers.gossip import mix
 from fog_appliance.peers.hints import LoadHint, choose_peer, redirect_message
 from fog_appliance.peers.tls import client_context, is_loopback, server_context
@@ -81,11 +83,11 @@ class PeerCounters:
 
 
 class PeersService:
-    def __init__(self, node: FogNode, token: str, *, clock: Callable[[], float] = time.time
-                 ) -> None:
+    def __init__(self, node: FogNode, tokens: PeerTokens, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self.cfg = node.cfg
         self._node = node
-        self._token = token
+        self._tokens = tokens
         self._clock = clock
         self._urls = {p.id: p.url.rstrip("/") for p in self.cfg.peers.nodes}
         self._edge_hosts = {p.id: p.edge_host or (urlsplit(p.url).hostname or "")
@@ -146,8 +148,7 @@ class PeersService:
         interval = self.cfg.peers.interval_s
         timeout = aiohttp.ClientTimeout(total=max(2.0, min(30.0, 2 * interval)))
         connector = aiohttp.TCPConnector(ssl=client_context(self.cfg))
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers={
-                "Authorization": f"Bearer {self._token}"}) as session:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             self._session = session
             try:
                 while True:
@@ -175,12 +176,16 @@ class PeersService:
             raise PeerError("the peers service is not running")
         limit = limit or self.cfg.peers.max_response_bytes
         try:
-            async with self._session.get(f"{self._urls[peer]}{path}", headers=headers or {},
+            async with self._session.get(f"{self._urls[peer]}{path}",
+                                         headers={**self._auth(peer), **(headers or {})},
                                          allow_redirects=False) as resp:
                 # case-insensitive, as HTTP header names are (ETag / Etag)
                 return resp.status, await read_limited(resp, limit, path), resp.headers.copy()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PeerError(f"{path}: {exc or type(exc).__name__}") from None
+
+    def _auth(self, peer: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._tokens.outbound(peer)}"}
 
     async def _fetch_hint(self, peer: str) -> None:
         status, body, _ = await self._get(peer, "/hint")
@@ -301,6 +306,7 @@ class PeersService:
         limit = self.cfg.peers.max_response_bytes
         try:
             async with self._session.post(f"{self._urls[peer]}{path}", json=body,
+                                          headers=self._auth(peer),
                                           allow_redirects=False) as resp:
                 text = (await read_limited(resp, limit, path)).decode(errors="replace")
                 if resp.status != 200:
@@ -362,18 +368,15 @@ def token_path(cfg: FogConfig) -> Path:
 async def start_peers(node: FogNode, stack: contextlib.AsyncExitStack,
                       tg: asyncio.TaskGroup) -> PeersService:
     """Build the service, serve the peer API, start the exchange loop (from ``app.py``)."""
-    from fog_appliance.localhttp import read_token, serve_app
+    from fog_appliance.localhttp import serve_app
     from fog_appliance.peers.api import peers_api
 
     pc = node.cfg.peers
-    token_file = token_path(node.cfg)
-    if not token_file.exists():
-        raise PeerError(f"peers.token_file {token_file} does not exist: put the site's shared "
-                        "token there (fog-appliance peers token writes a new one)")
-    service = PeersService(node, read_token(token_file))
+    tokens = load_tokens(node.cfg)
+    service = PeersService(node, tokens)
     tls = server_context(node.cfg)
     client_context(node.cfg)  # a bad peers.ca_file fails the start, not every exchange
-    runner, port = await serve_app(peers_api(service, service._token), pc.bind, pc.port, tls)
+    runner, port = await serve_app(peers_api(service, tokens), pc.bind, pc.port, tls)
     stack.push_async_callback(runner.cleanup)
     node._spawn(tg, service.run(), "peers")
     scheme = "https" if tls else "http"

@@ -46,6 +46,9 @@ MAX_ID_LEN = 32
 FLAG_SPARSE = 0x01
 KNOWN_FLAGS = FLAG_SPARSE
 DEVICE_ID_RE = re.compile(rb"[A-Za-z0-9_-]{1,32}")
+# Rejections of senders that are not registered devices are counted under this id, which
+# provisioning therefore refuses.
+UNKNOWN_SENDER = "unknown"
 INT8_SLACK = 1.000001
 """``127 × scale`` may exceed the value bound by this factor: the float32 rounding of a
 scale quantized at exactly the bound."""

@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 
 from fog_appliance.app import FogNode
-from fog_appliance.broker import find_mosquitto
 from tests.firmware_support import FogSite, digits_shards, quiesce, wait_until
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")]
+              pytest.mark.mosquitto]
 
 BOARDS = ("esp-a", "esp-b")
 ROUNDS = 4

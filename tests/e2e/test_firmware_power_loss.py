@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 
 from fog_appliance.app import FogNode
-from fog_appliance.broker import find_mosquitto
 from tests.firmware_support import FogSite, digits_shards, quiesce, wait_until
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")]
+              pytest.mark.mosquitto]
 
 ROUNDS = 5
 CUTS = {"cut-before": "before:2", "cut-sent": "sent:2", "cut-acked": "acked:3",

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fog_appliance.app import FogNode
-from fog_appliance.broker import find_mosquitto, free_port
+from fog_appliance.broker import free_port
 from fog_appliance.intake.coap import start_server
 from fog_appliance.model.numpy_model import accuracy
 from fog_appliance.protocol import infer as wire
@@ -35,7 +35,7 @@ from tests.firmware_support import (
 )
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")]
+              pytest.mark.mosquitto]
 
 
 def _updates(node: FogNode, rounds: range) -> list[tuple[int, str, int, bytes]]:

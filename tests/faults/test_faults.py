@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HAVE_MOSQUITTO
 from tests.faults import scenarios
 from tests.faults.rig import Figures, can_mount
 
 pytestmark = [pytest.mark.faults,
-              pytest.mark.skipif(not HAVE_MOSQUITTO, reason="needs mosquitto; CI installs it")]
+              pytest.mark.mosquitto]
 
 
 def check(f: Figures) -> None:

@@ -75,9 +75,18 @@ async def test_actions_change_the_node_and_are_logged(tmp_path: Path) -> None:
         assert rounds["history"][1]["state"] == "published"
         await api.record_metrics(2, {"accuracy": 0.75})
         assert (await api.rounds())["history"][1]["accuracy"] == 0.75
+        # Version 1 is now the previous one: pinned (rollback, edges one round behind).
+        with pytest.raises(Refused, match="stays cached"):
+            await api.evict(1)
+        assert await send_update(result["config"], tmp_path)
+        await api.close_round()
+        await node.coordinator.wait_closed()
+        assert node.coordinator.model.version == 3
         evicted = await api.evict(1)
         assert evicted["bytes_freed"] > 0
         assert (await node.db.run(node.store.model, 1)).blob is None  # type: ignore[union-attr]
+        row = {m["version"]: m for m in node.serving.cache.status()["versions"]}[1]
+        assert not row["in_memory"] and not row["on_disk"], row  # the cache agrees with the store
         await api.revoke("cam-7")
         assert (await node.db.run(node.store.device, "cam-7")).revoked  # type: ignore[union-attr]
         with pytest.raises(ClientError, match="revoked_device"):  # refused at once
@@ -97,7 +106,7 @@ async def test_actions_change_the_node_and_are_logged(tmp_path: Path) -> None:
     (lambda a: a.provision("fog-x"), 400, "reserved"),
     (lambda a: a.request("POST", "/api/edges", {"id": "x", "role": "boss"}), 400, "role"),
     (lambda a: a.revoke("ghost"), 404, "not registered"),
-    (lambda a: a.evict(1), 409, "edges train now"),
+    (lambda a: a.evict(1), 409, "stays cached"),
     (lambda a: a.evict(99), 404, "does not exist"),
     (lambda a: a.retune_round(threshold=0), 400, "threshold"),
     (lambda a: a.retune_round(threshold=50), 409, "next round"),

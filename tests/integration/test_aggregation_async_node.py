@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 from aggregation_node_support import clients, delta, flat, node_config, rounds_of, running
 
-from fog_appliance.broker import find_mosquitto
-
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto")
+pytestmark = pytest.mark.mosquitto
 
 
 async def test_buffered_asynchronous_rounds(tmp_path: Path) -> None:

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from aggregation_node_support import clients, delta, flat, node_config, rounds_of, running
 
-from fog_appliance.broker import find_mosquitto
 from fog_appliance.privacy.accountant import epsilon
 
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="needs mosquitto")
+pytestmark = pytest.mark.mosquitto
 
 SIGMA = 2.0
 DELTA = 1e-5

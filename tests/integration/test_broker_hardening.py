@@ -29,10 +29,9 @@ from fog_appliance.broker import (
 from fog_appliance.config import FogConfig
 from fog_appliance.protocol import topics
 from fog_appliance.secretfile import write_atomic
-from tests.conftest import HAVE_MOSQUITTO, add_device, make_config
+from tests.conftest import add_device, make_config
 
-pytestmark = pytest.mark.skipif(not HAVE_MOSQUITTO, reason="needs mosquitto (apt-get install "
-                                "mosquitto); CI installs it")
+pytestmark = pytest.mark.mosquitto
 
 FRAME_LIMIT = 64 * 1024
 

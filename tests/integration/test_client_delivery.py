@@ -17,9 +17,9 @@ from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.protocol.frame import encode_update
 from fog_appliance.provisioning import broker_files, provision, sync_broker_auth
 from fog_appliance.store import Store
-from tests.conftest import HAVE_MOSQUITTO, make_config
+from tests.conftest import make_config
 
-pytestmark = pytest.mark.skipif(not HAVE_MOSQUITTO, reason="needs mosquitto; CI installs it")
+pytestmark = pytest.mark.mosquitto
 
 
 def setup(tmp_path: Path) -> tuple[FogConfig, DeviceCredentials, PrivateBroker]:

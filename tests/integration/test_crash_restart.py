@@ -19,10 +19,10 @@ from fog_appliance.protocol.frame import decode_update
 from fog_appliance.protocol.model_blob import decode_model
 from fog_appliance.provisioning import broker_files, provision, sync_broker_auth
 from fog_appliance.store import Store
-from tests.conftest import HAVE_MOSQUITTO, make_config
+from tests.conftest import make_config
 from tests.nodeproc import NodeProcess, write_config
 
-pytestmark = [pytest.mark.skipif(not HAVE_MOSQUITTO, reason="needs mosquitto; CI installs it"),
+pytestmark = [pytest.mark.mosquitto,
               pytest.mark.slow]
 
 N_MQTT, N_COAP = 24, 8

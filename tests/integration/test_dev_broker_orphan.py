@@ -17,11 +17,10 @@ import pytest
 
 from fog_appliance.broker import find_mosquitto, render_conf
 from fog_appliance.provisioning import broker_files
-from tests.conftest import HAVE_MOSQUITTO, make_config
+from tests.conftest import make_config
 from tests.nodeproc import env, write_config
 
-pytestmark = pytest.mark.skipif(not HAVE_MOSQUITTO, reason="needs mosquitto (apt-get install "
-                                "mosquitto); CI installs it")
+pytestmark = pytest.mark.mosquitto
 
 
 def start_dev(config: Path, data: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:

@@ -24,34 +24,24 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fog_appliance.broker import PrivateBroker, find_mosquitto, fog_password
+from fog_appliance.broker import PrivateBroker, fog_password
 from fog_appliance.provisioning import broker_files
-from tests.firmware_support import firmware, lab_broker, wait_for
+from tests.firmware_support import firmware, wait_for
 
 uplink = firmware("uplink")
 mqttc = firmware("mqttc")
 network = firmware("network")
 wifi = firmware("wifi")
 
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
+pytestmark = [pytest.mark.mosquitto, pytest.mark.usefixtures("fast_retries")]
 
 IO_TIMEOUT = 1  # seconds: every single wait of the MQTT layer
 
 
-@pytest.fixture(autouse=True)
-def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(uplink, "sleep_ms", lambda ms: time.sleep(ms / 10000))
-
-
-@pytest.fixture
-async def fog(tmp_path: Path) -> Any:
-    async with lab_broker(tmp_path) as lab:
-        yield lab
-
-
 def _pid(broker: PrivateBroker) -> int:
-    proc = broker._proc
-    return proc.pid if proc is not None and proc.poll() is None else 0
+    pid = broker.running_pid
+    assert pid is not None, "the broker is not running"
+    return pid
 
 
 class Fog:

@@ -23,23 +23,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fog_appliance.broker import find_mosquitto, fog_password, free_port
 from fog_appliance.protocol import topics
 from fog_appliance.provisioning import broker_files
-from tests.firmware_support import firmware, lab_broker, wait_for
+from tests.firmware_support import firmware, wait_for
 
 uplink = firmware("uplink")
 simple = firmware("umqtt.simple")
 
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
-
-
-@pytest.fixture(autouse=True)
-def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(uplink, "sleep_ms", lambda ms: time.sleep(ms / 10000))
-
-
-@pytest.fixture
-async def fog(tmp_path: Path) -> Any:
-    async with lab_broker(tmp_path) as lab:
-        yield lab
+pytestmark = [pytest.mark.mosquitto, pytest.mark.usefixtures("fast_retries")]
 
 
 class FogClient:

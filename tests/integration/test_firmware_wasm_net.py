@@ -23,11 +23,11 @@ import psutil
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fog_appliance.broker import find_mosquitto, fog_password
+from fog_appliance.broker import fog_password
 from fog_appliance.edge.wasm import WasmResult, harness_dir, node_binary, port_installed, run_plan
 from fog_appliance.protocol import topics
 from fog_appliance.provisioning import broker_files
-from tests.firmware_support import DEVICE, REPO, lab_broker, wait_for
+from tests.firmware_support import DEVICE, REPO, wait_for
 
 if not (node_binary() and port_installed()):
     if os.environ.get("CI"):
@@ -35,7 +35,7 @@ if not (node_binary() and port_installed()):
                            f"npm ci in {harness_dir()} (scripts/setup test)")
     pytest.skip(f"node or the MicroPython WebAssembly port missing (npm ci in {harness_dir()})",
                 allow_module_level=True)
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
+pytestmark = pytest.mark.mosquitto
 
 
 def _files(tmp: Path, conf: dict[str, Any]) -> dict[Path, str]:
@@ -77,12 +77,6 @@ def _run(tmp: Path, conf: dict[str, Any], steps: list[str]) -> tuple[WasmResult,
                    heap=1024 * 1024, net=True, timeout=300)
     assert res.error is None, res.error + res.stdout
     return res, res.read_json("net.json")
-
-
-@pytest.fixture
-async def fog(tmp_path: Path) -> Any:
-    async with lab_broker(tmp_path) as lab:
-        yield lab
 
 
 class Fog:

@@ -122,7 +122,7 @@ def test_coap_post_garbage(live: Live, payload: bytes) -> None:
     assert resp.payload.split(b":")[0].decode() in {r.value for r in Reason}
 
 
-@pytest.mark.skipif(not HAVE_MOSQUITTO, reason="needs mosquitto; CI installs it")
+@pytest.mark.mosquitto
 def test_mqtt_garbage_is_counted(live: Live) -> None:
     node = live.node
     fog = node.cfg.fog_node.id

@@ -26,7 +26,6 @@ import pytest
 
 from fog_appliance.app import FogNode
 from fog_appliance.broker import (
-    find_mosquitto,
     free_port,
     hash_password,
     reload_broker,
@@ -44,7 +43,7 @@ from tests.integration.test_firmware_mqtt import tls_broker
 
 __all__ = ["ctx", "tls_broker"]
 
-needs_mqtt = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
+needs_mqtt = pytest.mark.mosquitto
 MITM_PW = "on-the-path"
 
 

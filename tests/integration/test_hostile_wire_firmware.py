@@ -8,33 +8,19 @@ publish with the fog's broker user, which is what an injector on a plain link ca
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fog_appliance.broker import find_mosquitto, fog_password
+from fog_appliance.broker import fog_password
 from fog_appliance.protocol import downlink, topics
 from fog_appliance.protocol.messages import ModelAnnouncement, down_message
 from fog_appliance.provisioning import broker_files
-from tests.firmware_support import firmware, lab_broker
+from tests.firmware_support import firmware
 from tests.integration.test_firmware_mqtt import FogClient
 
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
-
-uplink = firmware("uplink")
-
-
-@pytest.fixture(autouse=True)
-def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(uplink, "sleep_ms", lambda ms: time.sleep(ms / 10000))
-
-
-@pytest.fixture
-async def fog(tmp_path: Path) -> Any:
-    async with lab_broker(tmp_path) as lab:
-        yield lab
+pytestmark = [pytest.mark.mosquitto, pytest.mark.usefixtures("fast_retries")]
 
 
 def _announcement(round_id: int, sha: str) -> bytes:

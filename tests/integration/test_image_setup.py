@@ -36,7 +36,7 @@ MACHINE_ID = "0123456789abcdef0123456789abcdef"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx7f0Zb0q4n1h7v9Dz6QnLr8mJ0xgq1yVwVYk0bGzQk t@h"
 GROUP = grp.getgrgid(os.getegid()).gr_name
 
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+pytestmark = pytest.mark.mosquitto
 
 
 def make_root(tmp_path: Path, boot: dict[str, Any] | str | None) -> AppliancePaths:

@@ -13,10 +13,9 @@ from fog_appliance.client import FLClient
 from fog_appliance.protocol import topics
 from fog_appliance.protocol.downlink import verify_down
 from fog_appliance.protocol.frame import encode_update
-from tests.conftest import HAVE_MOSQUITTO, add_device
+from tests.conftest import add_device
 
-pytestmark = pytest.mark.skipif(not HAVE_MOSQUITTO, reason="needs mosquitto (apt-get install "
-                                "mosquitto); CI installs it")
+pytestmark = pytest.mark.mosquitto
 
 
 def delta(model: object, scale: float = 0.01, seed: int = 0) -> list[np.ndarray]:

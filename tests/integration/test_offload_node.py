@@ -18,7 +18,7 @@ import pytest
 
 from fog_appliance import serving
 from fog_appliance.app import FogNode
-from fog_appliance.broker import find_mosquitto, free_port
+from fog_appliance.broker import free_port
 from fog_appliance.client import DeviceCredentials, FLClient
 from fog_appliance.config import FogConfig
 from fog_appliance.model.numpy_model import forward
@@ -209,7 +209,7 @@ async def test_disk_guard_refuses_updates_with_an_event(node: Node) -> None:
     assert (await node.send_zero_update("pi-1")).accepted
 
 
-@pytest.mark.skipif(find_mosquitto() is None, reason="needs Mosquitto")
+@pytest.mark.mosquitto
 async def test_mqtt_welcome_carries_the_role_and_the_blob_comes_from_the_cache(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serving, "Sampler", FakeSampler)

@@ -15,11 +15,10 @@ import pytest
 from fog_appliance.client import ClientError, DeviceCredentials, FLClient
 from fog_appliance.config import FogConfig
 from fog_appliance.provisioning import device_config_path
-from tests.conftest import HAVE_MOSQUITTO, make_config
+from tests.conftest import make_config
 from tests.nodeproc import NodeProcess, env, write_config
 
-pytestmark = pytest.mark.skipif(not HAVE_MOSQUITTO, reason="needs mosquitto (apt-get install "
-                                "mosquitto); CI installs it")
+pytestmark = pytest.mark.mosquitto
 
 
 @pytest.fixture

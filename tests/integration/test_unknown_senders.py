@@ -4,6 +4,7 @@ real node: the store, the /metrics labels, /api/edges and the log stay bounded (
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -16,9 +17,10 @@ import pytest
 
 from fog_appliance.admin.server import token_path
 from fog_appliance.broker import free_port
-from fog_appliance.protocol.frame import encode_update
+from fog_appliance.protocol.frame import UNKNOWN_SENDER, encode_update
 from tests.admin_support import node_config, running_node
 from tests.coap_raw import RawPeer
+from textual_ui.client import Refused
 
 FRAMES = 300
 
@@ -72,3 +74,32 @@ async def test_random_device_ids_cost_one_key(tmp_path: Path,
         counts = await node.db.run(node.store.rejection_counts)
         assert set(counts) == {("unknown", "unknown_device")}
 
+
+
+async def test_rejections_alone_are_persisted_and_unknown_is_not_a_device_id(
+        tmp_path: Path) -> None:
+    """Rejections used to wait for the next accepted update (or a full batch) before being
+    written: a device that only ever sends bad frames left no trace in the store."""
+    cfg = node_config(tmp_path / "var")
+    async with running_node(cfg) as (node, api):
+        assert node.coap_port is not None
+        with pytest.raises(Refused, match="reserved"):
+            await api.provision(UNKNOWN_SENDER)
+        await api.provision("meter-2")
+        shapes = node.coordinator.shapes
+        peer = RawPeer(node.coap_port)
+        try:
+            for seq in (1, 2, 3):  # far fewer than a batch (group_commit_max = 64)
+                frame = encode_update(device_id="meter-2", key=secrets.token_bytes(32),
+                                      model_version=1, round=1, seq=seq, num_samples=1,
+                                      local_steps=1,
+                                      tensors=[np.zeros(s, np.float32) for s in shapes])
+                msg = aiocoap.Message(code=aiocoap.POST, uri_path=("update",), payload=frame)
+                assert (await peer.request(msg)).code == aiocoap.UNAUTHORIZED
+        finally:
+            peer.close()
+        deadline = time.monotonic() + 30
+        while (counts := await node.db.run(node.store.rejection_counts)) == {}:
+            assert time.monotonic() < deadline, "the rejections were never written"
+            await asyncio.sleep(0.05)
+        assert counts == {("meter-2", "bad_signature"): 3}, counts

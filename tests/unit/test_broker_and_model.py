@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -26,8 +25,7 @@ def test_password_hash_is_mosquitto_pbkdf2() -> None:
     assert base64.b64decode(digest) == want
 
 
-@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None,
-                    reason="mosquitto_passwd (package mosquitto) not installed")
+@pytest.mark.mosquitto
 def test_hash_matches_mosquitto_passwd_format(tmp_path: Path) -> None:
     pw = tmp_path / "pw"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(pw), "u", "s3cret"], check=True)
