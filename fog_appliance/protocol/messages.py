@@ -2,7 +2,8 @@
 
 No I/O. ``hello`` is compact JSON followed by a 32-byte HMAC-SHA256 tag over the JSON bytes
 (the same key as update frames), so it is authentic over CoAP too, where the broker's
-ACL does not vouch for the sender. See ``docs/protocol.md``.
+ACL does not vouch for the sender; its counter ``ctr`` makes it fresh. ``down`` messages
+are built here and signed in ``downlink.py``. See ``docs/protocol.md``.
 """
 
 from __future__ import annotations

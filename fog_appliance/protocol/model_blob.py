@@ -1,8 +1,8 @@
 """The model blob: fog → edge, the weights of one model version.
 
 Little-endian, float32, no signature of its own: its sha256 travels in the model
-announcement (retained MQTT message that only the fog may publish, or the CoAP ETag), and
-the edge checks it before using the weights. Byte table in ``docs/protocol.md``. No I/O.
+announcement, whose own sha256 is in the signed welcome (``protocol/downlink.py``), and the
+edge checks both before using the weights. Byte table in ``docs/protocol.md``. No I/O.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Per fog node ``F`` and device ``D``:
 ``fog/F/hello/D``           D → F  registration and heartbeats (signed JSON)
 ``fog/F/model``             F → *  retained announcement of the current model (JSON)
 ``fog/F/model/blob``        F → *  retained model blob (small models only)
-``fog/F/down/D``            F → D  acceptances, rejection reasons, commands (JSON)
+``fog/F/down/D``            F → D  acceptances, rejections, welcome, redirect (signed JSON)
 ==========================  =====  ==============================================
 """
 
