@@ -116,7 +116,8 @@ class Auth:
         # above the fog's last one. True if the device should say hello again.
         last = d.get("last_hello")
         if d.get("reason") != "replayed_hello" or d.get("ctr") != self.st.hello_ctr \
-                or not isinstance(last, int) or last < self.st.hello_ctr:
+                or not isinstance(last, int) or isinstance(last, bool) \
+                or last < self.st.hello_ctr:
             return False
         self.st.hello_ctr = last
         self.st.hello_block = last  # the next hello reserves a block above it

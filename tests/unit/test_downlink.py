@@ -160,3 +160,27 @@ def test_replayed_hello_refusal_moves_the_counter_up(tmp_path: Path) -> None:
 def test_hello_golden_has_a_counter() -> None:
     h = decode_hello((FIXTURES / "hello.bin").read_bytes(), lambda _d: KEY)
     assert h == Hello("golden-dev", "esp32-0.1", 81920, 87, True, 240, 3, 65)
+
+
+_VALUES = st.one_of(st.integers(min_value=-5, max_value=2**60), st.text(max_size=4), st.none(),
+                    st.booleans(), st.floats(allow_nan=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["ctr", "reason", "last_hello",
+                                                  "announcement"]), _VALUES, max_size=4),
+                max_size=6))
+def test_firmware_answer_checks_take_any_verified_json(msgs: list[dict[str, object]]) -> None:
+    """Whatever a (verified) message holds, the firmware's checks decide without raising,
+    and the hello counter never goes down."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        a = _Auth(Path(tmp)).auth
+        a.next_hello()
+        for m in msgs:
+            before = a.st.hello_ctr
+            a.answer_ok({"type": "welcome", **m})
+            a.replayed({"type": "rejected", "hello": True, **m})
+            assert a.st.hello_ctr >= before
+            a.announcement(str(m.get("announcement")))
