@@ -100,7 +100,8 @@ def test_setup_writes_every_file_with_its_mode(booted: tuple[AppliancePaths, dic
     assert "FOG_SUPERLINK=superlink.example:9092" in env
     conf = paths.mosquitto_conf.read_text()
     plain, tls = ports
-    assert f"listener {plain}\n" in conf and f"listener {tls}\n" in conf
+    # TLS for edges by default: the plain listener is the node's own, on loopback
+    assert f"listener {plain} 127.0.0.1\n" in conf and f"listener {tls}\n" in conf
     assert f"password_file {paths.data_root}/broker/passwd" in conf
     issue = paths.issue.read_text()
     assert "node site-7, address \\4" in issue and "(applied)" in issue
