@@ -95,6 +95,13 @@ def broker_ca(cfg: FogConfig) -> str | None:
         raise ProvisioningError(f"cannot read the broker CA {path}: {exc}") from None
 
 
+def edge_mqtt_port(cfg: FogConfig, node_port: int) -> int:
+    """The broker port edges use (the one device configs name): the TLS listener when
+    there is a broker CA, else the node's own port. Peers advertise it in their hints, so
+    a redirected edge lands on the listener it can use."""
+    return cfg.appliance.mqtt_tls_port if broker_ca(cfg) is not None else node_port
+
+
 def device_config(cfg: FogConfig, device_id: str, key: bytes, mqtt_password: str
                   ) -> dict[str, Any]:
     host, port, tls = parse_broker_url(cfg.edge_interface.mqtt_broker)

@@ -56,6 +56,7 @@ from fog_appliance.peers.hints import LoadHint, choose_peer, redirect_message
 from fog_appliance.peers.tls import client_context, is_loopback, server_context
 from fog_appliance.protocol.messages import Hello
 from fog_appliance.protocol.model_blob import decode_model
+from fog_appliance.provisioning import edge_mqtt_port
 from fog_appliance.store.edges import active_devices
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class PeersService:
         mqtt_host = mqtt_port = None
         if node.mqtt is not None:
             mqtt_host = ei.advertise_host or parse_broker_url(ei.mqtt_broker)[0]
-            mqtt_port = int(node.mqtt.s.port)
+            mqtt_port = edge_mqtt_port(cfg, int(node.mqtt.s.port))
         link = node.cloud
         return LoadHint(
             cfg.fog_node.id, self._clock(), self.active_edges(), ei.max_edge_clients,

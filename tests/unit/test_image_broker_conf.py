@@ -14,7 +14,12 @@ from fog_appliance.appliance.mosquitto import render_system_conf
 from fog_appliance.appliance.tls import TlsFiles, render_openssl_conf, split_names
 from fog_appliance.config import ApplianceConfig, FogConfig
 from fog_appliance.errors import BrokerError, ProvisioningError
-from fog_appliance.provisioning import broker_ca, device_config, sync_broker_auth
+from fog_appliance.provisioning import (
+    broker_ca,
+    device_config,
+    edge_mqtt_port,
+    sync_broker_auth,
+)
 from fog_appliance.secretfile import write_atomic
 from fog_appliance.store import Store
 
@@ -162,3 +167,6 @@ def test_device_config_points_edges_at_tls_when_there_is_a_ca(tmp_path: Path) ->
     assert (with_ca["port"], with_ca["tls"], with_ca["ca"]) == (18883, True, "PEM")
     plain = device_config(cfg_with(), "e1", b"k" * 32, "pw")["mqtt"]
     assert (plain["port"], plain["tls"], plain["ca"]) == (1883, False, None)
+    # peers advertise the port device configs name, so a redirect lands on TLS too
+    assert edge_mqtt_port(cfg_with(mqtt_ca_file=str(ca), mqtt_tls_port=18883), 1883) == 18883
+    assert edge_mqtt_port(cfg_with(), 1883) == 1883
