@@ -68,23 +68,32 @@ def parse(blob, expected, sha256=None):
     return version, out
 
 
-def load(path, expected, sha256=None):
-    # The same from a file in flash, reading one tensor at a time.
+def check(blob, expected):
+    # Raises BlobError unless blob is a model blob of these shapes (size and header).
+    if len(blob) != data_size(expected):
+        raise BlobError("model blob is %d bytes, the model needs %d"
+                        % (len(blob), data_size(expected)))
+    _header(blob, expected)
+
+
+def load(path, expected, sha256=None, out=None):
+    # The same from a file in flash, reading one tensor at a time; into the arrays of
+    # out (one per tensor, of the right sizes) when given, else into new ones.
     if sha256 is not None and file_sha256(path) != sha256:
         raise BlobError("stored model does not match its sha256")
     need = data_size(expected)
     with open(path, "rb") as f:
         head = f.read(need - 4 * sum(_numel(s) for s in expected))
         version, pos = _header(head, expected)
-        out = []
-        for shape in expected:
-            a = zeros(_numel(shape))
+        got = []
+        for i, shape in enumerate(expected):
+            a = out[i] if out is not None else zeros(_numel(shape))
             if f.readinto(as_bytes(a)) != 4 * len(a):  # read into the array itself
                 raise BlobError("stored model is truncated")
-            out.append(a)
+            got.append(a)
         if f.read(1):
             raise BlobError("stored model has trailing bytes")
-    return version, out
+    return version, got
 
 
 def read_tensor(path, expected, t, buf):

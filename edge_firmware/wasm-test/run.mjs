@@ -88,16 +88,46 @@ const base = mp.globals.get("_fog_base");
 const steps = [];
 let error = null;
 const t0 = Date.now();
-for (const [i, src] of plan.entries()) {
+// A step is Python source, or {"call": "module.function"}: that function called from
+// JavaScript again and again, one top-level call each, while it returns true (a generator
+// resumed piece by piece), with a collection after each call; no source is compiled
+// in between, so the heap each call needs is the firmware's. Such a step reports the
+// largest heap total and allocation of its calls.
+const gcmod = mp.pyimport("gc");
+for (const [i, item] of plan.entries()) {
   const t = Date.now();
+  let total = 0, alloc = 0, calls = 0, grewAt = null, live = 0;
+  const tail = [];
   try {
-    mp.runPython(src + "\n_fog_total = gc.mem_free() + gc.mem_alloc()\n_fog_alloc = gc.mem_alloc()");
+    if (typeof item === "string") {
+      mp.runPython(item + "\n_fog_total = gc.mem_free() + gc.mem_alloc()\n_fog_alloc = gc.mem_alloc()");
+      total = mp.globals.get("_fog_total");
+      alloc = mp.globals.get("_fog_alloc");
+      calls = 1;
+    } else {
+      const [mod, fn] = item.call.split(".");
+      const f = mp.pyimport(mod)[fn];
+      let more = true;
+      while (more) {
+        more = f();
+        const used = gcmod.mem_alloc();
+        const size = gcmod.mem_free() + used;
+        if (grewAt === null && size > base) grewAt = calls;
+        total = Math.max(total, size);
+        alloc = Math.max(alloc, used);
+        if (process.env.FOG_WASM_TAIL) tail.push(used);
+        calls++;
+        gcmod.collect();
+        const l = gcmod.mem_alloc(); live = Math.max(live, l); if (process.env.FOG_WASM_TAIL) tail[tail.length - 1] = [used, l];
+      }
+    }
   } catch (e) {
-    error = `step ${i}: ${e.message ?? e}`;
+    error = `step ${i}${calls ? ` (call ${calls + 1})` : ""}: ${e.message ?? e}`;
     break;
   }
-  steps.push({ step: i, total: mp.globals.get("_fog_total"), alloc: mp.globals.get("_fog_alloc"),
-               ms: Date.now() - t });
+  const step = { step: i, total, alloc, ms: Date.now() - t, calls, grew_at: grewAt, live };
+  if (tail.length) step.top = tail.map((v, k) => [v, k]).sort((x, y) => y[0] - x[0]).slice(0, 8);
+  steps.push(step);
 }
 copyOut(mp.FS, "/out", a.out);
 const result = { heap: a.heap, base, steps, error, stdout, ms: Date.now() - t0,

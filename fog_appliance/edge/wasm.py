@@ -47,6 +47,8 @@ class WasmStep:
     alloc: int
     """Bytes allocated at the end of the step (live objects and uncollected garbage)."""
     ms: int
+    calls: int = 1
+    """Top-level calls the step took (a ``{"loop": source}`` step: more than one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +72,10 @@ class WasmResult:
         return json.loads((self.out / name).read_text(encoding="utf-8"))
 
 
-def run_plan(plan: list[str], puts: dict[Path, str], out: Path, *, heap: int = 65536,
+def run_plan(plan: list[str | dict[str, str]], puts: dict[Path, str], out: Path, *, heap: int = 65536,
              timeout: float = 600.0, net: bool = False) -> WasmResult:
-    """Run ``plan`` (Python sources) on the port; ``puts`` maps host folders to VFS paths.
+    """Run ``plan`` (Python sources, or ``{"loop": source}``: run while it leaves
+    ``_fog_more`` true) on the port; ``puts`` maps host folders to VFS paths.
     ``net``: real blocking TCP sockets as the JS module ``jsnet`` (wasm-test/netbridge.mjs;
     wasm-test/jssocket.py is the socket module over it)."""
     node = node_binary()
@@ -101,7 +104,7 @@ def run_plan(plan: list[str], puts: dict[Path, str], out: Path, *, heap: int = 6
         raise EdgeToolError(f"the WebAssembly harness failed (exit {proc.returncode}): "
                             f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
     r = json.loads(result_path.read_text(encoding="utf-8"))
-    steps = [WasmStep(int(s["step"]), int(s["total"]), int(s["alloc"]), int(s["ms"]))
-             for s in r["steps"]]
+    steps = [WasmStep(int(s["step"]), int(s["total"]), int(s["alloc"]), int(s["ms"]),
+                      int(s.get("calls", 1))) for s in r["steps"]]
     return WasmResult(int(r["heap"]), int(r["base"]), steps, r["error"], r["stdout"],
                       int(r["ms"]), str(r["version"]), out)
