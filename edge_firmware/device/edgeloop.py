@@ -14,7 +14,8 @@ import watchdog
 import wifi
 from board import CODE_BROKER, CODE_CRASH, CODE_SENSOR, CODE_WIFI, Board, back_off, halt
 from flashstate import State
-from rt import collect, const, drain, mem_free, print_exception, ticks_diff, ticks_ms, zeros
+from rt import (as_bytes, collect, const, drain, mem_free, print_exception, ticks_diff,
+                ticks_ms, zeros)
 from sensor import SensorError, open_source
 from uplink import LinkDown, Uplink, fits
 
@@ -74,9 +75,9 @@ class Edge:
         self.link = None
         self.weights = None
         self.weights_sha = None
-        # The big buffers, allocated at the first round and kept: the update frame, the
-        # global weights, the gradients.
-        self.frame = self.wbuf = self.gbuf = None
+        # The big buffers, allocated at the first round and kept: the global weights,
+        # and the gradients, whose bytes take the update frame once they are spent.
+        self.wbuf = self.gbuf = None
         self.redirect_to = None
         self.last_inference = None
         self.coap_client = None
@@ -275,9 +276,11 @@ class Edge:
         shapes = trainer.shapes(spec)
         dtype = encoder.DTYPES[self.edge["dtype"]]
         # The big buffers first, while the heap is least fragmented; then kept.
-        self.frame = encoder.frame_buffer(self.frame, encoder.frame_size(
-            self.dev, shapes, dtype, self.edge["sparse"]))
-        self.gbuf = trainer.buffers(shapes, self.gbuf)
+        size = encoder.frame_size(self.dev, shapes, dtype, self.edge["sparse"])
+        n = 0
+        for s in shapes:
+            n += modelblob.numel(s)
+        self.gbuf = trainer.arena(max(n, (size + 3) // 4), self.gbuf)
         if self.weights is not self.wbuf:
             self.wbuf = trainer.buffers(shapes, self.wbuf, False)
         weights = yield from self.model_steps(ann, shapes)
@@ -326,7 +329,7 @@ class Edge:
         try:
             frame = yield from encoder.encode_steps(
                 self.dev, self.key, ann["version"], rnd, seq, used, steps, delta, dtype,
-                self.edge["sparse"], self.frame)
+                self.edge["sparse"], memoryview(as_bytes(self.gbuf))[:size])
             if not fits(self.link.topics["up"], frame):
                 raise ValueError("a %d-byte update cannot be sent over MQTT (2 MiB at most);"
                                  " use edge.dtype int8 or edge.sparse" % len(frame))

@@ -37,11 +37,14 @@ def _header(head, expected):
     return version, pos
 
 
-def _numel(shape):
+def numel(shape):
     n = 1
     for d in shape:
         n *= d
     return n
+
+
+_numel = numel
 
 
 def data_size(expected):
@@ -97,13 +100,16 @@ def load(path, expected, sha256=None, out=None):
 
 
 def read_tensor(path, expected, t, buf):
-    # Tensor t of a stored model (checked by load() before) into array('f') buf.
+    # Tensor t of a stored model (checked by load() before) into buf: writable bytes
+    # (a memoryview) of its size.
     pos = 12 + sum(4 + 4 * len(s) for s in expected)
     for shape in expected[:t]:
         pos += 4 * _numel(shape)
     with open(path, "rb") as f:
         f.seek(pos)
-        if f.readinto(as_bytes(buf)) != 4 * len(buf):
+        if not isinstance(buf, memoryview):
+            buf = as_bytes(buf)  # an array('f')
+        if f.readinto(buf) != len(buf):
             raise BlobError("stored model is truncated")
 
 

@@ -15,7 +15,7 @@
 # the WebAssembly port does (that port collects garbage only between calls).
 import math
 
-from rt import const, copy_floats, drain, zeros
+from rt import as_bytes, const, copy_floats, drain, zeros
 
 _CHUNK = const(32)  # weights updated between two yields of step() and delta()
 
@@ -32,6 +32,24 @@ def shapes(spec):
         out.append((s[i], s[i + 1]))
         out.append((s[i + 1],))
     return out
+
+
+def _numel(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def arena(n, old=None):
+    # One array('f') of n zeros for the gradients: old (zeroed) when it has n entries.
+    # The board keeps it from round to round and writes the update frame into its bytes
+    # once the gradients are spent, so frame and gradients share one block.
+    if old is None or len(old) != n:
+        return zeros(n)
+    for i in range(n):
+        old[i] = 0.0
+    return old
 
 
 def buffers(shapes, old=None, zero=True):
@@ -64,7 +82,8 @@ class Trainer:
     def __init__(self, spec, weights, lr, batch_size=16, mu=0.0, base=None, grads=None):
         # weights: the global model, list of array('f'); kept unchanged (FedProx, delta),
         # unless mu is 0 and base(t, buf) can read global tensor t again: then trained in
-        # place. grads: zeroed gradient buffers to use (buffers()), else allocated here.
+        # place. grads: a zeroed array('f') of at least the model's size for the
+        # gradients (arena()), else allocated here. One flat array: tensor t at goff[t].
         self.sizes = layer_sizes(spec)
         self.shapes = shapes(spec)
         self.lr = lr
@@ -77,7 +96,12 @@ class Trainer:
         else:
             self.w0 = weights
             self.w = [copy_floats(t) for t in weights]
-        self.g = grads if grads is not None else [zeros(len(t)) for t in weights]
+        self.goff = []
+        n = 0
+        for t in weights:
+            self.goff.append(n)
+            n += len(t)
+        self.g = grads if grads is not None else zeros(n)
         n = len(self.sizes)
         self.acts = [None] + [zeros(self.sizes[i]) for i in range(1, n)]
         self.errs = [None] + [zeros(self.sizes[i]) for i in range(1, n)]
@@ -141,18 +165,20 @@ class Trainer:
         for layer in range(last - 1, -1, -1):
             a = self.acts[layer]
             w = self.w[2 * layer]
-            gw = self.g[2 * layer]
-            gb = self.g[2 * layer + 1]
+            g = self.g
+            ow = self.goff[2 * layer]
+            ob = self.goff[2 * layer + 1]
             fo = self.sizes[layer + 1]
             for j in range(fo):
-                gb[j] += d[j]
+                g[ob + j] += d[j]
             prev = self.errs[layer] if layer else None
             for i in range(self.sizes[layer]):
                 ai = a[i]
                 base = i * fo
                 if ai != 0.0:
+                    gi = ow + base
                     for j in range(fo):
-                        gw[base + j] += ai * d[j]
+                        g[gi + j] += ai * d[j]
                 if prev is not None:
                     # ReLU: the hidden activation is > 0 exactly where it passed.
                     s = 0.0
@@ -177,21 +203,22 @@ class Trainer:
         scale = 1.0 / self.in_batch
         lr = self.lr
         mu = self.mu
+        g = self.g
         for t in range(len(self.w)):
             w = self.w[t]
-            g = self.g[t]
+            o = self.goff[t]
             n = len(w)
             for s in range(0, n, _CHUNK):
                 e = min(s + _CHUNK, n)
                 if mu:
                     w0 = self.w0[t]
                     for i in range(s, e):
-                        w[i] -= lr * (g[i] * scale + mu * (w[i] - w0[i]))
-                        g[i] = 0.0
+                        w[i] -= lr * (g[o + i] * scale + mu * (w[i] - w0[i]))
+                        g[o + i] = 0.0
                 else:
                     for i in range(s, e):
-                        w[i] -= lr * g[i] * scale
-                        g[i] = 0.0
+                        w[i] -= lr * g[o + i] * scale
+                        g[o + i] = 0.0
                 yield
         self.in_batch = 0
         self.steps += 1
@@ -203,14 +230,17 @@ class Trainer:
     def delta_steps(self):
         yield from self.step_steps()
         out = []
+        g = self.g
         for t in range(len(self.w)):
             w = self.w[t]
+            n = len(w)
             if self.base is not None:
-                w0 = self.g[t]  # all zeros after step(): reused for the global tensor
-                self.base(t, w0)
+                # The gradients are all zeros after step(): their first n entries take
+                # the global tensor (base reads it into those bytes).
+                self.base(t, memoryview(as_bytes(g))[:4 * n])
+                w0 = g
             else:
                 w0 = self.w0[t]
-            n = len(w)
             for s in range(0, n, _CHUNK):
                 for i in range(s, min(s + _CHUNK, n)):
                     w[i] -= w0[i]

@@ -55,8 +55,8 @@ def test_local_training_equals_numpy_sgd(spec: ModelSpec, bs: int, mu: float,
     base = None
     if in_place:  # the global weights read back (from flash on a board) for the delta
 
-        def base(i: int, buf: object) -> None:
-            buf[:] = floats(w0[i])  # type: ignore[index]
+        def base(i: int, buf: object) -> None:  # buf: the tensor's bytes
+            buf[:] = floats(w0[i]).tobytes()  # type: ignore[index]
 
     given_w = [floats(a) for a in w0]
     t = tr.Trainer(spec.to_dict(), given_w, 0.2, bs, mu, base)
