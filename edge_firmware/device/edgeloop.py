@@ -281,8 +281,6 @@ class Edge:
         for s in shapes:
             n += modelblob.numel(s)
         self.gbuf = trainer.arena(max(n, (size + 3) // 4), self.gbuf)
-        if self.weights is not self.wbuf:
-            self.wbuf = trainer.buffers(shapes, self.wbuf, False)
         weights = yield from self.model_steps(ann, shapes)
         if weights is None:
             return
@@ -373,6 +371,7 @@ class Edge:
             return None
         if w is not None:
             self.weights, self.weights_sha = w, sha
+            self.wbuf = w
         return w
 
     def model_from_mqtt(self, ann, shapes):

@@ -81,7 +81,7 @@ def check(blob, expected):
 
 def load(path, expected, sha256=None, out=None):
     # The same from a file in flash, reading one tensor at a time; into the arrays of
-    # out (one per tensor, of the right sizes) when given, else into new ones.
+    # out (the board's kept weights) where they have the tensor's size, else new ones.
     if sha256 is not None and file_sha256(path) != sha256:
         raise BlobError("stored model does not match its sha256")
     need = data_size(expected)
@@ -90,7 +90,8 @@ def load(path, expected, sha256=None, out=None):
         version, pos = _header(head, expected)
         got = []
         for i, shape in enumerate(expected):
-            a = out[i] if out is not None else zeros(_numel(shape))
+            n = _numel(shape)
+            a = out[i] if out and len(out) > i and len(out[i]) == n else zeros(n)
             if f.readinto(as_bytes(a)) != 4 * len(a):  # read into the array itself
                 raise BlobError("stored model is truncated")
             got.append(a)

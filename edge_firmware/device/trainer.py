@@ -34,13 +34,6 @@ def shapes(spec):
     return out
 
 
-def _numel(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def arena(n, old=None):
     # One array('f') of n zeros for the gradients: old (zeroed) when it has n entries.
     # The board keeps it from round to round and writes the update frame into its bytes
@@ -50,32 +43,6 @@ def arena(n, old=None):
     for i in range(n):
         old[i] = 0.0
     return old
-
-
-def buffers(shapes, old=None, zero=True):
-    # One array('f') per tensor of the model: old when it has these sizes (zeroed when
-    # zero), else new ones. The board keeps its big buffers from round to round, so that
-    # later rounds need no large block of a fragmented heap.
-    if old is not None and len(old) == len(shapes):
-        same = True
-        for a, shape in zip(old, shapes):
-            n = 1
-            for d in shape:
-                n *= d
-            same = same and len(a) == n
-        if same:
-            if zero:
-                for a in old:
-                    for i in range(len(a)):
-                        a[i] = 0.0
-            return old
-    out = []
-    for shape in shapes:
-        n = 1
-        for d in shape:
-            n *= d
-        out.append(zeros(n))
-    return out
 
 
 class Trainer:

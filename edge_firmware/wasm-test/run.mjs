@@ -92,12 +92,12 @@ const t0 = Date.now();
 // JavaScript again and again, one top-level call each, while it returns true (a generator
 // resumed piece by piece), with a collection after each call; no source is compiled
 // in between, so the heap each call needs is the firmware's. Such a step reports the
-// largest heap total and allocation of its calls.
+// largest heap total and allocation of its calls, and the most that stayed live after
+// a call's collection (`live`).
 const gcmod = mp.pyimport("gc");
 for (const [i, item] of plan.entries()) {
   const t = Date.now();
   let total = 0, alloc = 0, calls = 0, grewAt = null, live = 0;
-  const tail = [];
   try {
     if (typeof item === "string") {
       mp.runPython(item + "\n_fog_total = gc.mem_free() + gc.mem_alloc()\n_fog_alloc = gc.mem_alloc()");
@@ -115,10 +115,9 @@ for (const [i, item] of plan.entries()) {
         if (grewAt === null && size > base) grewAt = calls;
         total = Math.max(total, size);
         alloc = Math.max(alloc, used);
-        if (process.env.FOG_WASM_TAIL) tail.push(used);
         calls++;
         gcmod.collect();
-        const l = gcmod.mem_alloc(); live = Math.max(live, l); if (process.env.FOG_WASM_TAIL) tail[tail.length - 1] = [used, l];
+        live = Math.max(live, gcmod.mem_alloc());
       }
     }
   } catch (e) {
@@ -126,7 +125,6 @@ for (const [i, item] of plan.entries()) {
     break;
   }
   const step = { step: i, total, alloc, ms: Date.now() - t, calls, grew_at: grewAt, live };
-  if (tail.length) step.top = tail.map((v, k) => [v, k]).sort((x, y) => y[0] - x[0]).slice(0, 8);
   steps.push(step);
 }
 copyOut(mp.FS, "/out", a.out);
