@@ -5,14 +5,16 @@
 //
 // --net gives MicroPython real, blocking TCP sockets (netbridge.mjs, jssocket.py).
 // Copies each HOST_DIR into the port's virtual filesystem, runs the plan's steps (a JSON
-// list of Python sources) one top-level call each, then copies the virtual /out folder to
-// OUT_DIR and writes OUT_DIR/result.json: stdout, the GC heap total after each step (read
-// inside the step, before the port's between-calls collection), and any error.
+// list of Python sources, one top-level call each, or {"call": "module.function"} steps,
+// see below), then copies the virtual /out folder to OUT_DIR and writes
+// OUT_DIR/result.json: stdout, the GC heap total after each step (read inside the step,
+// before any collection), and any error.
 //
 // This port grows its GC heap instead of collecting inside a call (MICROPY_GC_SPLIT_HEAP_AUTO):
 // a step that needs more than --heap bytes, live objects and garbage together, shows as a
 // heap total above the initial one. That is a stricter cap than a board's, whose GC runs
-// whenever the heap fills.
+// whenever the heap fills. Seen here: garbage stays across steps until a top-level
+// gc.collect(), so plans collect between steps, and call steps collect after each call.
 import fs from "node:fs";
 import path from "node:path";
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
