@@ -12,6 +12,16 @@ from binascii import hexlify
 CFG = {"model": None, "blob": None, "down": None, "announcement": b"", "blob_path": None,
        "answer": None}
 SENT = []  # (topic, payload length, payload sha256 hex) of every PUBLISH received
+BLOBS = []  # the model blob files sent to the board
+_OPEN = []  # the sockets open now
+
+
+def announce(ann):
+    # The fog announces a new round: the retained announcement, also published to the
+    # boards connected now.
+    CFG["announcement"] = ann
+    for s in _OPEN:
+        s._say(_publish_head(CFG["model"], len(ann), False) + ann)
 
 
 def getaddrinfo(host, port, *args):
@@ -49,10 +59,11 @@ class socket:
         self.blocking = flag
 
     def connect(self, addr):
-        pass
+        _OPEN.append(self)
 
     def close(self):
-        pass
+        if self in _OPEN:
+            _OPEN.remove(self)
 
     # -- the broker's answers -------------------------------------------------------
 
@@ -146,6 +157,7 @@ class socket:
 
                 size = os.stat(CFG["blob_path"])[6]
                 self._say(_publish_head(topic, size, True))
+                BLOBS.append(CFG["blob_path"])
                 self.segs.append([CFG["blob_path"], 0, size])
         elif kind == 0xA0:  # UNSUBSCRIBE
             self._say(bytes([0xB0, 2, body[0], body[1]]))
