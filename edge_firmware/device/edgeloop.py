@@ -15,7 +15,8 @@ import watchdog
 import wifi
 from board import CODE_BROKER, CODE_CRASH, CODE_SENSOR, CODE_WIFI, Board, back_off, halt
 from flashstate import State
-from rt import collect, const, mem_free, print_exception, ticks_diff, ticks_ms, zeros
+from rt import (as_bytes, collect, const, drain, mem_free, print_exception, ticks_diff,
+                ticks_ms, zeros)
 from sensor import SensorError, open_source
 from uplink import LinkDown, Uplink, fits
 
@@ -75,6 +76,9 @@ class Edge:
         self.link = None
         self.weights = None
         self.weights_sha = None
+        # The big buffers, allocated at the first round and kept: the global weights,
+        # and the gradients, whose bytes take the update frame once they are spent.
+        self.wbuf = self.gbuf = None
         self.redirect_to = None
         self.last_inference = None
         self.coap_client = None
@@ -269,6 +273,11 @@ class Edge:
         return self.edge["examples"] or getattr(self.source, "count", None) or 64
 
     def train_and_send(self, ann):
+        drain(self.round_steps(ann))
+
+    def round_steps(self, ann):
+        # train_and_send as a generator: it yields between bounded pieces of training,
+        # delta and encoding (trainer.py), so the heap test can run it piece by piece.
         pause = (ann.get("config") or {}).get("pause")
         if pause:
             # Nothing this device could send would be released (the fog's privacy budget is
@@ -280,7 +289,14 @@ class Edge:
             return
         spec = ann.get("spec") or self.conf["model"]
         shapes = trainer.shapes(spec)
-        weights = self.model(ann, shapes)
+        dtype = encoder.DTYPES[self.edge["dtype"]]
+        # The big buffers first, while the heap is least fragmented; then kept.
+        size = encoder.frame_size(self.dev, shapes, dtype, self.edge["sparse"])
+        n = 0
+        for s in shapes:
+            n += modelblob.numel(s)
+        self.gbuf = trainer.arena(max(n, (size + 3) // 4), self.gbuf)
+        weights = yield from self.model_steps(ann, shapes)
         if weights is None:
             return
         cfg = ann.get("config") or {}
@@ -296,7 +312,7 @@ class Edge:
                 modelblob.read_tensor(path, shapes, t, buf)
 
         tr = trainer.Trainer(spec, weights, float(cfg.get("lr", 0.1)),
-                             int(cfg.get("batch_size", 16)), mu, base)
+                             int(cfg.get("batch_size", 16)), mu, base, self.gbuf)
         x = zeros(spec["input_dim"])
         n = self.examples()
         epochs = max(1, int(cfg.get("epochs", 1)))
@@ -307,7 +323,7 @@ class Edge:
             for i in range(n):
                 y = self.source.example(x)
                 if 0 <= y < spec["num_classes"]:
-                    tr.example(x, y)
+                    yield from tr.example_steps(x, y)
                     if epoch == 0:
                         used += 1
                 if i % 32 == 31:
@@ -317,15 +333,16 @@ class Edge:
             self.log("no labelled example this round; nothing to send")
             self.st.finish(rnd)
             return
-        delta = tr.delta()
+        delta = yield from tr.delta_steps()
         steps = tr.steps
         tr = weights = self.weights = self.weights_sha = None
         collect()
+        yield  # a pause where the GC frees what was just dropped (all a board needs)
         seq = self.st.next_seq()
         try:
-            frame = encoder.encode_update(self.dev, self.key, ann["version"], rnd, seq, used,
-                                          steps, delta, encoder.DTYPES[self.edge["dtype"]],
-                                          self.edge["sparse"])
+            frame = yield from encoder.encode_steps(
+                self.dev, self.key, ann["version"], rnd, seq, used, steps, delta, dtype,
+                self.edge["sparse"], memoryview(as_bytes(self.gbuf))[:size])
             if not fits(self.link.topics["up"], frame):
                 raise ValueError("a %d-byte update cannot be sent over MQTT (2 MiB at most);"
                                  " use edge.dtype int8 or edge.sparse" % len(frame))
@@ -336,12 +353,18 @@ class Edge:
         delta = None
         collect()
         self.st.set_pending(frame, seq, rnd, ann["version"])
+        yield
         self.deliver(frame, seq, rnd)
 
     # -- the model -------------------------------------------------------------------
 
     def model(self, ann, shapes):
         # Global weights of the announced version, checked against its sha256.
+        return drain(self.model_steps(ann, shapes))
+
+    def model_steps(self, ann, shapes):
+        # model() as a generator: a blob fetched over MQTT is stored on flash, dropped,
+        # and the weights read back from flash, so blob and weights are never both in RAM.
         sha = ann["sha256"]
         if self.weights_sha == sha:
             return self.weights
@@ -350,9 +373,12 @@ class Edge:
         try:
             path = self.st.cached_model(sha)
             if path is not None:
-                _, w = modelblob.load(path, shapes, sha)
+                _, w = modelblob.load(path, shapes, sha, self.wbuf)
             elif ann.get("blob_topic"):
-                w = self.model_from_mqtt(ann, shapes)
+                self.model_from_mqtt(ann, shapes)
+                collect()
+                yield  # the blob is on flash; in RAM it is garbage now
+                _, w = modelblob.load(self.st.path(flashstate.MODEL), shapes, None, self.wbuf)
             else:
                 w = self.model_from_coap(ann, shapes)
         except (modelblob.BlobError, OSError) as exc:
@@ -360,6 +386,7 @@ class Edge:
             return None
         if w is not None:
             self.weights, self.weights_sha = w, sha
+            self.wbuf = w
         return w
 
     def model_from_mqtt(self, ann, shapes):
@@ -375,8 +402,9 @@ class Edge:
                 blob = link.blob
                 link.blob = None
                 if modelblob.sha256_hex(blob) == sha:
+                    modelblob.check(blob, shapes)
                     self.st.store_model(blob, ann["version"], sha)
-                    return modelblob.parse(blob, shapes)[1]
+                    return
                 self.auth.drop("a model blob", "its sha256 is not the announced one")
             raise modelblob.BlobError("the retained blob does not match the announcement")
         finally:
@@ -410,7 +438,7 @@ class Edge:
         flashstate.replace(tmp, self.st.path(flashstate.MODEL))
         self.st.model = {"version": ann["version"], "sha256": ann["sha256"]}
         self.st.save()
-        return modelblob.load(self.st.path(flashstate.MODEL), shapes)[1]
+        return modelblob.load(self.st.path(flashstate.MODEL), shapes, None, self.wbuf)[1]
 
     def coap(self):
         import coap

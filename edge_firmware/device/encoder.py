@@ -1,13 +1,15 @@
 # The update frame (docs/protocol.md, version 1) and the signed hello, written byte for
 # byte as the fog's encoder writes them (tests compare both with tests/fixtures/*.bin).
 # No I/O. The frame is built in one preallocated bytearray and signed in place.
+# encode_steps is encode_update as a generator that yields every 32 values (and returns
+# the frame), for callers that resume it piece by piece (see trainer.py).
 import hashlib
 import json
 import math
 import struct
 from array import array
 
-from rt import DOUBLE, as_bytes, const, f32, uints, zeros
+from rt import DOUBLE, as_bytes, const, drain, f32, uints, zeros
 
 F32 = const(0)
 F16 = const(1)
@@ -15,6 +17,7 @@ I8 = const(2)
 _ITEM = (4, 2, 1)
 _FIXED = const(36)
 _TAG = const(32)
+_CHUNK = const(32)  # values between two yields
 _HEAD = "<BBBBIIIIIIB"  # after the 4-byte magic; 3 reserved zero bytes follow
 DTYPES = {"float32": F32, "float16": F16, "int8": I8}
 
@@ -139,16 +142,24 @@ def top_k(x, fraction):
 
 def check_and_scale(vals):
     # Raises ValueError on NaN or infinity; returns the symmetric int8 scale
-    # (max|x| / 127 as a float32, 1.0 for an all-zero tensor). Allocation-free loop.
+    # (max|x| / 127 as a float32, 1.0 for an all-zero tensor).
+    return drain(_scale_steps(vals))
+
+
+def _scale_steps(vals):
     lo = 0.0
     hi = 0.0
-    for v in vals:
-        if not -3.4028235e38 <= v <= 3.4028235e38:
-            raise ValueError("update has NaN or infinity")
-        if v > hi:
-            hi = v
-        elif v < lo:
-            lo = v
+    n = len(vals)
+    for s in range(0, n, _CHUNK):
+        for i in range(s, min(s + _CHUNK, n)):
+            v = vals[i]
+            if not -3.4028235e38 <= v <= 3.4028235e38:
+                raise ValueError("update has NaN or infinity")
+            if v > hi:
+                hi = v
+            elif v < lo:
+                lo = v
+        yield
     peak = hi if hi >= -lo else -lo
     s = f32(peak / 127.0) if peak > 0.0 else 0.0
     # An all-zero tensor, or one so small that peak / 127 underflows float32: it
@@ -171,6 +182,40 @@ def encode_update(device_id, key, model_version, rnd, seq, num_samples, local_st
                   dtype=F32, sparse=None):
     # tensors: list of (shape, array('f')) in model order. sparse: None (dense) or the
     # fraction of entries kept per tensor (top-k by magnitude). Returns the signed frame.
+    return drain(encode_steps(device_id, key, model_version, rnd, seq, num_samples,
+                              local_steps, tensors, dtype, sparse))
+
+
+def frame_size(device_id, shapes, dtype=F32, sparse=None):
+    # The size of an update frame: fixed by the device id, the shapes, dtype and sparse.
+    size = _pad4(_FIXED + len(device_id.encode())) + _TAG
+    for shape in shapes:
+        n = _numel(shape)
+        if sparse is not None:
+            n = min(n, max(1, math.ceil(sparse * n)))
+        size += 4 + 4 * len(shape) + (4 if dtype == I8 else 0) + (4 if sparse is not None else 0)
+        size += _pad4((4 * n if sparse is not None else 0) + n * _ITEM[dtype])
+    return size
+
+
+def frame_buffer(buf, size):
+    # buf if it has size bytes (zeroed again: padding and reserved bytes must be zero),
+    # else a new bytearray of size bytes. The board keeps one from round to round: one
+    # allocation while the heap is still whole, none later in a fragmented one.
+    if buf is None or len(buf) != size:
+        return bytearray(size)
+    z = bytes(64)
+    mv = memoryview(buf)
+    for i in range(0, size - 63, 64):
+        mv[i:i + 64] = z
+    for i in range(size - size % 64, size):
+        buf[i] = 0
+    return buf
+
+
+def encode_steps(device_id, key, model_version, rnd, seq, num_samples, local_steps, tensors,
+                 dtype=F32, sparse=None, out=None):
+    # out: a bytearray of the frame's size to write the frame into (frame_buffer).
     raw_id = device_id.encode()
     parts = []  # (shape, idx or None, values, scale)
     size = _pad4(_FIXED + len(raw_id))
@@ -182,14 +227,14 @@ def encode_update(device_id, key, model_version, rnd, seq, num_samples, local_st
         vals = x
         if sparse is not None:
             idx, vals = top_k(x, sparse)
-        scale = check_and_scale(vals)
+        scale = yield from _scale_steps(vals)
         if dtype != I8:
             scale = 1.0
         parts.append((shape, idx, vals, scale))
         size += 4 + 4 * len(shape) + (4 if dtype == I8 else 0) + (4 if sparse is not None else 0)
         size += _pad4((4 * len(idx) if idx is not None else 0) + len(vals) * item)
     size += _TAG
-    buf = bytearray(size)
+    buf = frame_buffer(out, size)
     buf[0:4] = b"FOGU"
     struct.pack_into(_HEAD, buf, 4, 1, dtype, 1 if sparse is not None else 0, len(tensors),
                      model_version, rnd, seq, num_samples, local_steps, size, len(raw_id))
@@ -212,7 +257,7 @@ def encode_update(device_id, key, model_version, rnd, seq, num_samples, local_st
             n = 4 * len(idx)
             buf[pos:pos + n] = as_bytes(idx)  # no copy of the indices
             pos += n
-        pos = _put_values(buf, pos, vals, dtype, scale)
+        pos = yield from _put_values(buf, pos, vals, dtype, scale)
         pos = _pad4(pos)
     mv = memoryview(buf)
     mv[size - _TAG:] = hmac_sha256(key, mv[:size - _TAG])
@@ -225,12 +270,16 @@ def _put_values(buf, pos, vals, dtype, scale):
         buf[pos:pos + 4 * n] = as_bytes(vals)  # straight from the array's memory
         return pos + 4 * n
     if dtype == F16:
-        for v in vals:
-            struct.pack_into("<H", buf, pos, f16_bits(v))
+        for i in range(n):
+            struct.pack_into("<H", buf, pos, f16_bits(vals[i]))
             pos += 2
+            if i % _CHUNK == _CHUNK - 1:
+                yield
         return pos
-    for v in vals:
-        q = v / scale
+    for i in range(n):
+        if i % _CHUNK == _CHUNK - 1:
+            yield
+        q = vals[i] / scale
         f = math.floor(q)
         d = q - f
         if DOUBLE and 0.4999 < d < 0.5001:

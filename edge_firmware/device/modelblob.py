@@ -37,11 +37,14 @@ def _header(head, expected):
     return version, pos
 
 
-def _numel(shape):
+def numel(shape):
     n = 1
     for d in shape:
         n *= d
     return n
+
+
+_numel = numel
 
 
 def data_size(expected):
@@ -68,33 +71,46 @@ def parse(blob, expected, sha256=None):
     return version, out
 
 
-def load(path, expected, sha256=None):
-    # The same from a file in flash, reading one tensor at a time.
+def check(blob, expected):
+    # Raises BlobError unless blob is a model blob of these shapes (size and header).
+    if len(blob) != data_size(expected):
+        raise BlobError("model blob is %d bytes, the model needs %d"
+                        % (len(blob), data_size(expected)))
+    _header(blob, expected)
+
+
+def load(path, expected, sha256=None, out=None):
+    # The same from a file in flash, reading one tensor at a time; into the arrays of
+    # out (the board's kept weights) where they have the tensor's size, else new ones.
     if sha256 is not None and file_sha256(path) != sha256:
         raise BlobError("stored model does not match its sha256")
     need = data_size(expected)
     with open(path, "rb") as f:
         head = f.read(need - 4 * sum(_numel(s) for s in expected))
         version, pos = _header(head, expected)
-        out = []
-        for shape in expected:
-            a = zeros(_numel(shape))
+        got = []
+        for i, shape in enumerate(expected):
+            n = _numel(shape)
+            a = out[i] if out and len(out) > i and len(out[i]) == n else zeros(n)
             if f.readinto(as_bytes(a)) != 4 * len(a):  # read into the array itself
                 raise BlobError("stored model is truncated")
-            out.append(a)
+            got.append(a)
         if f.read(1):
             raise BlobError("stored model has trailing bytes")
-    return version, out
+    return version, got
 
 
 def read_tensor(path, expected, t, buf):
-    # Tensor t of a stored model (checked by load() before) into array('f') buf.
+    # Tensor t of a stored model (checked by load() before) into buf: writable bytes
+    # (a memoryview) of its size.
     pos = 12 + sum(4 + 4 * len(s) for s in expected)
     for shape in expected[:t]:
         pos += 4 * _numel(shape)
     with open(path, "rb") as f:
         f.seek(pos)
-        if f.readinto(as_bytes(buf)) != 4 * len(buf):
+        if not isinstance(buf, memoryview):
+            buf = as_bytes(buf)  # an array('f')
+        if f.readinto(buf) != len(buf):
             raise BlobError("stored model is truncated")
 
 

@@ -64,7 +64,7 @@ class Auth:
         self.key = key
         self.st = st  # flashstate.State: holds the hello counter
         self.dropped = 0  # messages not adopted: bad tag, stale answer, unnamed announcement
-        self.welcome = None  # the latest welcome taken
+        self.named = None  # the announcement digest the latest welcome taken names
         self.answered = 0  # hello counter of the latest welcome / redirect taken
         self.asked = None  # announcement digest a hello was sent to learn about
         self.asked_ctr = 0
@@ -102,7 +102,7 @@ class Auth:
             return False
         self.answered = ctr
         if d["type"] == "welcome":
-            self.welcome = d
+            self.named = d.get("announcement")  # only this is kept: a small string
             if self.asked is not None and ctr >= self.asked_ctr \
                     and d.get("announcement") != self.asked:
                 if self.asked_fresh:
@@ -128,8 +128,7 @@ class Auth:
     def announcement(self, digest):
         # True: the announcement with this SHA-256 (hex) is the one the fog's latest
         # welcome names. None: say hello now to learn (once per announcement). False: wait.
-        w = self.welcome
-        if w is not None and w.get("announcement") == digest:
+        if self.named is not None and self.named == digest:
             return True
         if digest == self.refused or digest == self.asked:
             return False

@@ -122,3 +122,13 @@ DOUBLE = (1.0 + 2.0**-30) != 1.0
 
 def f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def drain(gen):
+    # Runs generator gen through (the firmware's long computations are generators that
+    # yield between bounded pieces of work); returns its return value.
+    try:
+        while True:
+            next(gen)
+    except StopIteration as e:
+        return e.value

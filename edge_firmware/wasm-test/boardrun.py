@@ -1,11 +1,13 @@
-# MicroPython code run on the WebAssembly port by tests/integration/test_firmware_wasm.py:
-# the whole firmware as a training board runs it, one step per call, with the real
-# umqtt.simple 1.8.0 (/stubs/umqtt) talking to the scripted broker of brokersock.py
-# (installed as /stubs/socket), the board's flash at /st. Kept apart from driver.py so
-# that what the harness itself holds in the heap stays small.
+# MicroPython code run on the WebAssembly port by tests/integration/test_firmware_wasm.py
+# and benchmarks/firmware_heap.py: the whole firmware as a training board runs it, one
+# step per top-level call, with the real umqtt.simple 1.8.0 (/stubs/umqtt) talking to the
+# scripted broker of brokersock.py (installed as /stubs/socket), the board's flash at /st.
+# A round is the firmware's own Edge.round_steps (what train_and_send runs through),
+# resumed by tick() one piece at a time: the port collects garbage only between calls.
+# Kept apart from driver.py so that what the harness itself holds in the heap stays small.
 import sys
 
-R = {}
+R = {"rounds": []}
 _T = {}
 
 
@@ -22,27 +24,43 @@ def boot():
     R["settings_dropped"] = "settings" not in sys.modules
 
 
-def _signed(conf, body):
-    # The fog's answer as the fog sends it: signed with the device key (msgauth.py).
+def _signed(body):
+    # The fog's message as the fog sends it: signed with the device key (msgauth.py).
     import msgauth
 
-    return msgauth.sign(conf["key_bytes"], body)
+    return msgauth.sign(_T["conf"]["key_bytes"], body)
 
 
-def connect(answer_seq):
+def _welcome(st):
+    # The fog's answer to the hello just published: it echoes the hello counter and names
+    # the announcement retained now (docs/protocol.md "Signed down messages").
+    def answer():
+        import hashlib
+        import socket
+        from binascii import hexlify
+
+        digest = hexlify(hashlib.sha256(socket.CFG["announcement"]).digest()).decode()
+        return _signed(b'{"type":"welcome","ctr":%d,"announcement":"%s"}'
+                       % (st.hello_ctr, digest))
+
+    return answer
+
+
+def connect():
+    # Connect, hello, the retained announcement: also what a board does at every wake.
     import socket
 
     import edgeloop
     import flashstate
+    import sensor
 
     conf = _T["conf"]
     t = conf["topics"]
-    with open("/fx/announcement.json", "rb") as f:
-        ann = f.read()
+    st = flashstate.State("")
     socket.CFG.update(model=t["model"], blob=t["model_blob"], down=t["down"],
-                      announcement=ann, blob_path="/fx/full_model.bin",
-                      answer=_signed(conf, b'{"type": "accepted", "seq": %d}' % answer_seq))
-    e = edgeloop.Edge(conf, flashstate.State(""), _T["board"], None)
+                      welcome=_welcome(st))
+    e = edgeloop.Edge(conf, st, _T["board"],
+                      sensor.Replay("replay.bin", conf["model"]["input_dim"]))
     e.connect()
     e.hello()
     R["announced"] = e.link.wait(lambda: e.link.announcement is not None, 2000)
@@ -51,71 +69,61 @@ def connect(answer_seq):
 
 def settle():
     # The update written ahead before a reset: read from flash, sent, answered.
+    import socket
+
     e = _T["edge"]
+    socket.CFG["answer"] = _signed(b'{"type": "accepted", "seq": %d}' % e.st.pending["seq"])
     e.settle_pending()
     R["settled"] = e.st.pending is None
 
 
-def model():
-    import trainer
+def announce(name, blob_path):
+    # The fog opens a round: announcement /fx/<name>, its model blob at blob_path.
+    import socket
 
-    e = _T["edge"]
-    ann = e.link.announcement
-    w = e.model(ann, trainer.shapes(ann["spec"]))
-    R["model_ok"] = w is not None and e.link.blob is None and not e.link.want_blob
-    R["model_cached"] = e.st.cached_model(ann["sha256"]) is not None
-
-
-def train_setup():
-    # As train_and_send sets the trainer up (in place: mu is 0, the model is on flash).
-    import modelblob
-    import trainer
-
-    e = _T["edge"]
-    ann = e.link.announcement
-    cfg = ann["config"]
-    shapes = trainer.shapes(ann["spec"])
-    path = e.st.cached_model(ann["sha256"])
-    w = e.weights
-    e.weights = e.weights_sha = None
-
-    def base(t, buf):
-        modelblob.read_tensor(path, shapes, t, buf)
-
-    _T["trainer"] = trainer.Trainer(ann["spec"], w, cfg["lr"], cfg["batch_size"],
-                                    cfg["mu"], base)
-    R["in_place"] = _T["trainer"].w0 is None
+    with open("/fx/" + name, "rb") as f:
+        socket.announce(f.read())
+    socket.CFG["blob_path"] = blob_path
 
 
-def delta():
-    _T["delta"] = _T["trainer"].delta()
-    _T["trainer"] = None
+def wake():
+    # As after a deep sleep: the link closed, the firmware's state read again from flash.
+    _T["edge"].link.close()
+    _T["edge"] = None
+    connect()
 
 
-def encode():
-    import encoder
-
-    e = _T["edge"]
-    ann = e.link.announcement
-    seq = e.st.next_seq()
-    _T["frame"] = encoder.encode_update(e.dev, e.key, ann["version"], ann["round"], seq, 1,
-                                        1, _T["delta"], encoder.F32, None)
-    _T["delta"] = None
-    e.st.set_pending(_T["frame"], seq, ann["round"], ann["version"])
-    _T["seq"] = seq
-
-
-def send():
+def round_start():
     import socket
 
     e = _T["edge"]
-    ann = e.link.announcement
-    socket.CFG["answer"] = _signed(e.conf, b'{"type": "accepted", "seq": %d}' % _T["seq"])
-    frame = _T["frame"]
-    _T["frame"] = None
-    R["delivered"] = e.deliver(frame, _T["seq"], ann["round"])
-    R["frame_bytes"] = len(frame)
-    R["pending_after"] = e.st.pending is not None
+    ann = None
+    for _ in range(3):  # as Edge.run: the fog's welcome first, then the round it names
+        e.service()
+        ann = e.next_round()
+        if ann is not None:
+            break
+    socket.CFG["answer"] = _signed(b'{"type": "accepted", "seq": %d}' % e.st.next_seq())
+    _T["gen"] = e.round_steps(ann)
+    _T["ann"] = ann
+
+
+def tick():
+    # One piece of the round; False once it is over.
+    try:
+        next(_T["gen"])
+        return True
+    except StopIteration:
+        _T["gen"] = None
+        return False
+
+
+def round_end():
+    e = _T["edge"]
+    ann = _T["ann"]
+    _T["ann"] = None
+    R["rounds"].append([ann["round"], ann["version"], e.st.done_round, e.st.seq,
+                        e.st.pending is not None])
 
 
 def dump():
@@ -123,5 +131,6 @@ def dump():
     import socket
 
     R["sent"] = socket.SENT
+    R["blobs"] = socket.BLOBS
     with open("/out/boardrun.json", "w") as f:
         json.dump(R, f)

@@ -3,15 +3,26 @@
 # so that the real umqtt.simple, mqttc, uplink and edgeloop run their data path on real
 # MicroPython under the heap cap. It answers CONNECT, SUBSCRIBE (with the retained
 # announcement and blob, the blob streamed from a file as a board's socket would hand it
-# over), UNSUBSCRIBE, PINGREQ, and QoS 1 PUBLISH (PUBACK, then the fog's answer on down).
+# over), UNSUBSCRIBE, PINGREQ, and QoS 1 PUBLISH (PUBACK, then the fog's answer on down:
+# to an update, and the signed welcome to a hello).
 # A published payload is hashed as it streams in, never buffered: what this module keeps
 # in the heap is small, so the heap measured is the firmware's.
 import hashlib
 from binascii import hexlify
 
 CFG = {"model": None, "blob": None, "down": None, "announcement": b"", "blob_path": None,
-       "answer": None}
+       "answer": None, "welcome": None}
 SENT = []  # (topic, payload length, payload sha256 hex) of every PUBLISH received
+BLOBS = []  # the model blob files sent to the board
+_OPEN = []  # the sockets open now
+
+
+def announce(ann):
+    # The fog announces a new round: the retained announcement, also published to the
+    # boards connected now.
+    CFG["announcement"] = ann
+    for s in _OPEN:
+        s._say(_publish_head(CFG["model"], len(ann), False) + ann)
 
 
 def getaddrinfo(host, port, *args):
@@ -49,10 +60,11 @@ class socket:
         self.blocking = flag
 
     def connect(self, addr):
-        pass
+        _OPEN.append(self)
 
     def close(self):
-        pass
+        if self in _OPEN:
+            _OPEN.remove(self)
 
     # -- the broker's answers -------------------------------------------------------
 
@@ -146,6 +158,7 @@ class socket:
 
                 size = os.stat(CFG["blob_path"])[6]
                 self._say(_publish_head(topic, size, True))
+                BLOBS.append(CFG["blob_path"])
                 self.segs.append([CFG["blob_path"], 0, size])
         elif kind == 0xA0:  # UNSUBSCRIBE
             self._say(bytes([0xB0, 2, body[0], body[1]]))
@@ -162,5 +175,8 @@ class socket:
             ans = CFG["answer"]
             if ans is not None and "/up/" in topic:
                 self._say(_publish_head(CFG["down"], len(ans), False) + ans)
+            if CFG["welcome"] is not None and "/hello/" in topic:  # the fog's signed welcome
+                w = CFG["welcome"]()
+                self._say(_publish_head(CFG["down"], len(w), False) + w)
         self.head = bytearray()
         self.h = None

@@ -5,14 +5,16 @@
 //
 // --net gives MicroPython real, blocking TCP sockets (netbridge.mjs, jssocket.py).
 // Copies each HOST_DIR into the port's virtual filesystem, runs the plan's steps (a JSON
-// list of Python sources) one top-level call each, then copies the virtual /out folder to
-// OUT_DIR and writes OUT_DIR/result.json: stdout, the GC heap total after each step (read
-// inside the step, before the port's between-calls collection), and any error.
+// list of Python sources, one top-level call each, or {"call": "module.function"} steps,
+// see below), then copies the virtual /out folder to OUT_DIR and writes
+// OUT_DIR/result.json: stdout, the GC heap total after each step (read inside the step,
+// before any collection), and any error.
 //
 // This port grows its GC heap instead of collecting inside a call (MICROPY_GC_SPLIT_HEAP_AUTO):
 // a step that needs more than --heap bytes, live objects and garbage together, shows as a
 // heap total above the initial one. That is a stricter cap than a board's, whose GC runs
-// whenever the heap fills.
+// whenever the heap fills. Seen here: garbage stays across steps until a top-level
+// gc.collect(), so plans collect between steps, and call steps collect after each call.
 import fs from "node:fs";
 import path from "node:path";
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
@@ -88,16 +90,44 @@ const base = mp.globals.get("_fog_base");
 const steps = [];
 let error = null;
 const t0 = Date.now();
-for (const [i, src] of plan.entries()) {
+// A step is Python source, or {"call": "module.function"}: that function called from
+// JavaScript again and again, one top-level call each, while it returns true (a generator
+// resumed piece by piece), with a collection after each call; no source is compiled
+// in between, so the heap each call needs is the firmware's. Such a step reports the
+// largest heap total and allocation of its calls, and the most that stayed live after
+// a call's collection (`live`).
+const gcmod = mp.pyimport("gc");
+for (const [i, item] of plan.entries()) {
   const t = Date.now();
+  let total = 0, alloc = 0, calls = 0, grewAt = null, live = 0;
   try {
-    mp.runPython(src + "\n_fog_total = gc.mem_free() + gc.mem_alloc()\n_fog_alloc = gc.mem_alloc()");
+    if (typeof item === "string") {
+      mp.runPython(item + "\n_fog_total = gc.mem_free() + gc.mem_alloc()\n_fog_alloc = gc.mem_alloc()");
+      total = mp.globals.get("_fog_total");
+      alloc = mp.globals.get("_fog_alloc");
+      calls = 1;
+    } else {
+      const [mod, fn] = item.call.split(".");
+      const f = mp.pyimport(mod)[fn];
+      let more = true;
+      while (more) {
+        more = f();
+        const used = gcmod.mem_alloc();
+        const size = gcmod.mem_free() + used;
+        if (grewAt === null && size > base) grewAt = calls;
+        total = Math.max(total, size);
+        alloc = Math.max(alloc, used);
+        calls++;
+        gcmod.collect();
+        live = Math.max(live, gcmod.mem_alloc());
+      }
+    }
   } catch (e) {
-    error = `step ${i}: ${e.message ?? e}`;
+    error = `step ${i}${calls ? ` (call ${calls + 1})` : ""}: ${e.message ?? e}`;
     break;
   }
-  steps.push({ step: i, total: mp.globals.get("_fog_total"), alloc: mp.globals.get("_fog_alloc"),
-               ms: Date.now() - t });
+  const step = { step: i, total, alloc, ms: Date.now() - t, calls, grew_at: grewAt, live };
+  steps.push(step);
 }
 copyOut(mp.FS, "/out", a.out);
 const result = { heap: a.heap, base, steps, error, stdout, ms: Date.now() - t0,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,10 @@ class WasmStep:
     alloc: int
     """Bytes allocated at the end of the step (live objects and uncollected garbage)."""
     ms: int
+    calls: int = 1
+    """Top-level calls the step took (a ``{"call": ...}`` step: usually more than one)."""
+    live: int = 0
+    """A ``{"call": ...}`` step: the most bytes live after one of its calls' collection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +75,12 @@ class WasmResult:
         return json.loads((self.out / name).read_text(encoding="utf-8"))
 
 
-def run_plan(plan: list[str], puts: dict[Path, str], out: Path, *, heap: int = 65536,
-             timeout: float = 600.0, net: bool = False) -> WasmResult:
-    """Run ``plan`` (Python sources) on the port; ``puts`` maps host folders to VFS paths.
+def run_plan(plan: Sequence[str | dict[str, str]], puts: dict[Path, str], out: Path, *,
+             heap: int = 65536, timeout: float = 600.0, net: bool = False) -> WasmResult:
+    """Run ``plan`` on the port: Python sources, one top-level call each, or
+    ``{"call": "module.function"}``: that function called again and again while it
+    returns true, with a collection after each call. ``puts`` maps host folders to VFS
+    paths.
     ``net``: real blocking TCP sockets as the JS module ``jsnet`` (wasm-test/netbridge.mjs;
     wasm-test/jssocket.py is the socket module over it)."""
     node = node_binary()
@@ -101,7 +109,7 @@ def run_plan(plan: list[str], puts: dict[Path, str], out: Path, *, heap: int = 6
         raise EdgeToolError(f"the WebAssembly harness failed (exit {proc.returncode}): "
                             f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
     r = json.loads(result_path.read_text(encoding="utf-8"))
-    steps = [WasmStep(int(s["step"]), int(s["total"]), int(s["alloc"]), int(s["ms"]))
-             for s in r["steps"]]
+    steps = [WasmStep(int(s["step"]), int(s["total"]), int(s["alloc"]), int(s["ms"]),
+                      int(s.get("calls", 1)), int(s.get("live", 0))) for s in r["steps"]]
     return WasmResult(int(r["heap"]), int(r["base"]), steps, r["error"], r["stdout"],
                       int(r["ms"]), str(r["version"]), out)

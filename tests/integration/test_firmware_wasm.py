@@ -92,7 +92,7 @@ def _plan(spec: ModelSpec, n: int, modules: tuple[str, ...], golden_cases: bool,
         plan += [f"import {m}", "gc.collect()", f"driver.R['live_{m}'] = gc.mem_alloc()"]
     if golden_cases:
         for name in golden()["cases"]:
-            if name == "model_v3":
+            if name in ("model_v3", "down_welcome"):
                 continue
             plan += [f"driver.golden_case({name!r}, True)", f"driver.golden_case({name!r}, "
                      "False)", "gc.collect()"]
@@ -109,6 +109,9 @@ def _plan(spec: ModelSpec, n: int, modules: tuple[str, ...], golden_cases: bool,
              "gc.collect()", "driver.encode('float16', None)", "gc.collect()",
              "driver.encode('int8', None)", "gc.collect()", "driver.encode('int8', 0.25)",
              "gc.collect()", "driver.flash_roundtrip()"]
+    if golden_cases:  # the signed welcome last: msgauth is not a module of this heap's run
+        plan += ["driver.golden_case('down_welcome', True)",
+                 "driver.golden_case('down_welcome', False)", "gc.collect()"]
     if extras:
         plan += ["driver.coap_roundtrip()", "driver.config_check()"]
     return [*plan, "driver.dump()"]
@@ -204,7 +207,7 @@ def test_the_fogs_default_model_on_micropython(tmp_path: Path) -> None:
     example_ms = [s.ms for s in res.steps][-(2 * n + 14):-14:2]
     print(f"\n{res.version.split('; ')[-1]}: the whole firmware {live_modules} B live, "
           f"64-32-10 trainer {model} B, ~{np.median(example_ms):.0f} ms per example here")
-    assert live_modules < 56 * 1024
+    assert live_modules < 60 * 1024  # 60,256 B with msgauth (issue 13)
     assert model < 3 * 4 * FULL.num_params + 4096  # w, w0, gradients (+ activations)
 
 
@@ -213,32 +216,45 @@ def test_the_fogs_default_model_on_micropython(tmp_path: Path) -> None:
 
 HEAP_BOARD = 100 * 1024
 """About what an ESP32 without PSRAM leaves to MicroPython."""
-HEADROOM = 15 * 1024
+HEADROOM = 8 * 1024
+"""Was 15 KB; verifying the fog's signed messages (msgauth.py, issue 13: the module, the
+hello/welcome exchange before a round's announcement is used) made the smallest heap that
+completes BOARD_PLAN 91 KB instead of 81 KB (docs/firmware.md "Memory and size")."""
+BOARD_EXAMPLES = 16
 HARNESS = ["import sys\nsys.path.insert(0, '/fw')\nsys.path.append('/stubs')",
            "import boardrun, socket, machine, network, umqtt.simple", "gc.collect()",
            "boardrun.R['harness'] = gc.mem_alloc()"]
 """What the board has in C or frozen (sockets, machine, network, umqtt.simple), here
 loaded as Python into the heap: measured first and added to the cap."""
-CAPPED = ["boardrun.boot()", "gc.collect()", "boardrun.R['live_boot'] = gc.mem_alloc()",
-          "boardrun.connect(1)", "gc.collect()", "boardrun.settle()", "gc.collect()",
-          "boardrun.model()", "gc.collect()", "boardrun.train_setup()", "gc.collect()",
-          "boardrun.R['live_trainer'] = gc.mem_alloc()"]
-"""Steps that must fit the cap: no heap growth allowed."""
-FLOATY = ["boardrun.delta()", "gc.collect()", "boardrun.R['live_delta'] = gc.mem_alloc()",
-          "boardrun.encode()", "gc.collect()", "boardrun.R['live_frame'] = gc.mem_alloc()",
-          "boardrun.send()", "gc.collect()"]
-"""Steps whose float arithmetic makes garbage this port frees only between calls (a
-board's GC frees it when the heap fills): checked by what stays live after them."""
+
+
+def _round(n: int) -> list[str | dict[str, str]]:
+    return ["boardrun.round_start()", {"call": "boardrun.tick"},
+            "boardrun.round_end()", "gc.collect()", f"boardrun.R['live_r{n}'] = gc.mem_alloc()"]
+
+
+BOARD_PLAN: list[str | dict[str, str]] = [
+    *HARNESS, "boardrun.boot()", "gc.collect()", "boardrun.R['live_boot'] = gc.mem_alloc()",
+    "boardrun.announce('ann7.json', '/fx/blob5.bin')", "boardrun.connect()", "gc.collect()",
+    "boardrun.settle()", "gc.collect()", *_round(7),
+    "boardrun.announce('ann8.json', '/fx/blob6.bin')", *_round(8),
+    "boardrun.announce('ann9.json', '/fx/blob6.bin')", "boardrun.wake()", "gc.collect()",
+    *_round(9), "boardrun.dump()"]
+"""Every step under the cap: boot (config read, settings dropped), connect, hello, the
+update a reset left pending resent from flash and answered; round 7 on model 5 and round
+8 on model 6, each blob fetched over MQTT (subscribed only then), checked, stored, trained
+on (the firmware's own round_steps, resumed piece by piece), the delta, the frame encoded,
+written ahead, sent and accepted; then a wake (link closed, state read from flash) and
+round 9 on model 6 again, which the board has: trained without fetching the blob."""
 
 
 def _board_files(tmp: Path, spec: ModelSpec) -> dict[Path, str]:
-    """The board's files for boardrun.py: the firmware as .mpy, config.json and a pending
-    update on its flash, the announced model, and the stubs for what a board has in C."""
+    """The board's files for boardrun.py: the firmware as .mpy, config.json, a replay file
+    and a pending update on its flash, the announced models, and the stubs for what a
+    board has in C."""
     import hashlib
 
-    from fog_appliance.edge.build import compile_file, mpy_cross_binary
     from fog_appliance.protocol.messages import ModelAnnouncement
-    from fog_appliance.protocol.model_blob import encode_model
     from fog_appliance.protocol.topics import model_blob
     from tests.firmware_support import firmware
 
@@ -262,17 +278,24 @@ def _board_files(tmp: Path, spec: ModelSpec) -> dict[Path, str]:
     (stubs / "network.py").write_text("STA_IF = 0\n")
     fx.mkdir()
     st.mkdir()
-    blob = encode_model(5, spec.init_weights(3))
-    (fx / "full_model.bin").write_bytes(blob)
-    ann = ModelAnnouncement("lab", 5, 7, hashlib.sha256(blob).hexdigest(), len(blob),
-                            spec.to_dict(), {"lr": 0.1, "batch_size": 16, "mu": 0.0},
-                            model_blob("lab"))
-    (fx / "announcement.json").write_bytes(ann.to_json())
+    cfg_train = {"lr": 0.1, "batch_size": BOARD_EXAMPLES, "mu": 0.0}
+    for version, seed in ((5, 3), (6, 4)):
+        blob = encode_model(version, spec.init_weights(seed))
+        (fx / f"blob{version}.bin").write_bytes(blob)
+        sha = hashlib.sha256(blob).hexdigest()
+        for rnd in ((7,) if version == 5 else (8, 9)):
+            ann = ModelAnnouncement("lab", version, rnd, sha, len(blob), spec.to_dict(),
+                                    cfg_train, model_blob("lab"))
+            (fx / f"ann{rnd}.json").write_bytes(ann.to_json())
+    rng = np.random.default_rng(5)
+    write_replay(st / "replay.bin",
+                 rng.normal(0, 1, (BOARD_EXAMPLES, spec.input_dim)).astype(np.float32),
+                 rng.integers(0, spec.num_classes, BOARD_EXAMPLES))
     cfg = FogConfig()
     cfg.fog_node.id = "lab"
     conf = device_config(cfg, "wasm-edge", KEY, "pw")
     conf["model"] = spec.to_dict()
-    conf["edge"] = {"wait_s": 2, "watchdog_s": 0}
+    conf["edge"] = {"wait_s": 2, "watchdog_s": 0, "examples": BOARD_EXAMPLES}
     (st / "config.json").write_text(json.dumps(conf))
     # An update of the previous round, written ahead before a reset: sent again at boot.
     enc = firmware("encoder")
@@ -295,73 +318,46 @@ def _harness_bytes(tmp: Path, puts: dict[Path, str]) -> int:
     return int(d["harness"])
 
 
-def _board_run(tmp: Path, spec: ModelSpec, cap: int, floaty: bool = True
-               ) -> tuple[WasmResult, int]:
-    """The firmware as a training board runs it, in a heap of ``cap`` bytes plus what the
-    harness itself holds: boot (config read, then the settings module dropped), connect,
-    hello, the pending update of a reset resent from flash and answered, the announced
-    model fetched over MQTT (subscribed only now), checked and stored, the trainer set
-    up; then (``floaty``) the delta, the frame encoded, written ahead and sent."""
+def board_run(tmp: Path, spec: ModelSpec, cap: int) -> WasmResult:
+    """BOARD_PLAN in a heap of ``cap`` bytes plus what the harness itself holds."""
     puts = _board_files(tmp, spec)
     harness = _harness_bytes(tmp, puts)
-    plan = [*HARNESS, *CAPPED, *(FLOATY if floaty else []), "boardrun.dump()"]
-    return run_plan(plan, puts, tmp / "out", heap=cap + harness), len(HARNESS) + len(CAPPED)
+    return run_plan(BOARD_PLAN, puts, tmp / "out", heap=cap + harness)
 
 
-def _fits(res: WasmResult, capped_steps: int) -> bool:
-    return res.error is None and not [s for s in res.grown if s < capped_steps]
+def fits(res: WasmResult) -> bool:
+    """Every step done, and none needed more heap than the cap."""
+    return res.error is None and not res.grown
 
 
 def test_the_whole_firmware_on_the_default_model_fits_with_headroom(tmp_path: Path) -> None:
-    """The heap cap is enforced: a step that needs more than the heap makes the port grow
-    it (it would not fail by itself), and a grown heap fails the test."""
+    """The heap cap is enforced over every step, training, delta and encoding included:
+    a step that needs more than the heap makes the port grow it (it would not fail by
+    itself), and a grown heap fails the test."""
     cap = HEAP_BOARD - HEADROOM
-    res, capped = _board_run(tmp_path, FULL, cap)
+    res = board_run(tmp_path, FULL, cap)
     assert res.error is None, res.error + res.stdout
-    grew = [s for s in res.grown if s < capped]
-    assert grew == [], f"steps {grew} needed more than {cap} B of heap"
+    assert res.grown == [], f"steps {res.grown} needed more than {cap} B of heap"
     d: Any = res.read_json("boardrun.json")
     assert d["settings_dropped"] and d["announced"] and d["settled"]
-    assert d["model_ok"] and d["model_cached"] and d["in_place"]
-    assert d["delivered"] is True and d["pending_after"] is False
+    # [round, model version, done round, sequence number, still pending]
+    assert d["rounds"] == [[7, 5, 7, 2, False], [8, 6, 8, 3, False], [9, 6, 9, 4, False]]
     ups = [s for s in d["sent"] if "/up/" in s[0]]
-    assert [n for _, n, _ in ups] == [d["frame_bytes"]] * 2  # the resent one, the new one
-    # After the float-heavy steps, what stays live (the frame included) fits too.
-    assert max(d["live_delta"], d["live_frame"]) - d["harness"] < cap
-    print(f"\ndefault model, whole firmware: {d['live_boot'] - d['harness']} B live after "
-          f"boot, {d['live_trainer'] - d['harness']} B with the trainer set up, "
-          f"{d['live_frame'] - d['harness']} B with the frame; cap {cap} B")
+    size = len(encode_model(5, FULL.init_weights(0))) - 4 * 2 * len(FULL.shapes) - 12
+    assert len(ups) == 4 and len({n for _, n, _ in ups}) == 1 and ups[0][1] > size
+    assert len({h for _, _, h in ups}) == 4  # four different updates, none doubled
+    # Each blob fetched once; at the wake the board had model 6 and did not fetch it again.
+    assert d["blobs"] == ["/fx/blob5.bin", "/fx/blob6.bin"]
+    calls = {s.step: s.calls for s in res.steps}
+    loops = [i for i, p in enumerate(BOARD_PLAN) if isinstance(p, dict)]
+    assert all(calls[i] > BOARD_EXAMPLES * 100 for i in loops)  # resumed piece by piece
+    h = d["harness"]
+    peak = max(s.live for s in res.steps if s.calls > 1) - h
+    print(f"\ndefault model, whole firmware: {d['live_boot'] - h} B live after boot, "
+          f"{peak} B at most during a round, {max(d['live_r7'], d['live_r8'], d['live_r9']) - h}"
+          f" B at most between rounds; cap {cap} B")
 
 
 def test_a_heap_too_small_is_caught(tmp_path: Path) -> None:
     # The same run in a heap that cannot hold it: the check above can fail.
-    res, capped = _board_run(tmp_path, FULL, 48 * 1024, floaty=False)
-    assert not _fits(res, capped)
-
-
-def min_heap(tmp: Path, spec: ModelSpec, lo: int = 32 * 1024, hi: int = 512 * 1024,
-             step: int = 1024) -> int:
-    """The smallest heap (to ``step`` bytes, the harness's own bytes left out) in which
-    the capped steps complete without growing the heap."""
-    n = 0
-    while hi - lo > step:
-        mid = (lo + hi) // 2 // step * step
-        n += 1
-        res, capped = _board_run(tmp / f"r{n}", spec, mid, floaty=False)
-        if _fits(res, capped):
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
-if __name__ == "__main__":
-    # The table in docs/firmware.md:  .venv/bin/python -m tests.integration.test_firmware_wasm
-    import tempfile
-
-    print("| model (MLP 64-h-10) | parameters | min heap KB |\n|---|---:|---:|")
-    for h in (2, 9, 18, 32, 64, 128):
-        s = ModelSpec("mlp", 64, (h,), 10)
-        with tempfile.TemporaryDirectory() as d:
-            kb = min_heap(Path(d), s) / 1024
-        print(f"| 64-{h}-10 | {s.num_params:,} | {kb:.0f} |", flush=True)
+    assert not fits(board_run(tmp_path, FULL, 48 * 1024))

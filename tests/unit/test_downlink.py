@@ -127,7 +127,7 @@ def test_answers_must_echo_a_fresh_hello(tmp_path: Path) -> None:
     assert not a.answer_ok({"type": "welcome", "ctr": c1})  # older than the last taken
     assert not a.answer_ok({"type": "redirect", "ctr": c2})  # replayed
     assert not a.answer_ok({"type": "welcome"})
-    assert a.welcome["ctr"] == c2 and a.dropped == 4
+    assert a.answered == c2 and a.named == "aa" and a.dropped == 4
 
 
 def test_an_announcement_is_used_only_if_a_welcome_names_it(tmp_path: Path) -> None:

@@ -199,3 +199,26 @@ def test_weak_edge_infer_request_equals_the_golden_file(hmac_path: str) -> None:
     x = rt.floats_from(struct.pack(f"<{len(case['features'])}f", *case["features"]))
     body = weak.sign(weak.features_payload(x), case["device_id"], golden_key())
     assert body == (FIXTURES / case["file"]).read_bytes()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("sparse", [None, 0.3, 1.0])
+def test_a_frame_written_into_a_used_buffer_equals_a_fresh_one(dtype: str,
+                                                                 sparse: float | None) -> None:
+    """The board keeps one buffer for its frames (the gradient arena's bytes): frame_size
+    is the frame's size, and a buffer full of an older frame's (or the gradients') bytes
+    gives the same frame byte for byte, written in the buffer itself."""
+    rng = np.random.default_rng(3)
+    shapes = [(7, 5), (5,), (5, 3), (3,)]
+    tensors = [(s, floats(rng.normal(0, 1, s).astype(np.float32))) for s in shapes]
+    args = ("edge-7", golden_key(), 4, 9, 3, 12, 2, tensors, DT[dtype], sparse)
+    fresh = enc.encode_update(*args)
+    size = enc.frame_size("edge-7", shapes, DT[dtype], sparse)
+    assert size == len(fresh)
+    used = bytearray(rng.integers(1, 256, size + 8, dtype=np.uint8).tobytes())
+    out = memoryview(used)[:size]
+    frame = firmware("rt").drain(enc.encode_steps(*args, out=out))
+    assert frame is out and bytes(frame) == bytes(fresh)
+    # A buffer of another size is not used.
+    other = bytearray(size + 4)
+    assert enc.frame_buffer(other, size) is not other

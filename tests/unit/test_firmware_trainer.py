@@ -55,8 +55,8 @@ def test_local_training_equals_numpy_sgd(spec: ModelSpec, bs: int, mu: float,
     base = None
     if in_place:  # the global weights read back (from flash on a board) for the delta
 
-        def base(i: int, buf: object) -> None:
-            buf[:] = floats(w0[i])  # type: ignore[index]
+        def base(i: int, buf: object) -> None:  # buf: the tensor's bytes
+            buf[:] = floats(w0[i]).tobytes()  # type: ignore[index]
 
     given_w = [floats(a) for a in w0]
     t = tr.Trainer(spec.to_dict(), given_w, 0.2, bs, mu, base)
@@ -111,3 +111,33 @@ def test_training_lowers_the_loss_on_separable_data(seed: int) -> None:
             t.example(floats(xi), int(yi))
         losses.append(t.loss)
     assert losses[-1] < losses[0]
+
+
+def test_rounds_on_a_kept_gradient_arena_equal_rounds_on_fresh_buffers() -> None:
+    """The board keeps one gradient arena (a little larger than the model: the update
+    frame is written into its bytes after the delta) from round to round: a round on the
+    used arena trains exactly as one on fresh buffers, and the arena is not reallocated."""
+    spec = SPECS[1]
+    rng = np.random.default_rng(9)
+    x = rng.normal(0, 1, (6, spec.input_dim)).astype(np.float32)
+    y = rng.integers(0, spec.num_classes, 6)
+    w0 = spec.init_weights(4)
+
+    def round_(grads: object) -> list[list[float]]:
+        def base(i: int, buf: object) -> None:
+            buf[:] = floats(w0[i]).tobytes()  # type: ignore[index]
+
+        t = tr.Trainer(spec.to_dict(), [floats(a) for a in w0], 0.3, 4, 0.0, base, grads)
+        for xi, yi in zip(x, y, strict=True):
+            t.example(floats(xi), int(yi))
+        return [list(d) for _, d in t.delta()]
+
+    n = spec.num_params + 7
+    arena = tr.arena(n)
+    first = round_(arena)
+    arena_bytes = memoryview(arena).cast("B")
+    arena_bytes[:] = bytes(range(256)) * (len(arena_bytes) // 256) + bytes(len(arena_bytes) % 256)
+    assert tr.arena(n, arena) is arena  # zeroed in place
+    assert all(v == 0.0 for v in arena)
+    assert round_(arena) == first == round_(None)
+    assert tr.arena(n + 1, arena) is not arena
