@@ -326,3 +326,81 @@ async def test_a_wrong_token_is_said_once_and_not_as_not_connected(tmp_path: Pat
             await pilot.pause(2.0)  # ten refreshes
             assert notes(app).count("Token refused") == 1, notes(app)
             assert "NOT CONNECTED" not in screen_text(app)
+
+
+async def test_revoke_and_drop_says_what_happened(tmp_path: Path) -> None:
+    """Revoke offers "and drop its updates"; each step says what it does and the result
+    names the updates taken out of the open round (the node's round count drops too)."""
+    async with running_node(node_config(tmp_path / "var", threshold=5)) as (node, api):
+        conf = (await api.provision("valve-7"))["config"]
+        assert await send_update(conf, tmp_path)
+        assert node.coordinator.round.count == 1
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await until(pilot, lambda: "valve-7" in screen_text(app))
+            await pilot.press("x")
+            await until(pilot, lambda: "Revoke and drop (d)" in screen_text(app))
+            await pilot.press("d")
+            await until(pilot, lambda: "Revoking valve-7 and dropping its updates" in notes(app))
+            await until(pilot, lambda: "1 update dropped from round 1" in notes(app))
+            assert node.coordinator.round.count == 0
+            assert (await node.db.run(node.store.device, "valve-7")).revoked  # type: ignore[union-attr]
+
+
+async def test_inference_rate_and_offload_reason_are_shown(tmp_path: Path) -> None:
+    """The inference service's request rate and latency reach the status API, /metrics,
+    the dashboard and the cache page; an edge placed as offload says why in its detail."""
+    import numpy as np
+
+    async with running_node(node_config(tmp_path / "var")) as (node, api):
+        conf = (await api.provision("cam-1"))["config"]
+        assert await send_update(conf, tmp_path, battery=9)  # under train_min_battery (30)
+        engine = node.serving.inference
+        assert engine is not None
+        for _ in range(6):  # the node's own engine, as the CoAP /infer adapter calls it
+            await engine.infer(np.zeros((2, 8), np.float32))
+        inf = (await api.status())["inference"]
+        assert inf["requests"] == 6 and inf["requests_per_s"] > 0
+        assert inf["latency_ms"]["p50"] > 0
+        edge = (await api.edges())["edges"][0]
+        assert edge["placement"]["role"] == "offload"
+        assert edge["placement"]["reason"] == "battery 9% < 30%"
+        import aiohttp
+
+        assert node.admin is not None and node.admin.socket is not None
+        async with aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=str(node.admin.socket))) as http, \
+                http.get("http://fog/metrics") as resp:
+            metrics = await resp.text()
+        assert 'fog_inference_latency_seconds{quantile="0.99"}' in metrics
+        assert "fog_inference_requests_per_second" in metrics
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: "/s p50" in screen_text(app))
+            await pilot.press("4")
+            await until(pilot, lambda: "requests/s, latency p50" in screen_text(app))
+            await pilot.press("2")
+            await until(pilot, lambda: "offloads: battery 9% < 30%" in screen_text(app))
+
+
+async def test_rounds_page_fits_80_columns(tmp_path: Path) -> None:
+    """At 80×24 the history does not scroll sideways: the Note column is cut to fit and
+    the selected round's note is whole in the line under the table."""
+    async with running_node(node_config(tmp_path / "var", threshold=1)) as (node, api):
+        conf = (await api.provision("press-1"))["config"]
+        assert await send_update(conf, tmp_path)
+        await node.coordinator.wait_closed()
+        app = console_for(node)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("3")
+            await until(pilot, lambda: "Open round 2" in screen_text(app)
+                        and "published" in screen_text(app))
+            table = app.screen.query_one("#rounds-table")
+            assert table.virtual_size.width <= table.scrollable_content_region.width
+            await pilot.press("down")
+            await until(pilot, lambda: "Round 1 published: model v2 from 1 updates"
+                        in screen_text(app))
+            note = (await api.rounds())["history"][-1]["note"]
+            assert note and note in " ".join(
+                line.strip(" │") for line in screen_text(app).splitlines()[-4:-1])
