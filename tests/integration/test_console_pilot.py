@@ -116,7 +116,10 @@ async def test_close_the_round_and_see_the_history(tmp_path: Path) -> None:
             await pilot.press("c")
             await until(pilot, lambda: "Close round 1 now" in screen_text(app))
             await pilot.press("y")
+            await until(pilot, lambda: "Round 1 is closing with 1 updates" in notes(app))
             await until(pilot, lambda: "Open round 2" in screen_text(app))
+            await until(pilot, lambda: "Round 1 published model v2 from 1 updates"
+                        in notes(app))
             assert node.coordinator.model.version == 2
             await api.record_metrics(2, {"accuracy": 0.625})
             await until(pilot, lambda: "62.5%" in screen_text(app))
@@ -404,3 +407,29 @@ async def test_rounds_page_fits_80_columns(tmp_path: Path) -> None:
             note = (await api.rounds())["history"][-1]["note"]
             assert note and note in " ".join(
                 line.strip(" │") for line in screen_text(app).splitlines()[-4:-1])
+
+
+async def test_close_now_says_held_then_published(tmp_path: Path) -> None:
+    """"Close now" on a node over its memory cap: the console says the round waits and
+    why, and then that it published once the cap (changed live) lets it go."""
+    async with running_node(node_config(tmp_path / "var", threshold=5)) as (node, api):
+        conf = (await api.provision("press-1"))["config"]
+        assert await send_update(conf, tmp_path)
+        await api.change_settings({"resources.max_memory_usage": 1.0})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while node.serving.resources.admission.open:  # the next sample closes it
+            assert loop.time() < deadline, node.serving.resources.status()
+            await asyncio.sleep(0.1)
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            await until(pilot, lambda: "1 of 5 updates" in screen_text(app))
+            await pilot.press("c")
+            await until(pilot, lambda: "Close round 1 now" in screen_text(app))
+            await pilot.press("y")
+            await until(pilot, lambda: "Round 1 waits for resources: memory" in notes(app))
+            assert node.coordinator.model.version == 1
+            await api.change_settings({"resources.max_memory_usage": 100.0})
+            await until(pilot, lambda: "Round 1 published model v2 from 1 updates"
+                        in notes(app), timeout=60)
