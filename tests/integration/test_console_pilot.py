@@ -216,8 +216,13 @@ async def test_actions_with_the_node_down_say_so(tmp_path: Path) -> None:
     """Close round and Ctrl+S with the service gone: an error each, edits kept."""
     first = contextlib.AsyncExitStack()
     node = await first.enter_async_context(FogNode(node_config(tmp_path / "var")).running())
+    assert node.admin is not None and node.admin.socket is not None
+    async with AdminClient(Endpoint(socket=node.admin.socket)) as api:
+        await api.provision("valve-1")
     app = console_for(node)
     async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await until(pilot, lambda: "valve-1" in screen_text(app))
         await pilot.press("7")
         await until(pilot, lambda: "Updates that close a round" in screen_text(app))
         box = app.screen.query_one("#set-rounds--deadline_s", Input)
@@ -233,6 +238,12 @@ async def test_actions_with_the_node_down_say_so(tmp_path: Path) -> None:
         await pilot.press("ctrl+s")
         await until(pilot, lambda: "Not saved: node unreachable" in notes(app))
         assert box.value == "90"
+        await pilot.press("2")
+        await pilot.press("x")
+        await until(pilot, lambda: "Revoke device valve-1?" in screen_text(app))
+        await pilot.press("d")
+        await until(pilot, lambda: "revoking valve-1 failed: the fog node did not answer"
+                    in notes(app) and "nothing is listening there" in notes(app))
         await pilot.press("1")
         await until(pilot, lambda: "NOT CONNECTED" in screen_text(app)
                     and "does not answer" in screen_text(app))
