@@ -380,6 +380,7 @@ async def test_inference_rate_and_offload_reason_are_shown(tmp_path: Path) -> No
         edge = (await api.edges())["edges"][0]
         assert edge["placement"]["role"] == "offload"
         assert edge["placement"]["reason"] == "battery 9% < 30%"
+        assert edge["health_reason"].endswith("; offloads (sends features, does not train)")
         import aiohttp
 
         assert node.admin is not None and node.admin.socket is not None

@@ -40,11 +40,13 @@ def sort_value(edge: dict[str, Any], key: str) -> Any:
 
 
 def matches(edge: dict[str, Any], needle: str) -> bool:
-    """Every word of ``needle`` in the device's id, health, its reason, role, firmware or
-    rejection reasons (case-insensitive)."""
+    """Every word of ``needle`` in the device's id, health, its reason, role, firmware,
+    rejection reasons or why it trains or offloads (case-insensitive)."""
     hay = " ".join(str(edge.get(k) or "") for k in (
         "id", "health", "health_reason", "role", "fw", "transport", "state"))
-    hay = (hay + " " + " ".join(edge.get("rejected", {}))).lower()
+    placed = edge.get("placement") or {}
+    hay = (hay + " " + " ".join(edge.get("rejected", {})) + " "
+           + str(placed.get("reason") or "")).lower()
     return all(word in hay for word in needle.lower().split())
 
 
@@ -260,7 +262,7 @@ def detail_table(e: dict[str, Any], now: float) -> Group:
     t.add_row("last seen", ago(e["last_seen"], now), "last update",
               ago(e["last_update_at"], now))
     t.add_row("accepted", str(e["accepted"]), "last round", str(e["last_round"] or "—"))
-    t.add_row("role", plain(e["role"]), "can train",
+    t.add_row("role", plain(e["role"]), "says it can train",
               {True: "yes", False: "no"}.get(e["can_train"], "—"))
     t.add_row("firmware", plain(e["fw"]), "RAM",
               "—" if e["ram"] is None else f"{e['ram'] // 1024} KiB")
@@ -268,7 +270,7 @@ def detail_table(e: dict[str, Any], now: float) -> Group:
     lines: list[Text] = []
     placed = e.get("placement")
     if placed:
-        when = (f"at its hello {clock(placed['at'])}" if placed.get("at") is not None
+        when = (f"placed at its hello {clock(placed['at'])}" if placed.get("at") is not None
                 else "from its last hello, under today's limits")
         lines.append(Text.assemble(("trains" if placed["role"] == "train" else "offloads",
                                     "bold" if placed["role"] == "train" else "bold yellow"),
