@@ -59,7 +59,8 @@ class EdgesScreen(NodeScreen):
                 "exact flash command out."),
         Binding("x", "revoke", "Revoke",
                 tooltip="Revoke the selected device (asks first): its updates are refused "
-                "and the broker locks it out."),
+                "and the broker locks it out; d in the question also drops the updates it "
+                "sent into the open round."),
         Binding("slash", "filter", "Filter", key_display="/",
                 tooltip="Show only devices matching words (id, health, reason, role, "
                 "firmware); Esc clears the filter."),
