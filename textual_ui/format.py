@@ -97,10 +97,13 @@ def millis(ms: float) -> str:
 def inference_line(inf: dict[str, Any], short: bool = False) -> str:
     """The inference service's request rate and latency over its window:
     ``2.4 requests/s, latency p50 3.1 ms, p99 12 ms (last 10 s)`` (``short``:
-    ``2.4/s p50 3.1 p99 12 ms``), or ``idle (last 10 s; 120 since start)``."""
+    ``2.4/s p50 3.1 p99 12 ms``), or ``idle (last 10 s; 120 since start)`` (``short``:
+    ``idle (120 since start)``)."""
     window = f"last {inf.get('window_s', 10.0):g} s"
     lat = inf.get("latency_ms")
     if not inf.get("requests_per_s") or lat is None:
+        if short:
+            return f"idle ({number(inf['requests'])} since start)"
         return f"idle ({window}; {number(inf['requests'])} since start)"
     rate = f"{inf['requests_per_s']:.1f}"
     if short:
