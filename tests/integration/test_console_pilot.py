@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import DataTable, Input
 
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
@@ -442,6 +442,9 @@ async def test_close_now_says_held_then_published(tmp_path: Path) -> None:
             await pilot.press("y")
             await until(pilot, lambda: "Round 1 waits for resources: memory" in notes(app))
             assert node.coordinator.model.version == 1
+            # the history's row of the held round says what it is doing, not "open"
+            table = app.screen.query_one("#rounds-table", DataTable)
+            await until(pilot, lambda: str(table.get_row("1")[1]) == "aggregating")
             await api.change_settings({"resources.max_memory_usage": 100.0})
             await until(pilot, lambda: "Round 1 published model v2 from 1 updates"
                         in notes(app), timeout=60)

@@ -123,8 +123,11 @@ class RoundsScreen(NodeScreen):
         width = self.note_width()
         table.columns["note"].width = width  # type: ignore[index]
         for r in self.history:
+            # the open round's row says what the round is doing now (the store says "open"
+            # until it closes: aggregating, or held, is the node's own state)
+            state = cur["state"] if r["id"] == cur["id"] and r["state"] == "open" else r["state"]
             table.add_row(
-                str(r["id"]), Text(r["state"], style=STATE_STYLE.get(r["state"], "")),
+                str(r["id"]), Text(state, style=STATE_STYLE.get(state, "")),
                 str(r["accepted"]), str(r["threshold"]),
                 "—" if r["result_version"] is None else f"v{r['result_version']}",
                 "—" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%",
