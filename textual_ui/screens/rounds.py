@@ -118,16 +118,16 @@ class RoundsScreen(NodeScreen):
         chart.values = acc if any(a is not None for a in acc) else []
         table = self.query_one(DataTable)
         row = table.cursor_row
-        self.history = data["history"]
+        # the open round's row says what the round is doing now (the store says "open"
+        # until it closes: collecting, or aggregating while held, is the node's own state)
+        self.history = [{**r, "state": cur["state"]} if r["id"] == cur["id"]
+                        and r["state"] == "open" else r for r in data["history"]]
         table.clear()
         width = self.note_width()
         table.columns["note"].width = width  # type: ignore[index]
         for r in self.history:
-            # the open round's row says what the round is doing now (the store says "open"
-            # until it closes: aggregating, or held, is the node's own state)
-            state = cur["state"] if r["id"] == cur["id"] and r["state"] == "open" else r["state"]
             table.add_row(
-                str(r["id"]), Text(state, style=STATE_STYLE.get(state, "")),
+                str(r["id"]), Text(r["state"], style=STATE_STYLE.get(r["state"], "")),
                 str(r["accepted"]), str(r["threshold"]),
                 "—" if r["result_version"] is None else f"v{r['result_version']}",
                 "—" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%",
