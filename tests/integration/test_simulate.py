@@ -69,6 +69,7 @@ def test_simulate_against_a_running_node(tmp_path: Path) -> None:
         assert node.stop() == 0
 
 
+@pytest.mark.mosquitto
 def test_simulate_over_mqtt_with_bad_slow_and_offline_edges(tmp_path: Path) -> None:
     """The same over MQTT (the node's own Mosquitto): a slow board gets its updates
     accepted, later (the threshold, 3, waits for it); a wrongly keyed one is rejected for
