@@ -172,8 +172,9 @@ class AdminClient:
     async def provision(self, device_id: str, role: str = "train") -> dict[str, Any]:
         return dict(await self.request("POST", "/api/edges", {"id": device_id, "role": role}))
 
-    async def revoke(self, device_id: str) -> dict[str, Any]:
-        return dict(await self.request("POST", f"/api/edges/{device_id}/revoke"))
+    async def revoke(self, device_id: str, drop_updates: bool = False) -> dict[str, Any]:
+        body = {"drop_updates": True} if drop_updates else None
+        return dict(await self.request("POST", f"/api/edges/{device_id}/revoke", body))
 
     async def evict(self, version: int) -> dict[str, Any]:
         return dict(await self.request("POST", f"/api/models/{version}/evict"))

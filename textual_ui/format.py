@@ -89,6 +89,29 @@ def field_value(key: str, value: Any, now: float) -> str:
     return str(value)
 
 
+def millis(ms: float) -> str:
+    """A latency in milliseconds to about two significant digits: ``0.03``, ``3.1``, ``120``."""
+    return f"{ms:.2f}" if ms < 1 else f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
+
+
+def inference_line(inf: dict[str, Any], short: bool = False) -> str:
+    """The inference service's request rate and latency over its window:
+    ``2.4 requests/s, latency p50 3.1 ms, p99 12 ms (last 10 s)`` (``short``:
+    ``2.4/s p50 3.1 p99 12 ms``), or ``idle (last 10 s; 120 since start)`` (``short``:
+    ``idle (120 since start)``)."""
+    window = f"last {inf.get('window_s', 10.0):g} s"
+    lat = inf.get("latency_ms")
+    if not inf.get("requests_per_s") or lat is None:
+        if short:
+            return f"idle ({number(inf['requests'])} since start)"
+        return f"idle ({window}; {number(inf['requests'])} since start)"
+    rate = f"{inf['requests_per_s']:.1f}"
+    if short:
+        return f"{rate}/s p50 {millis(lat['p50'])} p99 {millis(lat['p99'])} ms"
+    return (f"{rate} requests/s, latency p50 {millis(lat['p50'])} ms, "
+            f"p99 {millis(lat['p99'])} ms ({window})")
+
+
 def label(key: str) -> str:
     """``memory_used_bytes`` → ``memory used``."""
     words = key.split("_")

@@ -122,6 +122,7 @@ def families(status: Mapping[str, Any], edges: Mapping[str, Any],
     for source, n in sorted(status.get("models_refused", {}).items()):
         refused.add_metric([source], n)
     out.append(refused)
+    out += list(_inference_families(status.get("inference")))
     devs = GaugeMetricFamily("fog_devices", "Registered devices", labels=["state"])
     for s in ("active", "revoked"):
         devs.add_metric([s], status["devices"][s])
@@ -135,6 +136,21 @@ def families(status: Mapping[str, Any], edges: Mapping[str, Any],
             out += list(section_gauges(name, data))
     out.append(avail)
     return out
+
+
+def _inference_families(inf: Mapping[str, Any] | None) -> Iterator[Metric]:
+    """Request rate and latency of the inference service (absent when it is off)."""
+    if not inf:
+        return
+    yield _gauge("fog_inference_requests_per_second", "Inference requests a second over the "
+                 f"last {inf['window_s']:g} s", inf["requests_per_s"])
+    lat = GaugeMetricFamily("fog_inference_latency_seconds", "Inference request latency "
+                            f"(queue and run) over the last {inf['window_s']:g} s",
+                            labels=["quantile"])
+    for q, key in (("0.5", "p50"), ("0.99", "p99")):
+        if inf["latency_ms"] is not None:
+            lat.add_metric([q], inf["latency_ms"][key] / 1e3)
+    yield lat
 
 
 def _edge_families(edges: Mapping[str, Any]) -> Iterator[Metric]:

@@ -80,9 +80,9 @@ def edge_health(edge: dict[str, Any], now: float, expected_s: float,
     if quiet > SILENT_AFTER * expected_s:
         return "silent", (f"silent for {duration_words(quiet)}; expected at least every "
                           f"{duration_words(expected_s)}")
-    if edge.get("role") == "offload":
-        return "online", "online; offloads (sends features, does not train)" + (
-            f": {edge['placement']}" if edge.get("placement") else "")
+    if edge.get("role") == "offload":  # why: the edge's ``placement``
+        return "online", (f"heard {duration_words(quiet)} ago; offloads (sends features, "
+                          "does not train)")
     return "online", f"heard {duration_words(quiet)} ago"
 
 

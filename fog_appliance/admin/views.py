@@ -40,6 +40,17 @@ def held_reason(node: FogNode, round_id: int) -> str | None:
     return str(holding["reason"]) if holding and holding["round"] == round_id else None
 
 
+def inference_summary(node: FogNode) -> dict[str, Any] | None:
+    """The inference service's request rate and latency (its counters; None when the node
+    serves no inference)."""
+    engine = node.serving.inference
+    if engine is None:
+        return None
+    s = engine.status()
+    return {k: s[k] for k in ("requests", "requests_per_s", "window_s", "latency_ms",
+                              "overloaded", "failed", "queued_rows")}
+
+
 async def links_view(node: FogNode) -> dict[str, Any]:
     cfg = node.cfg
     if not cfg.edge_interface.mqtt_enabled:
@@ -84,6 +95,7 @@ async def status_view(node: FogNode) -> dict[str, Any]:
                     "revoked": sum(1 for d in devices if d.revoked)},
         "rounds": {"published": stats.published, "failed": stats.failed},
         "models_refused": dict(stats.refused),
+        "inference": inference_summary(node),
         "updates_per_minute": per_minute,
         "sections": {name: name in node.admin_sections
                      for name in sorted({*KNOWN_SECTIONS, *node.admin_sections})},
@@ -110,7 +122,8 @@ async def edges_view(node: FogNode) -> dict[str, Any]:
             "rejected_total": sum(rej.values()), "battery": d.info.get("battery"),
             "fw": d.info.get("fw"), "transport": d.info.get("transport"),
             "can_train": d.info.get("can_train"), "ram": d.info.get("ram"),
-            "info": d.info})
+            "info": d.info,
+            "placement": node.serving.resources.placement_of(d.id, d.info)})
         out[-1]["health"], out[-1]["health_reason"] = problems.edge_health(
             out[-1], now, expected, last_rejected.get(d.id))
         out[-1]["rejection_causes"] = {r: problems.rejection_cause(r) for r in rej}

@@ -152,19 +152,22 @@ async def run_simulation(cfg: FogConfig, store: Store, opts: SimOptions, state_d
             for d, (kind, e) in edges.items()}
 
 
-async def known(client: FLClient, timeout_s: float = 30.0) -> None:
+async def known(client: FLClient, timeout_s: float = 60.0, attempt_s: float = 3.0) -> None:
     """Wait until the running node knows a just provisioned device (it rereads its
-    registry every second): its hello is welcomed."""
+    registry every second): its hello is welcomed. Over MQTT a hello the node refuses (not
+    provisioned yet) gets no answer at all, so each try waits ``attempt_s`` at most."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
         try:
-            await client.hello(can_train=True, fw="sim", wait=True)
+            async with asyncio.timeout(attempt_s):
+                await client.hello(can_train=True, fw="sim", wait=True)
             return
-        except ClientError as exc:
+        except (ClientError, TimeoutError) as exc:
             if loop.time() > deadline:
+                why = str(exc) or f"no answer within {attempt_s:g} s"
                 raise ClientError(f"{client.creds.device_id}: the node does not take its "
-                                  f"hello after {timeout_s:.0f} s: {exc}") from None
+                                  f"hello after {timeout_s:.0f} s: {why}") from None
             await asyncio.sleep(0.5)
 
 

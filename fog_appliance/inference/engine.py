@@ -32,6 +32,10 @@ from fog_appliance.protocol.infer import Answer
 
 log = logging.getLogger(__name__)
 
+RATE_WINDOW_S = 10.0
+"""Requests per second and latency percentiles are over the requests finished this long ago
+at most (the admin API's ``inference`` section)."""
+
 
 @dataclass(slots=True)
 class _Job:
@@ -291,7 +295,7 @@ class InferenceEngine:
     def status(self) -> dict[str, Any]:
         """What the admin API shows under "inference"."""
         now = time.perf_counter()
-        window = [lat for t, lat in self.stats.recent if now - t <= 10.0]
+        window = [lat for t, lat in self.stats.recent if now - t <= RATE_WINDOW_S]
         lat = np.array(window) if window else None
         s = self.stats
         return {
@@ -302,7 +306,7 @@ class InferenceEngine:
             "requests": s.requests, "rows": s.rows, "batches": s.batches,
             "inline_batches": s.inline_batches, "swaps": s.swaps,
             "overloaded": s.overloaded, "failed": s.failed, "rejected": dict(s.rejected),
-            "requests_per_s": len(window) / 10.0,
+            "requests_per_s": len(window) / RATE_WINDOW_S, "window_s": RATE_WINDOW_S,
             "latency_ms": None if lat is None else {
                 "p50": float(np.percentile(lat, 50)) * 1e3,
                 "p99": float(np.percentile(lat, 99)) * 1e3},

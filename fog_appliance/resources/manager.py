@@ -61,6 +61,8 @@ class ResourceManager:
         self._pending_bytes = 0
         self._disk_refusing: str | None = None
         self.roles: collections.Counter[str] = collections.Counter()
+        self.placed: dict[str, dict[str, Any]] = {}
+        """Each device's latest placement: role, reason (in words) and when (its hello)."""
         self.refused_inference = 0
         self.refused_updates = 0
         self.round_waits = 0
@@ -226,10 +228,24 @@ class ResourceManager:
         p = policy.placement(EdgeProfile(hello.ram, hello.battery, hello.can_train,
                                          hello.cpu_mhz), self._train_ram, self.limits)
         self.roles[p.role] += 1
+        self.placed[hello.id] = {"role": p.role, "reason": p.reason, "at": time.time()}
         out: dict[str, Any] = {"role": p.role, "reason": p.reason}
         if p.role == "offload" and self._offload_path is not None:
             out["infer"] = self._offload_path
         return out
+
+    def placement_of(self, device: str, info: dict[str, Any]) -> dict[str, Any] | None:
+        """Why ``device`` trains or offloads: its placement at its latest hello since this
+        start, else the policy applied now to what its last stored hello said (``at`` None);
+        None for a device never heard from."""
+        if device in self.placed:
+            return self.placed[device]
+        if "can_train" not in info:
+            return None
+        p = policy.placement(EdgeProfile(info.get("ram"), info.get("battery"),
+                                         bool(info["can_train"]), info.get("cpu_mhz")),
+                             self._train_ram, self.limits)
+        return {"role": p.role, "reason": p.reason, "at": None}
 
     def _event(self, level: str, message: str, data: dict[str, Any]) -> None:
         log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", message)

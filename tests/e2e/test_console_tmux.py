@@ -59,6 +59,23 @@ class Tmux:
                               check=False, capture_output=True).returncode == 0
 
 
+def console_rss_mb(tmux: Tmux) -> float:
+    """Resident memory of the console: the Python process under the pane's shell."""
+    pid = int(tmux.run("list-panes", "-t", tmux.session, "-F", "#{pane_pid}").split()[0])
+    pids = [pid]
+    while pids:
+        pid = pids.pop()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"textual_ui" in cmdline:
+            status = Path(f"/proc/{pid}/status").read_text()
+            kb = next(line.split()[1] for line in status.splitlines()
+                      if line.startswith("VmRSS:"))
+            return int(kb) / 1024
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(c) for c in (task / "children").read_text().split()]
+    raise AssertionError("no console process under the tmux pane")
+
+
 def cp437(screen: str) -> str:
     screen.encode("cp437")  # raises on a glyph the Linux console's font lacks
     return screen
@@ -78,6 +95,9 @@ def test_console_in_tmux(tmp_path: Path, size: tuple[int, int]) -> None:
         log: list[str] = []
         try:
             log.append(cp437(tmux.wait_for("site-e2e · bay-2 · connected")))
+            # light start: the console (not the node's stack) in memory, measured as drawn
+            rss = console_rss_mb(tmux)
+            assert rss < 70, f"the console takes {rss:.0f} MB at its first paint"
             log.append(cp437(tmux.wait_for("Round 1")))  # panels draw in their own workers
             assert "Problems" in log[-1]
             assert "? Help q Quit" in [x for x in log[-1].splitlines() if x.strip()][-1]
@@ -93,6 +113,10 @@ def test_console_in_tmux(tmp_path: Path, size: tuple[int, int]) -> None:
             tmux.keys("Escape")  # then wait: a key right after Esc would read as Alt+key
             tmux.wait_gone("Flash the board")
             log.append(tmux.wait_for("1 devices"))
+            tmux.keys("3")
+            log.append(cp437(tmux.wait_for("Round 1 open: 0 of 3 updates")))
+            header = next(x for x in log[-1].splitlines() if "Round" in x and "State" in x)
+            assert "Note" in header, header  # the history fits: no column scrolled away
             tmux.keys("6")
             log.append(cp437(tmux.wait_for("door-1 provisioned by console")))
             tmux.keys("F1")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import DataTable, Input
 
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
@@ -116,7 +116,10 @@ async def test_close_the_round_and_see_the_history(tmp_path: Path) -> None:
             await pilot.press("c")
             await until(pilot, lambda: "Close round 1 now" in screen_text(app))
             await pilot.press("y")
+            await until(pilot, lambda: "Round 1 is closing with 1 updates" in notes(app))
             await until(pilot, lambda: "Open round 2" in screen_text(app))
+            await until(pilot, lambda: "Round 1 published model v2 from 1 updates"
+                        in notes(app))
             assert node.coordinator.model.version == 2
             await api.record_metrics(2, {"accuracy": 0.625})
             await until(pilot, lambda: "62.5%" in screen_text(app))
@@ -213,8 +216,13 @@ async def test_actions_with_the_node_down_say_so(tmp_path: Path) -> None:
     """Close round and Ctrl+S with the service gone: an error each, edits kept."""
     first = contextlib.AsyncExitStack()
     node = await first.enter_async_context(FogNode(node_config(tmp_path / "var")).running())
+    assert node.admin is not None and node.admin.socket is not None
+    async with AdminClient(Endpoint(socket=node.admin.socket)) as api:
+        await api.provision("valve-1")
     app = console_for(node)
     async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await until(pilot, lambda: "valve-1" in screen_text(app))
         await pilot.press("7")
         await until(pilot, lambda: "Updates that close a round" in screen_text(app))
         box = app.screen.query_one("#set-rounds--deadline_s", Input)
@@ -230,6 +238,12 @@ async def test_actions_with_the_node_down_say_so(tmp_path: Path) -> None:
         await pilot.press("ctrl+s")
         await until(pilot, lambda: "Not saved: node unreachable" in notes(app))
         assert box.value == "90"
+        await pilot.press("2")
+        await pilot.press("x")
+        await until(pilot, lambda: "Revoke device valve-1?" in screen_text(app))
+        await pilot.press("d")
+        await until(pilot, lambda: "revoking valve-1 failed: the fog node did not answer"
+                    in notes(app) and "nothing is listening there" in notes(app))
         await pilot.press("1")
         await until(pilot, lambda: "NOT CONNECTED" in screen_text(app)
                     and "does not answer" in screen_text(app))
@@ -326,3 +340,111 @@ async def test_a_wrong_token_is_said_once_and_not_as_not_connected(tmp_path: Pat
             await pilot.pause(2.0)  # ten refreshes
             assert notes(app).count("Token refused") == 1, notes(app)
             assert "NOT CONNECTED" not in screen_text(app)
+
+
+async def test_revoke_and_drop_says_what_happened(tmp_path: Path) -> None:
+    """Revoke offers "and drop its updates"; each step says what it does and the result
+    names the updates taken out of the open round (the node's round count drops too)."""
+    async with running_node(node_config(tmp_path / "var", threshold=5)) as (node, api):
+        conf = (await api.provision("valve-7"))["config"]
+        assert await send_update(conf, tmp_path)
+        assert node.coordinator.round.count == 1
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            await until(pilot, lambda: "valve-7" in screen_text(app))
+            await pilot.press("x")
+            await until(pilot, lambda: "Revoke and drop (d)" in screen_text(app))
+            await pilot.press("d")
+            await until(pilot, lambda: "Revoking valve-7 and dropping its updates" in notes(app))
+            await until(pilot, lambda: "1 update dropped from round 1" in notes(app))
+            assert node.coordinator.round.count == 0
+            assert (await node.db.run(node.store.device, "valve-7")).revoked  # type: ignore[union-attr]
+
+
+async def test_inference_rate_and_offload_reason_are_shown(tmp_path: Path) -> None:
+    """The inference service's request rate and latency reach the status API, /metrics,
+    the dashboard and the cache page; an edge placed as offload says why in its detail."""
+    import numpy as np
+
+    async with running_node(node_config(tmp_path / "var")) as (node, api):
+        conf = (await api.provision("cam-1"))["config"]
+        assert await send_update(conf, tmp_path, battery=9)  # under train_min_battery (30)
+        engine = node.serving.inference
+        assert engine is not None
+        for _ in range(6):  # the node's own engine, as the CoAP /infer adapter calls it
+            await engine.infer(np.zeros((2, 8), np.float32))
+        inf = (await api.status())["inference"]
+        assert inf["requests"] == 6 and inf["requests_per_s"] > 0
+        assert inf["latency_ms"]["p50"] > 0
+        edge = (await api.edges())["edges"][0]
+        assert edge["placement"]["role"] == "offload"
+        assert edge["placement"]["reason"] == "battery 9% < 30%"
+        assert edge["health_reason"].endswith("; offloads (sends features, does not train)")
+        import aiohttp
+
+        assert node.admin is not None and node.admin.socket is not None
+        async with aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=str(node.admin.socket))) as http, \
+                http.get("http://fog/metrics") as resp:
+            metrics = await resp.text()
+        assert 'fog_inference_latency_seconds{quantile="0.99"}' in metrics
+        assert "fog_inference_requests_per_second" in metrics
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: "/s p50" in screen_text(app))
+            await pilot.press("4")
+            await until(pilot, lambda: "requests/s, latency p50" in screen_text(app))
+            await pilot.press("2")
+            await until(pilot, lambda: "offloads: battery 9% < 30%" in screen_text(app))
+
+
+async def test_rounds_page_fits_80_columns(tmp_path: Path) -> None:
+    """At 80×24 the history does not scroll sideways: the Note column is cut to fit and
+    the selected round's note is whole in the line under the table."""
+    async with running_node(node_config(tmp_path / "var", threshold=1)) as (node, api):
+        conf = (await api.provision("press-1"))["config"]
+        assert await send_update(conf, tmp_path)
+        await node.coordinator.wait_closed()
+        app = console_for(node)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("3")
+            await until(pilot, lambda: "Open round 2" in screen_text(app)
+                        and "published" in screen_text(app))
+            table = app.screen.query_one("#rounds-table")
+            assert table.virtual_size.width <= table.scrollable_content_region.width
+            await pilot.press("down")
+            await until(pilot, lambda: "Round 1 published: model v2 from 1 updates"
+                        in screen_text(app))
+            note = (await api.rounds())["history"][-1]["note"]
+            assert note and note in " ".join(
+                line.strip(" │") for line in screen_text(app).splitlines()[-4:-1])
+
+
+async def test_close_now_says_held_then_published(tmp_path: Path) -> None:
+    """"Close now" on a node over its memory cap: the console says the round waits and
+    why, and then that it published once the cap (changed live) lets it go."""
+    async with running_node(node_config(tmp_path / "var", threshold=5)) as (node, api):
+        conf = (await api.provision("press-1"))["config"]
+        assert await send_update(conf, tmp_path)
+        await api.change_settings({"resources.max_memory_usage": 1.0})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while node.serving.resources.admission.open:  # the next sample closes it
+            assert loop.time() < deadline, node.serving.resources.status()
+            await asyncio.sleep(0.1)
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            await until(pilot, lambda: "1 of 5 updates" in screen_text(app))
+            await pilot.press("c")
+            await until(pilot, lambda: "Close round 1 now" in screen_text(app))
+            await pilot.press("y")
+            await until(pilot, lambda: "Round 1 waits for resources: memory" in notes(app))
+            assert node.coordinator.model.version == 1
+            # the history's row of the held round says what it is doing, not "open"
+            table = app.screen.query_one("#rounds-table", DataTable)
+            await until(pilot, lambda: str(table.get_row("1")[1]) == "aggregating")
+            await api.change_settings({"resources.max_memory_usage": 100.0})
+            await until(pilot, lambda: "Round 1 published model v2 from 1 updates"
+                        in notes(app), timeout=60)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fog_appliance.broker import free_port
 from fog_appliance.config import FogConfig
 from fog_appliance.demo.simulate import SimOptions, plan, synthetic_data
 from fog_appliance.errors import ConfigError
@@ -64,5 +65,45 @@ def test_simulate_against_a_running_node(tmp_path: Path) -> None:
              "--edges", "2", "--duration", "3"], env=env(), capture_output=True,
             text=True, timeout=120, check=False)
         assert again.returncode == 0, again.stderr[-3000:]
+    finally:
+        assert node.stop() == 0
+
+
+@pytest.mark.mosquitto
+def test_simulate_over_mqtt_with_bad_slow_and_offline_edges(tmp_path: Path) -> None:
+    """The same over MQTT (the node's own Mosquitto): a slow board gets its updates
+    accepted, later (the threshold, 3, waits for it); a wrongly keyed one is rejected for
+    its signature; an offline one is never seen; the node logs the rejections."""
+    cfg = node_config(tmp_path / "var", threshold=3, deadline_s=600.0)
+    cfg.edge_interface.mqtt_enabled = True
+    cfg.edge_interface.manage_broker = True
+    cfg.edge_interface.mqtt_broker = f"mqtt://127.0.0.1:{free_port()}"
+    cfg.validate()
+    path = write_config(cfg, tmp_path / "fog.yaml")
+    node = NodeProcess(path, cfg.data_dir, tmp_path / "node.log")
+    node.start()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "fog_appliance", "simulate", "--config", str(path),
+             "--transport", "mqtt", "--edges", "5", "--bad-keys", "1", "--slow", "1",
+             "--slow-delay", "2", "--offline", "1", "--duration", "30"],
+            env=env(), capture_output=True, text=True, timeout=240, check=False)
+        assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+        assert "5 simulated edges on fog node site-a over mqtt" in out.stdout, out.stdout
+        rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:]
+                if line.startswith("sim-")}
+        assert [rows[d][1] for d in sorted(rows)] == ["honest", "honest", "slow", "bad-key",
+                                                      "offline"]
+        for honest_or_slow in ("sim-01", "sim-02", "sim-03"):
+            assert int(rows[honest_or_slow][3]) >= 1, out.stdout  # accepted
+        # the slow board sends one update a round: no more than the rounds its delay allows
+        assert int(rows["sim-03"][2]) <= 30 / 2 + 1, out.stdout
+        assert int(rows["sim-04"][3]) == 0 and "bad_signature" in " ".join(rows["sim-04"])
+        assert rows["sim-05"][1:4] == ["offline", "0", "0"]
+        devices = _devices(cfg, path)
+        assert devices["sim-03"]["last_seen"] is not None
+        assert devices["sim-05"]["last_seen"] is None
+        log = (tmp_path / "node.log").read_text()
+        assert "update from sim-04 over mqtt rejected: bad_signature" in log, log[-3000:]
     finally:
         assert node.stop() == 0

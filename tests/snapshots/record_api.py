@@ -3,7 +3,8 @@
     PYTHONPATH=. python3 tests/snapshots/record_api.py
 
 Starts a node on loopback (CoAP, temporary store), provisions edges, runs three rounds with
-real signed updates, records accuracies as an evaluator would, revokes one edge, and saves
+real signed updates, records accuracies as an evaluator would, revokes one edge (after its
+hello on 12% battery placed it as offload), runs a few inference requests, and saves
 every answer the console reads to ``tests/fixtures/console/api.json``. Every section is the
 node's own (privacy with a DP budget, so that page has something to draw).
 """
@@ -59,6 +60,13 @@ async def record(out: Path) -> None:
                 # rejections are stored with the next committed batch
                 await send_update(confs[1], Path(tmp), battery=80, rng_seed=99)
                 await api.provision("door-06")  # never seen
+                # the inference service's own engine answers a few requests (rate, latency)
+                import numpy as np
+
+                engine = node.serving.inference
+                assert engine is not None
+                for _ in range(24):
+                    await engine.infer(np.zeros((2, node.serving.spec.input_dim), np.float32))
                 await asyncio.sleep(cfg.resources.sample_interval_s + 0.5)  # gauges drawn
                 answers = {path: await api.get(path) for path in READS}
     text = json.dumps(answers, indent=1, sort_keys=True) + "\n"

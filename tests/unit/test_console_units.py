@@ -163,3 +163,26 @@ def test_prometheus_text_format() -> None:
                  'fog_round_state{state="collecting"} 1.0',
                  'fog_section_available{section="cache"} 0.0']:
         assert line in text, line
+
+
+def test_linux_console_glyphs_keep_arrows_and_marks_readable() -> None:
+    """What the console draws under TERM=linux: the nearest glyph the font has, never a
+    '?' for a sort arrow or a mark (the Edges title says "sorted by Device ^")."""
+    from textual_ui.widgets.glyphs import cp437_text
+
+    assert cp437_text("sorted by Device ↑") == "sorted by Device ^"
+    assert cp437_text("Rejected ↓ ← →") == "Rejected v < >"
+    assert cp437_text("╭─ ● ✓ ✕ — … ≥ 45°C █ ▄ ░") == "┌─ * + x - . ≥ 45°C █ ▄ ░"
+
+
+def test_inference_line_in_words_and_short() -> None:
+    from textual_ui.format import inference_line
+
+    busy = {"requests": 240, "requests_per_s": 2.4, "window_s": 10.0,
+            "latency_ms": {"p50": 3.14, "p99": 0.25}}
+    assert inference_line(busy) == ("2.4 requests/s, latency p50 3.1 ms, p99 0.25 ms "
+                                    "(last 10 s)")
+    assert inference_line(busy, short=True) == "2.4/s p50 3.1 p99 0.25 ms"
+    idle = {"requests": 1200, "requests_per_s": 0.0, "window_s": 10.0, "latency_ms": None}
+    assert inference_line(idle) == "idle (last 10 s; 1 200 since start)"
+    assert len(inference_line(idle, short=True)) <= 27  # the dashboard's column at 80×24

@@ -179,3 +179,17 @@ def test_new_limits_govern_admission_at_once() -> None:
     rm.check_inference()  # no new sample needed
     assert rm.status()["limits"]["max_memory"] == 95
     assert [lvl for lvl, _ in events] == ["warning", "info"]
+
+
+async def test_placement_of_says_why_a_device_trains_or_offloads() -> None:
+    """The admin API's reason for a device's role: its placement at its hello since this
+    start, else the policy applied to its last stored hello; None when never heard from."""
+    rm, _events, _caps = manager()
+    rm.place(Hello("cam-1", ram=10**8, battery=12, can_train=True, cpu_mhz=1500))
+    placed = rm.placement_of("cam-1", {})
+    assert placed is not None and placed["role"] == "offload"
+    assert placed["reason"] == "battery 12% < 30%" and placed["at"] is not None
+    stored = {"ram": 10**8, "battery": None, "can_train": False, "cpu_mhz": None}
+    assert rm.placement_of("old-1", stored) == {
+        "role": "offload", "reason": "the edge says it cannot train", "at": None}
+    assert rm.placement_of("never-1", {}) is None

@@ -13,7 +13,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header
 
 from textual_ui.client import AdminClient
-from textual_ui.format import clock, plain, size
+from textual_ui.format import clock, inference_line, plain, size
 from textual_ui.screens.base import NodeScreen
 from textual_ui.screens.confirm import ConfirmScreen
 from textual_ui.widgets import SectionView
@@ -41,7 +41,9 @@ class CacheScreen(NodeScreen):
         with Horizontal(id="cache-sections"):
             yield SectionView("Cache", skip=("versions", "entries"),
                               now=self.console_clock, id="cache")
-            yield SectionView("Inference", now=self.console_clock, id="inference")
+            yield SectionView("Inference", now=self.console_clock, id="inference",
+                              skip=("requests_per_s", "latency_ms", "window_s"),
+                              lead=lambda d: ("now", inference_line(d)))
         yield Footer(compact=True)
 
     def console_clock(self) -> float:
@@ -113,6 +115,7 @@ class CacheScreen(NodeScreen):
 
     @work(exclusive=True, group="action")
     async def do_evict(self, version: int) -> None:
+        self.notify(f"Evicting model version {version}…", title="Cache", timeout=3)
         result = await self.call_api(lambda c: c.evict(version),
                                      what=f"evicting model version {version}", action=True)
         if result is not None:
@@ -137,10 +140,14 @@ class CacheScreen(NodeScreen):
 
     @work(exclusive=True, group="action")
     async def do_rollback(self, version: int) -> None:
+        self.notify(f"Rolling back to model version {version}: checking its weights and "
+                    "publishing them…", title="Rollback", timeout=3)
         result = await self.call_api(lambda c: c.rollback(version),
                                      what=f"rolling back to model version {version}",
                                      action=True)
         if result is not None:
-            self.notify(f"Model version {version} published again as version "
-                        f"{result['version']}.", title="Rollback")
+            self.notify(f"Rolled back: model version {version}'s weights are published as "
+                        f"version {result['version']}; the open round was superseded and "
+                        "edges train it next.",
+                        title="Rolled back", timeout=8)
             self.reload()

@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Static
 
 from textual_ui.client import AdminClient, Refused
-from textual_ui.format import duration, plain
+from textual_ui.format import duration, inference_line, plain
 from textual_ui.screens.base import NodeScreen
 from textual_ui.widgets import ColumnChart, Gauge
 from textual_ui.widgets.glyphs import mark
@@ -108,6 +108,8 @@ def node_table(st: dict[str, Any], now: float) -> Table:
         where = link.get("address") or link.get("server") or ""
         t.add_row(name.upper() if name != "cloud" else "cloud",
                   Text.assemble((mark(kind), colour), f" {link['state']} {where}".rstrip()))
+    inf = st.get("inference")
+    t.add_row("infer", inference_line(inf, short=True) if inf else Text("off", style="dim"))
     intake = st["intake"]
     t.add_row("updates", f"{intake['accepted']} ok, {intake['rejected_total']} rejected, "
               f"{intake['duplicates']} dup")

@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual_ui.client import AdminClient
 from textual_ui.format import ago, clock, plain
 from textual_ui.screens.base import NodeScreen
-from textual_ui.screens.confirm import ConfirmScreen
+from textual_ui.screens.confirm import ChoiceScreen
 from textual_ui.screens.provision import ProvisionedScreen, ProvisionScreen
 
 COLUMNS = [("id", "Device", "D"), ("health", "Health", "H"), ("role", "Role", "O"),
@@ -40,11 +40,13 @@ def sort_value(edge: dict[str, Any], key: str) -> Any:
 
 
 def matches(edge: dict[str, Any], needle: str) -> bool:
-    """Every word of ``needle`` in the device's id, health, its reason, role, firmware or
-    rejection reasons (case-insensitive)."""
+    """Every word of ``needle`` in the device's id, health, its reason, role, firmware,
+    rejection reasons or why it trains or offloads (case-insensitive)."""
     hay = " ".join(str(edge.get(k) or "") for k in (
         "id", "health", "health_reason", "role", "fw", "transport", "state"))
-    hay = (hay + " " + " ".join(edge.get("rejected", {}))).lower()
+    placed = edge.get("placement") or {}
+    hay = (hay + " " + " ".join(edge.get("rejected", {})) + " "
+           + str(placed.get("reason") or "")).lower()
     return all(word in hay for word in needle.lower().split())
 
 
@@ -57,7 +59,8 @@ class EdgesScreen(NodeScreen):
                 "exact flash command out."),
         Binding("x", "revoke", "Revoke",
                 tooltip="Revoke the selected device (asks first): its updates are refused "
-                "and the broker locks it out."),
+                "and the broker locks it out; d in the question also drops the updates it "
+                "sent into the open round."),
         Binding("slash", "filter", "Filter", key_display="/",
                 tooltip="Show only devices matching words (id, health, reason, role, "
                 "firmware); Esc clears the filter."),
@@ -215,20 +218,34 @@ class EdgesScreen(NodeScreen):
             self.notify(f"Device {dev_id} is already revoked.", severity="warning")
             return
         question = (f"Revoke device {dev_id}? Its updates will be refused and the broker "
-                    "locks it out. Re-adding it needs a new id and a reflash.")
+                    "locks it out. Re-adding it needs a new id and a reflash. \"Revoke and "
+                    "drop\" also takes the updates it sent into the open round out of it (a "
+                    "stolen key may have sent poisoned ones).")
 
-        def answered(yes: bool | None) -> None:
-            if yes and dev_id is not None:
-                self.do_revoke(dev_id)
+        def answered(choice: str | None) -> None:
+            if choice and dev_id is not None:
+                self.do_revoke(dev_id, choice == "drop")
 
-        self.app.push_screen(ConfirmScreen(question, "Revoke"), answered)
+        self.app.push_screen(ChoiceScreen(question, [("revoke", "Revoke", "y"),
+                                                     ("drop", "Revoke and drop", "d")]),
+                             answered)
 
     @work(exclusive=True, group="action")
-    async def do_revoke(self, device_id: str) -> None:
-        result = await self.call_api(lambda c: c.revoke(device_id),
+    async def do_revoke(self, device_id: str, drop_updates: bool = False) -> None:
+        self.notify(f"Revoking {device_id}" + (" and dropping its updates" if drop_updates
+                                               else "") + "…", title="Edges", timeout=3)
+        result = await self.call_api(lambda c: c.revoke(device_id, drop_updates),
                                      what=f"revoking {device_id}", action=True)
         if result is not None:
-            self.notify(f"Device {device_id} revoked.", title="Edges")
+            said = f"Device {device_id} revoked: its updates are refused from now on"
+            if drop_updates:
+                n = int(result.get("dropped_updates", 0))
+                said += (f"; {n} update{'s' if n != 1 else ''} dropped from round "
+                         f"{result.get('round')}")
+            peers = result.get("peers")
+            if peers:
+                said += f"; revoked at peers too: {peers}"
+            self.notify(said + ".", title="Revoked", timeout=8, markup=False)
             self.reload()
 
 
@@ -246,12 +263,19 @@ def detail_table(e: dict[str, Any], now: float) -> Group:
     t.add_row("last seen", ago(e["last_seen"], now), "last update",
               ago(e["last_update_at"], now))
     t.add_row("accepted", str(e["accepted"]), "last round", str(e["last_round"] or "—"))
-    t.add_row("role", plain(e["role"]), "can train",
+    t.add_row("role", plain(e["role"]), "says it can train",
               {True: "yes", False: "no"}.get(e["can_train"], "—"))
     t.add_row("firmware", plain(e["fw"]), "RAM",
               "—" if e["ram"] is None else f"{e['ram'] // 1024} KiB")
     t.add_row("added", clock(e["created_at"]), "", "")
     lines: list[Text] = []
+    placed = e.get("placement")
+    if placed:
+        when = (f"placed at its hello {clock(placed['at'])}" if placed.get("at") is not None
+                else "from its last hello, under today's limits")
+        lines.append(Text.assemble(("trains" if placed["role"] == "train" else "offloads",
+                                    "bold" if placed["role"] == "train" else "bold yellow"),
+                                   ": ", plain(placed["reason"]), f" ({when})"))
     causes = e.get("rejection_causes", {})
     for reason, n in sorted(e["rejected"].items(), key=lambda kv: -kv[1]):
         lines.append(Text.assemble(("rejected ", "bold"), (f"{reason} ×{n}", "red"),

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
@@ -21,6 +21,40 @@ from textual_ui.widgets import ColumnChart, Gauge
 
 STATE_STYLE = {"published": "green", "failed": "red", "open": "cyan", "collecting": "cyan",
                "aggregating": "yellow"}
+
+
+COLUMNS = {"id": ("Round", 5), "state": ("State", 11), "accepted": ("Updates", 7),
+           "threshold": ("Thr", 3), "model": ("Model", 5), "accuracy": ("Accuracy", 8),
+           "closed": ("Closed", 8)}
+"""The history's columns but the note, with fixed widths (so the note's is known)."""
+NOTE_MIN = 10
+"""The Note column is never narrower (the table scrolls sideways only below 80 columns)."""
+
+
+def clip(text: Text, width: int) -> Text:
+    out = text.copy()
+    out.truncate(width, overflow="ellipsis")
+    return out
+
+
+def round_line(r: dict[str, Any]) -> Text:
+    """One round of the history in a sentence (the detail line under the table)."""
+    out = Text.assemble((f"Round {r['id']} ", "bold"),
+                        (r["state"], STATE_STYLE.get(r["state"], "")))
+    if r["state"] == "published" and r["result_version"] is not None:
+        out.append(f": model v{r['result_version']} from {r['accepted']} updates")
+    elif r["state"] == "failed":
+        out.append(f" with {r['accepted']} updates")
+    else:
+        out.append(f": {r['accepted']} of {r['threshold']} updates")
+    if r.get("closed_at"):
+        out.append(f", closed {clock(r['closed_at'])}")
+    if r.get("accuracy") is not None:
+        out.append(f", accuracy {100 * r['accuracy']:.1f}%")
+    if r.get("note"):
+        out.append(" — ")
+        out.append_text(plain(r["note"]))
+    return out
 
 
 class RoundsScreen(NodeScreen):
@@ -37,6 +71,8 @@ class RoundsScreen(NodeScreen):
     def __init__(self) -> None:
         super().__init__()
         self.current: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self._published = self._failed = 0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -46,15 +82,15 @@ class RoundsScreen(NodeScreen):
                           empty="no accuracy recorded yet (an evaluator posts it to "
                           "/api/models/<version>/metrics)", classes="panel")
         yield DataTable(id="rounds-table", cursor_type="row", zebra_stripes=True)
+        yield Static(id="round-detail")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#accuracy").border_title = "Accuracy of the model each round published"
         table = self.query_one(DataTable)
-        for key, title in (("id", "Round"), ("state", "State"), ("accepted", "Updates"),
-                           ("threshold", "Thr"), ("model", "Model"), ("accuracy", "Accuracy"),
-                           ("closed", "Closed"), ("note", "Note")):
-            table.add_column(title, key=key)
+        for key, (title, width) in COLUMNS.items():
+            table.add_column(title, key=key, width=width)
+        table.add_column("Note", key="note", width=NOTE_MIN)
         table.focus()
         super().on_mount()
 
@@ -81,16 +117,50 @@ class RoundsScreen(NodeScreen):
         chart.caption = (f"rounds {closed[0]['id']} … {closed[-1]['id']}" if closed else "")
         chart.values = acc if any(a is not None for a in acc) else []
         table = self.query_one(DataTable)
+        row = table.cursor_row
+        # the open round's row says what the round is doing now (the store says "open"
+        # until it closes: collecting, or aggregating while held, is the node's own state)
+        self.history = [{**r, "state": cur["state"]} if r["id"] == cur["id"]
+                        and r["state"] == "open" else r for r in data["history"]]
         table.clear()
-        for r in data["history"]:
+        width = self.note_width()
+        table.columns["note"].width = width  # type: ignore[index]
+        for r in self.history:
             table.add_row(
                 str(r["id"]), Text(r["state"], style=STATE_STYLE.get(r["state"], "")),
                 str(r["accepted"]), str(r["threshold"]),
                 "—" if r["result_version"] is None else f"v{r['result_version']}",
                 "—" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%",
-                clock(r["closed_at"]), plain(r["note"], ""), key=str(r["id"]))
+                clock(r["closed_at"]), clip(plain(r["note"], ""), width), key=str(r["id"]))
+        if self.history:
+            table.move_cursor(row=min(row, len(self.history) - 1))
+        self.show_detail()
+        self._published, self._failed = data["published"], data["failed"]
         table.border_title = (f"{data['published']} published, {data['failed']} failed "
                               "since start")
+
+    def note_width(self) -> int:
+        """Cells left for the Note column beside the fixed ones, so the table never
+        scrolls sideways (80 columns included); the full note is in the detail line."""
+        table = self.query_one(DataTable)
+        used = sum(width for _title, width in COLUMNS.values())
+        inner = table.scrollable_content_region.width or 76
+        return max(NOTE_MIN, inner - used - 2 * table.cell_padding * (len(COLUMNS) + 1))
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self.history:
+            self.show({"current": self.current, "history": self.history,
+                       "published": self._published, "failed": self._failed})
+
+    @on(DataTable.RowHighlighted)
+    def show_detail(self) -> None:
+        """The highlighted round in words, wrapped: its note whole however narrow."""
+        detail = self.query_one("#round-detail", Static)
+        table = self.query_one(DataTable)
+        if not self.history or not 0 <= table.cursor_row < len(self.history):
+            detail.update("")
+            return
+        detail.update(round_line(self.history[table.cursor_row]))
 
     def action_close_round(self) -> None:
         if self.refuse_read_only():

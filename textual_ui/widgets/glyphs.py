@@ -52,7 +52,7 @@ SUBSTITUTES = {
     "▏": " ", "▎": " ", "▍": " ", "▋": "█", "▊": "█", "▉": "█",
     "⭘": "o", "●": "*", "○": "o", "✕": "x", "✓": "+", "✔": "+", "✗": "x",
     "—": "-", "–": "-", "…": ".", "‘": "'", "’": "'", "“": '"', "”": '"', "×": "x",
-    "▸": ">", "▾": "v", "▼": "v", "⚠": "!",
+    "▸": ">", "▾": "v", "▼": "v", "⚠": "!", "↑": "^", "↓": "v", "←": "<", "→": ">",
 }
 """One cell for one cell, so nothing moves: the nearest glyph the Linux console's CP437
 font has (rounded corners become square ones, eighth blocks round to empty or full)."""
@@ -60,6 +60,8 @@ font has (rounded corners become square ones, eighth blocks round to empty or fu
 
 @lru_cache(maxsize=4096)
 def cp437_char(ch: str) -> str:
+    """``ch`` if the font has it, else its substitute, else ``?``. (The arrows are in the
+    font's glyph table but not in the cp437 code page: its 0x18–0x1B are control codes.)"""
     if ch in SUBSTITUTES:
         return SUBSTITUTES[ch]
     try:

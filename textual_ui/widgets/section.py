@@ -4,6 +4,7 @@ its fields, or a clear "not available" when the node has no such part."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import RenderableType
@@ -27,11 +28,14 @@ class SectionView(Static):
     """Tab reaches it, so the arrow keys scroll a section taller than its panel (80×24)."""
 
     def __init__(self, title: str, *, skip: tuple[str, ...] = (), now: Any = time.time,
+                 lead: Callable[[dict[str, Any]], tuple[str, str]] | None = None,
                  id: str | None = None) -> None:
         super().__init__(id=id)
         self.border_title = title
         self.skip = skip
         self.now = now
+        self.lead = lead
+        """The first row (label, value): what matters most of the section, in words."""
 
     def watch_data(self, data: dict[str, Any] | None) -> None:
         self.update(self.renderable_for(data))
@@ -46,6 +50,9 @@ class SectionView(Static):
         table.add_column(style="bold", no_wrap=True)
         table.add_column()
         now = self.now()
+        if self.lead is not None:
+            name, value = self.lead(data)
+            table.add_row(name, Text(value, style="bold"))
         for key, value in data.items():
             if key == "available" or key in self.skip or isinstance(value, list):
                 continue
