@@ -400,15 +400,24 @@ class FLClient:
     async def _answer_to(self, ctr: int) -> dict[str, Any]:
         """The fog's answer to the hello with counter ``ctr``; answers to earlier hellos
         (or replayed ones) are dropped."""
-        async with asyncio.timeout(self.timeout):
-            while True:
-                answer = await self._answers.get()
-                if answer.get("ctr") == ctr or (answer["type"] == "rejected"
-                                                and "ctr" not in answer):
-                    return answer
-                self.dropped["stale_answer"] += 1
-                log.info("%s: dropped a %s that does not answer hello %d",
-                         self.creds.device_id, answer["type"], ctr)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._next_answer(ctr)
+        except TimeoutError:
+            dropped = ", ".join(f"{k}: {n}" for k, n in sorted(self.dropped.items()))
+            raise ClientError(f"hello {ctr} got no answer this client could verify within "
+                              f"{self.timeout:.0f} s" + (f" (dropped {dropped})" if dropped
+                                                         else "")) from None
+
+    async def _next_answer(self, ctr: int) -> dict[str, Any]:
+        while True:
+            answer = await self._answers.get()
+            if answer.get("ctr") == ctr or (answer["type"] == "rejected"
+                                            and "ctr" not in answer):
+                return answer
+            self.dropped["stale_answer"] += 1
+            log.info("%s: dropped a %s that does not answer hello %d",
+                     self.creds.device_id, answer["type"], ctr)
 
     async def _publish_hello(self, payload: bytes) -> None:
         import aiomqtt

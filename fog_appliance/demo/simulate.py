@@ -148,7 +148,10 @@ async def run_simulation(cfg: FogConfig, store: Store, opts: SimOptions, state_d
             if t.done() and not t.cancelled() and t.exception() is not None:
                 say(f"{t.get_name()} stopped: {t.exception()}")
     return {d: {"kind": kind, "sent": e.sent if e else 0, "accepted": e.accepted if e else 0,
-                "rejected": e.rejected if e else 0, "reasons": dict(e.reasons) if e else {}}
+                "rejected": e.rejected if e else 0,
+                "reasons": ({**e.reasons, **{f"dropped {k}": n
+                                             for k, n in e.client.dropped.items()}}
+                            if e else {})}
             for d, (kind, e) in edges.items()}
 
 
