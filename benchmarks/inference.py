@@ -277,11 +277,16 @@ def main() -> int:
                 "server CPU µs/req", "CPU ratio"):
         table.add_column(col, justify="right" if col != "target" else "left")
     echo = {c.concurrency: c for c in cells if c.target == "echo"}
+
+    def _ratio(a: float, b: float) -> str:
+        # a slice with no answered request (a very short run on a busy box) has no ratio
+        return f"{a / b:.0%}" if b > 0 else "n/a"
+
     for c in cells:
         base = echo[c.concurrency]
         table.add_row(c.target, str(c.concurrency), f"{c.rate:,.0f}", f"{c.p50_ms:.2f}",
-                      f"{c.p99_ms:.2f}", str(c.errors), f"{c.rate / base.rate:.0%}",
-                      f"{c.cpu_us:.0f}", f"{base.cpu_us / c.cpu_us:.0%}")
+                      f"{c.p99_ms:.2f}", str(c.errors), _ratio(c.rate, base.rate),
+                      f"{c.cpu_us:.0f}", _ratio(base.cpu_us, c.cpu_us))
     console.print(table)
     console.print("CPU ratio = echo's server CPU per request / this target's: the share of "
                   "the bare rate a saturated server reaches (robust to other load on the box).")
