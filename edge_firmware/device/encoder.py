@@ -27,14 +27,17 @@ except ImportError:  # the ESP32 firmware has hashlib but not hmac
     _hmac = None
 
 
-def hmac_sha256(key, data):
-    # HMAC-SHA256 (RFC 2104) of data (any buffer) with a key of at most 64 bytes.
+def hmac_sha256(key, data, pre=b""):
+    # HMAC-SHA256 (RFC 2104) of pre + data (any buffers, not joined: no copy) with a key
+    # of at most 64 bytes.
     if _hmac is not None:
-        return _hmac.new(key, data, hashlib.sha256).digest()
-    return _hmac_fallback(key, data)
+        h = _hmac.new(key, pre, hashlib.sha256)
+        h.update(data)
+        return h.digest()
+    return _hmac_fallback(key, data, pre)
 
 
-def _hmac_fallback(key, data):
+def _hmac_fallback(key, data, pre=b""):
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
     k = bytearray(64)
@@ -42,6 +45,7 @@ def _hmac_fallback(key, data):
     for i in range(64):
         k[i] ^= 0x36
     inner = hashlib.sha256(k)
+    inner.update(pre)
     inner.update(data)
     ih = inner.digest()
     for i in range(64):

@@ -35,7 +35,7 @@ def same(a, b):
 
 
 def tag(key, body):
-    return hmac_sha256(key, DOMAIN + bytes(body))
+    return hmac_sha256(key, body, DOMAIN)
 
 
 def sign(key, body):
@@ -53,7 +53,10 @@ def open_down(key, msg):
     mv = memoryview(msg)
     if not same(tag(key, mv[:n - _TAG]), mv[n - _TAG:]):
         raise ValueError("bad tag")
-    d = json.loads(bytes(mv[:n - _TAG]))
+    try:
+        d = json.loads(mv[:n - _TAG])  # MicroPython reads any buffer: no copy
+    except TypeError:  # CPython's json wants bytes
+        d = json.loads(bytes(mv[:n - _TAG]))
     if not isinstance(d, dict) or not isinstance(d.get("type"), str):
         raise ValueError("no type")
     return d

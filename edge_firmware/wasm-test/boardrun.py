@@ -35,13 +35,10 @@ def _welcome(st):
     # The fog's answer to the hello just published: it echoes the hello counter and names
     # the announcement retained now (docs/protocol.md "Signed down messages").
     def answer():
-        import hashlib
         import socket
-        from binascii import hexlify
 
-        digest = hexlify(hashlib.sha256(socket.CFG["announcement"]).digest()).decode()
         return _signed(b'{"type":"welcome","ctr":%d,"announcement":"%s"}'
-                       % (st.hello_ctr, digest))
+                       % (st.hello_ctr, socket.CFG["ann_sha"]))
 
     return answer
 
@@ -87,10 +84,11 @@ def announce(name, blob_path):
 
 
 def wake():
-    # As after a deep sleep: the link closed, the firmware's state read again from flash.
+    # As after a deep sleep: the link closed and the firmware's objects dropped (a deep
+    # sleep clears the RAM); connect() next reads its state again from flash. Two calls:
+    # the port collects the dropped objects only between calls, a board whenever it needs.
     _T["edge"].link.close()
     _T["edge"] = None
-    connect()
 
 
 def round_start():

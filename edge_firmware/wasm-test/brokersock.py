@@ -10,8 +10,8 @@
 import hashlib
 from binascii import hexlify
 
-CFG = {"model": None, "blob": None, "down": None, "announcement": b"", "blob_path": None,
-       "answer": None, "welcome": None}
+CFG = {"model": None, "blob": None, "down": None, "announcement": b"", "ann_sha": "",
+       "blob_path": None, "answer": None, "welcome": None}
 SENT = []  # (topic, payload length, payload sha256 hex) of every PUBLISH received
 BLOBS = []  # the model blob files sent to the board
 _OPEN = []  # the sockets open now
@@ -21,8 +21,10 @@ def announce(ann):
     # The fog announces a new round: the retained announcement, also published to the
     # boards connected now.
     CFG["announcement"] = ann
+    CFG["ann_sha"] = hexlify(hashlib.sha256(ann).digest()).decode()  # what welcomes name
     for s in _OPEN:
-        s._say(_publish_head(CFG["model"], len(ann), False) + ann)
+        s._say(_publish_head(CFG["model"], len(ann), False))
+        s._say(ann)
 
 
 def getaddrinfo(host, port, *args):
@@ -91,7 +93,9 @@ class socket:
         return got
 
     def _say(self, b):
-        self.segs.append(bytes(b))
+        # A packet's header and payload as two segments (umqtt reads the payload in one
+        # read); bytes kept as they are, not copied.
+        self.segs.append(b if isinstance(b, bytes) else bytes(b))
 
     # -- what the client writes -----------------------------------------------------
 
@@ -152,7 +156,8 @@ class socket:
             self._say(bytes([0x90, 3, body[0], body[1], 1]))
             if topic == CFG["model"]:
                 a = CFG["announcement"]
-                self._say(_publish_head(topic, len(a), True) + a)
+                self._say(_publish_head(topic, len(a), True))
+                self._say(a)
             elif topic == CFG["blob"] and CFG["blob_path"]:
                 import os
 
@@ -174,9 +179,11 @@ class socket:
             SENT.append((topic, self.total - at, hexlify(self.h.digest()).decode()))
             ans = CFG["answer"]
             if ans is not None and "/up/" in topic:
-                self._say(_publish_head(CFG["down"], len(ans), False) + ans)
+                self._say(_publish_head(CFG["down"], len(ans), False))
+                self._say(ans)
             if CFG["welcome"] is not None and "/hello/" in topic:  # the fog's signed welcome
                 w = CFG["welcome"]()
-                self._say(_publish_head(CFG["down"], len(w), False) + w)
+                self._say(_publish_head(CFG["down"], len(w), False))
+                self._say(w)
         self.head = bytearray()
         self.h = None

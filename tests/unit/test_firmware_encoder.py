@@ -60,6 +60,17 @@ def test_fallback_hmac_equals_the_standard_library(key: bytes, msg: bytes) -> No
     assert enc._hmac_fallback(key, msg) == hmac.new(key, msg, hashlib.sha256).digest()
 
 
+@given(key=st.binary(min_size=0, max_size=64), pre=st.binary(max_size=8),
+       msg=st.binary(max_size=300))
+@settings(deadline=None)
+def test_hmac_of_a_prefix_and_a_buffer_is_the_hmac_of_both_joined(key: bytes, pre: bytes,
+                                                                  msg: bytes) -> None:
+    # msgauth signs b"FOGD\x01" + body without joining them (no copy of the message).
+    want = hmac.new(key, pre + msg, hashlib.sha256).digest()
+    assert enc.hmac_sha256(key, memoryview(msg), pre) == want
+    assert enc._hmac_fallback(key, memoryview(msg), pre) == want
+
+
 _F32_BITS = st.integers(0, 2**32 - 1)
 
 
