@@ -128,7 +128,9 @@ def dump():
     import json
     import socket
 
-    R["sent"] = socket.SENT
+    from binascii import hexlify
+
+    R["sent"] = [(t, n, hexlify(h).decode()) for t, n, h in socket.SENT]
     R["blobs"] = socket.BLOBS
     with open("/out/boardrun.json", "w") as f:
         json.dump(R, f)

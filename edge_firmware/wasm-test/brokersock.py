@@ -12,7 +12,7 @@ from binascii import hexlify
 
 CFG = {"model": None, "blob": None, "down": None, "announcement": b"", "ann_sha": "",
        "blob_path": None, "answer": None, "welcome": None}
-SENT = []  # (topic, payload length, payload sha256 hex) of every PUBLISH received
+SENT = []  # (topic, payload length, payload sha256) of every PUBLISH received
 BLOBS = []  # the model blob files sent to the board
 _OPEN = []  # the sockets open now
 
@@ -176,7 +176,7 @@ class socket:
             if op & 6:
                 self._say(bytes([0x40, 2, body[at], body[at + 1]]))
                 at += 2
-            SENT.append((topic, self.total - at, hexlify(self.h.digest()).decode()))
+            SENT.append((topic, self.total - at, self.h.digest()))  # hex only in the dump
             ans = CFG["answer"]
             if ans is not None and "/up/" in topic:
                 self._say(_publish_head(CFG["down"], len(ans), False))

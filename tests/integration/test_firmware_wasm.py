@@ -219,7 +219,7 @@ HEAP_BOARD = 100 * 1024
 HEADROOM = 15 * 1024
 """What the run must leave of HEAP_BOARD (issue 14). Verifying the fog's signed messages
 (msgauth.py, issue 13) first made the smallest heap that completes BOARD_PLAN 91 KB; it is
-85 KB again since (docs/firmware.md "Memory and size")."""
+84 KB since (docs/firmware.md "Memory and size")."""
 BOARD_EXAMPLES = 16
 HARNESS = ["import sys\nsys.path.insert(0, '/fw')\nsys.path.append('/stubs')",
            "import boardrun, socket, machine, network, umqtt.simple", "gc.collect()",
