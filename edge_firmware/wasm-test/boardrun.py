@@ -127,7 +127,6 @@ def round_end():
 def dump():
     import json
     import socket
-
     from binascii import hexlify
 
     R["sent"] = [(t, n, hexlify(h).decode()) for t, n, h in socket.SENT]
