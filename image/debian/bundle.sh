@@ -5,6 +5,8 @@
 #                                 the key: docs/image.md, "Signing production bundles")
 #   FOG_RAUC_KEYRING              the CA the gateways trust: the bundle is checked against
 #                                 it after signing (optional)
+#   FOG_BUNDLE_SQUASHFS_ARGS      mksquashfs options (default "-comp xz -Xbcj arm": small to
+#                                 download; the boot tests use gzip -1, which builds faster)
 set -euo pipefail
 ext4=${1:?usage: bundle.sh ROOT_EXT4 VERSION OUT.raucb}
 version=${2:?usage: bundle.sh ROOT_EXT4 VERSION OUT.raucb}
@@ -33,7 +35,8 @@ filename=rootfs.ext4
 EOF2
 rm -f "$out"
 # xz: the bundle is downloaded by gateways; -Xbcj arm: the root is arm64 code.
-rauc bundle --cert="$cert" --key="$key" --mksquashfs-args="-comp xz -Xbcj arm -no-progress" \
+rauc bundle --cert="$cert" --key="$key" \
+  --mksquashfs-args="${FOG_BUNDLE_SQUASHFS_ARGS:--comp xz -Xbcj arm} -no-progress" \
   "$dir/content" "$out" >/dev/null
 if [ -n "${FOG_RAUC_KEYRING:-}" ]; then
   rauc info --keyring="$FOG_RAUC_KEYRING" "$out" >/dev/null
