@@ -296,8 +296,14 @@ def install(source: str, paths: UpdatePaths, out: TextIO = sys.stdout,
             raise UpdateError(f"{source}: no such bundle file")
     try:
         booted = booted_slot(paths)
-        version = bundle_version(bundle)
         target = "B" if booted == "A" else "A"
+        try:
+            version = bundle_version(bundle)
+        except UpdateError as exc:
+            write_json(paths.last, {"result": "failed", "version": None, "slot": target,
+                                    "reason": str(exc), "ts": time.time()})
+            snapshot(paths)
+            raise UpdateError(f"{source}: refused, nothing was written ({exc})") from None
         print(f"update: installing fog-appliance {version} into slot {target} "
               f"(running {image_version(paths.root)} from slot {booted})", file=out, flush=True)
         start = runner or (lambda cmd: subprocess.Popen(
