@@ -42,3 +42,28 @@ async def test_the_api_reports_a_rolled_back_update(tmp_path: Path) -> None:
             assert "rolled back" in got["last_message"]
             assert "fog-appliance.service failed" in got["last"]["reason"]
             assert "/api/appliance" in (await api.get("/api"))["subapps"]
+
+
+async def test_the_console_update_page_shows_the_rollback(tmp_path: Path) -> None:
+    """The console's update page (textual_ui/screens/update.py, pushed here: the page
+    list in textual_ui/app.py is another change) against the same real node."""
+    from tests.integration.test_console_pilot import SIZE, console_for, screen_text, until
+    from textual_ui.screens.update import UpdateScreen
+
+    paths = UpdatePaths.under(tmp_path / "root")
+    node = FogNode(node_config(tmp_path / "var"))
+    mount(node, paths)
+    write_json(paths.status, {"booted": "A", "running_version": "0.1.0",
+                              "slots": {"A": {"version": "0.1.0", "boot_status": "good"},
+                                        "B": {"version": "0.2.0", "boot_status": "bad"}}})
+    write_json(paths.last, {"result": "rolled-back", "version": "0.2.0", "slot": "B",
+                            "booted": "A", "running_version": "0.1.0",
+                            "reason": "health check failed on slot B: node did not start"})
+    async with node.running():
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await app.push_screen(UpdateScreen())
+            await until(pilot, lambda: "ROLLED BACK" in screen_text(app))
+            text = screen_text(app)
+            assert "from slot A" in text and "slot B (other): 0.2.0" in text
+            assert "node did not start" in text
