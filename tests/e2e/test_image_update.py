@@ -307,7 +307,9 @@ def test_update_rollback_interrupted_install_and_refused_bundle(
         assert _wait_for_health(vm) == "success"
         status = _status(vm)
         assert status["booted"] == "A" and status["running_version"] == v1
-        assert "ORDER=A B" in _slot_state(vm)
+        # The half-written slot B was never made bootable (it is still the bad one).
+        assert "B_LEFT=0" in _slot_state(vm) and "A_LEFT=3" in _slot_state(vm)
+        assert _status(vm)["pending"] is None
         assert failed_units(vm) == ""
         vm.ssh(f"sudo fog-appliance appliance update {urls['v2']}", timeout=1800)
         _reboot(vm)
