@@ -85,7 +85,7 @@ def _debugfs(img: Path, *commands: str) -> None:
     assert "rror" not in done.stderr.replace("debugfs ", ""), done.stderr
 
 
-def _make_bundle(tmp: Path, base: Path, name: str, *, broken: bool) -> Path:
+def _make_bundle(tmp: Path, www: Path, base: Path, name: str, *, broken: bool) -> Path:
     img = tmp / f"{name}.ext4"
     shutil.copyfile(base, img)
     release = tmp / f"{name}.release"
@@ -98,7 +98,7 @@ def _make_bundle(tmp: Path, base: Path, name: str, *, broken: bool) -> Path:
         cmds += ["mkdir /usr/lib/systemd/system/fog-appliance.service.d",
                  f"write {dropin} /usr/lib/systemd/system/fog-appliance.service.d/broken.conf"]
     _debugfs(img, *cmds)
-    out = tmp / f"{name}.raucb"
+    out = www / f"{name}.raucb"
     env = dict(os.environ, FOG_RAUC_CERT=str(DEV_KEYS / "signing.crt"),
                FOG_RAUC_KEY=str(DEV_KEYS / "signing.key"),
                FOG_RAUC_KEYRING=str(DEV_KEYS / "ca.crt"),
@@ -138,8 +138,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Card, Pat
     www = tmp / "www"
     www.mkdir()
     base = _root_fs(card, tmp / "root.ext4")
-    good = _make_bundle(www, base, "v2", broken=False)
-    _make_bundle(www, base, "v2-broken", broken=True)
+    good = _make_bundle(tmp, www, base, "v2", broken=False)
+    _make_bundle(tmp, www, base, "v2-broken", broken=True)
     _tamper(good, www / "v2-tampered.raucb")
     base.unlink()
     print(f"\nbundles made in {time.monotonic() - t0:.0f} s: "
