@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from textual.app import ComposeResult
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Static
 
 from textual_ui.client import AdminClient
@@ -58,7 +59,11 @@ class UpdateScreen(NodeScreen):
 
     def show(self, data: dict[str, Any]) -> None:
         slots, last = update_text(data)
-        self.query_one("#update-slots", Static).update(slots)
-        last_widget = self.query_one("#update-last", Static)
+        try:
+            slots_widget = self.query_one("#update-slots", Static)
+            last_widget = self.query_one("#update-last", Static)
+        except NoMatches:  # a refresh that finished while the page was being closed
+            return
+        slots_widget.update(slots)
         last_widget.update(last)
         last_widget.set_class(bool(data.get("rolled_back")), "error")
