@@ -306,6 +306,8 @@ def boot(tmp: Path, card: Card, machine: Machine, *, extra_cmdline: str = "",
                     f"hostfwd=udp:127.0.0.1:{ports['coap']}-:5683"])
     vm = Vm(tmp, card, machine, ports)
     vm.console.unlink(missing_ok=True)
+    # A QEMU that was killed (a power cut) leaves its socket: wait for the new one.
+    vm.monitor_path.unlink(missing_ok=True)
     serial: list[str] = []
     for i in range(machine.console_serial + 1):
         serial += ["-serial", f"file:{vm.console}" if i == machine.console_serial else "null"]
