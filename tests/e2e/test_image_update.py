@@ -126,6 +126,9 @@ def _tamper(good: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Card, Path, dict[str, str]]]:
+    if not os.environ.get("FOG_IMAGE_UPDATE_TEST"):
+        # ~30 min of five QEMU boots: opt-in until CI's budget is settled (docs/image.md)
+        pytest.skip("set FOG_IMAGE_UPDATE_TEST=1 to run the A/B update test (~30 min)")
     skip_unless_available()
     for tool_name in ("rauc", "mksquashfs", "debugfs"):
         if shutil.which(tool_name) is None and not Path("/usr/sbin", tool_name).exists():
