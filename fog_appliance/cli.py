@@ -143,6 +143,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if task is not None:
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         node = FogNode(cfg)
+        from fog_appliance.appliance.update_api import mount
+
+        mount(node)  # GET /api/appliance/update: A/B update state (image only)
         if not args.monitor:
             await node.run()
             return

@@ -29,8 +29,10 @@ catch these::
      │                          to retry (``retry_after_s``)
      ├── CloudError             the cloud link failed or the cloud sent something unusable
      ├── PeerError              a peer fog node is unreachable or answered something unusable
-     └── ModelRefused           a model (own aggregate, peer's, cloud's, rollback) is not
-                                finite, too large or too far; the current model stays
+     ├── ModelRefused           a model (own aggregate, peer's, cloud's, rollback) is not
+     │                          finite, too large or too far; the current model stays
+     └── UpdateError            an appliance update was refused or failed (bad signature,
+                                download, RAUC); the booted slot is unchanged
 
 Messages say what happens next ("… the update was rejected; the round continues").
 """
@@ -201,3 +203,9 @@ class ModelRefused(FogError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}")
+
+
+class UpdateError(FogError):
+    """An appliance update (A/B root slots, RAUC) could not be installed, or its state
+    could not be read: a bundle that is not signed by a trusted key, a download that
+    failed, RAUC missing. The booted slot and the data are unchanged."""

@@ -6,8 +6,15 @@
 #   rpios   Raspberry Pi OS (Pi 4, Pi 5) through rpi-image-gen on a connected machine; see
 #           image/rpios/README.md.
 #
-# Output: dist/fog-appliance-<version>-arm64.img.xz and .img.xz.sha256, plus
-# dist/fog-appliance-<version>-arm64.units.txt (systemd-analyze verify and security).
+# Output: dist/fog-appliance-<version>-arm64.img.xz and .img.xz.sha256, the signed update
+# bundle dist/fog-appliance-<version>-arm64.raucb and .raucb.sha256 (the same root file
+# system), plus dist/fog-appliance-<version>-arm64.units.txt (systemd-analyze verify and
+# security).
+#
+# Signing (docs/image.md, "Signing production bundles"): FOG_RAUC_KEYRING (the CA the
+# gateways trust, put into the image), FOG_RAUC_CERT and FOG_RAUC_KEY (what signs the
+# bundle); without them a development CA in FOG_RAUC_DEV_DIR (default
+# build/image/rauc-dev, made once, never committed) does both.
 #
 # Environment: FOG_IMAGE_CACHE (rootfs tarball cache, default /var/cache/fog-appliance-image),
 # FOG_IMAGE_WORK (scratch, default build/image), FOG_EXTRAS (fog-appliance extras to install),
@@ -21,11 +28,11 @@ target=${1:-debian}
 case "$target" in
   debian) ;;
   rpios) exec "$repo/image/rpios/build.sh" ;;
-  -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
   *) die "unknown target '$target' (debian or rpios)" ;;
 esac
 
-export FOG_STEPS=8
+export FOG_STEPS=9
 version=$(PYTHONPATH=$repo python3 -c 'import fog_appliance; print(fog_appliance.__version__)')
 name="fog-appliance-$version-arm64"
 cache=${FOG_IMAGE_CACHE:-/var/cache/fog-appliance-image}
@@ -45,11 +52,24 @@ need sfdisk fdisk
 need xz xz-utils
 need systemd-analyze systemd
 need python3 python3
+need rauc rauc
+need mksquashfs squashfs-tools
+need openssl openssl
 check_needs
 python3 -m pip --version >/dev/null 2>&1 || die "pip is missing for python3 (apt-get install python3-pip)"
 ensure_binfmt
 mkdir -p "$cache" "$work" "$dist"
 echo "    fog-appliance $version; cache $cache; work $work"
+if [ -n "${FOG_RAUC_KEYRING:-}${FOG_RAUC_CERT:-}${FOG_RAUC_KEY:-}" ]; then
+  [ -f "${FOG_RAUC_KEYRING:-}" ] && [ -f "${FOG_RAUC_CERT:-}" ] && [ -n "${FOG_RAUC_KEY:-}" ] \
+    || die "production signing needs FOG_RAUC_KEYRING, FOG_RAUC_CERT and FOG_RAUC_KEY"
+  echo "    update bundles: signed with $FOG_RAUC_CERT, gateways trust $FOG_RAUC_KEYRING"
+else
+  dev=${FOG_RAUC_DEV_DIR:-$work/rauc-dev}
+  "$repo/image/debian/rauc-dev-keys.sh" "$dev"
+  export FOG_RAUC_KEYRING=$dev/ca.crt FOG_RAUC_CERT=$dev/signing.crt FOG_RAUC_KEY=$dev/signing.key
+  echo "    update bundles: DEVELOPMENT CA $dev (not for gateways in the field)"
+fi
 
 step "wheels: fog_appliance + aarch64 dependencies (cp311)"
 rm -rf "$work/wheels"
@@ -80,6 +100,14 @@ chroot "$rootfs" systemctl mask apt-daily.timer apt-daily-upgrade.timer 2>&1 | s
 # script edits /boot/cmdline.txt: imager-firstrun sets it aside (docs/image.md).
 ln -sfn ../usr/libexec/fog-appliance/imager-firstrun "$rootfs/boot/firstrun.sh"
 ln -sfn firmware/cmdline.txt "$rootfs/boot/cmdline.txt"
+# A/B updates (docs/image.md, "Updates"): the root slot is read-only, /data is the data
+# partition (the initramfs mounts it and the /etc, /var, /home, /root overlays on it), and
+# RAUC trusts the keyring.
+mkdir -p "$rootfs/data"
+install -m 0644 "$FOG_RAUC_KEYRING" "$rootfs/etc/rauc/keyring.pem"
+sed -i 's/\(^\| \)rw\( \|$\)/\1ro\2/' "$rootfs/boot/firmware/cmdline.txt"
+grep -qw ro "$rootfs/boot/firmware/cmdline.txt" || die "cmdline.txt does not mount the root read-only"
+chroot "$rootfs" systemctl enable fog-slot-cmdline.service fog-update-health.service 2>&1 | sed 's/^/    /'
 
 # fsck at every boot: initramfs-tools puts fsck, logsave and fsck.<type> in the initramfs
 # only for the root's type, which it reads from /etc/fstab and then by probing the root
@@ -103,7 +131,15 @@ grep -E '^(verify:|→ Overall)' "$report" | sed 's/^/    /'
 
 step "assemble the disk image (no mounts)"
 raw="$work/$name.img"
-"$repo/image/debian/assemble.sh" "$rootfs" "$raw"
+root_ext4="$work/$name.rootfs.ext4"
+"$repo/image/debian/assemble.sh" "$rootfs" "$raw" "$root_ext4"
+
+step "update bundle (RAUC, dm-verity, signed)"
+bundle="$dist/$name.raucb"
+"$repo/image/debian/bundle.sh" "$root_ext4" "$version" "$bundle"
+(cd "$dist" && sha256sum "$name.raucb" > "$name.raucb.sha256")
+[ "${FOG_KEEP_RAW:-0}" = 1 ] || rm -f "$root_ext4"
+echo "    $bundle ($(du -h "$bundle" | cut -f1))"
 
 step "compress and checksum"
 rm -f "$dist/$name.img.xz" "$dist/$name.img.xz.sha256"

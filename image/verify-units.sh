@@ -11,6 +11,10 @@ threshold=${FOG_SECURITY_THRESHOLD:-25}
 units=(fog-appliance.service fog-firstboot.service fog-broker-reload.path
        fog-broker-reload.service fog-supernode.service mosquitto.service ssh.service
        getty@tty1.service fog-fsck-log.service fog-tls-recheck.path fog-tls-recheck.service)
+# The A/B update units (Debian image only: image/debian/overlay).
+for unit in fog-slot-cmdline.service fog-update-health.service; do
+  [ -f "$rootfs/usr/lib/systemd/system/$unit" ] && units+=("$unit")
+done
 rc=0
 
 echo "verify: ${units[*]}"

@@ -6,6 +6,8 @@
 #     names the root with a pass number when the initramfs is built: rootfs.sh puts the
 #     fstab in place before the kernel is installed);
 #   - the fstab the image ships gives the root pass 1;
+#   - the A/B boot is in it: the slot chooser, the data partition's overlays, the programs
+#     and modules they use (docs/image.md, "Updates");
 #   - the trimmed module tree is whole (kmod_trim.py --check: every module modules.dep
 #     names is there; vc4, the HDMI console, depends on the CEC and ALSA SoC cores).
 set -euo pipefail
@@ -26,5 +28,16 @@ for f in usr/sbin/fsck usr/sbin/logsave usr/sbin/fsck.ext4; do
     || fail "the initramfs $initrd has no ${f#usr/} (the root would not be checked at boot)"
 done
 echo "    initramfs $initrd: fsck, logsave, fsck.ext4 present"
+for f in bin/fog-slot bin/fog-mount bin/mv scripts/local-top/fog-slot scripts/local-bottom/fog-data; do
+  printf '%s\n' "$listing" | grep -qE "^(usr/)?$f\$" \
+    || fail "the initramfs $initrd has no $f (the A/B boot would not choose a slot or mount the data)"
+done
+for m in overlay vfat nls_cp437; do
+  printf '%s\n' "$listing" | grep -qE "/$m\.ko(\.[a-z]+)?\$" \
+    || fail "the initramfs $initrd has no $m module"
+done
+grep -qw ro "$rootfs/boot/firmware/cmdline.txt" && grep -q 'root=PARTUUID=464f4721-02' "$rootfs/boot/firmware/cmdline.txt" \
+  || fail "cmdline.txt does not mount slot A's PARTUUID read-only"
+echo "    initramfs $initrd: A/B slot choice and data overlays present"
 
 python3 "$here/kmod_trim.py" --check "$rootfs"

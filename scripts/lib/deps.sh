@@ -44,6 +44,8 @@ DEPS_IMAGE=(
   xz-utils:xz
   openssh-client:ssh
   systemd:systemd-analyze
+  rauc:rauc
+  squashfs-tools:mksquashfs
 )
 
 # deps_missing ENTRY...: print the packages whose check fails, one per line.

@@ -74,11 +74,13 @@ class Card:
     img: Path
     boot_offset: int
     root_part_bytes: int
+    """Root slot A's partition."""
     key: Path
     cmdline: str
     kernel: Path
     initrd: Path
     config_txt: str
+    data_part_bytes: int = 0
     prepare_s: float = 0.0
 
     def read_boot(self, name: str) -> bytes:
@@ -122,7 +124,8 @@ def prepare_card(tmp: Path, *, grow: Callable[[int], int],
         shutil.copyfile(IMAGE, img)
     parts = partitions(img)
     boot = next(p for p in parts if p["type"] == "c")
-    root = next(p for p in parts if p["type"] == "83")
+    root = next(p for p in parts if p["type"] == "83")  # slot A (partition 2)
+    data = parts[-1]  # the data partition: the first boot grows it to the card
     size = img.stat().st_size
     new_size = grow(size)
     assert new_size >= size, (new_size, size)
@@ -138,7 +141,7 @@ def prepare_card(tmp: Path, *, grow: Callable[[int], int],
     kernel.write_bytes(boot_read(img, off, kernel_name.group(1)))
     initrd.write_bytes(boot_read(img, off, initrd_name.group(1)))
     cmdline = boot_read(img, off, "cmdline.txt").decode().strip()
-    assert "root=LABEL=FOGROOT" in cmdline, cmdline
+    assert "root=PARTUUID=464f4721-02" in cmdline.split(), cmdline
 
     key = tmp / "key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
@@ -152,7 +155,7 @@ def prepare_card(tmp: Path, *, grow: Callable[[int], int],
     boot_write(img, off, "fog_config.yaml", yaml.safe_dump(config).encode(), tmp)
     return Card(img=img, boot_offset=off, root_part_bytes=int(root["size"]) * 512, key=key,
                 cmdline=cmdline, kernel=kernel, initrd=initrd, config_txt=config_txt,
-                prepare_s=time.monotonic() - t0)
+                data_part_bytes=int(data["size"]) * 512, prepare_s=time.monotonic() - t0)
 
 
 # ------------------------------------------------------------------------- the machine
@@ -303,6 +306,8 @@ def boot(tmp: Path, card: Card, machine: Machine, *, extra_cmdline: str = "",
                     f"hostfwd=udp:127.0.0.1:{ports['coap']}-:5683"])
     vm = Vm(tmp, card, machine, ports)
     vm.console.unlink(missing_ok=True)
+    # A QEMU that was killed (a power cut) leaves its socket: wait for the new one.
+    vm.monitor_path.unlink(missing_ok=True)
     serial: list[str] = []
     for i in range(machine.console_serial + 1):
         serial += ["-serial", f"file:{vm.console}" if i == machine.console_serial else "null"]

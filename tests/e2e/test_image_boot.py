@@ -254,10 +254,31 @@ def test_the_console_user_reaches_the_admin_api(vm: Vm) -> None:
     assert mode == ["660", "fog"]
 
 
-def test_the_root_file_system_grew_to_the_disk(vm: Vm) -> None:
-    size = int(vm.ssh("df -B1 --output=size / | tail -n1").stdout)
-    assert size > vm.root_part_bytes + GROW_BYTES // 2
-    assert vm.ssh("test -e /var/lib/fog-appliance/.rootfs-grown", check=False).returncode == 0
+def test_the_data_partition_grew_to_the_disk(vm: Vm) -> None:
+    """The data partition is the last one: the first boot grows it, not a root slot."""
+    size = int(vm.ssh("df -B1 --output=size /data | tail -n1").stdout)
+    assert size > vm.card.data_part_bytes + GROW_BYTES // 2
+    assert vm.ssh("test -e /var/lib/fog-appliance/.data-grown", check=False).returncode == 0
+    root = int(vm.ssh("df -B1 --output=size / | tail -n1").stdout)
+    assert root <= vm.root_part_bytes
+
+
+def test_the_root_is_read_only_and_what_must_persist_is_on_data(vm: Vm) -> None:
+    """The root slot is mounted read-only; /etc, /var, /home and /root are overlays on the
+    data partition, and the first boot's files landed there."""
+    assert "ro" in vm.ssh("findmnt -n -o OPTIONS /").stdout.split(",")
+    assert vm.ssh("touch /usr/x", check=False).returncode != 0
+    assert vm.ssh("findmnt -n -o FSTYPE /data").stdout.strip() == "ext4"
+    for path in ("/etc", "/var", "/home", "/root"):
+        mount = vm.ssh(f"findmnt -n -o FSTYPE,OPTIONS {path}").stdout
+        assert mount.startswith("overlay") and f"/data/overlay{path}/upper" in mount, \
+            (path, mount)
+    for top, rest in (("etc", "fog-appliance/tls/ca.key"), ("etc", "fog-appliance/admin.token"),
+                      ("var", "lib/fog-appliance/node.json"), ("etc", "machine-id")):
+        upper = f"/data/overlay/{top}/upper/{rest}"
+        assert vm.ssh(f"sudo test -s {upper}", check=False).returncode == 0, upper
+    assert vm.ssh("cat /run/fog-slot/booted").stdout.strip() == "A"
+    assert "rauc.slot=A" in vm.ssh("cat /proc/cmdline").stdout.split()
 
 
 def test_storage_suits_an_sd_card(vm: Vm) -> None:

@@ -39,6 +39,9 @@ def test_the_rpios_config_template_names_the_layer() -> None:
 
 SCRIPTS = sorted([*IMAGE.rglob("*.sh"), *(OVERLAY / "usr/libexec/fog-appliance").iterdir(),
                   IMAGE / "debian/initramfs/fog-modules", REPO / ".ci/run",
+                  *(IMAGE / "debian/overlay/usr/libexec/fog-appliance").iterdir(),
+                  *(p for p in (IMAGE / "debian/overlay/etc/initramfs-tools").rglob("*")
+                    if p.is_file()),
                   *(p for p in (REPO / "scripts").rglob("*") if p.is_file())])
 
 

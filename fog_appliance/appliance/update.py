@@ -1,0 +1,451 @@
+"""Appliance updates: two root slots (A, B), signed RAUC bundles, a health check after
+booting a new slot, and the record of what happened (docs/image.md, "Updates").
+
+The pieces:
+
+- :func:`install` (``fog-appliance appliance update BUNDLE|URL``, root) downloads a URL,
+  runs ``rauc install`` (which checks the signature against ``/etc/rauc/keyring.pem``,
+  writes the other slot and makes it the one to boot next) and records the update as
+  *pending* in ``/var/lib/fog-update/pending.json`` (on the data partition);
+- after every boot ``fog-update-health.service`` runs :func:`after_boot`: if a pending
+  update's slot is not the one that booted, the initramfs fell back (the new slot used up
+  its boot attempts, or was marked bad): the update is reported as rolled back. Then the
+  health check (:func:`check_health`) waits at most a window for the node (active, that
+  is READY=1), the broker, the admin socket and no failed unit; healthy: ``rauc status
+  mark-good``; not healthy on a new slot: ``mark-bad`` and a reboot into the old one;
+- ``last.json`` (the last update's result) and ``status.json`` (the slots as RAUC sees
+  them) are what ``appliance update-status`` and the admin API
+  (:mod:`fog_appliance.appliance.update_api`) show; results also go to the node's event
+  log (kind ``update``).
+
+:func:`decide` is the decision with no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from fog_appliance.errors import UpdateError
+from fog_appliance.secretfile import write_atomic
+
+log = logging.getLogger(__name__)
+
+SLOTS = ("A", "B")
+HEALTH_WINDOW_S = 600.0
+"""How long a new slot has to become healthy (a Pi 3's first boot: READY in 1–4 min)."""
+NODE_RESTARTS_FAILED = 3
+"""A node that systemd restarted this often since boot is failing, not slow."""
+HEALTH_UNIT = "fog-update-health.service"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePaths:
+    """Where updates keep their state; :meth:`under` re-roots them for tests."""
+
+    root: Path = Path("/")
+
+    @classmethod
+    def under(cls, root: Path) -> UpdatePaths:
+        return cls(root)
+
+    def _p(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    @property
+    def state_dir(self) -> Path:
+        """On the data partition (/var is an overlay there): survives updates."""
+        return self._p("/var/lib/fog-update")
+
+    @property
+    def pending(self) -> Path:
+        return self.state_dir / "pending.json"
+
+    @property
+    def last(self) -> Path:
+        return self.state_dir / "last.json"
+
+    @property
+    def status(self) -> Path:
+        return self.state_dir / "status.json"
+
+    @property
+    def download(self) -> Path:
+        return self.state_dir / "download.raucb"
+
+    @property
+    def booted_file(self) -> Path:
+        """Written by the initramfs (fog-slot): the slot it mounted as the root."""
+        return self._p("/run/fog-slot/booted")
+
+    @property
+    def data_volatile(self) -> Path:
+        """Written by the initramfs when the data partition could not be mounted."""
+        return self._p("/run/fog-slot/data-volatile")
+
+
+# ------------------------------------------------------------------------ the decision
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do after a boot's health check."""
+
+    mark: str | None
+    """``good``, ``bad`` or None (leave the boot counter running)."""
+    reboot: bool
+    result: dict[str, Any] | None
+    """The update's result to record (``last.json`` and an event), if any."""
+    keep_pending: dict[str, Any] | None
+    """The pending record to keep (None: remove it)."""
+
+
+def decide(booted: str, pending: dict[str, Any] | None, healthy: bool, reason: str,
+           now: float) -> Decision:
+    """The decision after a boot, from the slot that booted, the pending update (if any),
+    and the health check's outcome (``reason``: why not healthy)."""
+    if pending is not None and pending.get("slot") != booted:
+        why = pending.get("health_failure") or (
+            f"slot {pending.get('slot')} did not come up (its boot attempts ran out)")
+        result = {"result": "rolled-back", "version": pending.get("version"),
+                  "slot": pending.get("slot"), "booted": booted,
+                  "running_version": pending.get("from_version"), "reason": why, "ts": now}
+        return Decision("good" if healthy else None, False, result, None)
+    if pending is None:
+        return Decision("good" if healthy else None, False, None, None)
+    if healthy:
+        result = {"result": "updated", "version": pending.get("version"), "slot": booted,
+                  "booted": booted, "previous_version": pending.get("from_version"),
+                  "ts": now}
+        return Decision("good", False, result, None)
+    failing = dict(pending, health_failure=f"health check failed on slot {booted}: {reason}")
+    result = {"result": "rolling-back", "version": pending.get("version"), "slot": booted,
+              "booted": booted, "reason": failing["health_failure"], "ts": now}
+    return Decision("bad", True, result, failing)
+
+
+# ------------------------------------------------------------------------------ RAUC
+
+
+def _run(cmd: list[str], timeout: float = 120) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except FileNotFoundError:
+        raise UpdateError(f"{cmd[0]} is not installed (this is not an A/B image)") from None
+    except subprocess.TimeoutExpired:
+        raise UpdateError(f"{' '.join(cmd)} did not answer within {timeout:.0f} s") from None
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        last = detail[-1] if detail else f"exit {done.returncode}"
+        raise UpdateError(f"{' '.join(cmd[:3])} failed: {last}")
+    return done.stdout
+
+
+def parse_rauc_status(text: str) -> dict[str, Any]:
+    """``rauc status --detailed --output-format=json`` → ``{"booted": "A", "primary": "B"
+    | None, "slots": {"A": {"state", "boot_status", "version", "installed"}, ...}}``."""
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise UpdateError(f"rauc status: not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UpdateError("rauc status: not a JSON object")
+    slots: dict[str, dict[str, Any]] = {}
+    primary = None
+    entries = raw.get("slots") or []
+    for entry in entries if isinstance(entries, list) else []:
+        for name, slot in (entry.items() if isinstance(entry, dict) else []):
+            if not isinstance(slot, dict) or slot.get("bootname") not in SLOTS:
+                continue
+            status = slot.get("slot_status") or {}
+            bundle = status.get("bundle") or {} if isinstance(status, dict) else {}
+            installed = status.get("installed") or {} if isinstance(status, dict) else {}
+            slots[slot["bootname"]] = {
+                "state": slot.get("state"), "boot_status": slot.get("boot_status"),
+                "version": bundle.get("version") if isinstance(bundle, dict) else None,
+                "installed": installed.get("timestamp") if isinstance(installed, dict)
+                else None}
+            if raw.get("boot_primary") == name:
+                primary = slot["bootname"]
+    booted = raw.get("booted")
+    return {"booted": booted if booted in SLOTS else None, "primary": primary, "slots": slots}
+
+
+def rauc_status() -> dict[str, Any]:
+    return parse_rauc_status(_run(["rauc", "status", "--detailed", "--output-format=json"]))
+
+
+def bundle_version(bundle: Path) -> str:
+    """The version in the bundle's manifest, after RAUC checked its signature."""
+    info = _run(["rauc", "info", "--output-format=json", str(bundle)], timeout=600)
+    try:
+        version = json.loads(info).get("version")
+    except (ValueError, AttributeError):
+        version = None
+    if not isinstance(version, str) or not version:
+        raise UpdateError(f"{bundle}: the bundle names no version")
+    return version
+
+
+def image_version(root: Path = Path("/")) -> str:
+    """The running image's version (``/usr/share/fog-appliance/release``)."""
+    try:
+        for line in (root / "usr/share/fog-appliance/release").read_text().splitlines():
+            if line.startswith("version="):
+                return line.split("=", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+# --------------------------------------------------------------------------- records
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("%s is unreadable (%s): ignored", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n", mode=0o644)
+
+
+def booted_slot(paths: UpdatePaths) -> str:
+    try:
+        slot = paths.booted_file.read_text().strip()
+    except OSError:
+        raise UpdateError(f"{paths.booted_file} is missing: not booted by the A/B "
+                          "initramfs") from None
+    if slot not in SLOTS:
+        raise UpdateError(f"{paths.booted_file} names {slot!r}, not a slot")
+    return slot
+
+
+def snapshot(paths: UpdatePaths, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``update-status`` and the admin API show; written to ``status.json``."""
+    if status is None:
+        try:
+            status = rauc_status()
+        except UpdateError as exc:
+            status = {"booted": None, "primary": None, "slots": {}, "error": str(exc)}
+    snap = dict(status, running_version=image_version(paths.root),
+                last=read_json(paths.last), pending=read_json(paths.pending),
+                checked=time.time())
+    write_json(paths.status, snap)
+    return snap
+
+
+# --------------------------------------------------------------------------- install
+
+
+def fetch(url: str, dest: Path, out: TextIO) -> Path:
+    """Download an http(s) URL to ``dest``, with progress on ``out``."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        raise UpdateError(f"{url}: only http and https URLs (or a file) can be installed")
+    dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    part = dest.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, part.open("wb") as f:
+            total = int(resp.headers.get("Content-Length") or 0)
+            got = shown = 0
+            while chunk := resp.read(1 << 20):
+                f.write(chunk)
+                got += len(chunk)
+                if total and (got * 100 // total) >= shown + 10:
+                    shown = got * 100 // total
+                    print(f"download: {shown:3d}% ({got >> 20} of {total >> 20} MiB)",
+                          file=out, flush=True)
+    except (OSError, ValueError) as exc:
+        part.unlink(missing_ok=True)
+        raise UpdateError(f"downloading {url} failed: {exc}") from None
+    part.replace(dest)
+    return dest
+
+
+def install(source: str, paths: UpdatePaths, out: TextIO = sys.stdout,
+            runner: Callable[[list[str]], subprocess.Popen[str]] | None = None
+            ) -> dict[str, Any]:
+    """Install a bundle (a file or an http(s) URL) into the other slot, with RAUC's
+    progress on ``out``; record it as pending (the next boot tries it). Raises
+    :class:`UpdateError` when RAUC refuses (bad signature, incompatible, write error)."""
+    if "://" in source:
+        bundle = fetch(source, paths.download, out)
+    else:
+        bundle = Path(source)
+        if not bundle.is_file():
+            raise UpdateError(f"{source}: no such bundle file")
+    try:
+        booted = booted_slot(paths)
+        target = "B" if booted == "A" else "A"
+        try:
+            version = bundle_version(bundle)
+        except UpdateError as exc:
+            write_json(paths.last, {"result": "failed", "version": None, "slot": target,
+                                    "reason": str(exc), "ts": time.time()})
+            snapshot(paths)
+            raise UpdateError(f"{source}: refused, nothing was written ({exc})") from None
+        print(f"update: installing fog-appliance {version} into slot {target} "
+              f"(running {image_version(paths.root)} from slot {booted})", file=out, flush=True)
+        start = runner or (lambda cmd: subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1))
+        proc = start(["rauc", "install", str(bundle)])
+        tail: list[str] = []
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            if line:
+                print(f"rauc: {line}", file=out, flush=True)
+                tail = [*tail, line][-3:]
+        if proc.wait() != 0:
+            result = {"result": "failed", "version": version, "slot": target,
+                      "reason": tail[-1] if tail else f"rauc exited {proc.returncode}",
+                      "ts": time.time()}
+            write_json(paths.last, result)
+            snapshot(paths)
+            raise UpdateError(f"rauc install failed: {result['reason']}; slot {booted} "
+                              "keeps running and stays the one to boot")
+        pending = {"slot": target, "version": version, "from_slot": booted,
+                   "from_version": image_version(paths.root), "installed": time.time()}
+        write_json(paths.pending, pending)
+        write_json(paths.last, {"result": "installed", "version": version, "slot": target,
+                                "ts": pending["installed"]})
+        snapshot(paths)
+        return pending
+    finally:
+        if bundle == paths.download:
+            bundle.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------- health
+
+
+def _systemctl(*args: str) -> str:
+    done = subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False,
+                          timeout=60)
+    return done.stdout.strip()
+
+
+def admin_answers(sock: Path, timeout: float = 10) -> bool:
+    """The node's admin API answers ``GET /api/status`` with 200 on its Unix socket."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(timeout)
+            s.connect(str(sock))
+            s.sendall(b"GET /api/status HTTP/1.0\r\nHost: localhost\r\n"
+                      b"X-Fog-Actor: update-health\r\n\r\n")
+            head = s.recv(64)
+    except OSError:
+        return False
+    return head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
+
+
+def health_problem(paths: UpdatePaths, admin_socket: Path) -> tuple[str | None, bool]:
+    """One look at the gateway: ``(problem or None, hopeless)``; hopeless: waiting longer
+    cannot help (the node keeps failing to start)."""
+    if paths.data_volatile.exists():
+        return "the data partition is not mounted", True
+    node = _systemctl("show", "-p", "ActiveState", "-p", "NRestarts",
+                      "fog-appliance.service")
+    props = dict(line.split("=", 1) for line in node.splitlines() if "=" in line)
+    restarts = int(props.get("NRestarts", "0") or 0)
+    if props.get("ActiveState") == "failed" or restarts >= NODE_RESTARTS_FAILED:
+        return (f"fog-appliance.service failed to start ({props.get('ActiveState')}, "
+                f"{restarts} restarts)"), True
+    if props.get("ActiveState") != "active":
+        return f"fog-appliance.service is {props.get('ActiveState')}, not ready", False
+    broker = _systemctl("is-active", "mosquitto.service")
+    if broker != "active":
+        return f"mosquitto.service is {broker}", False
+    if not admin_answers(admin_socket):
+        return f"the admin API does not answer on {admin_socket}", False
+    failed = [u for u in _systemctl("list-units", "--failed", "--plain", "--no-legend")
+              .splitlines() if u.strip() and not u.startswith(HEALTH_UNIT)]
+    if failed:
+        return "failed units: " + ", ".join(u.split()[0] for u in failed), False
+    return None, False
+
+
+def check_health(paths: UpdatePaths, admin_socket: Path, window_s: float,
+                 interval_s: float = 5.0) -> tuple[bool, str]:
+    deadline = time.monotonic() + window_s
+    problem: str | None = "not checked"
+    while True:
+        problem, hopeless = health_problem(paths, admin_socket)
+        if problem is None:
+            return True, "healthy"
+        if hopeless or time.monotonic() >= deadline:
+            return False, problem
+        time.sleep(interval_s)
+
+
+def after_boot(paths: UpdatePaths, admin_socket: Path, window_s: float,
+               record_event: Callable[[str, str, dict[str, Any]], None]) -> Decision:
+    """The health check after a boot (``fog-update-health.service``): decide, mark the
+    slot, record the result; the caller reboots when the decision says so."""
+    booted = booted_slot(paths)
+    pending = read_json(paths.pending)
+    if pending is not None and pending.get("slot") != booted:
+        log.error("update to %s in slot %s was rolled back: slot %s booted",
+                  pending.get("version"), pending.get("slot"), booted)
+    healthy, reason = check_health(paths, admin_socket, window_s)
+    decision = decide(booted, pending, healthy, reason, time.time())
+    if decision.mark is not None:
+        _run(["rauc", "status", f"mark-{decision.mark}", "booted"])
+    if decision.keep_pending is not None:
+        write_json(paths.pending, decision.keep_pending)
+    elif pending is not None:
+        paths.pending.unlink(missing_ok=True)
+    if decision.result is not None:
+        write_json(paths.last, decision.result)
+        level = "info" if decision.result["result"] == "updated" else "error"
+        record_event(level, describe(decision.result), decision.result)
+    snapshot(paths)
+    if healthy:
+        log.info("slot %s is healthy%s", booted,
+                 "; marked good" if decision.mark == "good" else "")
+    else:
+        log.error("slot %s is not healthy: %s", booted, reason)
+    return decision
+
+
+def describe(result: dict[str, Any]) -> str:
+    what = result.get("result")
+    version = result.get("version")
+    if what == "updated":
+        return (f"updated to fog-appliance {version} (slot {result.get('slot')}; "
+                f"was {result.get('previous_version')})")
+    if what == "rolled-back":
+        return (f"update to fog-appliance {version} was rolled back: {result.get('reason')};"
+                f" running {result.get('running_version')} from slot {result.get('booted')}")
+    if what == "rolling-back":
+        return f"update to fog-appliance {version} is being rolled back: {result.get('reason')}"
+    if what == "installed":
+        return f"fog-appliance {version} installed in slot {result.get('slot')}: reboot to use it"
+    if what == "failed":
+        return f"installing fog-appliance {version} failed: {result.get('reason')}"
+    return f"update: {what}"
+
+
+def reboot() -> None:
+    if shutil.which("systemctl"):
+        subprocess.run(["systemctl", "reboot"], check=False, timeout=60)
