@@ -62,7 +62,8 @@ DEV_KEYS = Path(os.environ.get("FOG_RAUC_DEV_DIR") or REPO / "build/image/rauc-d
 V2 = "0.0.0-v2"
 HEALTH_S = 900.0
 
-pytestmark = [pytest.mark.image, pytest.mark.timeout(int(BOOT_TIMEOUT_S) * 5 + 3600)]
+pytestmark = [pytest.mark.image, pytest.mark.image_update,
+              pytest.mark.timeout(int(BOOT_TIMEOUT_S) * 5 + 3600)]
 
 
 def _root_fs(card: Card, dest: Path) -> Path:
@@ -126,9 +127,6 @@ def _tamper(good: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Card, Path, dict[str, str]]]:
-    if not os.environ.get("FOG_IMAGE_UPDATE_TEST"):
-        # ~30 min of five QEMU boots: opt-in until CI's budget is settled (docs/image.md)
-        pytest.skip("set FOG_IMAGE_UPDATE_TEST=1 to run the A/B update test (~30 min)")
     skip_unless_available()
     for tool_name in ("rauc", "mksquashfs", "debugfs"):
         if shutil.which(tool_name) is None and not Path("/usr/sbin", tool_name).exists():
