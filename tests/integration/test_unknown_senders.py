@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fog_appliance.admin.server import token_path
+from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.protocol.frame import UNKNOWN_SENDER, encode_update
 from tests.admin_support import node_config, running_node
@@ -23,6 +24,24 @@ from tests.coap_raw import RawPeer
 from textual_ui.client import Refused
 
 FRAMES = 300
+
+
+async def post_wrongly_keyed(node: FogNode, senders: list[tuple[str, int]]) -> None:
+    """One update frame per (device id, seq), signed with a random key, over raw CoAP: each
+    is refused 4.01."""
+    assert node.coap_port is not None
+    peer = RawPeer(node.coap_port)
+    try:
+        for device, seq in senders:
+            frame = encode_update(device_id=device, key=secrets.token_bytes(32),
+                                  model_version=1, round=1, seq=seq, num_samples=1,
+                                  local_steps=1,
+                                  tensors=[np.zeros(s, np.float32)
+                                           for s in node.coordinator.shapes])
+            msg = aiocoap.Message(code=aiocoap.POST, uri_path=("update",), payload=frame)
+            assert (await peer.request(msg)).code == aiocoap.UNAUTHORIZED
+    finally:
+        peer.close()
 
 
 async def test_random_device_ids_cost_one_key(tmp_path: Path,
@@ -34,18 +53,7 @@ async def test_random_device_ids_cost_one_key(tmp_path: Path,
     async with running_node(cfg) as (node, api):
         assert node.coap_port is not None and node.admin is not None
         await api.provision("meter-1")
-        shapes = node.coordinator.shapes
-        peer = RawPeer(node.coap_port)
-        try:
-            for _ in range(FRAMES):
-                frame = encode_update(device_id=secrets.token_hex(8), key=secrets.token_bytes(32),
-                                      model_version=1, round=1, seq=1, num_samples=1,
-                                      local_steps=1,
-                                      tensors=[np.zeros(s, np.float32) for s in shapes])
-                msg = aiocoap.Message(code=aiocoap.POST, uri_path=("update",), payload=frame)
-                assert (await peer.request(msg)).code == aiocoap.UNAUTHORIZED
-        finally:
-            peer.close()
+        await post_wrongly_keyed(node, [(secrets.token_hex(8), 1) for _ in range(FRAMES)])
         await node.committer.flush()
         counts = await node.db.run(node.store.rejection_counts)
         assert counts == {("unknown", "unknown_device"): FRAMES}, counts
@@ -86,18 +94,8 @@ async def test_rejections_alone_are_persisted_and_unknown_is_not_a_device_id(
         with pytest.raises(Refused, match="reserved"):
             await api.provision(UNKNOWN_SENDER)
         await api.provision("meter-2")
-        shapes = node.coordinator.shapes
-        peer = RawPeer(node.coap_port)
-        try:
-            for seq in (1, 2, 3):  # far fewer than a batch (group_commit_max = 64)
-                frame = encode_update(device_id="meter-2", key=secrets.token_bytes(32),
-                                      model_version=1, round=1, seq=seq, num_samples=1,
-                                      local_steps=1,
-                                      tensors=[np.zeros(s, np.float32) for s in shapes])
-                msg = aiocoap.Message(code=aiocoap.POST, uri_path=("update",), payload=frame)
-                assert (await peer.request(msg)).code == aiocoap.UNAUTHORIZED
-        finally:
-            peer.close()
+        # far fewer than a batch (group_commit_max = 64)
+        await post_wrongly_keyed(node, [("meter-2", seq) for seq in (1, 2, 3)])
         deadline = time.monotonic() + 30
         while (counts := await node.db.run(node.store.rejection_counts)) == {}:
             assert time.monotonic() < deadline, "the rejections were never written"
