@@ -330,8 +330,8 @@ def test_update_rollback_interrupted_install_and_refused_bundle(
         assert "B_LEFT=3" in _slot_state(vm)
         assert failed_units(vm) == ""
         assert _identity(vm) == before
+        # the broker credentials survived the update (edges use TLS: mqtt_lan_plain is false)
         creds = bundle(vm, DEVICE)["mqtt"]
-        assert mqtt_connect(vm.ports["mqtt"], DEVICE, creds["password"]) == 0
         assert mqtt_connect(vm.ports["mqtts"], DEVICE, creds["password"], creds["ca"],
                             tmp_path) == 0
     finally:
