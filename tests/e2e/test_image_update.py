@@ -221,6 +221,16 @@ def _api_update(vm: Vm) -> dict[str, Any]:
     return data
 
 
+def _healthy_on(vm: Vm, slot: str, version: str) -> dict[str, Any]:
+    """Wait for the node and the health check; the update status, booted from ``slot``
+    running ``version``."""
+    wait_for_node(vm)
+    assert _wait_for_health(vm) == "success"
+    status = _status(vm)
+    assert status["booted"] == slot and status["running_version"] == version, status
+    return status
+
+
 def _identity(vm: Vm) -> dict[str, str]:
     return {
         "device": json.dumps(bundle(vm, DEVICE), sort_keys=True),
@@ -272,10 +282,7 @@ def test_update_rollback_interrupted_install_and_refused_bundle(
     # 3. v1 again: the rollback is reported; an install is cut short by a power cut.
     vm = _boot(tmp, card)
     try:
-        wait_for_node(vm)
-        assert _wait_for_health(vm) == "success"
-        status = _status(vm)
-        assert status["booted"] == "A" and status["running_version"] == v1
+        status = _healthy_on(vm, "A", v1)
         assert status["last"]["result"] == "rolled-back", status
         assert "fog-appliance.service" in status["last"]["reason"]
         api = _api_update(vm)
@@ -304,10 +311,7 @@ def test_update_rollback_interrupted_install_and_refused_bundle(
     # 4. v1, unharmed; now the good v2.
     vm = _boot(tmp, card)
     try:
-        wait_for_node(vm)
-        assert _wait_for_health(vm) == "success"
-        status = _status(vm)
-        assert status["booted"] == "A" and status["running_version"] == v1
+        _healthy_on(vm, "A", v1)
         # The half-written slot B was never made bootable (it is still the bad one).
         assert "B_LEFT=0" in _slot_state(vm) and "A_LEFT=3" in _slot_state(vm)
         assert _status(vm)["pending"] is None
