@@ -36,16 +36,21 @@ def _devices(cfg: FogConfig, path: Path) -> dict[str, dict[str, object]]:
     return {d["id"]: d for d in json.loads(out.stdout)}
 
 
+def _simulate(path: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`fog-appliance simulate --config PATH ARGS…` as a process, against a running node."""
+    return subprocess.run([sys.executable, "-m", "fog_appliance", "simulate", "--config",
+                           str(path), *args], env=env(), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
 def test_simulate_against_a_running_node(tmp_path: Path) -> None:
     cfg = node_config(tmp_path / "var", threshold=2, deadline_s=600.0)
     path = write_config(cfg, tmp_path / "fog.yaml")
     node = NodeProcess(path, cfg.data_dir, tmp_path / "node.log")
     node.start()
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "fog_appliance", "simulate", "--config", str(path),
-             "--edges", "4", "--bad-keys", "1", "--offline", "1", "--duration", "25"],
-            env=env(), capture_output=True, text=True, timeout=180, check=False)
+        out = _simulate(path, "--edges", "4", "--bad-keys", "1", "--offline", "1",
+                        "--duration", "25", timeout=180)
         assert out.returncode == 0, out.stderr[-3000:]
         assert "4 simulated edges on fog node site-a over coap" in out.stdout
         rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:]
@@ -60,10 +65,7 @@ def test_simulate_against_a_running_node(tmp_path: Path) -> None:
         # both honest edges had an update accepted: round 1 (threshold 2) closed with them
         assert int(rows["sim-02"].split()[3]) >= 1, out.stdout
         # again: the same devices are reused, not refused as already registered
-        again = subprocess.run(
-            [sys.executable, "-m", "fog_appliance", "simulate", "--config", str(path),
-             "--edges", "2", "--duration", "3"], env=env(), capture_output=True,
-            text=True, timeout=120, check=False)
+        again = _simulate(path, "--edges", "2", "--duration", "3", timeout=120)
         assert again.returncode == 0, again.stderr[-3000:]
     finally:
         assert node.stop() == 0
@@ -84,11 +86,9 @@ def test_simulate_over_mqtt_with_bad_slow_and_offline_edges(tmp_path: Path) -> N
     node = NodeProcess(path, cfg.data_dir, tmp_path / "node.log")
     node.start()
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "fog_appliance", "simulate", "--config", str(path),
-             "--transport", "mqtt", "--edges", "5", "--bad-keys", "1", "--slow", "1",
-             "--slow-delay", "2", "--offline", "1", "--duration", "30"],
-            env=env(), capture_output=True, text=True, timeout=240, check=False)
+        out = _simulate(path, "--transport", "mqtt", "--edges", "5", "--bad-keys", "1",
+                        "--slow", "1", "--slow-delay", "2", "--offline", "1",
+                        "--duration", "30", timeout=240)
         assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
         assert "5 simulated edges on fog node site-a over mqtt" in out.stdout, out.stdout
         rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:]
