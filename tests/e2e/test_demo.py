@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HAVE_MOSQUITTO
 from tests.nodeproc import env
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("transport", ["mqtt", "coap"])
+@pytest.mark.parametrize("transport", [pytest.param("mqtt", marks=pytest.mark.mosquitto),
+                                       "coap"])
 def test_demo_runs_and_learns(tmp_path: Path, transport: str) -> None:
-    if transport == "mqtt" and not HAVE_MOSQUITTO:
-        pytest.skip("needs mosquitto; CI installs it")
     out = subprocess.run([sys.executable, "-m", "fog_appliance", "demo", "--edges", "3",
                           "--rounds", "2", "--transport", transport, "--out", str(tmp_path)],
                          capture_output=True, text=True, env=env(), timeout=300,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,6 +39,19 @@ def test_revoke_deletes_the_credentials_file(tmp_path: Path) -> None:
         store.close()
 
 
+
+async def close_and_delta(node: Any, admin: Any, before: list[np.ndarray]) -> np.ndarray:
+    """Close the open round through the admin API; the published model minus ``before``,
+    flattened."""
+    await admin.request("POST", "/api/rounds/current/close")
+    for _ in range(200):
+        if node.coordinator.model.version > 1:
+            break
+        await asyncio.sleep(0.05)
+    assert node.coordinator.model.version > 1, "the closed round published no model"
+    return np.concatenate([(a - b).ravel() for a, b in
+                           zip(node.coordinator.model.weights, before, strict=True)])
+
 async def test_revoke_with_drop_updates_takes_them_out_of_the_open_round(
         tmp_path: Path) -> None:
     cfg = node_config(tmp_path / "data", threshold=50)
@@ -63,13 +77,7 @@ async def test_revoke_with_drop_updates_takes_them_out_of_the_open_round(
     # A restart rebuilds the round without it.
     async with running_node(cfg) as (node, admin):
         assert node.coordinator.round.id == rid and node.coordinator.round.count == 2
-        await admin.request("POST", "/api/rounds/current/close")
-        for _ in range(200):
-            if node.coordinator.model.version > 1:
-                break
-            await asyncio.sleep(0.05)
-        got = np.concatenate([(a - b).ravel() for a, b in
-                              zip(node.coordinator.model.weights, before, strict=True)])
+        got = await close_and_delta(node, admin, before)
     want = np.average(np.stack([deltas(shapes, 0), deltas(shapes, 2)]), axis=0,
                       weights=[10, 12])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
@@ -85,13 +93,7 @@ async def test_the_aggregate_of_the_running_round_excludes_dropped_updates(
         before = [w.copy() for w in node.coordinator.model.weights]
         shapes = [w.shape for w in before]
         await admin.request("POST", "/api/edges/s0/revoke", {"drop_updates": True})
-        await admin.request("POST", "/api/rounds/current/close")
-        for _ in range(200):
-            if node.coordinator.model.version > 1:
-                break
-            await asyncio.sleep(0.05)
-        got = np.concatenate([(a - b).ravel() for a, b in
-                              zip(node.coordinator.model.weights, before, strict=True)])
+        got = await close_and_delta(node, admin, before)
     want = np.average(np.stack([deltas(shapes, 1), deltas(shapes, 2)]), axis=0,
                       weights=[11, 12])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
