@@ -40,6 +40,19 @@ def node_config(data_dir: Path, **rounds: Any) -> FogConfig:
 
 
 @contextlib.asynccontextmanager
+async def node_with_section(tmp_path: Path, section: str, **values: Any
+                            ) -> AsyncIterator[FogNode]:
+    """A running node on ``node_config`` with fields of one config section changed."""
+    cfg = node_config(tmp_path / "var")
+    for k, v in values.items():
+        setattr(getattr(cfg, section), k, v)
+    cfg.validate()
+    node = FogNode(cfg)
+    async with node.running():
+        yield node
+
+
+@contextlib.asynccontextmanager
 async def running_node(cfg: FogConfig) -> AsyncIterator[tuple[FogNode, AdminClient]]:
     node = FogNode(cfg)
     async with node.running():

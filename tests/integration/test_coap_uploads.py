@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiocoap
@@ -16,22 +16,15 @@ import psutil
 
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
-from tests.admin_support import node_config
+from tests.admin_support import node_config, node_with_section
 from tests.coap_raw import RawPeer
 from tests.nodeproc import NodeProcess, write_config
 
 KIB = 1024
 
 
-@contextlib.asynccontextmanager
-async def node_with(tmp_path: Path, **coap: float) -> AsyncIterator[FogNode]:
-    cfg = node_config(tmp_path / "var")
-    for k, v in coap.items():
-        setattr(cfg.coap, k, v)
-    cfg.validate()
-    node = FogNode(cfg)
-    async with node.running():
-        yield node
+def node_with(tmp_path: Path, **coap: float) -> contextlib.AbstractAsyncContextManager[FogNode]:
+    return node_with_section(tmp_path, "coap", **coap)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiocoap
@@ -21,7 +20,7 @@ from fog_appliance.client import DeviceCredentials, FLClient
 from fog_appliance.intake import coap_model
 from fog_appliance.model.numpy_model import forward
 from fog_appliance.protocol import infer as wire
-from tests.admin_support import node_config
+from tests.admin_support import node_with_section
 from tests.coap_raw import RawPeer
 from tests.firmware_support import firmware
 
@@ -29,15 +28,8 @@ KIB = 1024
 X = np.random.default_rng(4).standard_normal((2, 8)).astype(np.float32)
 
 
-@contextlib.asynccontextmanager
-async def node_for(tmp_path: Path, **inference: float) -> AsyncIterator[FogNode]:
-    cfg = node_config(tmp_path / "var")
-    for k, v in inference.items():
-        setattr(cfg.inference, k, v)
-    cfg.validate()
-    node = FogNode(cfg)
-    async with node.running():
-        yield node
+def node_for(tmp_path: Path, **inference: float) -> contextlib.AbstractAsyncContextManager[FogNode]:
+    return node_with_section(tmp_path, "inference", **inference)
 
 
 def infer_msg(payload: bytes) -> aiocoap.Message:
