@@ -15,6 +15,18 @@ from aiocoap.optiontypes import BlockOption
 _mids = itertools.count(1)
 
 
+async def coap_post(port: int, path: str, payload: bytes) -> aiocoap.Message:
+    """One confirmable POST through a fresh aiocoap client context (block-wise when the
+    payload needs it); the response."""
+    ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
+    try:
+        req = aiocoap.Message(code=aiocoap.POST, payload=payload,
+                              uri=f"coap://127.0.0.1:{port}{path}")
+        return await ctx.request(req).response
+    finally:
+        await ctx.shutdown()
+
+
 class RawPeer:
     """One UDP socket (one source address and port)."""
 

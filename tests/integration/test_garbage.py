@@ -106,18 +106,9 @@ def test_coap_datagram_garbage(live: Live, datagram: bytes) -> None:
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(payload=st.binary(max_size=900))
 def test_coap_post_garbage(live: Live, payload: bytes) -> None:
-    import aiocoap
+    from tests.coap_raw import coap_post
 
-    async def post() -> aiocoap.Message:
-        ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
-        try:
-            req = aiocoap.Message(code=aiocoap.POST, payload=payload,
-                                  uri=f"coap://127.0.0.1:{live.node.coap_port}/update")
-            return await ctx.request(req).response
-        finally:
-            await ctx.shutdown()
-
-    resp = live.call(post())
+    resp = live.call(coap_post(live.node.coap_port or 0, "/update", payload))
     assert resp.code.class_ == 4, resp
     assert resp.payload.split(b":")[0].decode() in {r.value for r in Reason}
 

@@ -27,6 +27,7 @@ from fog_appliance.protocol.downlink import verify_down
 from fog_appliance.protocol.frame import encode_update
 from fog_appliance.protocol.messages import Hello, encode_hello
 from fog_appliance.protocol.model_blob import encode_model, sha256_hex
+from tests import coap_raw as raw
 from tests.conftest import add_device, make_config
 
 TOKEN = "site-token-for-tests-0123456789abcdef"
@@ -111,13 +112,8 @@ async def wait_until(what: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 async def coap_post(node: FogNode, path: str, payload: bytes) -> aiocoap.Message:
-    ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
-    try:
-        req = aiocoap.Message(code=aiocoap.POST, payload=payload,
-                              uri=f"coap://127.0.0.1:{node.coap_port}{path}")
-        return await ctx.request(req).response
-    finally:
-        await ctx.shutdown()
+    assert node.coap_port is not None
+    return await raw.coap_post(node.coap_port, path, payload)
 
 
 async def one_update(node: FogNode, dev: str, key: bytes, seq: int, num_samples: int) -> None:
