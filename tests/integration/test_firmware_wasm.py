@@ -25,7 +25,7 @@ from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol.frame import decode_update
 from fog_appliance.protocol.model_blob import encode_model
 from fog_appliance.provisioning import device_config
-from tests.firmware_support import DEVICE, FIXTURES, REPO, golden
+from tests.firmware_support import DEVICE, FIXTURES, golden
 
 if not (node_binary() and port_installed()):
     if os.environ.get("CI"):
@@ -262,18 +262,10 @@ def _board_files(tmp: Path, spec: ModelSpec) -> dict[Path, str]:
     from tests.firmware_support import firmware
 
     fw, fx, st, stubs = tmp / "fw", tmp / "fx", tmp / "st", tmp / "stubs"
-    binary = mpy_cross_binary()
-    for py in sorted(DEVICE.glob("*.py")):
-        if py.name not in ("boot.py", "main.py"):
-            compile_file(py, fw, binary)
+    from tests.firmware_support import compile_board
+
+    binary = compile_board(fw, stubs, harness_dir() / "brokersock.py")
     compile_file(harness_dir() / "boardrun.py", stubs, binary)
-    (stubs / "umqtt").mkdir(parents=True)
-    (stubs / "umqtt" / "__init__.py").write_text("")
-    compile_file(REPO / "edge_firmware" / "hostsim" / "umqtt" / "upstream_simple.py",
-                 stubs / "umqtt", binary)
-    (stubs / "umqtt" / "upstream_simple.mpy").rename(stubs / "umqtt" / "simple.mpy")
-    compile_file(harness_dir() / "brokersock.py", stubs, binary)
-    (stubs / "brokersock.mpy").rename(stubs / "socket.mpy")
     (stubs / "machine.py").write_text(
         "class Pin:\n    OUT = 3\n    IN = 1\n    def __init__(self, *a): pass\n"
         "    def value(self, v=None): return 0\n"

@@ -27,7 +27,7 @@ from fog_appliance.broker import fog_password
 from fog_appliance.edge.wasm import WasmResult, harness_dir, node_binary, port_installed, run_plan
 from fog_appliance.protocol import topics
 from fog_appliance.provisioning import broker_files
-from tests.firmware_support import DEVICE, REPO, wait_for
+from tests.firmware_support import wait_for
 
 if not (node_binary() and port_installed()):
     if os.environ.get("CI"):
@@ -39,20 +39,10 @@ pytestmark = pytest.mark.mosquitto
 
 
 def _files(tmp: Path, conf: dict[str, Any]) -> dict[Path, str]:
-    from fog_appliance.edge.build import compile_file, mpy_cross_binary
+    from tests.firmware_support import compile_board
 
     fw, stubs = tmp / "fw", tmp / "stubs"
-    binary = mpy_cross_binary()
-    for py in sorted(DEVICE.glob("*.py")):
-        if py.name not in ("boot.py", "main.py"):
-            compile_file(py, fw, binary)
-    (stubs / "umqtt").mkdir(parents=True)
-    (stubs / "umqtt" / "__init__.py").write_text("")
-    compile_file(REPO / "edge_firmware" / "hostsim" / "umqtt" / "upstream_simple.py",
-                 stubs / "umqtt", binary)
-    (stubs / "umqtt" / "upstream_simple.mpy").rename(stubs / "umqtt" / "simple.mpy")
-    compile_file(harness_dir() / "jssocket.py", stubs, binary)
-    (stubs / "jssocket.mpy").rename(stubs / "socket.mpy")
+    compile_board(fw, stubs, harness_dir() / "jssocket.py")
     (stubs / "machine.py").write_text("")
     (stubs / "network.py").write_text("STA_IF = 0\n")
     (stubs / "conf.json").write_text(json.dumps(conf))
