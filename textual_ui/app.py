@@ -28,6 +28,7 @@ from textual_ui.screens.help import HelpScreen
 from textual_ui.screens.privacy import PrivacyScreen
 from textual_ui.screens.rounds import RoundsScreen
 from textual_ui.screens.settings import SettingsScreen
+from textual_ui.screens.update import UpdateScreen
 from textual_ui.widgets.glyphs import Cp437Filter, linux_console
 
 PAGES: list[tuple[str, str, str]] = [
@@ -38,6 +39,7 @@ PAGES: list[tuple[str, str, str]] = [
     ("5", "privacy", "Privacy"),
     ("6", "events", "Events"),
     ("7", "settings", "Settings"),
+    ("8", "update", "Update"),
 ]
 
 PAGE_HELP = {
@@ -50,6 +52,8 @@ PAGE_HELP = {
     "privacy": "the privacy budget spent and what was withheld.",
     "events": "the node's log of what happened, live, with a filter.",
     "settings": "the thresholds and caps you may change while the node runs.",
+    "update": "the gateway's root slots, their versions and the last update (a rollback "
+              "stands out); installing is done on the gateway.",
 }
 
 
@@ -61,14 +65,14 @@ class FogConsole(App[None]):
     MODES: ClassVar[dict[str, Any]] = {
         "dashboard": DashboardScreen, "edges": EdgesScreen, "rounds": RoundsScreen,
         "cache": CacheScreen, "privacy": PrivacyScreen, "events": EventsScreen,
-        "settings": SettingsScreen,
+        "settings": SettingsScreen, "update": UpdateScreen,
     }
     DEFAULT_MODE = "dashboard"
     BINDINGS: ClassVar[list[BindingType]] = [
-        # The footer shows the seven page keys as one "1-7 Pages" (80 columns: the page's
-        # own keys, Help and Quit must fit); F1 / ? lists them all.
+        # The footer shows the page keys as one "1-8 Pages" (80 columns: the page's own
+        # keys, Help and Quit must fit); F1 / ? lists them all.
         *(Binding(key, f"switch_mode('{mode}')", "Pages" if key == "1" else label,
-                  key_display="1-7" if key == "1" else key, show=key == "1",
+                  key_display=f"1-{len(PAGES)}" if key == "1" else key, show=key == "1",
                   tooltip=f"Show the {label} page: {PAGE_HELP[mode]}")
           for key, mode, label in PAGES),
         Binding("f1,question_mark", "help", "Help", key_display="?",

@@ -45,10 +45,9 @@ async def test_the_api_reports_a_rolled_back_update(tmp_path: Path) -> None:
 
 
 async def test_the_console_update_page_shows_the_rollback(tmp_path: Path) -> None:
-    """The console's update page (textual_ui/screens/update.py, pushed here: the page
-    list in textual_ui/app.py is another change) against the same real node."""
+    """The console's update page (key 8, textual_ui/screens/update.py) against the same
+    real node."""
     from tests.integration.test_console_pilot import SIZE, console_for, screen_text, until
-    from textual_ui.screens.update import UpdateScreen
 
     paths = UpdatePaths.under(tmp_path / "root")
     node = FogNode(node_config(tmp_path / "var"))
@@ -64,12 +63,12 @@ async def test_the_console_update_page_shows_the_rollback(tmp_path: Path) -> Non
         async with app.run_test(size=SIZE) as pilot:
             # the dashboard first shows the node, as a person sees it, then the page
             await until(pilot, lambda: "site-a" in screen_text(app))
-            await app.push_screen(UpdateScreen())
+            await pilot.press("8")
             shown = ("ROLLED BACK", "from slot A", "slot B (other): 0.2.0",
                      "node did not start")
             await until(pilot, lambda: all(x in screen_text(app) for x in shown))
             # back to the dashboard and let its refresh finish before the app closes
             # (a refresh cut short by the shutdown fails to find its widgets)
-            await app.pop_screen()
+            await pilot.press("1")
             await pilot.pause(0.5)
             await app.workers.wait_for_complete()
