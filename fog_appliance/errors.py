@@ -13,6 +13,8 @@ catch these::
      │    └── PolicyError       well-formed and authentic, but not acceptable now
      │                          (replayed sequence, wrong round or model version, round closed)
      ├── StoreError             the SQLite store failed (disk full, locked, corrupt)
+     │    ├── RecordNotFound    no such row (a model version, a device) was asked for
+     │    └── RecordConflict    the row is in a state that refuses the change
      ├── BrokerError            the MQTT broker is unreachable or refused us
      ├── ProvisioningError      a device id is invalid, unknown, or already registered
      ├── ServiceError           a part of the running node failed to start or stopped
@@ -129,6 +131,15 @@ class PolicyError(RejectedError):
 
 class StoreError(FogError):
     """The SQLite store failed; the operation was not committed."""
+
+
+class RecordNotFound(StoreError):
+    """The store has no such row; nothing was changed. The admin API answers 404."""
+
+
+class RecordConflict(StoreError):
+    """The row is in a state that refuses the change (e.g. evicting the model edges train
+    now); nothing was changed. The admin API answers 409."""
 
 
 class BrokerError(FogError):

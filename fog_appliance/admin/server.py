@@ -30,7 +30,14 @@ from fog_appliance.admin.sections import KNOWN_SECTIONS, read_section
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.config import FogConfig
-from fog_appliance.errors import ActionError, ConfigError, FogError, ServiceError
+from fog_appliance.errors import (
+    ActionError,
+    ConfigError,
+    FogError,
+    RecordConflict,
+    RecordNotFound,
+    ServiceError,
+)
 from fog_appliance.secretfile import read_or_create_secret
 
 log = logging.getLogger(__name__)
@@ -83,6 +90,10 @@ async def errors_mw(request: web.Request, handler: Handler) -> web.StreamRespons
         return await handler(request)
     except ActionError as exc:
         return _json({"error": str(exc)}, exc.status)
+    except RecordNotFound as exc:  # the store's refusals, which know nothing of HTTP
+        return _json({"error": str(exc)}, 404)
+    except RecordConflict as exc:
+        return _json({"error": str(exc)}, 409)
     except FogError as exc:
         log.error("admin %s %s failed: %s", request.method, request.path, exc)
         return _json({"error": str(exc)}, 500)

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from fog_appliance.errors import ActionError
+from fog_appliance.errors import RecordConflict, RecordNotFound
 from fog_appliance.store.db import OPEN_STATES, Store, _translated
 from fog_appliance.store.rows import EventRow
 
@@ -109,19 +109,19 @@ def evict_model(store: Store, version: int) -> int:
     """Drop the stored blob of an old model version; returns the bytes freed.
 
     The row (hash, size, metrics, provenance) stays for the history. The newest version and
-    the version an open round trains are refused with :class:`ActionError` (409)."""
+    the version an open round trains are refused with :class:`RecordConflict`."""
     with store._lock, _translated("evicting a model"), store.db.atomic():
         row = store.db.execute("SELECT size, blob IS NOT NULL FROM models WHERE version = ?",
                                [version]).fetchone()
         if row is None:
-            raise ActionError(404, f"model version {version} does not exist")
+            raise RecordNotFound(f"model version {version} does not exist")
         if not row[1]:
-            raise ActionError(409, f"model version {version} was already evicted")
+            raise RecordConflict(f"model version {version} was already evicted")
         newest = store.db.execute("SELECT MAX(version) FROM models").fetchone()[0]
         in_use = {v for (v,) in store.db.execute(
             f"SELECT model_version FROM rounds WHERE state IN {OPEN_STATES!r}")}
         if version == newest or version in in_use:
-            raise ActionError(409, f"model version {version} is the one edges train now; "
+            raise RecordConflict(f"model version {version} is the one edges train now; "
                               "only older versions can be evicted")
         store.db.execute("UPDATE models SET blob = NULL WHERE version = ?", [version])
     return int(row[0])
@@ -134,7 +134,7 @@ def record_model_metrics(store: Store, version: int, metrics: dict[str, float]) 
         row = store.db.execute("SELECT metrics FROM models WHERE version = ?",
                                [version]).fetchone()
         if row is None:
-            raise ActionError(404, f"model version {version} does not exist")
+            raise RecordNotFound(f"model version {version} does not exist")
         merged: dict[str, Any] = {**json.loads(row[0]), **metrics}
         store.db.execute("UPDATE models SET metrics = ? WHERE version = ?",
                          [json.dumps(merged), version])

@@ -120,6 +120,7 @@ async def test_actions_change_the_node_and_are_logged(tmp_path: Path) -> None:
     (lambda a: a.change_settings({"storage.path": "/x"}), 400, "not an editable"),
     (lambda a: a.record_metrics(1, {"accuracy": 1.5}), 400, "accuracy"),
     (lambda a: a.record_metrics(1, {"accuracy": "high"}), 400, "finite numbers"),
+    (lambda a: a.record_metrics(99, {"accuracy": 0.5}), 404, "does not exist"),
     (lambda a: a.request("GET", "/api/rounds?limit=zero"), 400, "limit"),
     (lambda a: a.request("GET", "/api/nothing"), 404, "Not Found"),
 ])

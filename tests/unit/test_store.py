@@ -206,3 +206,26 @@ def test_migration_3_backfills_the_device_tallies(tmp_path: Path) -> None:
     assert s.schema_version == len(MIGRATIONS) == 4
     assert device_tallies(s)["d1"].accepted == 2
     assert device_tallies(s)["d1"].last_update_at == 7.0
+
+
+def test_admin_queries_refuse_with_store_errors_that_know_no_http(tmp_path: Path) -> None:
+    # The store says what is wrong (no such row, wrong state); the admin layer maps that
+    # to 404/409. Before, the store raised the admin API's HTTP-coded ActionError.
+    from fog_appliance.errors import ActionError, RecordConflict, RecordNotFound
+    from fog_appliance.store import admin_queries as q
+
+    s = open_store(tmp_path)
+    for v in (2, 3):
+        s.publish(v - 1, ModelRow(v, v - 1, 1.0, "ab", {}, b"blob", 4, "regional"),
+                  RoundRow(v, v, "open", 1.0, 11.0, 3, 1), 1.0)
+    with pytest.raises(RecordNotFound, match="model version 99 does not exist"):
+        q.evict_model(s, 99)
+    with pytest.raises(RecordConflict, match="edges train now"):
+        q.evict_model(s, 3)
+    assert q.evict_model(s, 2) == 4
+    with pytest.raises(RecordConflict, match="already evicted"):
+        q.evict_model(s, 2)
+    with pytest.raises(RecordNotFound):
+        q.record_model_metrics(s, 99, {"accuracy": 0.5})
+    assert not issubclass(RecordNotFound, ActionError)
+    assert not hasattr(q, "ActionError")
