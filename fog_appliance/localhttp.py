@@ -27,14 +27,19 @@ def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def bearer_matches(request: web.Request, token: str) -> bool:
+    """True if the request carries ``Authorization: Bearer <token>`` (constant time). The
+    one bearer check of the node's HTTP APIs (admin, cloud, peers)."""
+    given = request.headers.get("Authorization", "").encode()
+    return bool(token) and hmac.compare_digest(given, f"Bearer {token}".encode())
+
+
 def bearer_auth(token: str) -> Any:
     """Middleware: every request must carry ``Authorization: Bearer <token>``."""
-    expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
+        if not bearer_matches(request, token):
             return json_error(401, "missing or wrong bearer token")
         return await handler(request)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
-import hmac
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from fog_appliance.errors import (
     RecordNotFound,
     ServiceError,
 )
+from fog_appliance.localhttp import bearer_matches
 from fog_appliance.secretfile import read_or_create_secret
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,6 @@ def host_allowed(host_header: str | None, extra: list[str]) -> bool:
 
 @web.middleware
 async def auth_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-    given = request.headers.get("Authorization", "")
     node: FogNode = request.app[NODE_KEY]
     unix = _is_unix(request)
     if not unix and not host_allowed(request.headers.get("Host"), node.cfg.admin.allowed_hosts):
@@ -134,7 +133,7 @@ async def auth_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _json({"error": "Host header is not a loopback name nor in "
                       "admin.allowed_hosts"}, 403)
     readonly = request.app[READONLY_TOKEN_KEY]
-    if readonly and hmac.compare_digest(given.encode(), f"Bearer {readonly}".encode()):
+    if readonly and bearer_matches(request, readonly):
         # The read-only credential (served console sessions), on any transport.
         if request.method not in READ_METHODS:
             return _json({"error": "this credential is read-only (admin.readonly_token_file):"
@@ -144,8 +143,7 @@ async def auth_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     if request.path == "/metrics" and node.cfg.admin.metrics_without_token:
         return await handler(request)
-    expected = f"Bearer {request.app[TOKEN_KEY]}"
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    if not bearer_matches(request, request.app[TOKEN_KEY]):
         return _json({"error": "missing or wrong bearer token (see admin.token_file)"}, 401)
     return await handler(request)
 
