@@ -55,12 +55,18 @@ if TYPE_CHECKING:
 
     from fog_appliance.admin.sections import SectionProvider
     from fog_appliance.admin.server import AdminServer
+    from fog_appliance.cloud.link import CloudLink
+    from fog_appliance.intake.mqtt import MqttIntake
+    from fog_appliance.peers.service import PeersService
 
 log = logging.getLogger(__name__)
 
 
 class FogNode:
-    """One running fog node. ``await node.run()`` serves until cancelled."""
+    """One running fog node. ``await node.run()`` serves until cancelled.
+
+    The parts it builds and serves see it as a :class:`~fog_appliance.nodeview.NodeView`;
+    only the CLI (and the demo, handed ``FogNode`` by the CLI) construct one."""
 
     def __init__(self, cfg: FogConfig) -> None:
         self.cfg = cfg
@@ -73,7 +79,7 @@ class FogNode:
         self.committer: Committer
         self.intake: Intake
         self.serving: Serving
-        self.mqtt: Any = None
+        self.mqtt: MqttIntake | None = None
         self.coap_port: int | None = None
         self.broker: PrivateBroker | None = None
         self.admin_sections: dict[str, SectionProvider] = {}
@@ -83,9 +89,9 @@ class FogNode:
         self.admin: AdminServer | None = None
         self.privacy: PrivacyProxy
         """The privacy proxy; ``node.privacy.status()`` is what the admin API shows."""
-        self.cloud: Any = None
+        self.cloud: CloudLink | None = None
         """The cloud link (``cloud/``) when ``cloud_interface.server_url`` is set."""
-        self.peers: Any = None
+        self.peers: PeersService | None = None
         """The peers service (``peers/``) when ``peers.nodes`` lists neighbours."""
         self.extra_status: dict[str, Any] = {}
         """Addresses the federation parts add to ``node.json``."""
@@ -163,11 +169,11 @@ class FogNode:
         tg = await stack.enter_async_context(asyncio.TaskGroup())
         stack.push_async_callback(self._cancel_all, tg)
         self._tasks: list[asyncio.Task[None]] = []
-        self._spawn(tg, self.committer.run(), "committer")
-        self._spawn(tg, self.coordinator.run_clock(), "round-clock")
-        self._spawn(tg, self._refresh_registry(), "registry-refresh")
+        self.spawn(tg, self.committer.run(), "committer")
+        self.spawn(tg, self.coordinator.run_clock(), "round-clock")
+        self.spawn(tg, self._refresh_registry(), "registry-refresh")
         for coro, name in self.serving.tasks():
-            self._spawn(tg, coro, name)
+            self.spawn(tg, coro, name)
         if ei.mqtt_enabled:
             await self._start_mqtt(stack, tg)
         if cfg.coap.enabled:
@@ -204,12 +210,12 @@ class FogNode:
         sdnotify.notify(f"READY=1\nSTATUS=serving as {self.cfg.fog_node.id}")
         interval = sdnotify.watchdog_interval()
         if interval is not None:
-            self._spawn(tg, sdnotify.watchdog(interval, self._health_check), "watchdog")
+            self.spawn(tg, sdnotify.watchdog(interval, self._health_check), "watchdog")
 
     async def _health_check(self) -> None:
         await self.db.run(self.store.data_version)
 
-    def _spawn(self, tg: asyncio.TaskGroup, coro: Any, name: str) -> None:
+    def spawn(self, tg: asyncio.TaskGroup, coro: Any, name: str) -> None:
         self._tasks.append(tg.create_task(coro, name=name))
 
     async def _cancel_all(self, tg: asyncio.TaskGroup) -> None:
@@ -239,7 +245,7 @@ class FogNode:
                                 fog_id=cfg.fog_node.id)
         self.mqtt = MqttIntake(settings, self.intake, self.coordinator)
         self.mqtt.blob_source = self.serving.mqtt_blob
-        self._spawn(tg, self.mqtt.run(), "mqtt-intake")
+        self.spawn(tg, self.mqtt.run(), "mqtt-intake")
         try:
             async with asyncio.timeout(15):
                 await self.mqtt.connected.wait()

@@ -173,7 +173,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     opts = DemoOptions(edges=args.edges, rounds=args.rounds, transport=args.transport,
                        alpha=args.non_iid, seed=args.seed, out_dir=args.out,
                        **learning_options(args))
-    result = asyncio.run(run_demo(opts))
+    from fog_appliance.app import FogNode
+
+    result = asyncio.run(run_demo(opts, FogNode))
     return 0 if result.ok else 1
 
 

@@ -10,10 +10,10 @@ from rich.live import Live
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from fog_appliance.app import FogNode
+    from fog_appliance.nodeview import NodeView
 
 
-def render(node: FogNode) -> Table:
+def render(node: NodeView) -> Table:
     rnd = node.coordinator.round
     c = node.intake.counters
     t = Table(title=f"fog node {node.cfg.fog_node.id} ({node.cfg.fog_node.region})",
@@ -33,7 +33,7 @@ def render(node: FogNode) -> Table:
     return t
 
 
-async def monitor(node: FogNode) -> None:
+async def monitor(node: NodeView) -> None:
     with Live(render(node), refresh_per_second=2) as live:
         while True:
             await asyncio.sleep(0.5)

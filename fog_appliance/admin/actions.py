@@ -27,7 +27,7 @@ from fog_appliance.provisioning import provision, revoke
 from fog_appliance.store import admin_queries as q
 
 if TYPE_CHECKING:
-    from fog_appliance.app import FogNode
+    from fog_appliance.nodeview import NodeView
 
 MAX_DEADLINE_S = 7 * 24 * 3600.0
 ROLES = ("train", "offload")
@@ -47,13 +47,13 @@ def flash_command(device_id: str, port: str = "/dev/ttyUSB0") -> str:
     return f"cd {shlex.quote(os.getcwd())} && {cmd}"
 
 
-async def log_action(node: FogNode, message: str, data: dict[str, Any],
+async def log_action(node: NodeView, message: str, data: dict[str, Any],
                      level: str = "info", actor: str = "admin") -> None:
     await node.db.run(node.store.add_event, "admin", level, message,
                       {"actor": actor, **data})
 
 
-async def close_round(node: FogNode, actor: str) -> dict[str, Any]:
+async def close_round(node: NodeView, actor: str) -> dict[str, Any]:
     rnd = node.coordinator.round
     if not node.coordinator.close_now():
         raise ActionError(409, f"round {rnd.id} is {rnd.state.value} with {rnd.count} "
@@ -72,7 +72,7 @@ def _int(body: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
     return v
 
 
-async def retune_round(node: FogNode, body: dict[str, Any], actor: str) -> dict[str, Any]:
+async def retune_round(node: NodeView, body: dict[str, Any], actor: str) -> dict[str, Any]:
     """Change the open round: ``threshold``, ``min_updates``, ``deadline_in_s``."""
     unknown = set(body) - {"threshold", "min_updates", "deadline_in_s"}
     if unknown or not body:
@@ -96,7 +96,7 @@ async def retune_round(node: FogNode, body: dict[str, Any], actor: str) -> dict[
     return {"round": rid, "changed": body}
 
 
-async def change_settings(node: FogNode, body: dict[str, Any], actor: str) -> dict[str, Any]:
+async def change_settings(node: NodeView, body: dict[str, Any], actor: str) -> dict[str, Any]:
     """Persist new settings and make them govern the node at once: rounds opened from now
     on are sized by them, the open round is retuned where it can be, and the resource
     manager admits work by the new caps. ``applied`` says, per saved field, from when it
@@ -152,7 +152,7 @@ async def change_settings(node: FogNode, body: dict[str, Any], actor: str) -> di
             "applied": applied, "restart_needed": []}
 
 
-async def provision_edge(node: FogNode, body: dict[str, Any], actor: str) -> dict[str, Any]:
+async def provision_edge(node: NodeView, body: dict[str, Any], actor: str) -> dict[str, Any]:
     device_id = body.get("id")
     role = body.get("role", "train")
     if not isinstance(device_id, str):
@@ -170,7 +170,7 @@ async def provision_edge(node: FogNode, body: dict[str, Any], actor: str) -> dic
             "flash_command": flash_command(device_id)}
 
 
-async def revoke_edge(node: FogNode, device_id: str, actor: str,
+async def revoke_edge(node: NodeView, device_id: str, actor: str,
                       body: dict[str, Any] | None = None) -> dict[str, Any]:
     """Revoke a device; with ``{"drop_updates": true}`` also take its updates out of the
     open round (a device whose key was stolen may have sent poisoned ones)."""
@@ -197,7 +197,7 @@ async def revoke_edge(node: FogNode, device_id: str, actor: str,
     return result
 
 
-async def evict_model(node: FogNode, version: int, actor: str) -> dict[str, Any]:
+async def evict_model(node: NodeView, version: int, actor: str) -> dict[str, Any]:
     """Drop an old version's blob from the store *and* the model cache. The cache's pins
     (current, previous, upcoming) are the rule: the previous version is what a rollback and
     an edge one round behind need."""
@@ -215,7 +215,7 @@ async def evict_model(node: FogNode, version: int, actor: str) -> dict[str, Any]
     return {"version": version, "evicted": True, "bytes_freed": freed}
 
 
-async def rollback_model(node: FogNode, version: int, actor: str) -> dict[str, Any]:
+async def rollback_model(node: NodeView, version: int, actor: str) -> dict[str, Any]:
     """Publish the weights of an earlier ``version`` as the next model version (a new
     version, so every edge and the cache see a change); the open round is superseded. The
     stored blob must still exist and pass the same check as any adopted model."""
@@ -257,7 +257,7 @@ async def rollback_model(node: FogNode, version: int, actor: str) -> dict[str, A
             "sha256": model.sha256}
 
 
-async def record_metrics(node: FogNode, version: int, body: dict[str, Any], actor: str
+async def record_metrics(node: NodeView, version: int, body: dict[str, Any], actor: str
                          ) -> dict[str, Any]:
     """An evaluator reports a model's metrics (``accuracy`` in [0, 1], ``loss`` ≥ 0, …)."""
     if not body or not all(isinstance(k, str) and isinstance(v, int | float)

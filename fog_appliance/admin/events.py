@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from fog_appliance.app import FogNode
+    from fog_appliance.nodeview import NodeView
 
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
@@ -49,7 +49,7 @@ class EventFeed:
                 await self._changed.wait()
 
 
-async def stream_events(request: web.Request, node: FogNode, feed: EventFeed, after: int
+async def stream_events(request: web.Request, node: NodeView, feed: EventFeed, after: int
                         ) -> web.StreamResponse:
     """Send every event with id > ``after`` as it appears, until the client goes away."""
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",

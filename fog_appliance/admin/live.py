@@ -10,11 +10,11 @@ from fog_appliance.aggregation.factory import round_policy
 from fog_appliance.serving import limits_from
 
 if TYPE_CHECKING:
-    from fog_appliance.app import FogNode
+    from fog_appliance.nodeview import NodeView
     from fog_appliance.rounds import RoundPolicy
 
 
-def apply_live(node: FogNode) -> RoundPolicy:
+def apply_live(node: NodeView) -> RoundPolicy:
     """Make the node's (just saved) settings govern it; returns the round policy now in
     force (the aggregation rule or ``privacy.k_min`` may raise the minimum; an asynchronous
     strategy's buffer size replaces the threshold)."""

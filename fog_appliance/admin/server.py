@@ -26,7 +26,6 @@ from fog_appliance.admin import actions, settings, views
 from fog_appliance.admin.events import EventFeed, stream_events
 from fog_appliance.admin.metrics import CONTENT_TYPE_LATEST, render
 from fog_appliance.admin.sections import KNOWN_SECTIONS, read_section
-from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.config import FogConfig
 from fog_appliance.errors import (
@@ -38,11 +37,12 @@ from fog_appliance.errors import (
     ServiceError,
 )
 from fog_appliance.localhttp import bearer_matches
+from fog_appliance.nodeview import NodeView
 from fog_appliance.secretfile import read_or_create_secret
 
 log = logging.getLogger(__name__)
 
-NODE_KEY = web.AppKey("node", FogNode)
+NODE_KEY = web.AppKey("node", NodeView)
 FEED_KEY = web.AppKey("feed", EventFeed)
 TOKEN_KEY = web.AppKey("token", str)
 READONLY_TOKEN_KEY = web.AppKey("readonly_token", str)
@@ -125,7 +125,7 @@ def host_allowed(host_header: str | None, extra: list[str]) -> bool:
 
 @web.middleware
 async def auth_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-    node: FogNode = request.app[NODE_KEY]
+    node: NodeView = request.app[NODE_KEY]
     unix = _is_unix(request)
     if not unix and not host_allowed(request.headers.get("Host"), node.cfg.admin.allowed_hosts):
         log.warning("admin HTTP request for Host %r refused (not loopback nor in "
@@ -171,7 +171,7 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     return value
 
 
-def build_app(node: FogNode, feed: EventFeed, token: str,
+def build_app(node: NodeView, feed: EventFeed, token: str,
               readonly_token: str = "") -> web.Application:
     app = web.Application(middlewares=[errors_mw, auth_mw], client_max_size=1024 * 1024)
     app[NODE_KEY] = node
@@ -179,7 +179,7 @@ def build_app(node: FogNode, feed: EventFeed, token: str,
     app[TOKEN_KEY] = token
     app[READONLY_TOKEN_KEY] = readonly_token
 
-    def n(request: web.Request) -> FogNode:
+    def n(request: web.Request) -> NodeView:
         return request.app[NODE_KEY]
 
     async def after_action(request: web.Request, result: dict[str, Any],
@@ -337,7 +337,7 @@ class AdminServer:
         return {"socket": str(self.socket) if self.socket else None, "http": self.http}
 
 
-async def start_admin(node: FogNode, stack: contextlib.AsyncExitStack) -> AdminServer:
+async def start_admin(node: NodeView, stack: contextlib.AsyncExitStack) -> AdminServer:
     """Start the admin API of ``node``; it stops when ``stack`` unwinds."""
     cfg = node.cfg
     feed = EventFeed()

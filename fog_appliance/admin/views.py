@@ -17,12 +17,12 @@ from fog_appliance.rounds import ADMITTING
 from fog_appliance.store import admin_queries as q
 
 if TYPE_CHECKING:
-    from fog_appliance.app import FogNode
+    from fog_appliance.nodeview import NodeView
 
 log = logging.getLogger(__name__)
 
 
-def round_view(node: FogNode, now: float) -> dict[str, Any]:
+def round_view(node: NodeView, now: float) -> dict[str, Any]:
     rnd = node.coordinator.round
     return {"id": rnd.id, "state": rnd.state.value, "model_version": rnd.model_version,
             "count": rnd.count, "pending": len(rnd.pending), "threshold": rnd.threshold,
@@ -34,13 +34,13 @@ def round_view(node: FogNode, now: float) -> dict[str, Any]:
             "held": held_reason(node, rnd.id)}
 
 
-def held_reason(node: FogNode, round_id: int) -> str | None:
+def held_reason(node: NodeView, round_id: int) -> str | None:
     """Why the round is due but held (resources), or None."""
     holding = node.serving.resources.holding
     return str(holding["reason"]) if holding and holding["round"] == round_id else None
 
 
-def inference_summary(node: FogNode) -> dict[str, Any] | None:
+def inference_summary(node: NodeView) -> dict[str, Any] | None:
     """The inference service's request rate and latency (its counters; None when the node
     serves no inference)."""
     engine = node.serving.inference
@@ -51,7 +51,7 @@ def inference_summary(node: FogNode) -> dict[str, Any] | None:
                               "overloaded", "failed", "queued_rows")}
 
 
-async def links_view(node: FogNode) -> dict[str, Any]:
+async def links_view(node: NodeView) -> dict[str, Any]:
     cfg = node.cfg
     if not cfg.edge_interface.mqtt_enabled:
         mqtt: dict[str, Any] = {"state": "off"}
@@ -72,7 +72,7 @@ async def links_view(node: FogNode) -> dict[str, Any]:
     return {"mqtt": mqtt, "coap": coap, "cloud": cloud}
 
 
-async def status_view(node: FogNode) -> dict[str, Any]:
+async def status_view(node: NodeView) -> dict[str, Any]:
     """Node, links, the open round, the model, intake counters, updates per minute."""
     now = time.time()
     c = node.intake.counters
@@ -102,7 +102,7 @@ async def status_view(node: FogNode) -> dict[str, Any]:
     }
 
 
-async def edges_view(node: FogNode) -> dict[str, Any]:
+async def edges_view(node: NodeView) -> dict[str, Any]:
     """Every registered device with its tallies; unattributed rejections apart."""
     devices = await node.db.run(node.store.devices)
     tallies = await node.db.run(q.device_tallies, node.store)
@@ -133,7 +133,7 @@ async def edges_view(node: FogNode) -> dict[str, Any]:
             "expected_interval_s": expected}
 
 
-async def problems_view(node: FogNode) -> dict[str, Any]:
+async def problems_view(node: NodeView) -> dict[str, Any]:
     """The node's open problems (what the console's dashboard keeps in sight)."""
     status = await status_view(node)
     sections = {name: await read_section(node.admin_sections, name)
@@ -143,7 +143,7 @@ async def problems_view(node: FogNode) -> dict[str, Any]:
             "now": status["now"]}
 
 
-async def rounds_view(node: FogNode, limit: int = 100) -> dict[str, Any]:
+async def rounds_view(node: NodeView, limit: int = 100) -> dict[str, Any]:
     """The open round and the history, each closed round with its model's metrics."""
     history = await node.db.run(q.rounds_history, node.store, limit)
     for r in history:
@@ -153,7 +153,7 @@ async def rounds_view(node: FogNode, limit: int = 100) -> dict[str, Any]:
             "failed": node.coordinator.stats.failed}
 
 
-async def models_view(node: FogNode) -> dict[str, Any]:
+async def models_view(node: NodeView) -> dict[str, Any]:
     catalogue = await node.db.run(q.model_catalogue, node.store)
     current = node.coordinator.model.version
     return {"current": current,
@@ -165,7 +165,7 @@ async def models_view(node: FogNode) -> dict[str, Any]:
             "cache": await read_section(node.admin_sections, "cache")}
 
 
-async def events_view(node: FogNode, after: int, limit: int) -> dict[str, Any]:
+async def events_view(node: NodeView, after: int, limit: int) -> dict[str, Any]:
     rows = await node.db.run(node.store.events, after, limit)
     return {"events": [event_dict(e) for e in rows],
             "last_id": rows[-1].id if rows else after}
@@ -176,7 +176,7 @@ def event_dict(e: Any) -> dict[str, Any]:
             "data": e.data}
 
 
-async def watch_problems(node: FogNode, interval_s: float = 2.0) -> None:
+async def watch_problems(node: NodeView, interval_s: float = 2.0) -> None:
     """Record problems appearing and clearing as events of kind ``problem`` (damped by
     :class:`~fog_appliance.admin.problems.ProblemWatcher`), for as long as the node runs."""
 

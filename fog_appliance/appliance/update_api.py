@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from fog_appliance.app import FogNode
 from fog_appliance.appliance.update import UpdatePaths, describe, read_json
+from fog_appliance.nodeview import NodeView
 
 PREFIX = "/api/appliance"
 PATHS_KEY = web.AppKey("update_paths", UpdatePaths)
@@ -56,7 +56,7 @@ def make_app(paths: UpdatePaths) -> web.Application:
     return app
 
 
-def mount(node: FogNode, paths: UpdatePaths | None = None) -> None:
+def mount(node: NodeView, paths: UpdatePaths | None = None) -> None:
     """Add ``GET /api/appliance/update`` to the node's admin API (before it starts)."""
     chosen = paths or UpdatePaths()
     node.admin_subapps[PREFIX] = lambda: make_app(chosen)

@@ -26,19 +26,19 @@ from fog_appliance.cloud.supernode import (
 from fog_appliance.localhttp import read_or_create_token, serve_app
 
 if TYPE_CHECKING:
-    from fog_appliance.app import FogNode
+    from fog_appliance.nodeview import NodeView
 
 log = logging.getLogger(__name__)
 
 
-async def attach_cloud(node: FogNode) -> CloudLink:
+async def attach_cloud(node: NodeView) -> CloudLink:
     """The link, hooked into the coordinator before any round can close."""
     link = CloudLink(node.cfg, node.coordinator, node.store, node.db)
     await link.start()
     return link
 
 
-async def serve_cloud(node: FogNode, link: CloudLink, stack: contextlib.AsyncExitStack,
+async def serve_cloud(node: NodeView, link: CloudLink, stack: contextlib.AsyncExitStack,
                       tg: asyncio.TaskGroup) -> None:
     """Serve the local cloud API, watch the SuperLink, supervise the SuperNode if asked."""
     cfg = node.cfg
@@ -50,13 +50,13 @@ async def serve_cloud(node: FogNode, link: CloudLink, stack: contextlib.AsyncExi
     host = f"[{ci.api_bind}]" if ":" in ci.api_bind else ci.api_bind
     api_url = f"http://{host}:{port}"
     status: dict[str, Any] = {"cloud_api": api_url, "cloud_server": ci.server_url}
-    node._spawn(tg, link.watch(), "cloud-watch")
+    node.spawn(tg, link.watch(), "cloud-watch")
     if ci.manage_supernode:
         runtime_port = ci.supernode_port or free_port()
         sidecar = SupernodeSidecar(supernode_argv(cfg, api_url, runtime_port),
                                    supernode_env(cfg, os.environ),
                                    flower_home(cfg) / "supernode.log")
-        node._spawn(tg, sidecar.run(), "flower-supernode")
+        node.spawn(tg, sidecar.run(), "flower-supernode")
         status["supernode_runtime_port"] = runtime_port
         link.sidecar = sidecar
     node.extra_status.update(status)

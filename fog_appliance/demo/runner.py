@@ -16,6 +16,7 @@ from fog_appliance.demo.options import DemoOptions, RunSpec, demo_config, plan_r
 from fog_appliance.demo.plot import plot_accuracy
 from fog_appliance.demo.report import print_table, write_results
 from fog_appliance.demo.session import RunResult, run_once
+from fog_appliance.nodeview import NodeFactory
 
 __all__ = ["DemoOptions", "DemoResult", "RunSpec", "demo_config", "run_demo"]
 
@@ -31,7 +32,9 @@ class DemoResult:
     runs: list[RunResult] = field(default_factory=list)
 
 
-async def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
+async def run_demo(opts: DemoOptions, make_node: NodeFactory,
+                   console: Console | None = None) -> DemoResult:
+    """``make_node``: builds the fog node of each run (the CLI passes ``app.FogNode``)."""
     console = console or Console()
     transport = "mqtt" if opts.transport == "mqtt" else "coap"
     if opts.transport == "auto":
@@ -51,7 +54,7 @@ async def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoRes
     started = time.perf_counter()
     runs: list[RunResult] = []
     for spec in specs:
-        result = await run_once(opts, spec, data, shards, transport, out, console)
+        result = await run_once(opts, spec, data, shards, transport, out, console, make_node)
         acc = result.accuracies or [0.0]
         console.print(f"{spec.label}: {len(acc) - 1} rounds in {result.seconds:.1f} s, "
                       f"test accuracy {100 * acc[0]:.1f}% -> {100 * acc[-1]:.1f}%")

@@ -16,7 +16,6 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fog_appliance.app import FogNode
 from fog_appliance.client import DeviceCredentials, FLClient
 from fog_appliance.compression import Compression
 from fog_appliance.coordinator import CurrentModel
@@ -25,6 +24,7 @@ from fog_appliance.demo.dataset import Dataset
 from fog_appliance.demo.edges import SimulatedEdge
 from fog_appliance.demo.options import DemoOptions, RunSpec, demo_config
 from fog_appliance.model.numpy_model import accuracy
+from fog_appliance.nodeview import NodeFactory
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class RunResult:
 
 async def run_once(opts: DemoOptions, spec: RunSpec, data: Dataset,
                    shards: list[np.ndarray], transport: str, out: Path,
-                   console: Console) -> RunResult:
+                   console: Console, make_node: NodeFactory) -> RunResult:
     node_dir = out / f"node-{spec.strategy}"
     shutil.rmtree(node_dir, ignore_errors=True)
     cfg = demo_config(opts, node_dir.resolve(), transport, spec.strategy)
@@ -60,7 +60,7 @@ async def run_once(opts: DemoOptions, spec: RunSpec, data: Dataset,
     result = RunResult(spec, transport, byzantine=byz)
     started = time.perf_counter()
     done = asyncio.Event()
-    node = FogNode(cfg)
+    node = make_node(cfg)
     progress = Progress(TextColumn(f"[bold]{spec.short}[/]"), BarColumn(),
                         MofNCompleteColumn(), TextColumn("rounds"), TimeElapsedColumn(),
                         TextColumn("{task.fields[acc]}"), console=console, transient=True)

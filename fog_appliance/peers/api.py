@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -34,7 +34,9 @@ from fog_appliance.store.edges import import_device
 from fog_appliance.store.rows import DeviceRow
 
 if TYPE_CHECKING:
-    from fog_appliance.peers.service import PeersService
+    from fog_appliance.config import FogConfig
+    from fog_appliance.nodeview import NodeView
+    from fog_appliance.peers.hints import LoadHint
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,25 @@ HASH_RE = re.compile(r"^\$7\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
 
 
 TOKENS: web.AppKey[PeerTokens] = web.AppKey("peer_tokens", PeerTokens)
+
+
+class PeersService(Protocol):
+    """What this API reads of the peers service (``peers/service.py``, which mounts it)."""
+
+    @property
+    def cfg(self) -> FogConfig: ...
+    @property
+    def node(self) -> NodeView: ...
+    @property
+    def examples(self) -> int:
+        """Examples behind this node's current model (told to a peer with it)."""
+    @property
+    def peer_urls(self) -> dict[str, str]:
+        """The configured peers: id → base URL."""
+
+    def own_hint(self) -> LoadHint: ...
+
+    def status(self) -> dict[str, Any]: ...
 
 
 def peers_api(service: PeersService, tokens: PeerTokens) -> web.Application:
@@ -64,10 +85,10 @@ async def _hint(request: web.Request) -> web.StreamResponse:
 
 async def _model(request: web.Request) -> web.StreamResponse:
     service: PeersService = request.app[SERVICE]
-    model = service._node.coordinator.model
+    model = service.node.coordinator.model
     etag = f'"{model.sha256}"'
     headers = {"ETag": etag, "X-Model-Version": str(model.version),
-               "X-Examples": str(service._examples), "X-Fog-Id": service.cfg.fog_node.id}
+               "X-Examples": str(service.examples), "X-Fog-Id": service.cfg.fog_node.id}
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers=headers)
     return web.Response(body=model.blob, headers=headers,
@@ -96,12 +117,12 @@ def parse_device(obj: object) -> DeviceRow:
 
 async def _devices(request: web.Request) -> web.StreamResponse:
     service: PeersService = request.app[SERVICE]
-    node = service._node
+    node = service.node
     try:
         dev = parse_device(await request.json())
     except ValueError as exc:
         return json_error(400, f"bad device record: {exc}")
-    if dev.info["handed_over_by"] not in service._urls:
+    if dev.info["handed_over_by"] not in service.peer_urls:
         return json_error(403, f"from={dev.info['handed_over_by']!r} is not a configured peer; "
                           "only a peer of this node hands devices over")
     if (why := _speaks_for(request, dev.info["handed_over_by"])) is not None:
@@ -125,14 +146,14 @@ async def _devices(request: web.Request) -> web.StreamResponse:
 
 async def _revoke(request: web.Request) -> web.StreamResponse:
     service: PeersService = request.app[SERVICE]
-    node = service._node
+    node = service.node
     device = request.match_info["device"]
     try:
         body = await request.json()
     except ValueError:
         return json_error(400, "expected a JSON object with from")
     source = body.get("from") if isinstance(body, dict) else None
-    if source not in service._urls:
+    if source not in service.peer_urls:
         return json_error(403, f"from={source!r} is not a configured peer")
     if (why := _speaks_for(request, source)) is not None:
         return json_error(403, why)

@@ -60,7 +60,7 @@ from fog_appliance.provisioning import edge_mqtt_port
 from fog_appliance.store.edges import active_devices
 
 if TYPE_CHECKING:
-    from fog_appliance.app import FogNode
+    from fog_appliance.nodeview import NodeView
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,13 @@ class PeerCounters:
 
 
 class PeersService:
-    def __init__(self, node: FogNode, tokens: PeerTokens, *,
+    def __init__(self, node: NodeView, tokens: PeerTokens, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.cfg = node.cfg
-        self._node = node
+        self.node = node
         self._tokens = tokens
         self._clock = clock
-        self._urls = {p.id: p.url.rstrip("/") for p in self.cfg.peers.nodes}
+        self.peer_urls = {p.id: p.url.rstrip("/") for p in self.cfg.peers.nodes}
         self._edge_hosts = {p.id: p.edge_host or (urlsplit(p.url).hostname or "")
                             for p in self.cfg.peers.nodes}
         self._refused_etag: dict[str, str] = {}
@@ -103,7 +103,7 @@ class PeersService:
         self._mixed: dict[str, int] = {}
         self._active: dict[str, float] = {}
         self._sent: dict[str, list[float]] = {}
-        self._examples = 0
+        self.examples = 0
         self.counters = PeerCounters()
         self._session: aiohttp.ClientSession | None = None
         node.coordinator.mixer = self.mixer
@@ -114,7 +114,7 @@ class PeersService:
 
     @property
     def gossip_active(self) -> bool:
-        link = self._node.cloud
+        link = self.node.cloud
         return self.cfg.peers.gossip and (link is None or link.reachable is not True)
 
     def active_edges(self) -> int:
@@ -122,7 +122,7 @@ class PeersService:
         return sum(1 for ts in self._active.values() if ts >= since)
 
     def own_hint(self) -> LoadHint:
-        cfg, node = self.cfg, self._node
+        cfg, node = self.cfg, self.node
         ei = cfg.edge_interface
         mqtt_host = mqtt_port = None
         if node.mqtt is not None:
@@ -132,20 +132,20 @@ class PeersService:
         return LoadHint(
             cfg.fog_node.id, self._clock(), self.active_edges(), ei.max_edge_clients,
             float(psutil.cpu_percent(None)), node.committer.backlog,
-            node.coordinator.model.version, self._examples,
+            node.coordinator.model.version, self.examples,
             None if link is None else link.reachable is True, mqtt_host, mqtt_port,
             (ei.advertise_host or cfg.coap.bind) if node.coap_port else None, node.coap_port)
 
     def _on_model(self, model: CurrentModel) -> None:
-        history = self._node.coordinator.stats.history
-        self._examples = next((int(h.get("examples", 0)) for h in reversed(history)
+        history = self.node.coordinator.stats.history
+        self.examples = next((int(h.get("examples", 0)) for h in reversed(history)
                                if h.get("version") == model.version), 0)
 
     # -- talking to peers -------------------------------------------------------------------
 
     async def run(self) -> None:
         since = self._clock() - self.cfg.peers.active_window_s
-        self._active = await self._node.db.run(active_devices, self._node.store, since)
+        self._active = await self.node.db.run(active_devices, self.node.store, since)
         interval = self.cfg.peers.interval_s
         timeout = aiohttp.ClientTimeout(total=max(2.0, min(30.0, 2 * interval)))
         connector = aiohttp.TCPConnector(ssl=client_context(self.cfg))
@@ -160,7 +160,7 @@ class PeersService:
 
     async def exchange(self) -> None:
         """One round of hints (and models, while gossiping) with every peer."""
-        await asyncio.gather(*(self._exchange_one(pid) for pid in self._urls))
+        await asyncio.gather(*(self._exchange_one(pid) for pid in self.peer_urls))
 
     async def _exchange_one(self, peer: str) -> None:
         try:
@@ -177,7 +177,7 @@ class PeersService:
             raise PeerError("the peers service is not running")
         limit = limit or self.cfg.peers.max_response_bytes
         try:
-            async with self._session.get(f"{self._urls[peer]}{path}",
+            async with self._session.get(f"{self.peer_urls[peer]}{path}",
                                          headers={**self._auth(peer), **(headers or {})},
                                          allow_redirects=False) as resp:
                 # case-insensitive, as HTTP header names are (ETag / Etag)
@@ -205,7 +205,7 @@ class PeersService:
         refused = self._refused_etag.get(peer)
         etag = cached.etag if cached else refused
         headers = {"If-None-Match": etag} if etag else {}
-        coord = self._node.coordinator
+        coord = self.node.coordinator
         status, body, h = await self._get(peer, "/model", headers, limit=len(coord.model.blob))
         now = self._clock()
         if status == 304 and cached is not None:
@@ -294,7 +294,7 @@ class PeersService:
     async def _hand_over(self, peer: str, device_id: str) -> None:
         """Send a device's record (key, broker password hash) to ``peer``: only from
         :meth:`gate`, for the redirect it is issuing, and never for a revoked device."""
-        dev = await self._node.db.run(self._node.store.device, device_id)
+        dev = await self.node.db.run(self.node.store.device, device_id)
         if dev is None or dev.revoked or self._session is None:
             raise PeerError(f"device {device_id} cannot be handed over now")
         record = {"device_id": dev.id, "key": dev.key.hex(), "role": dev.role,
@@ -306,7 +306,7 @@ class PeersService:
             raise PeerError("the peers service is not running")
         limit = self.cfg.peers.max_response_bytes
         try:
-            async with self._session.post(f"{self._urls[peer]}{path}", json=body,
+            async with self._session.post(f"{self.peer_urls[peer]}{path}", json=body,
                                           headers=self._auth(peer),
                                           allow_redirects=False) as resp:
                 text = (await read_limited(resp, limit, path)).decode(errors="replace")
@@ -330,7 +330,7 @@ class PeersService:
                 return peer, f"failed: {exc}"
             return peer, "told"
 
-        results = dict(await asyncio.gather(*(one(p) for p in self._urls)))
+        results = dict(await asyncio.gather(*(one(p) for p in self.peer_urls)))
         self.handed_over.pop(device_id, None)
         return results
 
@@ -342,7 +342,7 @@ class PeersService:
                               "model_version": h.model_version, "cloud": h.cloud}
                           for p, h in self.hints.items()},
                 "redirected": self.counters.redirected, "mixes": self.counters.mixes,
-                "models_refused": self._node.coordinator.stats.refused.get("peer", 0),
+                "models_refused": self.node.coordinator.stats.refused.get("peer", 0),
                 "over_capacity": self.counters.over_capacity,
                 "failures": dict(self.counters.failures)}
 
@@ -366,7 +366,7 @@ def token_path(cfg: FogConfig) -> Path:
     return cfg.data_path(cfg.peers.token_file)
 
 
-async def start_peers(node: FogNode, stack: contextlib.AsyncExitStack,
+async def start_peers(node: NodeView, stack: contextlib.AsyncExitStack,
                       tg: asyncio.TaskGroup) -> PeersService:
     """Build the service, serve the peer API, start the exchange loop (from ``app.py``)."""
     from fog_appliance.localhttp import serve_app
@@ -379,14 +379,14 @@ async def start_peers(node: FogNode, stack: contextlib.AsyncExitStack,
     client_context(node.cfg)  # a bad peers.ca_file fails the start, not every exchange
     runner, port = await serve_app(peers_api(service, tokens), pc.bind, pc.port, tls)
     stack.push_async_callback(runner.cleanup)
-    node._spawn(tg, service.run(), "peers")
+    node.spawn(tg, service.run(), "peers")
     scheme = "https" if tls else "http"
     node.extra_status["peers_api"] = f"{scheme}://{pc.bind}:{port}"
-    log.info("peers: %s; peer API on %s://%s:%d", ", ".join(service._urls), scheme, pc.bind,
+    log.info("peers: %s; peer API on %s://%s:%d", ", ".join(service.peer_urls), scheme, pc.bind,
              port)
     if pc.insecure and ((tls is None and not is_loopback(pc.bind)) or any(
             u.startswith("http://") and not is_loopback(urlsplit(u).hostname or "")
-            for u in service._urls.values())):
+            for u in service.peer_urls.values())):
         log.warning("peers: plain HTTP off loopback (peers.insecure: true); hand-overs carry "
                     "device keys: set peers.tls_cert and https:// peer URLs on a LAN you do "
                     "not trust")
