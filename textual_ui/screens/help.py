@@ -41,8 +41,6 @@ class HelpScreen(ModalScreen[None]):
         self.page = page
 
     def compose(self) -> ComposeResult:
-        from textual_ui.app import FogConsole
-
         with VerticalScroll(classes="dialog wide"):
             yield Label(f"Keys: {getattr(self.page, 'TITLE', 'console')} page "
                         "(Esc closes this help)", classes="dialog-title")
@@ -51,7 +49,7 @@ class HelpScreen(ModalScreen[None]):
             table.add_column()
             page_keys = [b for b in getattr(self.page, "BINDINGS", [])
                          if isinstance(b, Binding)]
-            app_keys = [b for b in FogConsole.BINDINGS if isinstance(b, Binding)]
+            app_keys = [b for b in type(self.app).BINDINGS if isinstance(b, Binding)]
             for key, what in key_rows(page_keys):
                 table.add_row(key, what)
             if page_keys:
