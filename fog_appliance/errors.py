@@ -2,7 +2,7 @@
 
 Everything the service raises on purpose is a :class:`FogError`. Third-party errors
 (sqlite3, aiomqtt, aiocoap, OS errors) are translated into this tree at the edge of the
-module that talks to them (``store/``, ``intake/``, ``broker.py``), so callers only ever
+module that talks to them (``store/``, ``intake/``, ``broker/``), so callers only ever
 catch these::
 
     FogError

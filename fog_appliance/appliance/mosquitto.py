@@ -18,7 +18,7 @@ from fog_appliance.provisioning import broker_files
 def render_system_conf(cfg: FogConfig, tls: TlsFiles | None) -> str:
     """Listeners and authentication of the system broker. ``tls`` None: no TLS listener
     (certificates could not be made); the plain listener then stays on the LAN. The text
-    comes from the one generator the private broker uses too (``broker.py``)."""
+    comes from the one generator the private broker uses too (``broker/conf.py``)."""
     files = broker_files(cfg)
     _host, port, _tls = parse_broker_url(cfg.edge_interface.mqtt_broker)
     ap = cfg.appliance

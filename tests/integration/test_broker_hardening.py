@@ -1,4 +1,4 @@
-"""The broker every config of the project writes (one generator, ``broker.py``), against a
+"""The broker every config of the project writes (one generator, ``broker/conf.py``), against a
 real Mosquitto: client ids bound to user names (issue 13, item 1) and packets bounded by
 the frame limit (issue 12, item 7)."""
 
