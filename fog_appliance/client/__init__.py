@@ -47,7 +47,14 @@ aiomqtt. Layout::
 from fog_appliance.errors import ClientError, Reason
 
 from .flclient import FLClient
-from .types import DeviceCredentials, GlobalModel, SendResult
+from .types import (
+    TRANSPORTS,
+    DeviceCredentials,
+    GlobalModel,
+    SendResult,
+    TransportName,
+    transport_name,
+)
 
-__all__ = ["ClientError", "DeviceCredentials", "FLClient", "GlobalModel", "Reason",
-           "SendResult"]
+__all__ = ["TRANSPORTS", "ClientError", "DeviceCredentials", "FLClient", "GlobalModel",
+           "Reason", "SendResult", "TransportName", "transport_name"]

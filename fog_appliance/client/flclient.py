@@ -16,7 +16,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from fog_appliance.protocol.model_blob import decode_model
 from .coap import CoapLink, CoapTransport
 from .state import SeqState
 from .transport import Transport, Verifier
-from .types import DeviceCredentials, GlobalModel, SendResult
+from .types import DeviceCredentials, GlobalModel, SendResult, TransportName, transport_name
 
 log = logging.getLogger("fog_appliance.client")
 
@@ -54,20 +54,18 @@ def send_delays() -> Iterator[float]:
 def make_transport(kind: str, creds: DeviceCredentials, link: CoapLink, verifier: Verifier,
                    timeout: float) -> Transport:
     """The transport class for ``kind``; MQTT's module (and aiomqtt) only when asked for."""
-    if kind == "mqtt":
+    if transport_name(kind) == "mqtt":
         from .mqtt import MqttTransport
 
         return MqttTransport(creds, link, verifier, timeout)
-    if kind == "coap":
-        return CoapTransport(creds, link, verifier)
-    raise ClientError(f"unknown transport {kind!r}: expected 'mqtt' or 'coap'")
+    return CoapTransport(creds, link, verifier)
 
 
 class FLClient:
     """One device's connection to one fog node, over MQTT (default) or CoAP."""
 
     def __init__(self, creds: DeviceCredentials, *,
-                 transport: Literal["mqtt", "coap"] = "mqtt",
+                 transport: TransportName = "mqtt",
                  state_path: str | os.PathLike[str] | None = None,
                  timeout: float = 30.0, follow_redirects: bool = True) -> None:
         self.transport = transport

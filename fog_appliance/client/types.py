@@ -10,13 +10,24 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from fog_appliance.errors import ClientError
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol.messages import Redirect
+
+TransportName = Literal["mqtt", "coap"]
+TRANSPORTS: tuple[TransportName, ...] = ("mqtt", "coap")
+
+
+def transport_name(value: str) -> TransportName:
+    """``value`` as a transport name; ClientError if it names none."""
+    for name in TRANSPORTS:
+        if value == name:
+            return name
+    raise ClientError(f"unknown transport {value!r}: expected 'mqtt' or 'coap'")
 
 
 @dataclass(frozen=True, slots=True)

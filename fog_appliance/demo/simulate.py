@@ -22,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from fog_appliance.client import ClientError, DeviceCredentials, FLClient
+from fog_appliance.client import (
+    ClientError,
+    DeviceCredentials,
+    FLClient,
+    TransportName,
+    transport_name,
+)
 from fog_appliance.config import FogConfig
 from fog_appliance.demo.edges import SimulatedEdge
 from fog_appliance.errors import ConfigError, ProvisioningError
@@ -99,9 +105,11 @@ def credentials(cfg: FogConfig, store: Store, device_id: str) -> dict[str, Any]:
     return dict(conf)
 
 
-def transport_for(cfg: FogConfig, wanted: str) -> str:
+def transport_for(cfg: FogConfig, wanted: str) -> TransportName:
+    """``wanted``, or for ``auto`` CoAP if the node serves it, else MQTT (ClientError for a
+    name that is no transport)."""
     if wanted != "auto":
-        return wanted
+        return transport_name(wanted)
     return "coap" if cfg.coap.enabled else "mqtt"
 
 
@@ -120,7 +128,7 @@ async def run_simulation(cfg: FogConfig, store: Store, opts: SimOptions, state_d
             if kind == "bad-key":
                 conf = {**conf, "key": secrets.token_hex(len(bytes.fromhex(conf["key"])))}
             client = await stack.enter_async_context(FLClient(
-                DeviceCredentials.from_dict(conf), transport=transport,  # type: ignore[arg-type]
+                DeviceCredentials.from_dict(conf), transport=transport,
                 state_path=state_dir / f"{device_id}.state", timeout=30.0))
             x, y = synthetic_data(cfg.model.input_dim, cfg.model.num_classes, 200,
                                   opts.seed * 1000 + i)

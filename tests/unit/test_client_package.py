@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fog_appliance.client import ClientError, DeviceCredentials, FLClient, GlobalModel
+from fog_appliance.client import (
+    TRANSPORTS,
+    ClientError,
+    DeviceCredentials,
+    FLClient,
+    GlobalModel,
+    transport_name,
+)
 from fog_appliance.model.spec import ModelSpec
 
 HEAVY = ("onnxruntime", "onnx", "scipy", "dp_accounting", "psutil", "sqlite_utils",
@@ -132,8 +139,12 @@ def test_an_unusable_state_file_is_refused(tmp_path: Path, text: str) -> None:
 
 
 def test_an_unknown_transport_is_refused() -> None:
+    """On main any name but "mqtt" meant CoAP, silently."""
     with pytest.raises(ClientError, match="unknown transport 'http'"):
         FLClient(DeviceCredentials.from_dict(CONF), transport="http")  # type: ignore[arg-type]
+    with pytest.raises(ClientError, match="unknown transport 'MQTT'"):
+        transport_name("MQTT")
+    assert [transport_name(t) for t in TRANSPORTS] == ["mqtt", "coap"]
 
 
 def test_retry_delays_come_from_backoff() -> None:
