@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fog_appliance.backoff import backoff_delays
 from fog_appliance.client import (
     ClientError,
     DeviceCredentials,
@@ -166,9 +167,11 @@ async def run_simulation(cfg: FogConfig, store: Store, opts: SimOptions, state_d
 async def known(client: FLClient, timeout_s: float = 60.0, attempt_s: float = 3.0) -> None:
     """Wait until the running node knows a just provisioned device (it rereads its
     registry every second): its hello is welcomed. Over MQTT a hello the node refuses (not
-    provisioned yet) gets no answer at all, so each try waits ``attempt_s`` at most."""
+    provisioned yet) gets no answer at all, so each try waits ``attempt_s`` at most; tries
+    are 0.5 s apart at first, backing off to 3 s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
+    delays = backoff_delays(0.5, 1.5, 3.0)
     while True:
         try:
             async with asyncio.timeout(attempt_s):
@@ -179,7 +182,7 @@ async def known(client: FLClient, timeout_s: float = 60.0, attempt_s: float = 3.
                 why = str(exc) or f"no answer within {attempt_s:g} s"
                 raise ClientError(f"{client.creds.device_id}: the node does not take its "
                                   f"hello after {timeout_s:.0f} s: {why}") from None
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(next(delays))
 
 
 def summary(tallies: dict[str, dict[str, Any]]) -> str:
