@@ -55,8 +55,11 @@ def make_transport(kind: str, creds: DeviceCredentials, link: CoapLink, verifier
                    timeout: float) -> Transport:
     """The transport class for ``kind``; MQTT's module (and aiomqtt) only when asked for."""
     if transport_name(kind) == "mqtt":
-        from .mqtt import MqttTransport
-
+        try:
+            from .mqtt import MqttTransport
+        except ImportError as exc:
+            raise ClientError(f"the MQTT transport needs aiomqtt, which this edge lacks "
+                              f"({exc}); install it or use transport='coap'") from None
         return MqttTransport(creds, link, verifier, timeout)
     return CoapTransport(creds, link, verifier)
 

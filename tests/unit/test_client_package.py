@@ -72,6 +72,36 @@ def test_the_client_imports_none_of_the_nodes_heavy_dependencies() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_a_coap_edge_needs_no_mqtt_library() -> None:
+    """A CoAP-only edge (no aiomqtt, no paho installed) imports the package and runs a
+    CoAP client; asking for MQTT there is a ClientError that names the missing library."""
+    script = textwrap.dedent(f"""
+        import asyncio, importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("aiomqtt", "paho"):
+                    raise ImportError(f"{{name}} is not installed on this edge")
+                return None
+        sys.meta_path.insert(0, Block())
+        import fog_appliance.client as c
+        creds = c.DeviceCredentials.from_dict({CONF!r})
+        async def main():
+            async with c.FLClient(creds, transport="coap", timeout=1):
+                pass
+        asyncio.run(main())
+        try:
+            c.FLClient(creds, transport="mqtt")
+        except c.ClientError as exc:
+            print("mqtt:", exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ("mqtt: the MQTT transport needs aiomqtt, which this edge "
+                                  "lacks (aiomqtt is not installed on this edge); install it "
+                                  "or use transport='coap'")
+
+
 def test_the_sequence_state_is_fsynced_before_and_after_the_rename(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
