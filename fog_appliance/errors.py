@@ -31,6 +31,8 @@ catch these::
      │                          to retry (``retry_after_s``)
      ├── CloudError             the cloud link failed or the cloud sent something unusable
      ├── PeerError              a peer fog node is unreachable or answered something unusable
+     ├── ClientError            (edge side, fog_appliance/client/) the fog node could not be
+     │                          reached or answered something unusable; the update is kept
      ├── ModelRefused           a model (own aggregate, peer's, cloud's, rollback) is not
      │                          finite, too large or too far; the current model stays
      └── UpdateError            an appliance update was refused or failed (bad signature,
@@ -202,6 +204,12 @@ class CloudError(FogError):
 class PeerError(FogError):
     """A peer fog node is unreachable or answered something unusable; this node carries on
     without it."""
+
+
+class ClientError(FogError):
+    """Raised to an edge by :class:`fog_appliance.client.FLClient`: the fog node could not
+    be reached, did not answer in time, or answered something unusable. An update not
+    answered stays in ``FLClient.unconfirmed`` (MQTT resends it after a reconnect)."""
 
 
 class ModelRefused(FogError):

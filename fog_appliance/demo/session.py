@@ -16,7 +16,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fog_appliance.client import DeviceCredentials, FLClient
+from fog_appliance.client import DeviceCredentials, FLClient, transport_name
 from fog_appliance.compression import Compression
 from fog_appliance.coordinator import CurrentModel
 from fog_appliance.demo.byzantine import byzantine_edges
@@ -92,7 +92,7 @@ async def run_once(opts: DemoOptions, spec: RunSpec, data: Dataset,
             for i in range(opts.edges):
                 conf = await node.provision(f"edge-{i:02d}")
                 client = FLClient(DeviceCredentials.from_dict(conf),
-                                  transport=transport,  # type: ignore[arg-type]
+                                  transport=transport_name(transport),
                                   timeout=30.0)
                 await client.connect()
                 edges.append(SimulatedEdge(

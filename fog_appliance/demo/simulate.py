@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from fog_appliance.client import ClientError, DeviceCredentials, FLClient
+from fog_appliance.backoff import backoff_delays
+from fog_appliance.client import (
+    ClientError,
+    DeviceCredentials,
+    FLClient,
+    TransportName,
+    transport_name,
+)
 from fog_appliance.config import FogConfig
 from fog_appliance.demo.edges import SimulatedEdge
 from fog_appliance.errors import ConfigError, ProvisioningError
@@ -99,9 +106,11 @@ def credentials(cfg: FogConfig, store: Store, device_id: str) -> dict[str, Any]:
     return dict(conf)
 
 
-def transport_for(cfg: FogConfig, wanted: str) -> str:
+def transport_for(cfg: FogConfig, wanted: str) -> TransportName:
+    """``wanted``, or for ``auto`` CoAP if the node serves it, else MQTT (ClientError for a
+    name that is no transport)."""
     if wanted != "auto":
-        return wanted
+        return transport_name(wanted)
     return "coap" if cfg.coap.enabled else "mqtt"
 
 
@@ -120,7 +129,7 @@ async def run_simulation(cfg: FogConfig, store: Store, opts: SimOptions, state_d
             if kind == "bad-key":
                 conf = {**conf, "key": secrets.token_hex(len(bytes.fromhex(conf["key"])))}
             client = await stack.enter_async_context(FLClient(
-                DeviceCredentials.from_dict(conf), transport=transport,  # type: ignore[arg-type]
+                DeviceCredentials.from_dict(conf), transport=transport,
                 state_path=state_dir / f"{device_id}.state", timeout=30.0))
             x, y = synthetic_data(cfg.model.input_dim, cfg.model.num_classes, 200,
                                   opts.seed * 1000 + i)
@@ -158,9 +167,11 @@ async def run_simulation(cfg: FogConfig, store: Store, opts: SimOptions, state_d
 async def known(client: FLClient, timeout_s: float = 60.0, attempt_s: float = 3.0) -> None:
     """Wait until the running node knows a just provisioned device (it rereads its
     registry every second): its hello is welcomed. Over MQTT a hello the node refuses (not
-    provisioned yet) gets no answer at all, so each try waits ``attempt_s`` at most."""
+    provisioned yet) gets no answer at all, so each try waits ``attempt_s`` at most; tries
+    are 0.5 s apart at first, backing off to 3 s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
+    delays = backoff_delays(0.5, 1.5, 3.0)
     while True:
         try:
             async with asyncio.timeout(attempt_s):
@@ -171,7 +182,7 @@ async def known(client: FLClient, timeout_s: float = 60.0, attempt_s: float = 3.
                 why = str(exc) or f"no answer within {attempt_s:g} s"
                 raise ClientError(f"{client.creds.device_id}: the node does not take its "
                                   f"hello after {timeout_s:.0f} s: {why}") from None
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(next(delays))
 
 
 def summary(tallies: dict[str, dict[str, Any]]) -> str:

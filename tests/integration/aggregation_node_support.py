@@ -12,7 +12,7 @@ import numpy as np
 
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
-from fog_appliance.client import DeviceCredentials, FLClient
+from fog_appliance.client import DeviceCredentials, FLClient, transport_name
 from fog_appliance.config import FogConfig
 from fog_appliance.provisioning import provision
 from fog_appliance.store import RoundRow
@@ -59,7 +59,8 @@ async def clients(node: FogNode, names: list[str], transport: str = "mqtt"
                 from fog_appliance.provisioning import device_config_path
 
                 conf = json.loads(device_config_path(node.cfg, name).read_text())
-            client = FLClient(DeviceCredentials.from_dict(conf), transport=transport,  # type: ignore[arg-type]
+            client = FLClient(DeviceCredentials.from_dict(conf),
+                              transport=transport_name(transport),
                               state_path=node.cfg.data_dir / f"{name}.state", timeout=20.0)
             await client.connect()
             out.append(client)

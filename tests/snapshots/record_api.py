@@ -87,7 +87,7 @@ async def send_wrongly_signed(conf: dict[str, Any], state_dir: Path, n: int) -> 
                         state_path=state_dir / "wrong.state", timeout=10.0) as client:
         # Such a board cannot verify the fog's welcome, so FLClient.model() would refuse
         # to use any model: it sends what it has regardless, for the round announced.
-        ann = ModelAnnouncement.from_json(await client._coap_request("GET", "/model?meta"))
+        ann = ModelAnnouncement.from_json(await coap_get(client.creds, "/model?meta"))
         spec = ModelSpec.from_dict(ann.spec)
         model = GlobalModel(ann.version, ann.round,
                             [np.zeros(s, np.float32) for s in spec.shapes], spec,
@@ -96,6 +96,22 @@ async def send_wrongly_signed(conf: dict[str, Any], state_dir: Path, n: int) -> 
             delta = [np.zeros(w.shape, np.float32) for w in model.weights]
             with contextlib.suppress(ClientError):
                 await client.send_update(delta, num_samples=10, local_steps=5, model=model)
+
+
+async def coap_get(creds: Any, path: str) -> bytes:
+    """The payload of a CoAP GET to the device's fog node (unauthenticated, as a board
+    with the wrong key would read it)."""
+    import aiocoap
+
+    ctx = await aiocoap.Context.create_client_context(transports=["udp6"])
+    try:
+        req = aiocoap.Message(code=aiocoap.GET,
+                              uri=f"coap://{creds.coap_host}:{creds.coap_port}{path}")
+        async with asyncio.timeout(10):
+            resp = await ctx.request(req).response
+        return bytes(resp.payload)
+    finally:
+        await ctx.shutdown()
 
 
 if __name__ == "__main__":
