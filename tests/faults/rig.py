@@ -30,7 +30,7 @@ import numpy as np
 
 from fog_appliance.broker import PrivateBroker, broker_limits
 from fog_appliance.client import DeviceCredentials, FLClient, SendResult
-from fog_appliance.config import FogConfig, parse_broker_url
+from fog_appliance.config import FogConfig, parse_broker_url, replace
 from fog_appliance.model.spec import flatten
 from fog_appliance.protocol.frame import decode_update
 from fog_appliance.protocol.model_blob import decode_model
@@ -91,10 +91,12 @@ class Rig:
         self.cfg: FogConfig = make_config(tmp, mqtt=True, threshold=self.n, kind=m["kind"],
                                           hidden=m["hidden"], input_dim=m["input_dim"],
                                           num_classes=m["num_classes"])
-        self.cfg.edge_interface.manage_broker = False  # the test owns the broker
-        self.cfg.edge_interface.mqtt_blob_max_bytes = 16 << 20  # edges get models over MQTT
-        self.cfg.aggregation.strategy = strategy  # type: ignore[assignment]
-        self.cfg.rounds.min_updates = self.n
+        self.cfg = replace(self.cfg, {
+            "edge_interface.manage_broker": False,  # the test owns the broker
+            "edge_interface.mqtt_blob_max_bytes": 16 << 20,  # edges get models over MQTT
+            "aggregation.strategy": strategy,
+            "rounds.min_updates": self.n,
+        })
         res = self.cfg.resources  # a busy test box must not hold rounds for CPU or memory
         res.max_cpu_usage = res.max_memory_usage = 100.0
         if tmpfs_mb is not None:  # the guard refuses updates only once the disk is full
