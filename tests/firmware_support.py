@@ -139,7 +139,6 @@ class FogSite:
             "storage.synchronous": "normal",
             "storage.keep_update_rounds": 1000,  # the tests re-read every round's frames
         })
-        cfg.validate()
         self.cfg = cfg
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.flash: dict[str, Path] = {}

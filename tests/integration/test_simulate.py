@@ -83,7 +83,6 @@ def test_simulate_over_mqtt_with_bad_slow_and_offline_edges(tmp_path: Path) -> N
         "edge_interface.manage_broker": True,
         "edge_interface.mqtt_broker": f"mqtt://127.0.0.1:{free_port()}",
     })
-    cfg.validate()
     path = write_config(cfg, tmp_path / "fog.yaml")
     node = NodeProcess(path, cfg.data_dir, tmp_path / "node.log")
     node.start()

@@ -42,7 +42,6 @@ async def record(out: Path) -> None:
             "aggregation.clip_norm": 1.0,
             "aggregation.weighting": "uniform",
         })
-        cfg.validate()
         node = FogNode(cfg)
         async with node.running():
             assert node.admin is not None and node.admin.socket is not None

@@ -30,8 +30,7 @@ DEVICES = ("d1", "d2", "d3")
 
 class Fog:
     def __init__(self, path: Path) -> None:
-        self.cfg = FogConfig()
-        self.cfg = replace(self.cfg, {
+        self.cfg = replace(FogConfig(), {
             "model.kind": "softmax",
             "model.input_dim": 4,
             "model.num_classes": 3,
