@@ -35,7 +35,7 @@ from fog_appliance.broker import (
     hash_password,
     reload_broker,
 )
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from fog_appliance.protocol.frame import encode_update
 from fog_appliance.provisioning import broker_files, sync_broker_auth
 from fog_appliance.store import DeviceRow, Store
@@ -142,18 +142,19 @@ async def fog_rate(cfg: FogConfig, broker: PrivateBroker, user: str, password: s
 
 async def main(n: int, synchronous: str) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="fog-bench-intake-"))
-    cfg = FogConfig()
-    cfg.fog_node.id = "bench"
-    cfg.fog_node.data_dir = str(tmp / "node")
-    cfg.edge_interface.mqtt_broker = f"mqtt://127.0.0.1:{free_port()}"
-    cfg.edge_interface.aggregation_threshold = n + 1  # measure intake, not round closing
-    cfg.edge_interface.max_frame_bytes = 1 << 20
-    cfg.edge_interface.mqtt_blob_max_bytes = 0
-    cfg.coap.enabled = False
-    cfg.model.kind = "softmax"
-    cfg.model.input_dim = INPUT_DIM
-    cfg.model.num_classes = CLASSES
-    cfg.storage.synchronous = synchronous  # type: ignore[assignment]
+    cfg = replace(FogConfig(), {
+        "fog_node.id": "bench",
+        "fog_node.data_dir": str(tmp / "node"),
+        "edge_interface.mqtt_broker": f"mqtt://127.0.0.1:{free_port()}",
+        "edge_interface.aggregation_threshold": n + 1,  # measure intake, not round closing
+        "edge_interface.max_frame_bytes": 1 << 20,
+        "edge_interface.mqtt_blob_max_bytes": 0,
+        "coap.enabled": False,
+        "model.kind": "softmax",
+        "model.input_dim": INPUT_DIM,
+        "model.num_classes": CLASSES,
+        "storage.synchronous": synchronous,
+    })
     store = Store.open(cfg.db_path)
     keys = [bytes([i % 251]) * 32 for i in range(n)]
     pw_hash = hash_password("unused")  # devices never log in: a publisher user does

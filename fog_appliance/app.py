@@ -96,6 +96,9 @@ class FogNode:
         self.extra_status: dict[str, Any] = {}
         """Addresses the federation parts add to ``node.json``."""
 
+    def use_config(self, cfg: FogConfig) -> None:
+        self.cfg = cfg
+
     @property
     def status_path(self) -> Path:
         return self.cfg.data_dir / "node.json"
@@ -134,10 +137,11 @@ class FogNode:
                 self.status_path.unlink()
 
     async def _start(self, stack: contextlib.AsyncExitStack) -> None:
-        cfg = self.cfg
         from fog_appliance.admin.settings import apply_saved
 
-        apply_saved(cfg)  # settings changed from the console, laid over the config file
+        # settings changed from the console, laid over the config file (a new config)
+        self.cfg, _saved = apply_saved(self.cfg)
+        cfg = self.cfg
         self.registry = Registry()
         await self.db.run(self.registry.load, self.store)
         strategy = build_strategy(cfg)
@@ -281,12 +285,13 @@ class FogNode:
                           uploads, verified)
         ctx = await start_server(site, cfg.coap.bind, port)
         stack.push_async_callback(ctx.shutdown)
-        self.coap_port = port
-        cfg.coap.port = port  # device configs written from now on carry the real port
+        self.coap_port = port  # the config keeps its value (0: any); device configs
+        # written from now on are told this one (provision(..., coap_port=))
 
     async def provision(self, device_id: str, role: str = "train") -> dict[str, Any]:
         """Register a device (admin API, demo); returns its config for flashing."""
-        conf, _ = await self.db.run(provision, self.cfg, self.store, device_id, role=role)
+        conf, _ = await self.db.run(provision, self.cfg, self.store, device_id, role=role,
+                                    coap_port=self.coap_port)
         await self.device_known(conf)
         return conf
 

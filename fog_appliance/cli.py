@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import importlib
 import json
 import logging
@@ -22,7 +21,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from fog_appliance import __version__
-from fog_appliance.config import ENV_CONFIG_PATH, FogConfig, dump_defaults, load_config
+from fog_appliance.config import (
+    ENV_CONFIG_PATH,
+    FogConfig,
+    dump_defaults,
+    load_config,
+    replace,
+    to_mapping,
+)
 from fog_appliance.demo.args import add_learning_arguments
 from fog_appliance.errors import ConfigError, FogError, ProvisioningError
 from fog_appliance.store import Store
@@ -117,17 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.config:  # the node's own commands (the admin API's flash command) name it
         os.environ[ENV_CONFIG_PATH] = os.path.abspath(args.config)
-    if args.region:
-        cfg.fog_node.region = args.region
-    if args.port is not None:
-        if not 0 <= args.port <= 65535:
-            raise ConfigError("--port", "coap.port", f"{args.port} is not a UDP port")
-        cfg.coap.port = args.port
-    if args.dev:
-        cfg.edge_interface.manage_broker = True
-        cfg.logging.level = "debug"
-    if args.log_level:
-        cfg.logging.level = args.log_level
+    cfg = apply_overrides(cfg, run_overrides(args))
     _setup_logging(cfg.logging.level)
     log.debug("config %s: node %s, data dir %s, MQTT %s (%s broker), CoAP %s:%s",
               args.config or "(defaults)", cfg.fog_node.id, cfg.data_dir,
@@ -157,6 +153,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         asyncio.run(main())
     return 0
+
+
+def run_overrides(args: argparse.Namespace) -> dict[str, tuple[str, object]]:
+    """The config fields ``run``'s options override: field -> (option, value)."""
+    out: dict[str, tuple[str, object]] = {}
+    if args.region:
+        out["fog_node.region"] = ("--region", args.region)
+    if args.port is not None:
+        out["coap.port"] = ("--port", args.port)
+    if args.dev:
+        out["edge_interface.manage_broker"] = ("--dev", True)
+        out["logging.level"] = ("--dev", "debug")
+    if args.log_level:
+        out["logging.level"] = ("--log-level", args.log_level)
+    return out
+
+
+def apply_overrides(cfg: FogConfig, overrides: dict[str, tuple[str, object]]) -> FogConfig:
+    """``cfg`` with the command line's overrides, checked like the file (types, bounds, the
+    cross-field checks); a ConfigError names the option and the field."""
+    try:
+        return replace(cfg, {name: value for name, (_, value) in overrides.items()},
+                       "command line")
+    except ConfigError as exc:
+        option = overrides[exc.field][0] if exc.field in overrides else "command line"
+        raise ConfigError(option, exc.field, exc.problem) from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -322,9 +344,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     if args.check:
         cfg = load_config(args.check)
-        d = dataclasses.asdict(cfg)
-        d.pop("base_dir", None)
-        print(json.dumps(d, indent=2))
+        print(json.dumps(to_mapping(cfg), indent=2))
         print(f"{args.check}: OK", file=sys.stderr)
         return 0
     print(dump_defaults(), end="")

@@ -87,6 +87,10 @@ class NodeView(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def use_config(self, cfg: FogConfig) -> None:
+        """Settings saved while the node runs: ``cfg`` (frozen, checked) is its config from
+        now on (``admin/live.apply_live`` then tells the parts that keep their own)."""
+
     def spawn(self, tg: asyncio.TaskGroup, coro: Coroutine[Any, Any, None], name: str
               ) -> None:
         """Run ``coro`` as one of the node's named tasks (stopped with the node)."""

@@ -26,7 +26,6 @@ from fog_appliance.broker import (
 )
 from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.errors import ProvisioningError
-from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol import topics
 from fog_appliance.protocol.frame import DEVICE_ID_RE, UNKNOWN_SENDER
 from fog_appliance.secretfile import share_with_group, write_atomic
@@ -102,16 +101,17 @@ def edge_mqtt_port(cfg: FogConfig, node_port: int) -> int:
     return cfg.appliance.mqtt_tls_port if broker_ca(cfg) is not None else node_port
 
 
-def device_config(cfg: FogConfig, device_id: str, key: bytes, mqtt_password: str
-                  ) -> dict[str, Any]:
+def device_config(cfg: FogConfig, device_id: str, key: bytes, mqtt_password: str, *,
+                  coap_port: int | None = None) -> dict[str, Any]:
+    """The device's provisioning JSON. ``coap_port``: the port the running node bound
+    (``coap.port: 0`` picks one at start); without a running node, the configured one."""
     host, port, tls = parse_broker_url(cfg.edge_interface.mqtt_broker)
     advertised = cfg.edge_interface.advertise_host or host
     ca = broker_ca(cfg)
     if ca is not None:
         port, tls = cfg.appliance.mqtt_tls_port, True
     fog = cfg.fog_node.id
-    spec = ModelSpec(cfg.model.kind, cfg.model.input_dim, tuple(cfg.model.hidden),
-                     cfg.model.num_classes)
+    spec = cfg.model.spec()
     return {
         "format": CONFIG_FORMAT,
         "device_id": device_id,
@@ -120,7 +120,7 @@ def device_config(cfg: FogConfig, device_id: str, key: bytes, mqtt_password: str
         "mqtt": {"host": advertised, "port": port, "tls": tls, "username": device_id,
                  "password": mqtt_password, "client_id": device_id, "ca": ca},
         "coap": {"host": cfg.edge_interface.advertise_host or cfg.coap.bind,
-                 "port": cfg.coap.port},
+                 "port": cfg.coap.port if coap_port is None else coap_port},
         "topics": {"up": topics.up(fog, device_id), "hello": topics.hello(fog, device_id),
                    "down": topics.down(fog, device_id), "model": topics.model(fog),
                    "model_blob": topics.model_blob(fog)},
@@ -129,15 +129,17 @@ def device_config(cfg: FogConfig, device_id: str, key: bytes, mqtt_password: str
 
 
 def provision(cfg: FogConfig, store: Store, device_id: str, *, role: str = "train",
-              now: float | None = None) -> tuple[dict[str, Any], Path]:
-    """Register a device; returns its config and where it was written (0600)."""
+              now: float | None = None, coap_port: int | None = None
+              ) -> tuple[dict[str, Any], Path]:
+    """Register a device; returns its config and where it was written (0600).
+    ``coap_port``: the running node's bound CoAP port (see :func:`device_config`)."""
     validate_device_id(device_id)
     key = secrets.token_bytes(32)
     password = secrets.token_urlsafe(18)
     store.add_device(DeviceRow(device_id, key, hash_password(password), now or time.time(),
                                role=role))
     sync_broker_auth(cfg, store)
-    conf = device_config(cfg, device_id, key, password)
+    conf = device_config(cfg, device_id, key, password, coap_port=coap_port)
     path = device_config_path(cfg, device_id)
     write_atomic(path, json.dumps(conf, indent=2) + "\n")
     store.add_event("device", "info", f"device {device_id} provisioned", {"device": device_id})

@@ -15,25 +15,26 @@ import numpy as np
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.client import DeviceCredentials, FLClient
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from textual_ui.client import AdminClient, Endpoint
 
 
 def node_config(data_dir: Path, **rounds: Any) -> FogConfig:
-    cfg = FogConfig()
-    cfg.fog_node.id = "site-a"
-    cfg.fog_node.region = "test-hall"
-    cfg.fog_node.data_dir = str(data_dir)
-    cfg.edge_interface.mqtt_enabled = False
-    cfg.edge_interface.aggregation_threshold = rounds.pop("threshold", 3)
-    cfg.coap.port = free_port(socket.SOCK_DGRAM)
-    cfg.rounds.min_updates = rounds.pop("min_updates", 1)
-    cfg.rounds.deadline_s = rounds.pop("deadline_s", 600.0)
-    cfg.model.kind = "softmax"
-    cfg.model.input_dim = 8
-    cfg.model.num_classes = 3
-    cfg.storage.synchronous = "normal"
-    cfg.resources.max_cpu_usage = 100.0  # a busy box must not hold due rounds here
+    cfg = replace(FogConfig(), {
+        "fog_node.id": "site-a",
+        "fog_node.region": "test-hall",
+        "fog_node.data_dir": str(data_dir),
+        "edge_interface.mqtt_enabled": False,
+        "edge_interface.aggregation_threshold": rounds.pop("threshold", 3),
+        "coap.port": free_port(socket.SOCK_DGRAM),
+        "rounds.min_updates": rounds.pop("min_updates", 1),
+        "rounds.deadline_s": rounds.pop("deadline_s", 600.0),
+        "model.kind": "softmax",
+        "model.input_dim": 8,
+        "model.num_classes": 3,
+        "storage.synchronous": "normal",
+        "resources.max_cpu_usage": 100.0,  # a busy box must not hold due rounds here
+    })
     assert not rounds, rounds
     cfg.validate()
     return cfg
@@ -43,10 +44,8 @@ def node_config(data_dir: Path, **rounds: Any) -> FogConfig:
 async def node_with_section(tmp_path: Path, section: str, **values: Any
                             ) -> AsyncIterator[FogNode]:
     """A running node on ``node_config`` with fields of one config section changed."""
-    cfg = node_config(tmp_path / "var")
-    for k, v in values.items():
-        setattr(getattr(cfg, section), k, v)
-    cfg.validate()
+    cfg = replace(node_config(tmp_path / "var"),
+                  {f"{section}.{k}": v for k, v in values.items()})
     node = FogNode(cfg)
     async with node.running():
         yield node

@@ -12,7 +12,7 @@ import pytest
 from fog_appliance.app import FogNode
 from fog_appliance.broker import find_mosquitto, free_port
 from fog_appliance.client import DeviceCredentials
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 
 HAVE_MOSQUITTO = find_mosquitto() is not None
 
@@ -23,24 +23,24 @@ pytest_plugins = ["tests.firmware_support"]
 def make_config(tmp_path: Path, *, mqtt: bool = True, threshold: int = 3,
                 kind: str = "softmax", hidden: list[int] | None = None,
                 input_dim: int = 8, num_classes: int = 3) -> FogConfig:
-    cfg = FogConfig()
-    cfg.fog_node.id = "t1"
-    cfg.fog_node.data_dir = str(tmp_path / "node")
-    cfg.edge_interface.mqtt_enabled = mqtt
-    cfg.edge_interface.manage_broker = mqtt
-    cfg.edge_interface.mqtt_broker = f"mqtt://127.0.0.1:{free_port()}"
-    cfg.edge_interface.aggregation_threshold = threshold
-    cfg.edge_interface.group_commit_wait_ms = 2.0
-    cfg.coap.port = free_port(socket.SOCK_DGRAM)
-    cfg.rounds.min_updates = 1
-    cfg.rounds.deadline_s = 600.0
-    cfg.model.kind = kind  # type: ignore[assignment]
-    cfg.model.hidden = hidden or []
-    cfg.model.input_dim = input_dim
-    cfg.model.num_classes = num_classes
-    cfg.storage.synchronous = "normal"
-    cfg.resources.max_cpu_usage = 100.0  # a busy box must not hold due rounds here
-    cfg.validate()
+    cfg = replace(FogConfig(), {
+        "fog_node.id": "t1",
+        "fog_node.data_dir": str(tmp_path / "node"),
+        "edge_interface.mqtt_enabled": mqtt,
+        "edge_interface.manage_broker": mqtt,
+        "edge_interface.mqtt_broker": f"mqtt://127.0.0.1:{free_port()}",
+        "edge_interface.aggregation_threshold": threshold,
+        "edge_interface.group_commit_wait_ms": 2.0,
+        "coap.port": free_port(socket.SOCK_DGRAM),
+        "rounds.min_updates": 1,
+        "rounds.deadline_s": 600.0,
+        "model.kind": kind,
+        "model.hidden": hidden or [],
+        "model.input_dim": input_dim,
+        "model.num_classes": num_classes,
+        "storage.synchronous": "normal",
+        "resources.max_cpu_usage": 100.0,  # a busy box must not hold due rounds here
+    })
     return cfg
 
 

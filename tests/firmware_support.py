@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fog_appliance.config import replace
+
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = REPO / "edge_firmware" / "device"
 HOSTSIM = REPO / "edge_firmware" / "hostsim"
@@ -114,26 +116,29 @@ class FogSite:
         from fog_appliance.config import FogConfig
 
         self.root = root
-        cfg = FogConfig()
-        cfg.fog_node.id = fog_id
-        cfg.fog_node.data_dir = str(root / f"node-{fog_id}")
-        cfg.edge_interface.manage_broker = True
-        cfg.edge_interface.mqtt_broker = f"mqtt://127.0.0.1:{free_port()}"
-        cfg.edge_interface.aggregation_threshold = threshold
+        cfg = replace(FogConfig(), {
+            "fog_node.id": fog_id,
+            "fog_node.data_dir": str(root / f"node-{fog_id}"),
+            "edge_interface.manage_broker": True,
+            "edge_interface.mqtt_broker": f"mqtt://127.0.0.1:{free_port()}",
+            "edge_interface.aggregation_threshold": threshold,
+        })
         if blob_max is not None:
-            cfg.edge_interface.mqtt_blob_max_bytes = blob_max
-        cfg.coap.port = free_port(socket.SOCK_DGRAM)
-        cfg.rounds.min_updates = threshold
-        cfg.rounds.deadline_s = 300.0
-        cfg.resources.max_cpu_usage = 100.0  # a busy box must not hold due rounds here
-        cfg.model.kind = "mlp"
-        cfg.model.input_dim = 64
-        cfg.model.hidden = list(hidden)
-        cfg.model.num_classes = 10
-        cfg.storage.synchronous = "normal"
-        cfg.storage.keep_update_rounds = 1000  # the tests re-read every round's frames
-        cfg.resources.max_cpu_usage = 100.0  # a shared 2-core box must not hold rounds
-        cfg.validate()
+            cfg = replace(cfg, {
+                "edge_interface.mqtt_blob_max_bytes": blob_max,
+            })
+        cfg = replace(cfg, {
+            "coap.port": free_port(socket.SOCK_DGRAM),
+            "rounds.min_updates": threshold,
+            "rounds.deadline_s": 300.0,
+            "resources.max_cpu_usage": 100.0,  # a busy box must not hold due rounds here
+            "model.kind": "mlp",
+            "model.input_dim": 64,
+            "model.hidden": list(hidden),
+            "model.num_classes": 10,
+            "storage.synchronous": "normal",
+            "storage.keep_update_rounds": 1000,  # the tests re-read every round's frames
+        })
         self.cfg = cfg
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.flash: dict[str, Path] = {}
@@ -256,9 +261,10 @@ async def lab_broker(tmp_path: Path) -> AsyncIterator[tuple[Any, dict[str, Any],
     from fog_appliance.provisioning import broker_files, provision
     from fog_appliance.store import Store
 
-    cfg = FogConfig()
-    cfg.fog_node.id = "lab"
-    cfg.fog_node.data_dir = str(tmp_path / "node")
+    cfg = replace(FogConfig(), {
+        "fog_node.id": "lab",
+        "fog_node.data_dir": str(tmp_path / "node"),
+    })
     store = Store.open(cfg.db_path)
     conf, _ = provision(cfg, store, "esp-1")
     broker = PrivateBroker(broker_files(cfg), "127.0.0.1", free_port())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -13,15 +12,13 @@ from pathlib import Path
 
 import yaml
 
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, to_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_config(cfg: FogConfig, path: Path) -> Path:
-    d = dataclasses.asdict(cfg)
-    d.pop("base_dir", None)
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    path.write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False))
     return path
 
 

@@ -103,8 +103,8 @@ async def change_settings(node: NodeView, body: dict[str, Any], actor: str) -> d
     governs (and why not at once, if not)."""
     from fog_appliance.admin.live import apply_live  # the node's parts: only when saving
 
-    saved = settings.save(node.cfg, body)
-    cfg = node.cfg
+    cfg, saved = settings.save(node.cfg, body)  # a new config; apply_live tells the parts
+    node.use_config(cfg)
     co = node.coordinator
     policy = apply_live(node)
     rnd = co.round
@@ -160,7 +160,8 @@ async def provision_edge(node: NodeView, body: dict[str, Any], actor: str) -> di
     if role not in ROLES:
         raise ActionError(400, f"role must be one of {', '.join(ROLES)}, got {role!r}")
     try:
-        conf, path = await node.db.run(provision, node.cfg, node.store, device_id, role=role)
+        conf, path = await node.db.run(provision, node.cfg, node.store, device_id, role=role,
+                                       coap_port=node.coap_port)
     except ProvisioningError as exc:
         raise ActionError(409 if "already" in str(exc) else 400, str(exc)) from None
     await node.device_known(conf)

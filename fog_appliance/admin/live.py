@@ -17,7 +17,12 @@ if TYPE_CHECKING:
 def apply_live(node: NodeView) -> RoundPolicy:
     """Make the node's (just saved) settings govern it; returns the round policy now in
     force (the aggregation rule or ``privacy.k_min`` may raise the minimum; an asynchronous
-    strategy's buffer size replaces the threshold)."""
+    strategy's buffer size replaces the threshold).
+
+    ``node.cfg`` is the new (frozen) config; the parts that read live settings from a
+    config of their own are handed it here: the coordinator opens the next rounds with its
+    ``rounds.deadline_s``."""
+    node.coordinator.cfg = node.cfg
     policy = round_policy(node.cfg, node.coordinator.strategy)
     node.coordinator.set_policy(policy)
     node.serving.resources.set_limits(limits_from(node.cfg))

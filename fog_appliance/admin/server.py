@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,7 @@ async def errors_mw(request: web.Request, handler: Handler) -> web.StreamRespons
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
 
 
-def host_allowed(host_header: str | None, extra: list[str]) -> bool:
+def host_allowed(host_header: str | None, extra: Sequence[str]) -> bool:
     """Is the HTTP ``Host`` header a loopback name or one of ``admin.allowed_hosts``?
     Browsers send the name they resolved, so a DNS-rebinding page (``evil.example``
     resolving to 127.0.0.1) is refused here before any route or token check."""

@@ -1,5 +1,6 @@
 """Settings the person on site may change while the node runs, validated exactly like the
-config file, persisted in ``<data_dir>/settings.json`` and laid over the config file at
+config file (a new config through ``config.replace``; the node's config is never changed in
+place), persisted in ``<data_dir>/settings.json`` and laid over the config file at
 every start (so a change made from the console survives a restart).
 
 Only the knobs an installer turns are editable here; everything else stays in the YAML.
@@ -7,14 +8,13 @@ Only the knobs an installer turns are editable here; everything else stays in th
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-from fog_appliance.config import FogConfig, _field_docs, from_mapping
+from fog_appliance.config import FogConfig, field_docs, replace
 from fog_appliance.errors import ActionError, ConfigError
 from fog_appliance.secretfile import write_atomic
 
@@ -44,29 +44,24 @@ def describe(cfg: FogConfig) -> list[dict[str, Any]]:
         bounds = {k: v for k, v in f.metadata.items() if k in ("ge", "le", "gt")}
         out.append({"name": name, "value": getattr(section, key),
                     "type": "integer" if isinstance(getattr(section, key), int) else "number",
-                    "bounds": bounds, "doc": _field_docs(type(section)).get(key, "")})
+                    "bounds": bounds, "doc": field_docs(type(section)).get(key, "")})
     return out
 
 
 def validated(cfg: FogConfig, changes: dict[str, Any], source: str = "settings"
               ) -> FogConfig:
-    """A copy of ``cfg`` with ``changes`` applied, checked field by field (types, bounds)
-    and across fields; ConfigError names the first bad field."""
+    """A new config: ``cfg`` with ``changes`` applied through :func:`replace`, checked
+    field by field (types, bounds) and across fields; ConfigError names the first bad
+    field. Only the ``EDITABLE`` settings may change."""
     if not isinstance(changes, dict) or not changes:
         raise ConfigError(source, "", "expected a non-empty mapping of setting names to values")
-    new = copy.deepcopy(cfg)
     for name, value in changes.items():
         if name not in EDITABLE:
             raise ConfigError(source, str(name), "not an editable setting (editable: "
                               + ", ".join(EDITABLE) + ")")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(source, name, f"expected a finite number, got {value!r}")
-        section_name, key = name.split(".")
-        section = getattr(new, section_name)
-        checked = from_mapping(type(section), {key: value}, source, f"{section_name}.")
-        setattr(section, key, getattr(checked, key))
-    new.validate()
-    return new
+    return replace(cfg, changes, source)
 
 
 def load_saved(cfg: FogConfig) -> dict[str, Any]:
@@ -84,20 +79,18 @@ def load_saved(cfg: FogConfig) -> dict[str, Any]:
     return raw
 
 
-def apply_saved(cfg: FogConfig) -> dict[str, Any]:
-    """At start-up: lay the saved settings over ``cfg`` in place; returns what was applied."""
+def apply_saved(cfg: FogConfig) -> tuple[FogConfig, dict[str, Any]]:
+    """At start-up: ``cfg`` with the saved settings laid over it, and what was applied."""
     saved = load_saved(cfg)
     if saved:
-        new = validated(cfg, saved, str(settings_path(cfg)))
-        for name in saved:
-            section_name, key = name.split(".")
-            setattr(getattr(cfg, section_name), key, getattr(getattr(new, section_name), key))
-    return saved
+        cfg = validated(cfg, saved, str(settings_path(cfg)))
+    return cfg, saved
 
 
-def save(cfg: FogConfig, changes: dict[str, Any]) -> dict[str, Any]:
-    """Validate ``changes``, apply them to ``cfg`` in place and persist the merged set.
-    Raises ActionError (400) naming the field; nothing is changed then."""
+def save(cfg: FogConfig, changes: dict[str, Any]) -> tuple[FogConfig, dict[str, Any]]:
+    """Validate ``changes`` and persist the merged set; returns the new config (the caller
+    makes it the node's: ``admin/live.py``) and the merged saved settings. Raises
+    ActionError (400) naming the field; nothing is changed or written then."""
     try:
         new = validated(cfg, changes)
     except ConfigError as exc:
@@ -105,7 +98,4 @@ def save(cfg: FogConfig, changes: dict[str, Any]) -> dict[str, Any]:
                           ) from None
     merged = {**load_saved(cfg), **changes}
     write_atomic(settings_path(cfg), json.dumps(merged, indent=2, sort_keys=True) + "\n")
-    for name in changes:
-        section_name, key = name.split(".")
-        setattr(getattr(cfg, section_name), key, getattr(getattr(new, section_name), key))
-    return merged
+    return new, merged

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from fog_appliance.appliance.paths import AppliancePaths
-from fog_appliance.config import FogConfig, from_mapping, load_config, read_yaml
+from fog_appliance.config import FogConfig, from_mapping, load_config, read_yaml, replace
 from fog_appliance.errors import ConfigError
 
 Status = Literal["applied", "invalid", "absent"]
@@ -87,17 +87,15 @@ def resolve(defaults: dict[str, Any], user: object, *, machine_id: str, source: 
     cfg = from_mapping(FogConfig, raw, source)
     appliance = _section(raw, "appliance", source)
     if appliance.get("hostname") is None:
-        appliance["hostname"] = cfg.appliance.hostname = hostname_for(cfg.fog_node.id)
+        appliance["hostname"] = hostname_for(cfg.fog_node.id)
     edge = _section(raw, "edge_interface", source)
     if edge.get("advertise_host") is None:
         # Edges reach the gateway by its name (DHCP-registered on most LANs); set a fixed
         # address in the boot config where that is not so.
-        edge["advertise_host"] = cfg.edge_interface.advertise_host = cfg.appliance.hostname
-    cfg.base_dir = base_dir
-    try:
-        cfg.validate()
-    except ConfigError as exc:
-        raise ConfigError(source, exc.field, exc.problem) from None
+        edge["advertise_host"] = appliance["hostname"]
+    cfg = replace(cfg, {"appliance.hostname": appliance["hostname"],
+                        "edge_interface.advertise_host": edge["advertise_host"],
+                        "base_dir": base_dir}, source)
     if not _inside(cfg.data_dir, data_root):
         raise ConfigError(source, "fog_node.data_dir",
                           f"{cfg.data_dir} is outside {data_root}, the only directory the "

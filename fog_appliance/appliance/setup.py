@@ -24,6 +24,7 @@ import secrets
 import shlex
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ def set_hostname(paths: AppliancePaths, hostname: str) -> None:
         socket.sethostname(hostname)
 
 
-def install_ssh_keys(paths: AppliancePaths, keys: list[str], user: str | None) -> None:
+def install_ssh_keys(paths: AppliancePaths, keys: Sequence[str], user: str | None) -> None:
     """``authorized_keys`` of the admin account; no keys: no file, and SSH stays off (its
     unit has ``ConditionPathExists=`` on this file)."""
     ssh_dir = paths.admin_home / ".ssh"

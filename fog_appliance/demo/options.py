@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fog_appliance.broker import free_port
-from fog_appliance.config import FogConfig
+from fog_appliance.config import DP_STRATEGIES, FogConfig, replace
 from fog_appliance.demo.byzantine import DEFAULT_SCALE, byzantine_edges
 from fog_appliance.errors import ConfigError
-from fog_appliance.learning_checks import DP_STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -82,56 +81,47 @@ def buffer_size(opts: DemoOptions) -> int:
 def demo_config(opts: DemoOptions, data_dir: Path, transport: str,
                 strategy: str = "fedavg") -> FogConfig:
     """The fog node of one run: loopback, free ports, SQLite under ``data_dir``."""
-    cfg = FogConfig()
-    cfg.fog_node.id = "demo"
-    cfg.fog_node.region = "loopback"
-    cfg.fog_node.data_dir = str(data_dir)
-    cfg.edge_interface.mqtt_enabled = transport == "mqtt"
-    cfg.edge_interface.manage_broker = transport == "mqtt"
-    cfg.edge_interface.mqtt_broker = f"mqtt://127.0.0.1:{free_port()}"
-    cfg.edge_interface.aggregation_threshold = opts.edges
-    cfg.coap.port = free_port(socket.SOCK_DGRAM)
-    cfg.rounds.min_updates = max(2, opts.edges // 2)
-    cfg.rounds.deadline_s = 60.0
-    cfg.rounds.local_epochs = opts.local_epochs
-    cfg.rounds.learning_rate = opts.learning_rate
-    cfg.rounds.batch_size = opts.batch_size
-    cfg.model.kind = "mlp"
-    cfg.model.input_dim = 64
-    cfg.model.hidden = list(opts.hidden)
-    cfg.model.num_classes = 10
-    cfg.model.seed = opts.seed
-    cfg.storage.synchronous = "normal"
-    _learning(cfg, opts, strategy)
+    changes: dict[str, object] = {
+        "fog_node.id": "demo", "fog_node.region": "loopback", "fog_node.data_dir": str(data_dir),
+        "edge_interface.mqtt_enabled": transport == "mqtt",
+        "edge_interface.manage_broker": transport == "mqtt",
+        "edge_interface.mqtt_broker": f"mqtt://127.0.0.1:{free_port()}",
+        "edge_interface.aggregation_threshold": opts.edges,
+        "coap.port": free_port(socket.SOCK_DGRAM),
+        "rounds.min_updates": max(2, opts.edges // 2), "rounds.deadline_s": 60.0,
+        "rounds.local_epochs": opts.local_epochs, "rounds.learning_rate": opts.learning_rate,
+        "rounds.batch_size": opts.batch_size,
+        "model.kind": "mlp", "model.input_dim": 64, "model.hidden": list(opts.hidden),
+        "model.num_classes": 10, "model.seed": opts.seed, "storage.synchronous": "normal",
+        **_learning(opts, strategy)}
     try:
-        cfg.validate()
+        return replace(FogConfig(), changes, "demo")
     except ConfigError as exc:
         raise ConfigError("demo", exc.field, f"{exc.problem} (strategy {strategy})") from None
-    return cfg
 
 
-def _learning(cfg: FogConfig, opts: DemoOptions, strategy: str) -> None:
-    agg = cfg.aggregation
-    agg.strategy = strategy  # type: ignore[assignment]
+def _learning(opts: DemoOptions, strategy: str) -> dict[str, object]:
+    """The ``aggregation`` and ``privacy`` settings of a run with ``strategy``."""
     byz = byzantine_edges(opts.edges, opts.byzantine)
-    agg.krum_f = max(1, byz)
-    agg.trim_beta = min(0.45, max(0.1, byz / opts.edges))
-    agg.clip_norm = opts.clip_norm
-    if strategy in ("krum", "multi_krum") and 2 * agg.krum_f + 3 > opts.edges:
+    krum_f = max(1, byz)
+    out: dict[str, object] = {
+        "aggregation.strategy": strategy, "aggregation.krum_f": krum_f,
+        "aggregation.trim_beta": min(0.45, max(0.1, byz / opts.edges)),
+        "aggregation.clip_norm": opts.clip_norm}
+    if strategy in ("krum", "multi_krum") and 2 * krum_f + 3 > opts.edges:
         raise ConfigError("--edges", "edges",
-                          f"{strategy} with f={agg.krum_f} byzantine edges needs at least "
-                          f"{2 * agg.krum_f + 3} edges")
+                          f"{strategy} with f={krum_f} byzantine edges needs at least "
+                          f"{2 * krum_f + 3} edges")
     if strategy == "fedbuff":
-        agg.buffer_size = buffer_size(opts)
-        agg.max_staleness = 4
-        cfg.rounds.min_updates = min(cfg.rounds.min_updates, agg.buffer_size)
+        out |= {"aggregation.buffer_size": buffer_size(opts), "aggregation.max_staleness": 4,
+                "rounds.min_updates": min(max(2, opts.edges // 2), buffer_size(opts))}
     if opts.dp_epsilon is not None:
         if strategy not in DP_STRATEGIES:
             raise ConfigError("--dp-epsilon", "strategy",
                               f"DP noise is calibrated for {', '.join(DP_STRATEGIES)}, not "
                               f"{strategy}")
-        agg.weighting = "uniform"
-        agg.clip_norm = opts.clip_norm if opts.clip_norm is not None else 1.0
-        cfg.privacy.dp_epsilon = opts.dp_epsilon
-        cfg.privacy.planned_rounds = opts.rounds
-        cfg.privacy.k_min = 2
+        out |= {"aggregation.weighting": "uniform",
+                "aggregation.clip_norm": opts.clip_norm if opts.clip_norm is not None else 1.0,
+                "privacy.dp_epsilon": opts.dp_epsilon, "privacy.planned_rounds": opts.rounds,
+                "privacy.k_min": 2}
+    return out

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fog_appliance.model.sizes import layer_sizes, param_count
+
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
@@ -25,8 +27,7 @@ class ModelSpec:
 
     @property
     def layer_sizes(self) -> list[int]:
-        inner = list(self.hidden) if self.kind == "mlp" else []
-        return [self.input_dim, *inner, self.num_classes]
+        return layer_sizes(self.kind, self.input_dim, self.hidden, self.num_classes)
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
@@ -38,7 +39,7 @@ class ModelSpec:
 
     @property
     def num_params(self) -> int:
-        return sum(int(np.prod(s)) for s in self.shapes)
+        return param_count(self.layer_sizes)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

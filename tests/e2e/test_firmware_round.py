@@ -19,6 +19,7 @@ import pytest
 
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
+from fog_appliance.config import replace
 from fog_appliance.intake.coap import start_server
 from fog_appliance.model.numpy_model import accuracy
 from fog_appliance.protocol import infer as wire
@@ -255,13 +256,14 @@ async def test_a_spent_privacy_budget_pauses_the_boards(tmp_path: Path) -> None:
     from fog_appliance.privacy.accountant import epsilon
 
     site = FogSite(tmp_path, threshold=1)
-    site.cfg.aggregation.clip_norm = 1.0
-    site.cfg.aggregation.weighting = "uniform"
-    site.cfg.privacy.noise_multiplier = 2.0
-    site.cfg.privacy.dp_delta = 1e-5
     one, two = (epsilon([2.0] * k, 1e-5) for k in (1, 2))
-    site.cfg.privacy.dp_epsilon = (one + two) / 2  # exactly one release fits
-    site.cfg.validate()
+    site.cfg = replace(site.cfg, {
+        "aggregation.clip_norm": 1.0,
+        "aggregation.weighting": "uniform",
+        "privacy.noise_multiplier": 2.0,
+        "privacy.dp_delta": 1e-5,
+        "privacy.dp_epsilon": (one + two) / 2,  # exactly one release fits
+    })
     shards, _ = digits_shards(1, 20)
     node = FogNode(site.cfg)
     try:

@@ -30,7 +30,7 @@ import numpy as np
 
 from fog_appliance.broker import PrivateBroker, broker_limits
 from fog_appliance.client import DeviceCredentials, FLClient, SendResult
-from fog_appliance.config import FogConfig, parse_broker_url
+from fog_appliance.config import FogConfig, parse_broker_url, replace
 from fog_appliance.model.spec import flatten
 from fog_appliance.protocol.frame import decode_update
 from fog_appliance.protocol.model_blob import decode_model
@@ -91,17 +91,19 @@ class Rig:
         self.cfg: FogConfig = make_config(tmp, mqtt=True, threshold=self.n, kind=m["kind"],
                                           hidden=m["hidden"], input_dim=m["input_dim"],
                                           num_classes=m["num_classes"])
-        self.cfg.edge_interface.manage_broker = False  # the test owns the broker
-        self.cfg.edge_interface.mqtt_blob_max_bytes = 16 << 20  # edges get models over MQTT
-        self.cfg.aggregation.strategy = strategy  # type: ignore[assignment]
-        self.cfg.rounds.min_updates = self.n
-        res = self.cfg.resources  # a busy test box must not hold rounds for CPU or memory
-        res.max_cpu_usage = res.max_memory_usage = 100.0
+        changes: dict[str, object] = {
+            "edge_interface.manage_broker": False,  # the test owns the broker
+            "edge_interface.mqtt_blob_max_bytes": 16 << 20,  # edges get models over MQTT
+            "aggregation.strategy": strategy,
+            "rounds.min_updates": self.n,
+            # a busy test box must not hold rounds for CPU or memory
+            "resources.max_cpu_usage": 100.0, "resources.max_memory_usage": 100.0,
+        }
         if tmpfs_mb is not None:  # the guard refuses updates only once the disk is full
-            res.min_free_disk_mb = 1.0
-            res.max_disk_share = 1.0
+            changes |= {"resources.min_free_disk_mb": 1.0, "resources.max_disk_share": 1.0}
             if not disk_guard:  # the disk fills between two samples: the commits fail
-                res.sample_interval_s = 60.0
+                changes["resources.sample_interval_s"] = 60.0
+        self.cfg = replace(self.cfg, changes)
         self.tmpfs_mb = tmpfs_mb
         self.mounted = False
         self.names = [f"m{i:02d}" for i in range(n_mqtt)] + [f"c{i:02d}" for i in range(n_coap)]

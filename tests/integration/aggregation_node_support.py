@@ -13,7 +13,7 @@ import numpy as np
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.client import DeviceCredentials, FLClient, transport_name
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from fog_appliance.provisioning import provision
 from fog_appliance.store import RoundRow
 
@@ -21,18 +21,19 @@ SHAPES = [(4, 3), (3,)]
 
 
 def node_config(data_dir: Path, transport: str = "mqtt") -> FogConfig:
-    cfg = FogConfig()
-    cfg.fog_node.id = "itest"
-    cfg.fog_node.data_dir = str(data_dir)
-    cfg.edge_interface.mqtt_enabled = transport == "mqtt"
-    cfg.edge_interface.manage_broker = transport == "mqtt"
-    cfg.edge_interface.mqtt_broker = f"mqtt://127.0.0.1:{free_port()}"
-    cfg.coap.port = free_port(socket.SOCK_DGRAM)
-    cfg.model.kind = "softmax"
-    cfg.model.input_dim = 4
-    cfg.model.num_classes = 3
-    cfg.storage.synchronous = "normal"
-    cfg.resources.max_cpu_usage = 100.0  # a busy box must not hold due rounds here
+    cfg = replace(FogConfig(), {
+        "fog_node.id": "itest",
+        "fog_node.data_dir": str(data_dir),
+        "edge_interface.mqtt_enabled": transport == "mqtt",
+        "edge_interface.manage_broker": transport == "mqtt",
+        "edge_interface.mqtt_broker": f"mqtt://127.0.0.1:{free_port()}",
+        "coap.port": free_port(socket.SOCK_DGRAM),
+        "model.kind": "softmax",
+        "model.input_dim": 4,
+        "model.num_classes": 3,
+        "storage.synchronous": "normal",
+        "resources.max_cpu_usage": 100.0,  # a busy box must not hold due rounds here
+    })
     return cfg
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.client import DeviceCredentials, FLClient
-from fog_appliance.config import FogConfig, PeerConfig
+from fog_appliance.config import FogConfig, PeerConfig, replace
 from fog_appliance.demo.dataset import Dataset, dirichlet_split, load_digits
 from fog_appliance.demo.edges import SimulatedEdge
 from fog_appliance.model.spec import flatten, unflatten
@@ -30,38 +30,45 @@ PEER_TOKEN = "site-token-for-tests-0123456789abcdef"
 def fog_config(root: Path, fog_id: str, *, threshold: int = 3, cloud: str | None = None,
                peers: Sequence[tuple[str, str]] = (), peer_port: int = 0,
                max_edges: int = 100, gossip: bool = True) -> FogConfig:
-    cfg = FogConfig()
-    cfg.fog_node.id = fog_id
-    cfg.fog_node.data_dir = str(root / fog_id)
-    cfg.edge_interface.manage_broker = True
-    cfg.edge_interface.mqtt_broker = f"mqtt://127.0.0.1:{free_port()}"
-    cfg.edge_interface.aggregation_threshold = threshold
-    cfg.edge_interface.max_edge_clients = max_edges
-    cfg.coap.port = free_port(socket.SOCK_DGRAM)
-    cfg.rounds.min_updates = threshold
-    cfg.rounds.deadline_s = 60.0
-    cfg.rounds.local_epochs = 1
-    cfg.rounds.batch_size = 16
-    cfg.model.hidden = [16]
-    cfg.storage.synchronous = "normal"
-    cfg.storage.keep_update_rounds = 100_000  # the tests re-read every round's frames
+    cfg = replace(FogConfig(), {
+        "fog_node.id": fog_id,
+        "fog_node.data_dir": str(root / fog_id),
+        "edge_interface.manage_broker": True,
+        "edge_interface.mqtt_broker": f"mqtt://127.0.0.1:{free_port()}",
+        "edge_interface.aggregation_threshold": threshold,
+        "edge_interface.max_edge_clients": max_edges,
+        "coap.port": free_port(socket.SOCK_DGRAM),
+        "rounds.min_updates": threshold,
+        "rounds.deadline_s": 60.0,
+        "rounds.local_epochs": 1,
+        "rounds.batch_size": 16,
+        "model.hidden": [16],
+        "storage.synchronous": "normal",
+        "storage.keep_update_rounds": 100_000,  # the tests re-read every round's frames
+    })
     # Two fog nodes, Flower's SuperLink, SuperExec, SuperNodes and the edges share two
     # cores here: at the default 80 % cap the resource manager holds due rounds back (up to
     # round_max_wait_s), which these tests are not about (test_cloud_api checks that a
     # message from the cloud releases a held round).
-    cfg.resources.max_cpu_usage = 100.0
+    cfg = replace(cfg, {
+        "resources.max_cpu_usage": 100.0,
+    })
     if cloud is not None:
-        cfg.cloud_interface.server_url = cloud
-        cfg.cloud_interface.insecure = True
-        cfg.cloud_interface.sync_interval = 0.3
-        cfg.cloud_interface.round_timeout = 120.0
-        cfg.cloud_interface.api_port = 0
+        cfg = replace(cfg, {
+            "cloud_interface.server_url": cloud,
+            "cloud_interface.insecure": True,
+            "cloud_interface.sync_interval": 0.3,
+            "cloud_interface.round_timeout": 120.0,
+            "cloud_interface.api_port": 0,
+        })
     if peers:
-        cfg.peers.nodes = [PeerConfig(pid, url) for pid, url in peers]
-        cfg.peers.port = peer_port
-        cfg.peers.interval_s = 0.3
-        cfg.peers.max_age_s = 5.0
-        cfg.peers.gossip = gossip
+        cfg = replace(cfg, {
+            "peers.nodes": [PeerConfig(pid, url) for pid, url in peers],
+            "peers.port": peer_port,
+            "peers.interval_s": 0.3,
+            "peers.max_age_s": 5.0,
+            "peers.gossip": gossip,
+        })
         token = cfg.data_dir / cfg.peers.token_file
         token.parent.mkdir(parents=True, exist_ok=True)
         token.write_text(PEER_TOKEN + "\n")

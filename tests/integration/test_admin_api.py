@@ -19,6 +19,7 @@ from fog_appliance.admin.server import token_path
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.client import ClientError
+from fog_appliance.config import replace
 from tests.admin_support import node_config, running_node, send_update
 from textual_ui.client import AdminClient, Endpoint, Refused, Unreachable
 
@@ -195,8 +196,10 @@ async def test_event_stream_and_long_poll(tmp_path: Path) -> None:
 
 async def test_http_needs_the_token_and_serves_metrics(tmp_path: Path) -> None:
     cfg = node_config(tmp_path / "var")
-    cfg.admin.http_enabled = True
-    cfg.admin.http_port = free_port()
+    cfg = replace(cfg, {
+        "admin.http_enabled": True,
+        "admin.http_port": free_port(),
+    })
     async with running_node(cfg) as (node, api):
         assert node.admin is not None and node.admin.http is not None
         url = node.admin.http

@@ -9,17 +9,21 @@ import numpy as np
 import pytest
 from aggregation_node_support import clients, delta, flat, node_config, rounds_of, running
 
+from fog_appliance.config import replace
+
 pytestmark = pytest.mark.mosquitto
 
 
 async def test_buffered_asynchronous_rounds(tmp_path: Path) -> None:
     cfg = node_config(tmp_path / "node")
-    cfg.aggregation.strategy = "fedbuff"
-    cfg.aggregation.buffer_size = 2
-    cfg.aggregation.max_staleness = 2
-    cfg.aggregation.staleness_exponent = 1.0
-    cfg.aggregation.weighting = "uniform"
-    cfg.rounds.min_updates = 1
+    cfg = replace(cfg, {
+        "aggregation.strategy": "fedbuff",
+        "aggregation.buffer_size": 2,
+        "aggregation.max_staleness": 2,
+        "aggregation.staleness_exponent": 1.0,
+        "aggregation.weighting": "uniform",
+        "rounds.min_updates": 1,
+    })
     async with running(cfg) as node, clients(node, ["a", "b", "c"]) as (a, b, c):
         assert node.coordinator.round.is_async and node.coordinator.round.threshold == 2
         w1 = flat(node.coordinator.model.weights)
@@ -68,11 +72,13 @@ async def test_an_update_to_a_full_buffer_joins_the_next(tmp_path: Path) -> None
     import asyncio
 
     cfg = node_config(tmp_path / "node")
-    cfg.aggregation.strategy = "fedbuff"
-    cfg.aggregation.buffer_size = 2
-    cfg.aggregation.max_staleness = 2
-    cfg.aggregation.weighting = "uniform"
-    cfg.rounds.min_updates = 1
+    cfg = replace(cfg, {
+        "aggregation.strategy": "fedbuff",
+        "aggregation.buffer_size": 2,
+        "aggregation.max_staleness": 2,
+        "aggregation.weighting": "uniform",
+        "rounds.min_updates": 1,
+    })
     names = ["a", "b", "c", "d", "e"]
     async with running(cfg) as node, clients(node, names) as edges:
         models = [await e.model() for e in edges]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from aggregation_node_support import clients, delta, flat, node_config, rounds_of, running
 
+from fog_appliance.config import replace
 from fog_appliance.privacy.accountant import epsilon
 
 pytestmark = pytest.mark.mosquitto
@@ -20,17 +21,21 @@ DELTA = 1e-5
 
 def dp_config(tmp_path: Path):  # type: ignore[no-untyped-def]
     cfg = node_config(tmp_path / "node")
-    cfg.edge_interface.aggregation_threshold = 3
-    cfg.rounds.min_updates = 1
-    cfg.aggregation.strategy = "fedprox"
-    cfg.aggregation.mu = 0.1
-    cfg.aggregation.weighting = "uniform"
-    cfg.aggregation.clip_norm = 1.0
-    cfg.privacy.k_min = 3
+    cfg = replace(cfg, {
+        "edge_interface.aggregation_threshold": 3,
+        "rounds.min_updates": 1,
+        "aggregation.strategy": "fedprox",
+        "aggregation.mu": 0.1,
+        "aggregation.weighting": "uniform",
+        "aggregation.clip_norm": 1.0,
+        "privacy.k_min": 3,
+    })
     two, three = (epsilon([SIGMA] * k, DELTA) for k in (2, 3))
-    cfg.privacy.dp_epsilon = (two + three) / 2
-    cfg.privacy.dp_delta = DELTA
-    cfg.privacy.noise_multiplier = SIGMA
+    cfg = replace(cfg, {
+        "privacy.dp_epsilon": (two + three) / 2,
+        "privacy.dp_delta": DELTA,
+        "privacy.noise_multiplier": SIGMA,
+    })
     return cfg
 
 

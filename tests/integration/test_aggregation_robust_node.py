@@ -10,16 +10,19 @@ import numpy as np
 import pytest
 from aggregation_node_support import clients, delta, flat, node_config, rounds_of, running
 
+from fog_appliance.config import replace
 from fog_appliance.protocol.frame import DType
 
 
 async def test_median_round_waits_for_k_distinct_devices(tmp_path: Path) -> None:
     cfg = node_config(tmp_path / "node", transport="coap")
-    cfg.edge_interface.aggregation_threshold = 3
-    cfg.rounds.min_updates = 1
-    cfg.rounds.deadline_s = 0.3
-    cfg.aggregation.strategy = "median"
-    cfg.privacy.k_min = 2
+    cfg = replace(cfg, {
+        "edge_interface.aggregation_threshold": 3,
+        "rounds.min_updates": 1,
+        "rounds.deadline_s": 0.3,
+        "aggregation.strategy": "median",
+        "privacy.k_min": 2,
+    })
     async with running(cfg) as node, clients(node, ["h1", "h2", "byz"], "coap") as (h1, h2, byz):
         w1 = flat(node.coordinator.model.weights)
         m = await h1.model()
@@ -43,9 +46,11 @@ async def test_median_round_waits_for_k_distinct_devices(tmp_path: Path) -> None
 
 async def test_fednova_refuses_absurd_step_counts(tmp_path: Path) -> None:
     cfg = node_config(tmp_path / "node", transport="coap")
-    cfg.aggregation.strategy = "fednova"
-    cfg.rounds.local_epochs = 2
-    cfg.edge_interface.aggregation_threshold = 2
+    cfg = replace(cfg, {
+        "aggregation.strategy": "fednova",
+        "rounds.local_epochs": 2,
+        "edge_interface.aggregation_threshold": 2,
+    })
     async with running(cfg) as node, clients(node, ["n1", "n2"], "coap") as (n1, n2):
         m = await n1.model()
         for steps in (0, 21, 10**6):

@@ -26,7 +26,7 @@ from fog_appliance.broker import (
     render_conf,
     render_passwd,
 )
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from fog_appliance.protocol import topics
 from fog_appliance.secretfile import write_atomic
 from tests.conftest import add_device, make_config
@@ -50,9 +50,10 @@ def _listener_blocks(text: str) -> list[str]:
 
 
 def test_private_and_system_broker_share_one_generator(tmp_path: Path) -> None:
-    cfg = FogConfig()
-    cfg.fog_node.data_dir = str(tmp_path)
-    cfg.edge_interface.max_frame_bytes = 2 * 1024 * 1024
+    cfg = replace(FogConfig(), {
+        "fog_node.data_dir": str(tmp_path),
+        "edge_interface.max_frame_bytes": 2 * 1024 * 1024,
+    })
     ei = cfg.edge_interface
     limits = broker_limits(ei.max_frame_bytes, ei.mqtt_blob_max_bytes)
     private = _settings(render_conf(BrokerFiles(tmp_path / "broker"), "127.0.0.1", 1999,
@@ -74,8 +75,10 @@ def test_private_and_system_broker_share_one_generator(tmp_path: Path) -> None:
 @pytest.fixture
 async def small_node(tmp_path: Path) -> AsyncIterator[FogNode]:
     cfg = make_config(tmp_path)
-    cfg.edge_interface.max_frame_bytes = FRAME_LIMIT
-    cfg.edge_interface.mqtt_blob_max_bytes = 0
+    cfg = replace(cfg, {
+        "edge_interface.max_frame_bytes": FRAME_LIMIT,
+        "edge_interface.mqtt_blob_max_bytes": 0,
+    })
     n = FogNode(cfg)
     async with n.running():
         yield n

@@ -13,7 +13,7 @@ import pytest
 from fog_appliance.app import FogNode
 from fog_appliance.broker import PrivateBroker
 from fog_appliance.client import DeviceCredentials, FLClient
-from fog_appliance.config import FogConfig, parse_broker_url
+from fog_appliance.config import FogConfig, parse_broker_url, replace
 from fog_appliance.protocol.frame import encode_update
 from fog_appliance.provisioning import broker_files, provision, sync_broker_auth
 from fog_appliance.store import Store
@@ -24,7 +24,9 @@ pytestmark = pytest.mark.mosquitto
 
 def setup(tmp_path: Path) -> tuple[FogConfig, DeviceCredentials, PrivateBroker]:
     cfg = make_config(tmp_path, mqtt=True, threshold=5)
-    cfg.edge_interface.manage_broker = False  # the test kills and restarts the broker
+    cfg = replace(cfg, {
+        "edge_interface.manage_broker": False,  # the test kills and restarts the broker
+    })
     store = Store.open(cfg.db_path)
     try:
         creds = DeviceCredentials.from_dict(provision(cfg, store, "d1")[0])

@@ -28,6 +28,7 @@ from fog_appliance.cloud import clientapp
 from fog_appliance.cloud.clientapp import FOG_REFUSED, FOG_TIMEOUT, FogCallError, post
 from fog_appliance.cloud.supernode import token_path
 from fog_appliance.cloud.wire import CloudReply, CloudRequest, encode_request
+from fog_appliance.config import replace
 from fog_appliance.localhttp import read_token
 from fog_appliance.model.spec import flatten
 from fog_appliance.protocol.model_blob import decode_model, encode_model
@@ -133,8 +134,10 @@ async def test_aggregate_waits_in_the_outbox_across_a_fog_restart(tmp_path: Path
 
 async def test_the_cloud_is_not_kept_waiting_by_held_rounds(tmp_path: Path) -> None:
     cfg = fog_config(tmp_path, "fh", threshold=2, cloud=f"127.0.0.1:{free_port()}")
-    cfg.resources.max_memory_usage = 0.1  # always over the cap: due rounds are held ...
-    cfg.resources.round_max_wait_s = 3600.0  # ... for as long as that lasts
+    cfg = replace(cfg, {
+        "resources.max_memory_usage": 0.1,  # always over the cap: due rounds are held ...
+        "resources.round_max_wait_s": 3600.0,  # ... for as long as that lasts
+    })
     data = digits()
     async with FogNode(cfg).running() as node:
         fleet = await start_edges(node, 2, "fh-e", data, seed=4)

@@ -34,6 +34,7 @@ from fog_appliance.app import FogNode
 from fog_appliance.cloud.localcloud import FlowerCloud
 from fog_appliance.cloud.supernode import flower_home
 from fog_appliance.cloud.wire import content_sha256
+from fog_appliance.config import replace
 from fog_appliance.coordinator import CurrentModel
 from fog_appliance.store.outbox import ACKED, PENDING, SENT, outbox_rows
 
@@ -95,8 +96,10 @@ async def _fogs(tmp_path: Path, cloud: FlowerCloud,  # type: ignore[no-untyped-d
         for i, fog in enumerate(FOGS):
             cfg = fog_config(tmp_path, fog, threshold=EDGES,
                              cloud=(via or {}).get(fog, cloud.address))
-            cfg.cloud_interface.manage_supernode = True
-            cfg.cloud_interface.supernode_port = 0
+            cfg = replace(cfg, {
+                "cloud_interface.manage_supernode": True,
+                "cloud_interface.supernode_port": 0,
+            })
             node = await stack.enter_async_context(FogNode(cfg).running())
             nodes.append(node)
             fleets.append(await start_edges(node, EDGES, f"{fog}-e", data, seed=11,

@@ -11,7 +11,7 @@ import pytest
 
 from fog_appliance.app import FogNode
 from fog_appliance.client import FLClient
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from fog_appliance.protocol.downlink import verify_down
 from fog_appliance.protocol.frame import encode_update
 from fog_appliance.protocol.messages import Hello, encode_hello
@@ -79,7 +79,9 @@ async def test_update_and_every_rejection(coap_node: FogNode, ctx: aiocoap.Conte
 
 async def test_too_large_frame(tmp_path: object, ctx: aiocoap.Context) -> None:
     cfg: FogConfig = make_config(tmp_path, mqtt=False, input_dim=300)  # type: ignore[arg-type]
-    cfg.edge_interface.max_frame_bytes = 2048
+    cfg = replace(cfg, {
+        "edge_interface.max_frame_bytes": 2048,
+    })
     node = FogNode(cfg)
     async with node.running():
         d = await add_device(node, "big")
@@ -154,8 +156,10 @@ async def test_frames_of_old_rounds_are_deleted(tmp_path: object, ctx: aiocoap.C
     from fog_appliance.store.admin_queries import device_tallies
 
     cfg = make_config(tmp_path, mqtt=False, threshold=1)  # type: ignore[arg-type]
-    cfg.storage.keep_update_rounds = 2
-    cfg.storage.history_days = history_days
+    cfg = replace(cfg, {
+        "storage.keep_update_rounds": 2,
+        "storage.history_days": history_days,
+    })
     node = FogNode(cfg)
     async with node.running():
         d = await add_device(node, "r1")

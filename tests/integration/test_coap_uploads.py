@@ -16,6 +16,7 @@ import psutil
 
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
+from fog_appliance.config import replace
 from tests.admin_support import node_config, node_with_section
 from tests.coap_raw import RawPeer
 from tests.nodeproc import NodeProcess, write_config
@@ -116,8 +117,10 @@ async def flood(port: int, sources: list[str], per_source: int, blocks: int) -> 
 
 async def test_a_flood_of_incomplete_uploads_keeps_node_memory_bounded(tmp_path: Path) -> None:
     cfg = node_config(tmp_path / "var")
-    cfg.coap.port = free_port(socket.SOCK_DGRAM)
-    cfg.admin.enabled = False
+    cfg = replace(cfg, {
+        "coap.port": free_port(socket.SOCK_DGRAM),
+        "admin.enabled": False,
+    })
     proc = NodeProcess(write_config(cfg, tmp_path / "node.yaml"), tmp_path / "var",
                        tmp_path / "node.log")
     proc.start()
@@ -147,7 +150,9 @@ async def test_a_large_upload_is_reassembled_whole(tmp_path: Path) -> None:
     preallocated buffer; the node's CPU time for it is printed for docs/security.md (no
     assertion on speed)."""
     cfg = node_config(tmp_path / "var")
-    cfg.admin.enabled = False
+    cfg = replace(cfg, {
+        "admin.enabled": False,
+    })
     proc = NodeProcess(write_config(cfg, tmp_path / "node.yaml"), tmp_path / "var",
                        tmp_path / "node.log")
     proc.start()

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Input
 
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
+from fog_appliance.config import replace
 from tests.admin_support import node_config, running_node, send_update
 from textual_ui.app import FogConsole
 from textual_ui.client import AdminClient, Endpoint
@@ -295,8 +296,10 @@ async def test_problems_stay_on_the_dashboard_and_become_events(tmp_path: Path) 
     their reason in words, both recorded as events; the edge is 'failing' on the Edges page
     with its likely cause."""
     cfg = node_config(tmp_path / "var", threshold=1)
-    cfg.resources.max_memory_usage = 0.5  # any real machine uses more: rounds are held
-    cfg.resources.sample_interval_s = 0.2
+    cfg = replace(cfg, {
+        "resources.max_memory_usage": 0.5,  # any real machine uses more: rounds are held
+        "resources.sample_interval_s": 0.2,
+    })
     async with running_node(cfg) as (node, api):
         good = (await api.provision("press-1"))["config"]
         bad = {**(await api.provision("valve-2"))["config"], "key": good["key"]}
@@ -329,8 +332,10 @@ async def test_problems_stay_on_the_dashboard_and_become_events(tmp_path: Path) 
 
 async def test_a_wrong_token_is_said_once_and_not_as_not_connected(tmp_path: Path) -> None:
     cfg = node_config(tmp_path / "var")
-    cfg.admin.http_enabled = True
-    cfg.admin.http_port = free_port()
+    cfg = replace(cfg, {
+        "admin.http_enabled": True,
+        "admin.http_port": free_port(),
+    })
     async with running_node(cfg) as (node, _api):
         assert node.admin is not None and node.admin.http is not None
         app = FogConsole(AdminClient(Endpoint(url=node.admin.http, token="not-the-token"),

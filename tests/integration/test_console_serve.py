@@ -18,6 +18,7 @@ import pytest
 
 from fog_appliance.admin.server import readonly_token_path
 from fog_appliance.broker import free_port
+from fog_appliance.config import replace
 from tests.admin_support import node_config, running_node
 from tests.e2e.console_processes import env, write_config
 from textual_ui.cli import build_parser, serve_command
@@ -106,8 +107,10 @@ async def test_served_console_needs_login_right_origin_and_has_a_session_cap(
 
 async def test_the_read_only_credential_cannot_change_the_node(tmp_path: Path) -> None:
     cfg = node_config(tmp_path / "var")
-    cfg.admin.http_enabled = True
-    cfg.admin.http_port = free_port()
+    cfg = replace(cfg, {
+        "admin.http_enabled": True,
+        "admin.http_port": free_port(),
+    })
     async with running_node(cfg) as (node, full):
         assert node.admin is not None and node.admin.socket is not None
         ro = readonly_token_path(cfg).read_text().strip()

@@ -13,7 +13,7 @@ import pytest
 
 from fog_appliance.broker import PrivateBroker
 from fog_appliance.client import DeviceCredentials, FLClient, SendResult
-from fog_appliance.config import parse_broker_url
+from fog_appliance.config import parse_broker_url, replace
 from fog_appliance.model.spec import flatten
 from fog_appliance.protocol.frame import decode_update
 from fog_appliance.protocol.model_blob import decode_model
@@ -32,8 +32,10 @@ async def test_kill_9_loses_and_double_counts_nothing(tmp_path: Path) -> None:
     n_total = N_MQTT + N_COAP
     cfg = make_config(tmp_path, mqtt=True, threshold=n_total, kind="mlp", hidden=[16],
                       input_dim=32, num_classes=4)
-    cfg.edge_interface.manage_broker = False  # the broker outlives the node's crash
-    cfg.storage.synchronous = "full"
+    cfg = replace(cfg, {
+        "edge_interface.manage_broker": False,  # the broker outlives the node's crash
+        "storage.synchronous": "full",
+    })
     store = Store.open(cfg.db_path)
     names = [f"m{i:02d}" for i in range(N_MQTT)] + [f"c{i:02d}" for i in range(N_COAP)]
     creds = {n: DeviceCredentials.from_dict(provision(cfg, store, n)[0]) for n in names}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from fog_appliance.edge.build import compile_file, mpy_cross_binary
 from fog_appliance.edge.replay import write_replay
 from fog_appliance.edge.wasm import WasmResult, harness_dir, node_binary, port_installed, run_plan
@@ -286,8 +286,9 @@ def _board_files(tmp: Path, spec: ModelSpec) -> dict[Path, str]:
     write_replay(st / "replay.bin",
                  rng.normal(0, 1, (BOARD_EXAMPLES, spec.input_dim)).astype(np.float32),
                  rng.integers(0, spec.num_classes, BOARD_EXAMPLES))
-    cfg = FogConfig()
-    cfg.fog_node.id = "lab"
+    cfg = replace(FogConfig(), {
+        "fog_node.id": "lab",
+    })
     conf = device_config(cfg, "wasm-edge", KEY, "pw")
     conf["model"] = spec.to_dict()
     conf["edge"] = {"wait_s": 2, "watchdog_s": 0, "examples": BOARD_EXAMPLES}

@@ -19,7 +19,7 @@ import pytest
 from fog_appliance.admin.server import token_path
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from fog_appliance.model.check import model_norm
 from fog_appliance.protocol.frame import FIXED, DType, encode_update
 from tests.conftest import add_device, make_config
@@ -104,7 +104,9 @@ async def test_the_poisoning_update_is_rejected_and_honest_rounds_still_close(
 async def test_a_next_model_above_the_norm_bound_is_not_published(
         tmp_path: Path, ctx: aiocoap.Context) -> None:
     cfg = make_config(tmp_path, mqtt=False, threshold=1)
-    cfg.model.max_norm = 20.0
+    cfg = replace(cfg, {
+        "model.max_norm": 20.0,
+    })
     async with FogNode(cfg).running() as node:
         before = node.coordinator.model
         dev = await add_device(node, "d1")
@@ -130,9 +132,11 @@ async def test_a_next_model_above_the_norm_bound_is_not_published(
 
 def admin_config(tmp_path: Path) -> FogConfig:
     cfg = make_config(tmp_path, mqtt=False, threshold=1)
-    cfg.admin.http_enabled = True
-    cfg.admin.http_port = free_port()
-    cfg.admin.metrics_without_token = True
+    cfg = replace(cfg, {
+        "admin.http_enabled": True,
+        "admin.http_port": free_port(),
+        "admin.metrics_without_token": True,
+    })
     return cfg
 
 
@@ -177,7 +181,9 @@ async def test_the_admin_http_listener_refuses_a_foreign_host(tmp_path: Path) ->
     """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 makes the
     browser send ``Host: evil.example`` to the loopback listener."""
     cfg = admin_config(tmp_path)
-    cfg.admin.allowed_hosts = ["fog.site.example"]
+    cfg = replace(cfg, {
+        "admin.allowed_hosts": ["fog.site.example"],
+    })
     async with FogNode(cfg).running() as node:
         assert node.admin is not None and node.admin.http is not None
         url = node.admin.http
@@ -257,10 +263,12 @@ async def test_a_non_finite_or_huge_cloud_model_is_refused(tmp_path: Path) -> No
     from fog_appliance.protocol.model_blob import encode_model
 
     cfg = make_config(tmp_path, mqtt=False, threshold=1)
-    cfg.cloud_interface.server_url = f"127.0.0.1:{free_port()}"
-    cfg.cloud_interface.insecure = True
-    cfg.cloud_interface.api_port = 0
-    cfg.resources.max_cpu_usage = 100.0
+    cfg = replace(cfg, {
+        "cloud_interface.server_url": f"127.0.0.1:{free_port()}",
+        "cloud_interface.insecure": True,
+        "cloud_interface.api_port": 0,
+        "resources.max_cpu_usage": 100.0,
+    })
     async with FogNode(cfg).running() as node:
         api, token = node.extra_status["cloud_api"], read_token(cloud_token_path(cfg))
         before = node.coordinator.model

@@ -22,7 +22,7 @@ from aiohttp import web
 from fog_appliance.admin import actions
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
-from fog_appliance.config import FogConfig, PeerConfig
+from fog_appliance.config import FogConfig, PeerConfig, replace
 from fog_appliance.protocol.downlink import verify_down
 from fog_appliance.protocol.frame import encode_update
 from fog_appliance.protocol.messages import Hello, encode_hello
@@ -89,13 +89,15 @@ async def hostile() -> AsyncIterator[HostilePeer]:
 def peer_config(tmp_path: Path, peers: list[tuple[str, str]], threshold: int = 1,
                 max_edges: int = 100, fog_id: str = "ra") -> FogConfig:
     cfg = make_config(tmp_path, mqtt=False, threshold=threshold)
-    cfg.fog_node.id = fog_id
-    cfg.edge_interface.max_edge_clients = max_edges
-    cfg.peers.nodes = [PeerConfig(pid, url) for pid, url in peers]
-    cfg.peers.port = free_port()
-    cfg.peers.interval_s = 0.1
-    cfg.peers.max_age_s = 30.0
-    cfg.resources.max_cpu_usage = 100.0  # a shared box: due rounds are not held back here
+    cfg = replace(cfg, {
+        "fog_node.id": fog_id,
+        "edge_interface.max_edge_clients": max_edges,
+        "peers.nodes": [PeerConfig(pid, url) for pid, url in peers],
+        "peers.port": free_port(),
+        "peers.interval_s": 0.1,
+        "peers.max_age_s": 30.0,
+        "resources.max_cpu_usage": 100.0,  # a shared box: due rounds are not held back here
+    })
     token = cfg.data_dir / cfg.peers.token_file
     token.parent.mkdir(parents=True, exist_ok=True)
     token.write_text(TOKEN + "\n")

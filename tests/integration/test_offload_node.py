@@ -20,7 +20,7 @@ from fog_appliance import serving
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.client import DeviceCredentials, FLClient
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from fog_appliance.model.numpy_model import forward
 from fog_appliance.protocol import infer as wire
 from fog_appliance.protocol import topics
@@ -44,24 +44,24 @@ class FakeSampler:
 
 
 def node_config(tmp_path: Path, mqtt: bool = False) -> FogConfig:
-    cfg = FogConfig()
-    cfg.fog_node.id = "fog-t"
-    cfg.fog_node.data_dir = str(tmp_path / "node")
-    cfg.coap.port = free_port(socket.SOCK_DGRAM)
-    cfg.edge_interface.mqtt_enabled = mqtt
-    cfg.edge_interface.manage_broker = mqtt
-    cfg.edge_interface.mqtt_broker = f"mqtt://127.0.0.1:{free_port()}"
-    cfg.edge_interface.aggregation_threshold = 1
-    cfg.rounds.min_updates = 1
-    cfg.model.kind = "mlp"
-    cfg.model.input_dim = 16
-    cfg.model.hidden = [8]
-    cfg.model.num_classes = 4
-    cfg.storage.synchronous = "normal"
-    cfg.resources.sample_interval_s = 0.1
-    cfg.resources.round_max_wait_s = 60.0
-    cfg.cache.write_batch_ms = 0.0
-    cfg.validate()
+    cfg = replace(FogConfig(), {
+        "fog_node.id": "fog-t",
+        "fog_node.data_dir": str(tmp_path / "node"),
+        "coap.port": free_port(socket.SOCK_DGRAM),
+        "edge_interface.mqtt_enabled": mqtt,
+        "edge_interface.manage_broker": mqtt,
+        "edge_interface.mqtt_broker": f"mqtt://127.0.0.1:{free_port()}",
+        "edge_interface.aggregation_threshold": 1,
+        "rounds.min_updates": 1,
+        "model.kind": "mlp",
+        "model.input_dim": 16,
+        "model.hidden": [8],
+        "model.num_classes": 4,
+        "storage.synchronous": "normal",
+        "resources.sample_interval_s": 0.1,
+        "resources.round_max_wait_s": 60.0,
+        "cache.write_batch_ms": 0.0,
+    })
     return cfg
 
 

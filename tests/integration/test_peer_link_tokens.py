@@ -6,6 +6,7 @@ over link tokens alone (no site token file anywhere)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +14,7 @@ import aiohttp
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.cli import main as cli_main
-from fog_appliance.config import PeerConfig
+from fog_appliance.config import PeerConfig, replace
 from tests.conftest import add_device
 from tests.integration.test_hostile_peer import TOKEN, peer_config, wait_until
 from tests.nodeproc import write_config
@@ -32,8 +33,10 @@ def _link(cfg_dir: Path, name: str, token: str) -> str:
 async def test_a_link_token_acts_only_in_its_peers_name(tmp_path: Path) -> None:
     cfg = peer_config(tmp_path, [("ra", f"http://127.0.0.1:{free_port()}"),
                                  ("rc", f"http://127.0.0.1:{free_port()}")], fog_id="rb")
-    cfg.peers.nodes[0].token_file = _link(tmp_path / "secrets", "ra.token", LINK_RA)
-    cfg.validate()
+    cfg = replace(cfg, {"peers.nodes": [
+        dataclasses.replace(cfg.peers.nodes[0],
+                            token_file=_link(tmp_path / "secrets", "ra.token", LINK_RA)),
+        *cfg.peers.nodes[1:]]})
     async with FogNode(cfg).running() as node:
         await add_device(node, "own-1")
         api = node.extra_status["peers_api"]
@@ -72,8 +75,10 @@ async def test_two_nodes_talk_over_their_link_token_alone(tmp_path: Path) -> Non
     cfgs = []
     for fog, peer, port in (("ra", "rb", port_b), ("rb", "ra", port_a)):
         cfg = peer_config(tmp_path / fog, [(peer, f"http://127.0.0.1:{port}")], fog_id=fog)
-        cfg.peers.port = port_a if fog == "ra" else port_b
-        cfg.peers.nodes = [PeerConfig(peer, f"http://127.0.0.1:{port}", token_file=link)]
+        cfg = replace(cfg, {
+            "peers.port": port_a if fog == "ra" else port_b,
+            "peers.nodes": [PeerConfig(peer, f"http://127.0.0.1:{port}", token_file=link)],
+        })
         (cfg.data_dir / cfg.peers.token_file).unlink()  # no site token anywhere
         cfg.validate()
         cfgs.append(cfg)
@@ -88,7 +93,9 @@ async def test_two_nodes_talk_over_their_link_token_alone(tmp_path: Path) -> Non
 def test_the_cli_writes_a_link_token_where_the_config_says(tmp_path: Path) -> None:
     cfg = peer_config(tmp_path, [("ra", "http://127.0.0.1:1"), ("rc", "http://127.0.0.1:2")],
                       fog_id="rb")
-    cfg.peers.nodes[0].token_file = "links/ra.token"
+    cfg = replace(cfg, {"peers.nodes": [
+        dataclasses.replace(cfg.peers.nodes[0], token_file="links/ra.token"),
+        *cfg.peers.nodes[1:]]})
     path = write_config(cfg, tmp_path / "fog.yaml")
     assert cli_main(["peers", "token", "--config", str(path), "--peer", "rc"]) == 2
     assert cli_main(["peers", "token", "--config", str(path), "--peer", "nobody"]) == 2

@@ -29,6 +29,7 @@ from fog_appliance.client import DeviceCredentials, FLClient
 from fog_appliance.cloud.clientapp import post
 from fog_appliance.cloud.supernode import token_path
 from fog_appliance.cloud.wire import CloudRequest, encode_request
+from fog_appliance.config import replace
 from fog_appliance.localhttp import read_token
 from fog_appliance.model.numpy_model import train_local
 from fog_appliance.peers.gossip import mix
@@ -181,10 +182,10 @@ async def test_peers_talk_tls_and_refuse_a_peer_they_cannot_verify(tmp_path: Pat
             for f in (site.ca_key, site.ca_cert):
                 shutil.copy(f, files.root / f.name)
             ensure_server(files, ["localhost", "127.0.0.1"], None)
-            c.peers.tls_cert, c.peers.tls_key = "tls/server.crt", "tls/server.key"
+            c = replace(c, {"peers.tls_cert": "tls/server.crt",
+                            "peers.tls_key": "tls/server.key"})
         if ca:
-            c.peers.ca_file = str(site.ca_cert)
-        c.validate()
+            c = replace(c, {"peers.ca_file": str(site.ca_cert)})
         return c
 
     async with contextlib.AsyncExitStack() as stack:
@@ -199,7 +200,7 @@ async def test_peers_talk_tls_and_refuse_a_peer_they_cannot_verify(tmp_path: Pat
                          "tc refusing tb")
         assert "tb" not in c.peers.hints
     broken = cfg("td", ["ta"], False, False)
-    broken.peers.tls_cert, broken.peers.tls_key = "missing.crt", "missing.key"
+    broken = replace(broken, {"peers.tls_cert": "missing.crt", "peers.tls_key": "missing.key"})
     node = FogNode(broken)
     with pytest.raises(PeerError, match=r"peers\.tls_cert"):
         async with node.running():

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from fog_appliance.provisioning import device_config_path, provision, revoke
 from fog_appliance.store import Store
 from tests.admin_support import node_config, running_node, send_update
@@ -24,8 +24,9 @@ def deltas(shapes: list[tuple[int, ...]], seed: int) -> np.ndarray:
 
 
 def test_revoke_deletes_the_credentials_file(tmp_path: Path) -> None:
-    cfg = FogConfig()
-    cfg.fog_node.data_dir = str(tmp_path / "data")
+    cfg = replace(FogConfig(), {
+        "fog_node.data_dir": str(tmp_path / "data"),
+    })
     store = Store.open(cfg.db_path)
     try:
         _, path = provision(cfg, store, "gone")

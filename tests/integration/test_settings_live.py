@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from fog_appliance.config import replace
 from tests.admin_support import node_config, running_node, send_update
 
 
@@ -49,10 +50,12 @@ async def test_a_saved_threshold_sizes_the_open_and_the_next_rounds(tmp_path: Pa
 async def test_a_raised_memory_cap_releases_a_round_held_at_the_old_one(tmp_path: Path
                                                                         ) -> None:
     cfg = node_config(tmp_path / "var", threshold=1)
-    cfg.resources.max_memory_usage = 0.5  # any real machine uses more: every round is held
-    cfg.resources.max_cpu_usage = 100.0  # the shared test machine's CPU may be at 100%
-    cfg.resources.sample_interval_s = 0.2
-    cfg.resources.round_max_wait_s = 600.0
+    cfg = replace(cfg, {
+        "resources.max_memory_usage": 0.5,  # any real machine uses more: every round is held
+        "resources.max_cpu_usage": 100.0,  # the shared test machine's CPU may be at 100%
+        "resources.sample_interval_s": 0.2,
+        "resources.round_max_wait_s": 600.0,
+    })
     async with running_node(cfg) as (_node, api):
         conf = (await api.provision("press-1"))["config"]
 
@@ -81,3 +84,33 @@ async def test_a_raised_memory_cap_releases_a_round_held_at_the_old_one(tmp_path
             return bool((await api.status())["round"]["id"] > rid)
         await _until(released, 30, "the held round to go on under the new cap")
         assert (await api.section("resources"))["manager"]["holding"] is None
+
+
+async def test_a_saved_cpu_cap_and_deadline_govern_the_node_and_survive_a_restart(
+        tmp_path: Path) -> None:
+    """The config is frozen, so a saved setting is a new config: the resource manager
+    admits by the new CPU cap, the next round opens with the new deadline, and a node
+    started later on the same data dir starts with both (``settings.json``)."""
+    cfg = node_config(tmp_path / "var", threshold=1, deadline_s=600.0)
+    async with running_node(cfg) as (node, api):
+        conf = (await api.provision("press-1"))["config"]
+        first = (await api.status())["round"]
+        result = await api.change_settings({"resources.max_cpu_usage": 97.5,
+                                            "rounds.deadline_s": 45.0})
+        assert result["applied"] == {"resources.max_cpu_usage": "applied now",
+                                     "rounds.deadline_s": "applied now"}
+        res = await api.section("resources")
+        assert res["manager"]["limits"]["max_cpu"] == 97.5
+        assert res["limits"]["cpu_percent"] == 97.5
+        assert node.cfg.rounds.deadline_s == 45.0 and cfg.rounds.deadline_s == 600.0
+        assert await send_update(conf, tmp_path)
+
+        async def next_round_open() -> bool:
+            return bool((await api.status())["round"]["id"] > first["id"])
+        await _until(next_round_open, 30, "the round to close at 1 update")
+        assert (await api.status())["round"]["deadline_s"] == 45.0, \
+            "the next round opened with the deadline the node was started with"
+    async with running_node(cfg) as (_node, api):
+        assert (await api.status())["round"]["deadline_s"] == 45.0
+        res = await api.section("resources")
+        assert res["manager"]["limits"]["max_cpu"] == 97.5

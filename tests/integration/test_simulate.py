@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fog_appliance.broker import free_port
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from fog_appliance.demo.simulate import SimOptions, plan, synthetic_data
 from fog_appliance.errors import ConfigError
 from tests.admin_support import node_config
@@ -78,10 +78,11 @@ def test_simulate_over_mqtt_with_bad_slow_and_offline_edges(tmp_path: Path) -> N
     its signature (its hellos: it cannot verify the fog's answers, so it never trains); an
     offline one is never seen; the node logs the rejections."""
     cfg = node_config(tmp_path / "var", threshold=3, deadline_s=600.0)
-    cfg.edge_interface.mqtt_enabled = True
-    cfg.edge_interface.manage_broker = True
-    cfg.edge_interface.mqtt_broker = f"mqtt://127.0.0.1:{free_port()}"
-    cfg.validate()
+    cfg = replace(cfg, {
+        "edge_interface.mqtt_enabled": True,
+        "edge_interface.manage_broker": True,
+        "edge_interface.mqtt_broker": f"mqtt://127.0.0.1:{free_port()}",
+    })
     path = write_config(cfg, tmp_path / "fog.yaml")
     node = NodeProcess(path, cfg.data_dir, tmp_path / "node.log")
     node.start()

@@ -18,6 +18,7 @@ import pytest
 from fog_appliance.admin.server import token_path
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
+from fog_appliance.config import replace
 from fog_appliance.protocol.frame import UNKNOWN_SENDER, encode_update
 from tests.admin_support import node_config, running_node
 from tests.coap_raw import RawPeer
@@ -47,8 +48,10 @@ async def post_wrongly_keyed(node: FogNode, senders: list[tuple[str, int]]) -> N
 async def test_random_device_ids_cost_one_key(tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     cfg = node_config(tmp_path / "var")
-    cfg.admin.http_enabled = True
-    cfg.admin.http_port = free_port()
+    cfg = replace(cfg, {
+        "admin.http_enabled": True,
+        "admin.http_port": free_port(),
+    })
     caplog.set_level(logging.INFO, logger="fog_appliance.intake.service")
     async with running_node(cfg) as (node, api):
         assert node.coap_port is not None and node.admin is not None

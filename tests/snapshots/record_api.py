@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fog_appliance.config import replace
+
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "fixtures" / "console" / "api.json"
 READS = ["/api/status", "/api/edges", "/api/rounds?limit=100", "/api/models",
@@ -35,10 +37,11 @@ async def record(out: Path) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = node_config(Path(tmp) / "var", threshold=3)
-        cfg.privacy.dp_epsilon = 8.0
-        cfg.aggregation.clip_norm = 1.0
-        cfg.aggregation.weighting = "uniform"
-        cfg.validate()
+        cfg = replace(cfg, {
+            "privacy.dp_epsilon": 8.0,
+            "aggregation.clip_norm": 1.0,
+            "aggregation.weighting": "uniform",
+        })
         node = FogNode(cfg)
         async with node.running():
             assert node.admin is not None and node.admin.socket is not None

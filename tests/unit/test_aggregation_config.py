@@ -24,7 +24,7 @@ from fog_appliance.aggregation import (
     make_strategy,
 )
 from fog_appliance.aggregation.factory import round_policy
-from fog_appliance.config import FogConfig, load_config
+from fog_appliance.config import FogConfig, load_config, replace
 from fog_appliance.errors import ConfigError
 
 
@@ -124,18 +124,19 @@ def test_dp_config_that_fits(tmp_path: Path) -> None:
 
 
 def test_round_policy_raises_the_minimum_to_what_the_rule_and_k_need() -> None:
-    cfg = FogConfig()
-    cfg.edge_interface.aggregation_threshold = 10
-    cfg.rounds.min_updates = 2
-    cfg.aggregation.strategy = "krum"
-    cfg.aggregation.krum_f = 2
-    cfg.validate()
+    cfg = replace(FogConfig(), {
+        "edge_interface.aggregation_threshold": 10,
+        "rounds.min_updates": 2,
+        "aggregation.strategy": "krum",
+        "aggregation.krum_f": 2,
+    })
     p = round_policy(cfg, build_strategy(cfg))
     assert (p.threshold, p.min_updates, p.max_staleness) == (10, 7, 0)
-    cfg.aggregation.strategy = "fedbuff"
-    cfg.aggregation.buffer_size = 5
-    cfg.privacy.k_min = 4
-    cfg.validate()
+    cfg = replace(cfg, {
+        "aggregation.strategy": "fedbuff",
+        "aggregation.buffer_size": 5,
+        "privacy.k_min": 4,
+    })
     p = round_policy(cfg, build_strategy(cfg))
     assert (p.threshold, p.min_updates, p.max_staleness) == (5, 4, 4)
 

@@ -18,11 +18,8 @@ OVERSIZE = {
     "fog_appliance.appliance.update": 451,
     "fog_appliance.store.db": 452,
     "fog_appliance.coordinator": 591,
-    "fog_appliance.config": 796,
 }
-KNOWN_CIRCLES: list[set[str]] = [
-    {"fog_appliance.config", "fog_appliance.learning_checks"},  # issue 15: config package
-]
+KNOWN_CIRCLES: list[set[str]] = []
 COMPOSITION_ROOT = "fog_appliance.app"
 MAY_IMPORT_ROOT = {"fog_appliance.cli", "fog_appliance.__main__"}
 

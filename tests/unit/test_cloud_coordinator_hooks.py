@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fog_appliance.aggregation import Aggregate, make_strategy
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from fog_appliance.coordinator import Coordinator, CurrentModel
 from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import ModelRefused
@@ -30,12 +30,13 @@ DEVICES = ("d1", "d2", "d3")
 
 class Fog:
     def __init__(self, path: Path) -> None:
-        self.cfg = FogConfig()
-        self.cfg.model.kind = "softmax"
-        self.cfg.model.input_dim = 4
-        self.cfg.model.num_classes = 3
-        self.cfg.edge_interface.aggregation_threshold = 2
-        self.cfg.rounds.min_updates = 1
+        self.cfg = replace(FogConfig(), {
+            "model.kind": "softmax",
+            "model.input_dim": 4,
+            "model.num_classes": 3,
+            "edge_interface.aggregation_threshold": 2,
+            "rounds.min_updates": 1,
+        })
         self.store = Store.open(path, synchronous="normal")
         self.db = DbThread()
         self.keys = {d: secrets.token_bytes(32) for d in DEVICES}

@@ -21,17 +21,14 @@ from fog_appliance.cloud.supernode import (
     supernode_env,
     token_path,
 )
-from fog_appliance.config import FogConfig, load_config
+from fog_appliance.config import FogConfig, load_config, replace
 from fog_appliance.errors import ConfigError, ServiceError
 
 
 def _cfg(tmp_path: Path, **cloud: object) -> FogConfig:
-    cfg = FogConfig()
-    cfg.base_dir = str(tmp_path)
-    cfg.cloud_interface.server_url = "cloud.example:9092"
-    for k, v in cloud.items():
-        setattr(cfg.cloud_interface, k, v)
-    return cfg
+    return replace(FogConfig(), {"base_dir": str(tmp_path),
+                                 "cloud_interface.server_url": "cloud.example:9092",
+                                 **{f"cloud_interface.{k}": v for k, v in cloud.items()}})
 
 
 def test_argv_joins_the_superlink_with_the_node_config(tmp_path: Path) -> None:
@@ -63,7 +60,9 @@ def test_the_node_config_parses_back_with_flowers_own_parser(tmp_path: Path) -> 
 
 def test_without_a_server_url_there_is_nothing_to_join(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
-    cfg.cloud_interface.server_url = None
+    cfg = replace(cfg, {
+        "cloud_interface.server_url": None,
+    })
     with pytest.raises(ServiceError, match="server_url"):
         supernode_argv(cfg, "http://h:1", 1, exe="x")
 

@@ -14,7 +14,7 @@ import pytest
 from fog_appliance.appliance.paths import AppliancePaths
 from fog_appliance.appliance.setup import write_cloud_env
 from fog_appliance.cloud.supernode import tls_args
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from fog_appliance.errors import ServiceError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,12 +23,9 @@ EXE = "/opt/fog-appliance/venv/bin/flower-supernode"
 
 
 def _cfg(tmp_path: Path, **cloud: object) -> FogConfig:
-    cfg = FogConfig()
-    cfg.base_dir = str(tmp_path)
-    cfg.cloud_interface.server_url = "superlink.example:9092"
-    for k, v in cloud.items():
-        setattr(cfg.cloud_interface, k, v)
-    return cfg
+    return replace(FogConfig(), {"base_dir": str(tmp_path),
+                                 "cloud_interface.server_url": "superlink.example:9092",
+                                 **{f"cloud_interface.{k}": v for k, v in cloud.items()}})
 
 
 def _env_file(paths: AppliancePaths) -> dict[str, str]:

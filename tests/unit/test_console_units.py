@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from fog_appliance.admin import settings
 from fog_appliance.admin.metrics import render, section_gauges
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from fog_appliance.errors import ActionError, ConfigError
 from textual_ui.cli import build_parser, serve_command
 from textual_ui.format import ago, duration, field_value, label, size
@@ -119,17 +119,20 @@ def test_settings_garbage_is_refused_or_valid(changes: dict[str, Any]) -> None:
 
 
 def test_saved_settings_round_trip(tmp_path: Path) -> None:
-    cfg = FogConfig()
-    cfg.fog_node.data_dir = str(tmp_path)
+    cfg = replace(FogConfig(), {
+        "fog_node.data_dir": str(tmp_path),
+    })
     with pytest.raises(ActionError) as err:
         settings.save(cfg, {"rounds.min_updates": 0})
     assert err.value.status == 400 and "rounds.min_updates" in str(err.value)
     assert not settings.settings_path(cfg).exists()
-    settings.save(cfg, {"rounds.deadline_s": 45.0})
-    fresh = FogConfig()
-    fresh.fog_node.data_dir = str(tmp_path)
-    assert settings.apply_saved(fresh) == {"rounds.deadline_s": 45.0}
-    assert fresh.rounds.deadline_s == 45.0
+    new, saved = settings.save(cfg, {"rounds.deadline_s": 45.0})
+    assert saved == {"rounds.deadline_s": 45.0} and new.rounds.deadline_s == 45.0
+    assert cfg.rounds.deadline_s == 120.0, "save changed the config it was given"
+    fresh = replace(FogConfig(), {"fog_node.data_dir": str(tmp_path)})
+    applied, saved = settings.apply_saved(fresh)
+    assert saved == {"rounds.deadline_s": 45.0}
+    assert applied.rounds.deadline_s == 45.0 and fresh.rounds.deadline_s == 120.0
     settings.settings_path(cfg).write_text("{broken")
     with pytest.raises(ConfigError, match="cannot read saved settings"):
         settings.apply_saved(FogConfig(fog_node=cfg.fog_node))

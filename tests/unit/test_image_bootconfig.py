@@ -106,7 +106,7 @@ def test_resolve_keeps_what_the_user_set(tmp_path: Path) -> None:
 def test_the_shipped_example_resolves(tmp_path: Path) -> None:
     _raw, cfg = do_resolve(yaml.safe_load(EXAMPLE.read_text()), tmp_path)
     assert cfg.fog_node.id == "fog-site-01"
-    assert cfg.appliance.provision_devices == ["sensor-01", "sensor-02"]
+    assert cfg.appliance.provision_devices == ("sensor-01", "sensor-02")
 
 
 BAD: list[tuple[object, str, str]] = [

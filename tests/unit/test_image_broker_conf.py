@@ -3,6 +3,7 @@ files' group and mode, and the CA in device configs."""
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import os
 import stat
@@ -12,7 +13,7 @@ import pytest
 
 from fog_appliance.appliance.mosquitto import render_system_conf
 from fog_appliance.appliance.tls import TlsFiles, render_openssl_conf, split_names
-from fog_appliance.config import ApplianceConfig, FogConfig
+from fog_appliance.config import ApplianceConfig, FogConfig, FogNodeConfig, replace
 from fog_appliance.errors import BrokerError, ProvisioningError
 from fog_appliance.provisioning import (
     broker_ca,
@@ -26,10 +27,11 @@ from fog_appliance.store import Store
 TLS = TlsFiles(Path("/etc/fog-appliance/tls"))
 
 
-def cfg_with(**appliance: object) -> FogConfig:
-    cfg = FogConfig(appliance=ApplianceConfig(**appliance))  # type: ignore[arg-type]
-    cfg.fog_node.data_dir = "/var/lib/fog-appliance"
-    return cfg
+def cfg_with(data_dir: str = "/var/lib/fog-appliance", **appliance: object) -> FogConfig:
+    """Built directly, unchecked: some of these appliance settings are refused by the
+    config's own checks, and the renderers must still cope with them."""
+    return FogConfig(appliance=ApplianceConfig(**appliance),  # type: ignore[arg-type]
+                     fog_node=FogNodeConfig(data_dir=data_dir))
 
 
 def test_conf_with_tls_and_plain_on_the_lan() -> None:
@@ -71,13 +73,17 @@ def test_conf_tls_port_zero_turns_tls_off() -> None:
 def test_conf_packet_limit_follows_the_frame_limit() -> None:
     cfg = cfg_with()
     assert f"max_packet_size {8 * 1024 * 1024 + 65536}\n" in render_system_conf(cfg, TLS)
-    cfg.edge_interface.max_frame_bytes = 64 * 1024 * 1024
+    cfg = replace(cfg, {
+        "edge_interface.max_frame_bytes": 64 * 1024 * 1024,
+    })
     assert f"max_packet_size {64 * 1024 * 1024 + 65536}\n" in render_system_conf(cfg, TLS)
 
 
 def test_conf_uses_the_port_of_the_nodes_broker_url() -> None:
     cfg = cfg_with()
-    cfg.edge_interface.mqtt_broker = "mqtt://127.0.0.1:11883"
+    cfg = replace(cfg, {
+        "edge_interface.mqtt_broker": "mqtt://127.0.0.1:11883",
+    })
     assert "listener 11883 127.0.0.1\n" in render_system_conf(cfg, TLS)
 
 
@@ -119,8 +125,7 @@ def test_write_atomic_names_a_missing_group(tmp_path: Path) -> None:
 
 def test_sync_broker_auth_shares_the_files_with_the_group(tmp_path: Path) -> None:
     group = grp.getgrgid(os.getegid()).gr_name
-    cfg = cfg_with(broker_files_group=group)
-    cfg.fog_node.data_dir = str(tmp_path)
+    cfg = cfg_with(str(tmp_path), broker_files_group=group)
     store = Store.open(tmp_path / "fog.db")
     try:
         sync_broker_auth(cfg, store)
@@ -133,8 +138,7 @@ def test_sync_broker_auth_shares_the_files_with_the_group(tmp_path: Path) -> Non
 
 
 def test_sync_broker_auth_without_a_group_stays_private(tmp_path: Path) -> None:
-    cfg = cfg_with()
-    cfg.fog_node.data_dir = str(tmp_path)
+    cfg = cfg_with(str(tmp_path))
     store = Store.open(tmp_path / "fog.db")
     try:
         sync_broker_auth(cfg, store)
@@ -151,8 +155,7 @@ def test_broker_ca(tmp_path: Path) -> None:
     assert broker_ca(cfg) == ca.read_text()
     assert broker_ca(cfg_with(mqtt_ca_file=str(ca), mqtt_tls_port=0)) is None
     assert broker_ca(cfg_with()) is None
-    rel = cfg_with(mqtt_ca_file="ca.crt")
-    rel.base_dir = str(tmp_path)
+    rel = dataclasses.replace(cfg_with(mqtt_ca_file="ca.crt"), base_dir=str(tmp_path))
     assert broker_ca(rel) == ca.read_text()
     ca.write_bytes(b"\xff\xfe")
     with pytest.raises(ProvisioningError, match="cannot read the broker CA"):
