@@ -227,10 +227,15 @@ class Rollout:
         d.reason = reason
 
     def _offerable_now(self) -> list[str]:
+        """The devices of the current phase not yet downloading, marked ``offered`` (the
+        service pushes them the offer; one that misses it gets it after its next hello)."""
         if not self.active or self.paused:
             return []
-        return sorted(n for n, d in self.devices.items()
-                      if self.eligible(n) and d.state in (DevState.PENDING, DevState.OFFERED))
+        due = sorted(n for n, d in self.devices.items()
+                     if self.eligible(n) and d.state in (DevState.PENDING, DevState.OFFERED))
+        for n in due:
+            self.devices[n].state = DevState.OFFERED
+        return due
 
     def _evaluate(self, now: float) -> list[str]:
         """Phase changes after a device's state changed; the devices newly to offer."""

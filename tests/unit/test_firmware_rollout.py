@@ -51,9 +51,10 @@ def test_canary_then_all() -> None:
 
 def test_download_progress_and_states() -> None:
     r = _rollout(2, canary=1)
-    r.begin(0.0)
+    assert r.begin(0.0) == ["d0"]
+    assert r.devices["d0"].state is DevState.OFFERED  # pushed at the start
+    assert r.devices["d1"].state is DevState.PENDING
     assert r.on_hello("d0", OLD, 1.0) == ["d0"]
-    assert r.devices["d0"].state is DevState.OFFERED
     assert r.serves("d0", NEW) and not r.serves("d0", OLD) and not r.serves("d1", NEW)
     _report(r, "d0", "downloading", 2.0, pct=40)
     assert (r.devices["d0"].state, r.devices["d0"].pct) == (DevState.DOWNLOADING, 40)
@@ -177,7 +178,7 @@ def test_reports_of_other_devices_releases_or_rollouts_are_refused() -> None:
         with pytest.raises(FirmwareRequestError) as info:
             r.on_status(dev, rep, 1.0)
         assert info.value.code is code
-    assert r.devices["d0"].state is DevState.PENDING
+    assert r.devices["d0"].state is DevState.OFFERED  # unchanged by the refused reports
     r.on_status("d0", StatusReport(NEW, "healthy"), 2.0)  # no rid (rebooted): accepted
     assert r.devices["d0"].state is DevState.HEALTHY
 
