@@ -11,6 +11,7 @@ import pytest
 
 from fog_appliance.app import FogNode
 from fog_appliance.firmware.releases import add_release
+from fog_appliance.firmware.rollout import Plan
 from tests.conftest import add_device
 from tests.ota_device import OtaDevice
 from textual_ui.client import AdminClient, Endpoint, Refused
@@ -83,3 +84,36 @@ async def test_releases_rollout_actions_and_metrics(node: FogNode) -> None:
         assert (await api.rollout_action("abort"))["phase"] == "aborted"
         events = (await api.recent_events(50))["events"]
         assert any("aborted by test" in e["message"] for e in events)
+
+
+async def test_console_firmware_page(node: FogNode) -> None:
+    """Page 9 of the console against the same real node: the rollout, its devices, and the
+    pause and abort keys (abort asks first)."""
+    from tests.integration.test_console_pilot import (
+        SIZE,
+        console_for,
+        notes,
+        screen_text,
+        until,
+    )
+
+    await node.db.run(add_release, node.store, node.cfg.data_dir, "0.2.0", FILES)
+    async with OtaDevice(await add_device(node, "m0")) as dev:
+        await dev.hello()
+        await node.firmware.start_rollout(Plan("0.2.0", canary=1))
+        await dev.report("0.2.0", "failed", reason="no_space")
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: "t1" in screen_text(app))
+            await pilot.press("9")
+            shown = ("Releases: 0.2.0 (2 files, 3,030 B)", "Rollout 1 of 0.2.0: HALTED",
+                     "canary m0 failed: no_space", "m0")
+            await until(pilot, lambda: all(x in screen_text(app) for x in shown))
+            await pilot.press("x")
+            await until(pilot, lambda: "Abort the firmware rollout?" in screen_text(app))
+            await pilot.press("y")
+            await until(pilot, lambda: "Not possible now" in notes(app))  # it is halted
+            assert "nothing to abort" in notes(app)
+            await pilot.press("1")
+            await pilot.pause(0.5)
+            await app.workers.wait_for_complete()
