@@ -8,14 +8,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from fog_appliance.app import FogNode
+from fog_appliance.cli import main
 from fog_appliance.firmware.releases import add_release
 from fog_appliance.firmware.rollout import DevState, Phase, Plan
 from fog_appliance.store import firmware as fwstore
-from tests.conftest import add_device
+from tests.conftest import add_device, make_config
+from tests.nodeproc import write_config
 from tests.ota_device import OtaDevice
 
 pytestmark = pytest.mark.mosquitto
@@ -114,27 +117,59 @@ async def test_failing_canary_halts_and_bad_requests_are_answered(node: FogNode)
         assert node.firmware.rollout.devices["d1"].state is DevState.PENDING
 
 
-async def test_cli_commands_reach_the_node(node: FogNode) -> None:
+async def test_cli_commands_reach_the_node(node: FogNode, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """``edge rollout start|pause|resume|abort|status`` from another thread (as from another
+    process): queued in the store, applied by the node, the outcome printed."""
+    conf = str(write_config(node.cfg, tmp_path / "fog.yaml"))
+
+    def cli(*args: str) -> tuple[int, str]:
+        code = main(["edge", "rollout", *args, "--config", conf])
+        return code, capsys.readouterr().out
+
     devs = await _setup(node, 2)
     async with devs[0] as d0:
         await d0.hello()
-        cid = await node.db.run(fwstore.queue_command, node.store, "start",
-                                {"version": NEW, "canary": 1, "window_s": 60.0,
-                                 "devices": [], "downgrade": False})
-        await _wait(lambda: fwstore.command_result(node.store, cid) is not None)
-        result = fwstore.command_result(node.store, cid)
-        assert result is not None and result["ok"], result
+        code, out = await asyncio.to_thread(cli, "start", NEW, "--canary", "1",
+                                            "--window", "60")
+        assert code == 0 and f"of {NEW}: canary" in out, out
         await d0.next_down("firmware")
-        cid = await node.db.run(fwstore.queue_command, node.store, "start",
-                                {"version": NEW})
-        await _wait(lambda: fwstore.command_result(node.store, cid) is not None)
-        refused = fwstore.command_result(node.store, cid)
-        assert refused is not None and not refused["ok"] and "abort it first" in \
-            refused["error"]
+        code, out = await asyncio.to_thread(cli, "start", NEW)
+        assert code == 1 and "abort it first" in out
+        code, out = await asyncio.to_thread(cli, "status", "--json")
+        status = json.loads(out)
+        assert status["phase"] == "canary" and status["devices"]["d0"]["canary"]
         for action in ("pause", "resume", "abort"):
-            cid = await node.db.run(fwstore.queue_command, node.store, action, {})
-            await _wait(lambda c=cid: fwstore.command_result(node.store, c) is not None)
+            code, out = await asyncio.to_thread(cli, action)
+            assert code == 0, out
         assert node.firmware.rollout.phase is Phase.ABORTED
+        code, out = await asyncio.to_thread(cli, "status")
+        assert "aborted" in out and " * d0" in out
         events = await node.db.run(node.store.events, 0, 500)
         assert any(e.kind == "firmware" and "aborted by cli" in e.message for e in events), \
             json.dumps([e.message for e in events])
+
+
+async def test_rollout_survives_a_node_restart(tmp_path: Path) -> None:
+    """The rollout is read back from the store: a device that reported progress before the
+    restart is offered again after its next hello and finishes."""
+    cfg = make_config(tmp_path, mqtt=True)
+    node = FogNode(cfg)
+    async with node.running():
+        (dev,) = await _setup(node, 1)
+        async with dev:
+            await dev.hello()
+            await node.firmware.start_rollout(Plan(NEW, canary=1, window_s=300))
+            offer = await dev.next_down("firmware")
+            await dev.report(NEW, "downloading", offer["rid"], pct=30)
+            await _wait(lambda: node.firmware.rollout.devices["d0"].pct == 30)
+    node = FogNode(cfg)
+    async with node.running():
+        r = node.firmware.rollout
+        assert r is not None and r.phase is Phase.CANARY
+        assert (r.devices["d0"].state, r.devices["d0"].pct) == (DevState.DOWNLOADING, 30)
+        async with dev:
+            await dev.hello()
+            offer = await dev.next_down("firmware")  # after the welcome, resumable
+            await dev.take_offer(offer)
+        await _wait(lambda: node.firmware.rollout.phase is Phase.DONE)
