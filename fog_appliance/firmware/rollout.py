@@ -137,7 +137,9 @@ class Rollout:
                         self._set(d, DevState.INSTALLED, now, pct=100)
             return self._evaluate(now)
         if d.state is DevState.INSTALLED:
-            self._set(d, DevState.ROLLED_BACK, now, reason=f"came back on {version or '?'}")
+            if version is None:  # a hello that names no version proves nothing
+                return []
+            self._set(d, DevState.ROLLED_BACK, now, reason=f"came back on {version}")
             return self._evaluate(now)
         if d.state not in OFFERABLE or self.paused:
             return []

@@ -173,3 +173,35 @@ async def test_rollout_survives_a_node_restart(tmp_path: Path) -> None:
             offer = await dev.next_down("firmware")  # after the welcome, resumable
             await dev.take_offer(offer)
         await _wait(lambda: node.firmware.rollout.phase is Phase.DONE)
+
+
+async def test_an_accepted_update_on_the_new_version_proves_health(node: FogNode) -> None:
+    """A board that never reports ``healthy``: its hello naming the release, then an update
+    the fog accepts within the window, count as healthy (and the canaries pass)."""
+    from fog_appliance.client import FLClient
+    from tests.integration.test_mqtt_intake import delta
+
+    await node.db.run(add_release, node.store, node.cfg.data_dir, NEW, FILES)
+    creds = await add_device(node, "d0")
+    await add_device(node, "d1")
+    dev = OtaDevice(creds)
+    async with dev:
+        await dev.hello()
+        await node.firmware.start_rollout(Plan(NEW, canary=1, window_s=300))
+        offer = await dev.next_down("firmware")
+        await dev.report(NEW, "installed", offer["rid"])
+        dev.version = NEW
+        await dev.hello()
+        await _wait(lambda: node.firmware.rollout.devices["d0"].new_hello_at is not None)
+    assert node.firmware.rollout.devices["d0"].state is DevState.INSTALLED
+    client = FLClient(creds, transport="mqtt", timeout=20)
+    try:
+        await client.connect()  # its hello names no version: proves nothing either way
+        model = await client.model()
+        result = await client.send_update(delta(model), num_samples=5, local_steps=1,
+                                          model=model)
+        assert result.accepted
+    finally:
+        await client.close()
+    await _wait(lambda: node.firmware.rollout.devices["d0"].state is DevState.HEALTHY)
+    assert node.firmware.rollout.phase is Phase.ALL

@@ -84,6 +84,8 @@ def test_canary_that_comes_back_on_the_old_version_rolled_back() -> None:
     r.begin(0.0)
     r.on_hello("d0", OLD, 1.0)
     _report(r, "d0", "installed", 2.0)
+    assert r.on_hello("d0", None, 20.0) == []  # names no version: proves nothing
+    assert r.devices["d0"].state is DevState.INSTALLED
     r.on_hello("d0", OLD, 30.0)  # the loader switched back by itself
     assert r.devices["d0"].state is DevState.ROLLED_BACK
     assert r.phase is Phase.HALTED
