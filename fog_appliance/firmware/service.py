@@ -235,7 +235,7 @@ class FirmwareService:
                     r = await self.act(cmd.action, actor="cli")
                 result = {"ok": True, "message": f"rollout {r.id} of {r.version}: "
                           f"{r.describe()}", "rollout": r.id}
-            except (ActionError, TypeError, ValueError) as exc:
+            except (ActionError, AttributeError, TypeError, ValueError) as exc:
                 result = {"ok": False, "error": str(exc)}
             await self._db.run(fwstore.finish_command, self._store, cmd.id, result)
 

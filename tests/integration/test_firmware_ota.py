@@ -143,6 +143,12 @@ async def test_cli_commands_reach_the_node(node: FogNode, tmp_path: Path,
             code, out = await asyncio.to_thread(cli, action)
             assert code == 0, out
         assert node.firmware.rollout.phase is Phase.ABORTED
+        # a command row that is not what the CLI writes: refused, the service keeps going
+        cid = await node.db.run(fwstore.queue_command, node.store, "start",
+                                {"version": NEW, "devices": 5})
+        await _wait(lambda: fwstore.command_result(node.store, cid) is not None)
+        bad = fwstore.command_result(node.store, cid)
+        assert bad is not None and not bad["ok"] and "int" in bad["error"], bad
         code, out = await asyncio.to_thread(cli, "status")
         assert "aborted" in out and " * d0" in out
         events = await node.db.run(node.store.events, 0, 500)
