@@ -6,6 +6,7 @@ with ``firmware_error`` and counted, never a crash."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -211,3 +212,37 @@ async def test_an_accepted_update_on_the_new_version_proves_health(node: FogNode
         await client.close()
     await _wait(lambda: node.firmware.rollout.devices["d0"].state is DevState.HEALTHY)
     assert node.firmware.rollout.phase is Phase.ALL
+
+
+async def test_a_device_cannot_use_another_devices_firmware_topics(node: FogNode) -> None:
+    """The broker ACL: d1 cannot ask on d0's request topic nor read d0's chunks."""
+    import aiomqtt
+
+    from fog_appliance.protocol import topics
+
+    devs = await _setup(node, 2)
+    fog = node.cfg.fog_node.id
+    creds1 = devs[1].c
+    async with devs[0] as d0, aiomqtt.Client(
+            creds1.mqtt_host, creds1.mqtt_port, username=creds1.mqtt_username,
+            password=creds1.mqtt_password, identifier="d1") as spy:
+        await d0.hello()
+        await node.firmware.start_rollout(Plan(NEW, canary=1, window_s=300))
+        await d0.next_down("firmware")
+        await spy.subscribe(topics.fwdata(fog, "d0"), qos=1)
+        forged = json.dumps({"t": "get", "ver": NEW, "f": "fwver.mpy", "o": 0, "n": 8})
+        await spy.publish(topics.fw(fog, "d0"), forged.encode(), qos=1)  # dropped
+        assert await d0.get_chunk(NEW, "fwver.mpy", 0, 8) == FILES["fwver.mpy"][:8]
+        assert node.firmware.counters.requests == 1  # only d0's own
+        assert d0.chunks.empty()  # and no chunk answered the forged request
+
+        async def spied() -> None:
+            async for _ in spy.messages:
+                raise AssertionError("d1 received a chunk of d0")
+
+        task = asyncio.create_task(spied())
+        await d0.get_chunk(NEW, "fwver.mpy", 8, 8)
+        await asyncio.sleep(1.0)  # d0 got its chunk; d1 got nothing in that time
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
