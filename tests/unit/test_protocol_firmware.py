@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -194,3 +195,34 @@ def test_topics_and_acl() -> None:
     acl = topics.device_acl("F", "d1")
     assert ("write", "fog/F/fw/d1") in acl and ("read", "fog/F/fwdata/d1") in acl
     assert ("write", "fog/F/fwdata/d1") not in acl
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+OTA = json.loads((FIXTURES / "ota.json").read_text())
+
+
+def test_golden_offer_error_and_chunk() -> None:
+    """The fog writes exactly the golden bytes the board side is tested against
+    (tests/fixtures/make_ota_golden.py)."""
+    key = bytes.fromhex(OTA["key_hex"])
+    offer = {k: v for k, v in OTA["offer"].items() if k not in ("file", "type")}
+    files = {"edgeloop.mpy": bytes(range(256)) * 5, "fwver.mpy": b'VERSION = "0.2.0"\n'}
+    m = manifest_of(offer["ver"], files)
+    fields = offer_fields(m, rid=offer["rid"], ctr=offer["ctr"], downgrade=offer["down"],
+                          device=offer["device"], fog=offer["fog"])
+    assert fields == offer
+    raw = (FIXTURES / OTA["offer"]["file"]).read_bytes()
+    assert signed_down("firmware", key, **fields) == raw
+    assert verify_down(raw, key) == {"type": "firmware", **offer}
+    err = {k: v for k, v in OTA["error"].items() if k not in ("file", "type")}
+    assert signed_down("firmware_error", key, **err) == (
+        FIXTURES / OTA["error"]["file"]).read_bytes()
+    c = OTA["chunk"]
+    raw_chunk = (FIXTURES / c["file"]).read_bytes()
+    data = bytes.fromhex(c["data_hex"])
+    assert encode_chunk(c["name"], c["offset"], c["size"], data) == raw_chunk
+    assert decode_chunk(raw_chunk).data == files[c["name"]][c["offset"]:c["offset"] + len(data)]
+    req = parse_fw_message(json.dumps(OTA["request"]).encode())
+    assert req == ChunkRequest("0.2.0", c["name"], c["offset"], OTA["request"]["n"])
+    assert parse_fw_message(json.dumps(OTA["report"]).encode()) == StatusReport(
+        "0.2.0", "downloading", 7, 40, "")
