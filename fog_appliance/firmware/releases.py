@@ -56,6 +56,9 @@ def add_release(store: Store, data_dir: Path, version: str, files: dict[str, byt
         manifest = manifest_of(version, files)
     except ProtocolError as exc:
         raise ActionError(400, f"release {version}: {exc.detail}") from None
+    if not {"fwver.mpy", "fwver.py"} & set(files):
+        raise ActionError(400, f"release {version} has no fwver.mpy: a board refuses an offer "
+                          "without its version module")
     if fwstore.release(store, version) is not None:
         raise ActionError(409, f"release {version} is stored already (remove it first)")
     root = releases_root(data_dir)

@@ -62,6 +62,8 @@ def test_release_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_release_on_disk_changed_is_not_served(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "fog.db")
     try:
+        with pytest.raises(ActionError, match=r"no fwver\.mpy"):
+            add_release(store, tmp_path, "0.3", {"a.mpy": b"abc"})
         add_release(store, tmp_path, "0.3", {"a.mpy": b"abc", "fwver.mpy": b"v"})
         assert fwstore.release(store, "0.3") is not None
         (releases_root(tmp_path) / "0.3" / "a.mpy").write_bytes(b"abd")
@@ -76,7 +78,7 @@ def test_release_on_disk_changed_is_not_served(tmp_path: Path) -> None:
 def test_release_in_an_active_rollout_cannot_be_removed(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "fog.db")
     try:
-        add_release(store, tmp_path, "0.3", {"a.mpy": b"abc"})
+        add_release(store, tmp_path, "0.3", {"a.mpy": b"abc", "fwver.mpy": b"v"})
         rid = fwstore.new_rollout(store, "0.3", "canary", 1.0)
         from fog_appliance.firmware.releases import remove_release
 
