@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from fog_appliance.admin.sections import SectionProvider
     from fog_appliance.admin.server import AdminServer
     from fog_appliance.cloud.link import CloudLink
+    from fog_appliance.firmware.service import FirmwareService
     from fog_appliance.intake.mqtt import MqttIntake
     from fog_appliance.peers.service import PeersService
 
@@ -80,6 +81,8 @@ class FogNode:
         self.intake: Intake
         self.serving: Serving
         self.mqtt: MqttIntake | None = None
+        self.firmware: FirmwareService | None = None
+        """Firmware over the air (``firmware/service.py``), with the MQTT intake."""
         self.coap_port: int | None = None
         self.broker: PrivateBroker | None = None
         self.admin_sections: dict[str, SectionProvider] = {}
@@ -247,9 +250,13 @@ class FogNode:
         username = fog_username(cfg.fog_node.id)
         settings = MqttSettings(host, port, username, fog_password(files), client_id=username,
                                 fog_id=cfg.fog_node.id)
-        self.mqtt = MqttIntake(settings, self.intake, self.coordinator)
+        from fog_appliance.firmware.service import attach_firmware
+
+        self.firmware = await attach_firmware(self)
+        self.mqtt = MqttIntake(settings, self.intake, self.coordinator, firmware=self.firmware)
         self.mqtt.blob_source = self.serving.mqtt_blob
         self.spawn(tg, self.mqtt.run(), "mqtt-intake")
+        self.spawn(tg, self.firmware.run(), "firmware")
         try:
             async with asyncio.timeout(15):
                 await self.mqtt.connected.wait()

@@ -24,6 +24,7 @@ from textual_ui.screens.cache import CacheScreen
 from textual_ui.screens.dashboard import DashboardScreen
 from textual_ui.screens.edges import EdgesScreen
 from textual_ui.screens.events import EventsScreen
+from textual_ui.screens.firmware import FirmwareScreen
 from textual_ui.screens.help import HelpScreen
 from textual_ui.screens.privacy import PrivacyScreen
 from textual_ui.screens.rounds import RoundsScreen
@@ -40,6 +41,7 @@ PAGES: list[tuple[str, str, str]] = [
     ("6", "events", "Events"),
     ("7", "settings", "Settings"),
     ("8", "update", "Update"),
+    ("9", "firmware", "Firmware"),
 ]
 
 PAGE_HELP = {
@@ -54,6 +56,8 @@ PAGE_HELP = {
     "settings": "the thresholds and caps you may change while the node runs.",
     "update": "the gateway's root slots, their versions and the last update (a rollback "
               "stands out); installing is done on the gateway.",
+    "firmware": "edge firmware releases and the rollout to the boards: each device's state, "
+                "a failed canary stands out; pause, resume, abort.",
 }
 
 
@@ -65,11 +69,11 @@ class FogConsole(App[None]):
     MODES: ClassVar[dict[str, Any]] = {
         "dashboard": DashboardScreen, "edges": EdgesScreen, "rounds": RoundsScreen,
         "cache": CacheScreen, "privacy": PrivacyScreen, "events": EventsScreen,
-        "settings": SettingsScreen, "update": UpdateScreen,
+        "settings": SettingsScreen, "update": UpdateScreen, "firmware": FirmwareScreen,
     }
     DEFAULT_MODE = "dashboard"
     BINDINGS: ClassVar[list[BindingType]] = [
-        # The footer shows the page keys as one "1-8 Pages" (80 columns: the page's own
+        # The footer shows the page keys as one "1-9 Pages" (80 columns: the page's own
         # keys, Help and Quit must fit); F1 / ? lists them all.
         *(Binding(key, f"switch_mode('{mode}')", "Pages" if key == "1" else label,
                   key_display=f"1-{len(PAGES)}" if key == "1" else key, show=key == "1",

@@ -20,7 +20,7 @@ from textual_ui.client import AdminClient, Endpoint
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fog-console", description="The fog node's on-site "
-                                "console (keyboard: ? for help, 1-8 for pages, q to quit).")
+                                "console (keyboard: ? for help, 1-9 for pages, q to quit).")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--socket", metavar="PATH", help="the node's admin socket")
     where.add_argument("--url", help="the node's loopback admin URL (admin.http_enabled)")

@@ -186,6 +186,23 @@ class AdminClient:
         """Publish model ``version``'s weights again as the next version."""
         return dict(await self.request("POST", f"/api/models/{version}/rollback"))
 
+    # -- firmware over the air (issue 18) ---------------------------------------------------
+
+    async def firmware_releases(self) -> dict[str, Any]:
+        return dict(await self.get("/api/firmware/releases"))
+
+    async def firmware_rollout(self) -> dict[str, Any]:
+        return dict(await self.get("/api/firmware/rollout"))
+
+    async def start_rollout(self, version: str, **plan: Any) -> dict[str, Any]:
+        """``canary`` or ``canary_pct``, ``window_s``, ``devices``, ``downgrade``."""
+        return dict(await self.request("POST", "/api/firmware/rollout",
+                                       {"version": version, **plan}))
+
+    async def rollout_action(self, action: str) -> dict[str, Any]:
+        """``pause``, ``resume`` or ``abort``."""
+        return dict(await self.request("POST", f"/api/firmware/rollout/{action}"))
+
 
 def _error_message(text: str, fallback: str | None) -> str:
     try:

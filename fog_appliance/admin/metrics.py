@@ -135,7 +135,28 @@ def families(status: Mapping[str, Any], edges: Mapping[str, Any],
         if data.get("available"):
             out += list(section_gauges(name, data))
     out.append(avail)
+    out += list(_firmware_families(sections.get("firmware")))
     return out
+
+
+def _firmware_families(fw: Mapping[str, Any] | None) -> Iterator[Metric]:
+    """Per-device firmware rollout state (issue 18) with labels; the counters come from
+    the generic section gauges (``fog_firmware_chunks`` …)."""
+    if not fw or not fw.get("available"):
+        return
+    state = GaugeMetricFamily("fog_firmware_device_state", "1 for each device's state in the "
+                              "current firmware rollout", labels=["device", "state"])
+    pct = GaugeMetricFamily("fog_firmware_device_download_percent", "Download progress of "
+                            "each device in the current firmware rollout", labels=["device"])
+    for d in fw.get("devices") or []:
+        state.add_metric([d["id"], d["state"]], 1.0)
+        pct.add_metric([d["id"]], float(d["pct"]))
+    phase = GaugeMetricFamily("fog_firmware_rollout_phase", "1 for the current rollout's "
+                              "phase", labels=["version", "phase"])
+    r = fw.get("rollout")
+    if r:
+        phase.add_metric([r["version"], r["phase"]], 1.0)
+    yield from (state, pct, phase)
 
 
 def _inference_families(inf: Mapping[str, Any] | None) -> Iterator[Metric]:

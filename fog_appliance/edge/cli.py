@@ -1,4 +1,5 @@
-"""``fog-appliance edge …``: flash a board, write a bundle, report the firmware's size.
+"""``fog-appliance edge …``: flash a board, write a bundle, report the firmware's size;
+``edge release …`` and ``edge rollout …`` (over the air) are in ``firmware/cli.py``.
 
 Registered through ``COMMAND_MODULES`` in ``fog_appliance/cli.py``.
 """
@@ -62,6 +63,10 @@ def register(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) ->
                            ".mpy sizes against their budget (exit 1 when over)")
     s.add_argument("--markdown", action="store_true", help="print the table as markdown")
     s.set_defaults(func=cmd_sizes)
+
+    from fog_appliance.firmware.cli import register as register_firmware
+
+    register_firmware(actions, config_arg)
 
 
 def _board_args(p: argparse.ArgumentParser) -> None:

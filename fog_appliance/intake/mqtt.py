@@ -18,7 +18,7 @@ import asyncio
 import collections
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 
@@ -74,14 +74,28 @@ class MqttSettings:
     max_concurrent: int = 512
 
 
+class FirmwareEndpoint(Protocol):
+    """What the adapter needs of the firmware part (``firmware/service.py``): it answers
+    ``fog/F/fw/D`` and follows a welcome with an offer; both return (topic, payload) pairs to
+    publish. Offers it pushes on its own wait in ``outgoing``."""
+
+    outgoing: asyncio.Queue[tuple[str, bytes]]
+
+    async def handle(self, device: str, payload: bytes) -> list[tuple[str, bytes]]: ...
+
+    async def after_hello(self, device: str, fw: str, ctr: int) -> list[tuple[str, bytes]]: ...
+
+
 PUBLISH_TIMEOUT_S = 60.0
 """How long the fog's own publishes (announcements, down messages) may wait for their PUBACK:
 it queues behind the updates the broker is pushing to us."""
 
 
 class MqttIntake:
-    def __init__(self, settings: MqttSettings, intake: Intake, coordinator: Coordinator) -> None:
+    def __init__(self, settings: MqttSettings, intake: Intake, coordinator: Coordinator,
+                 firmware: FirmwareEndpoint | None = None) -> None:
         self.s = settings
+        self._firmware = firmware
         self._intake = intake
         self._coord = coordinator
         self._models: asyncio.Queue[CurrentModel] = asyncio.Queue()
@@ -139,6 +153,9 @@ class MqttIntake:
             failure: asyncio.Future[StoreError] = asyncio.get_running_loop().create_future()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._model_publisher(client), name="mqtt-model-publisher")
+                if self._firmware is not None:
+                    tg.create_task(self._firmware_publisher(client, self._firmware),
+                                   name="mqtt-firmware-publisher")
                 watcher = tg.create_task(self._raise_on(failure), name="mqtt-store-watch")
                 async for message in client.messages:
                     await limit.acquire()
@@ -155,11 +172,17 @@ class MqttIntake:
                       acks: AckSequencer, limit: asyncio.Semaphore,
                       failure: asyncio.Future[StoreError]) -> None:
         reply: bytes | None = None
+        more: list[tuple[str, bytes]] = []
+        """Published after the reply: firmware chunks, errors, an offer after a welcome."""
         edge = topics.parse_edge_topic(str(message.topic))
         payload = message.payload
         try:
-            if edge is None or edge.fog != self.s.fog_id or not isinstance(payload, bytes):
+            if edge is None or edge.fog != self.s.fog_id or not isinstance(payload, bytes) or \
+                    (edge.kind == topics.FW and self._firmware is None):
                 log.warning("ignored message on %s", message.topic)
+            elif edge.kind == topics.FW:
+                assert self._firmware is not None
+                more = await self._firmware.handle(edge.device, payload)
             elif edge.kind == topics.UP:
                 acc = await self._intake.submit_update(payload, "mqtt", edge.device)
                 reply = down_message("accepted", round=acc.round, seq=acc.seq,
@@ -167,7 +190,10 @@ class MqttIntake:
             else:
                 hello = await self._intake.submit_hello(payload, "mqtt", edge.device)
                 answer = await self._intake.hello_answer(hello, "mqtt")
-                reply = down_message(answer.pop("type"), **answer)
+                kind = answer.pop("type")
+                reply = down_message(kind, **answer)
+                if kind == "welcome" and self._firmware is not None:
+                    more = await self._firmware.after_hello(hello.id, hello.fw, hello.ctr)
         except RejectedError as exc:
             extra: dict[str, Any] = {}
             if edge is not None and edge.kind == topics.HELLO:
@@ -187,11 +213,27 @@ class MqttIntake:
         limit.release()
         key = self._intake.key_for(edge.device) if edge is not None else None
         if reply is not None and edge is not None and key is not None:
+            more.insert(0, (topics.down(self.s.fog_id, edge.device), downlink.sign(reply, key)))
+        for topic, body in more:
             try:
-                await client.publish(topics.down(self.s.fog_id, edge.device),
-                                     downlink.sign(reply, key), qos=1)
+                await client.publish(topic, body, qos=1)
             except aiomqtt.MqttError as exc:
-                log.info("could not tell %s the outcome: %s", edge.device, exc)
+                log.info("could not send %s: %s", topic, exc)
+                break
+
+    async def _firmware_publisher(self, client: aiomqtt.Client,
+                                  firmware: FirmwareEndpoint) -> None:
+        """Offers the firmware part pushes on its own (a rollout starting, the canaries
+        passing). One that cannot be sent is dropped: the device gets it after its next
+        hello."""
+        while True:
+            topic, body = await firmware.outgoing.get()
+            try:
+                await client.publish(topic, body, qos=1)
+            except aiomqtt.MqttError as exc:
+                log.info("could not push %s: %s (offered again after its next hello)",
+                         topic, exc)
+            honour_cancellation()
 
     async def _model_publisher(self, client: aiomqtt.Client) -> None:
         """Announce each new model; a publish that times out (the broker is busy pushing

@@ -132,4 +132,30 @@ MIGRATIONS: list[str] = [
         reason TEXT NOT NULL
     );
     """,
+    # 5: firmware over the air (issue 18): stored releases (files under <data_dir>/firmware),
+    # rollouts (their state machine as JSON, written only by the node's firmware service),
+    # and the operator's commands to it (from the CLI, another process).
+    """
+    CREATE TABLE firmware_releases (
+        version TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        total INTEGER NOT NULL,
+        manifest TEXT NOT NULL
+    );
+    CREATE TABLE firmware_rollouts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        version TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        phase TEXT NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE firmware_commands (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at REAL NOT NULL,
+        action TEXT NOT NULL,
+        args TEXT NOT NULL DEFAULT '{}',
+        done_at REAL,
+        result TEXT
+    );
+    """,
 ]

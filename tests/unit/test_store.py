@@ -203,7 +203,7 @@ def test_migration_3_backfills_the_device_tallies(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     s = Store.open(path)
-    assert s.schema_version == len(MIGRATIONS) == 4
+    assert s.schema_version == len(MIGRATIONS) == 5
     assert device_tallies(s)["d1"].accepted == 2
     assert device_tallies(s)["d1"].last_update_at == 7.0
 
