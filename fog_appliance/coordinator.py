@@ -47,7 +47,6 @@ from fog_appliance.protocol.messages import ModelAnnouncement
 from fog_appliance.protocol.model_blob import decode_model, encode_model, sha256_hex
 from fog_appliance.registry import Registry
 from fog_appliance.rounds.current import CurrentModel, ReleaseGate, RoundStats
-from fog_appliance.rounds.port import Ticket
 from fog_appliance.rounds.service import RoundService
 from fog_appliance.rounds.table import ADMITTING, Event, Round, RoundPolicy, State
 from fog_appliance.store import ModelRow, RoundRow, Store
@@ -122,15 +121,6 @@ class Coordinator:
         ``policy`` (the open round is changed through :meth:`retune_round`)."""
         self.rounds.policy = policy
 
-    def on_committed(self, batch: list[Ticket]) -> None:
-        self.rounds.on_committed(batch)
-
-    def on_failed(self, batch: list[Ticket]) -> None:
-        self.rounds.on_failed(batch)
-
-    def check_due(self) -> None:
-        self.rounds.check_due()
-
     def close_now(self) -> bool:
         """Close the open round now (admin action); False if it has no update yet."""
         return self.rounds.close_now()
@@ -144,12 +134,6 @@ class Coordinator:
     async def drop_device_updates(self, device: str) -> int:
         """Admin (with a revocation): see ``RoundService.drop_device_updates``."""
         return await self.rounds.drop_device_updates(device)
-
-    async def run_clock(self, interval: float = 0.25) -> None:
-        await self.rounds.run_clock(interval)
-
-    async def wait_round_after(self, round_id: int, timeout: float) -> bool:
-        return await self.rounds.wait_round_after(round_id, timeout)
 
     async def wait_closed(self) -> None:
         """Wait for a round close in progress (tests, shutdown)."""

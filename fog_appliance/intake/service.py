@@ -53,13 +53,13 @@ class IntakeCounters:
 
 class Intake:
     def __init__(self, *, store: Store, db: DbThread, registry: Registry,
-                 coordinator: Coordinator, committer: Committer, max_frame_bytes: int,
-                 rounds: RoundPort | None = None) -> None:
+                 coordinator: Coordinator, rounds: RoundPort, committer: Committer,
+                 max_frame_bytes: int) -> None:
         self._store = store
         self._db = db
         self._registry = registry
         self._coord = coordinator
-        self._rounds: RoundPort = rounds if rounds is not None else coordinator.rounds
+        self._rounds = rounds
         """Admission, through the rounds' port (``rounds/port.py``)."""
         self._committer = committer
         self.max_frame_bytes = max_frame_bytes

@@ -61,7 +61,7 @@ class Fog:
         ticket = await c.rounds.admit(frame, frame_bytes, "test")
         assert ticket.row is not None
         await self.db.run(self.store.commit_intake, [ticket.row], [], 1.0)
-        c.on_committed([ticket])
+        c.rounds.on_committed([ticket])
 
     def close(self) -> None:
         self.db.close()
