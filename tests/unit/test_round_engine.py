@@ -28,6 +28,10 @@ def engine(threshold: int = 3, min_updates: int = 2, state: State = State.OPEN,
                              state=state, max_staleness=max_staleness))
 
 
+def state(e: RoundEngine) -> State:
+    return e.round.state
+
+
 def admit(e: RoundEngine, device: str, seq: int = 1, tag: bytes | None = None,
           last_seq: int = 0) -> tuple[Admission, TagClaim]:
     claim = TagClaim(tag if tag is not None else device.encode())
@@ -40,10 +44,10 @@ def test_committed_updates_are_counted_and_the_threshold_closes_the_round() -> N
     claims = [admit(e, d)[1] for d in ("a", "b", "c")]
     assert e.committed([(4, "a", 1), (4, "b", 1)], now=1.0) == [Count(claims[0]),
                                                                  Count(claims[1])]
-    assert e.round.state is State.COLLECTING and e.round.count == 2
+    assert state(e) is State.COLLECTING and e.round.count == 2
     assert e.committed([(4, "c", 1)], now=2.0) == [Count(claims[2]),
                                                     Close(4, Event.THRESHOLD)]
-    assert e.round.state is State.AGGREGATING
+    assert state(e) is State.AGGREGATING
     assert e.tick(500.0) == []  # a closing round is due for nothing more
     e.published()
     assert e.round.state is State.PUBLISHED

@@ -52,7 +52,8 @@ def _writes(tree: ast.AST) -> list[tuple[int, str]]:
         flat: list[ast.expr] = []
         for t in targets:
             flat.extend(t.elts if isinstance(t, ast.Tuple) else [t])
-        found.extend((node.lineno, f) for t in flat if (f := _round_field(t)) is not None)
+        line = getattr(node, "lineno", 0)
+        found.extend((line, f) for t in flat if (f := _round_field(t)) is not None)
     return found
 
 
