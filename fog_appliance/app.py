@@ -163,10 +163,11 @@ class FogNode:
         ei = cfg.edge_interface
         self.committer = Committer(self.store, self.db, max_batch=ei.group_commit_max,
                                    max_wait_s=ei.group_commit_wait_ms / 1000.0,
-                                   on_committed=self.coordinator.on_committed,
-                                   on_failed=self.coordinator.on_failed)
+                                   on_committed=self.coordinator.rounds.on_committed,
+                                   on_failed=self.coordinator.rounds.on_failed)
         self.intake = Intake(store=self.store, db=self.db, registry=self.registry,
-                             coordinator=self.coordinator, committer=self.committer,
+                             coordinator=self.coordinator, rounds=self.coordinator.rounds,
+                             committer=self.committer,
                              max_frame_bytes=ei.max_frame_bytes)
         self.serving = Serving(cfg, self.store, self.db, self.coordinator, self.intake)
         await self.serving.start()
@@ -177,7 +178,7 @@ class FogNode:
         stack.push_async_callback(self._cancel_all, tg)
         self._tasks: list[asyncio.Task[None]] = []
         self.spawn(tg, self.committer.run(), "committer")
-        self.spawn(tg, self.coordinator.run_clock(), "round-clock")
+        self.spawn(tg, self.coordinator.rounds.run_clock(), "round-clock")
         self.spawn(tg, self._refresh_registry(), "registry-refresh")
         for coro, name in self.serving.tasks():
             self.spawn(tg, coro, name)

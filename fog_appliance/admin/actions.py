@@ -110,8 +110,6 @@ async def change_settings(node: NodeView, body: dict[str, Any], actor: str) -> d
     rnd = co.round
     notes: list[str] = []
     applied = {name: "applied now" for name in body}
-    if "rounds.deadline_s" in body:
-        rnd.deadline_s = cfg.rounds.deadline_s
     if "edge_interface.aggregation_threshold" in body and policy.threshold != \
             cfg.edge_interface.aggregation_threshold:
         applied["edge_interface.aggregation_threshold"] = (
@@ -131,11 +129,12 @@ async def change_settings(node: NodeView, body: dict[str, Any], actor: str) -> d
             notes.append(f"the threshold {threshold} applies from round {rnd.id + 1}")
             threshold = rnd.threshold
         min_updates = min(policy.min_updates, threshold)
-        deadline_at = (rnd.opened_at + cfg.rounds.deadline_s if "rounds.deadline_s" in body
-                       else None)
+        new_deadline = "rounds.deadline_s" in body
         try:
             co.retune_round(threshold=threshold, min_updates=min_updates,
-                            deadline_at=deadline_at)
+                            deadline_at=rnd.opened_at + cfg.rounds.deadline_s
+                            if new_deadline else None,
+                            deadline_s=cfg.rounds.deadline_s if new_deadline else None)
         except ActionError as exc:
             notes.append(f"the open round keeps its values: {exc}")
             for n in round_fields:

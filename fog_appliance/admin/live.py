@@ -22,7 +22,7 @@ def apply_live(node: NodeView) -> RoundPolicy:
     ``node.cfg`` is the new (frozen) config; the parts that read live settings from a
     config of their own are handed it here: the coordinator opens the next rounds with its
     ``rounds.deadline_s``."""
-    node.coordinator.cfg = node.cfg
+    node.coordinator.use_config(node.cfg)
     policy = round_policy(node.cfg, node.coordinator.strategy)
     node.coordinator.set_policy(policy)
     node.serving.resources.set_limits(limits_from(node.cfg))

@@ -1,11 +1,12 @@
 """Group commit: admitted updates are written to SQLite in batches, and only then is anyone
 told they were accepted.
 
-An adapter hands over an admitted update and awaits its future. The committer takes what
-has queued (up to ``max_batch``; if fewer, it waits up to ``max_wait_s`` for more), commits
-it in one transaction in the store thread, hands the batch to ``on_committed`` (which folds
-it into the round), and resolves the futures. A failed commit fails every future of the
-batch: nothing is acknowledged, so MQTT redelivers and CoAP clients retry.
+The intake hands over the ticket of an admitted update (``rounds/port.py``) and awaits
+its result. The committer takes what has queued (up to ``max_batch``; if fewer, it waits
+up to ``max_wait_s`` for more), commits it in one transaction in the store thread, hands
+the batch to ``on_committed`` (the rounds service, which folds it into the round), and
+resolves the tickets. A failed commit fails every ticket of the batch: nothing is
+acknowledged, so MQTT redelivers and CoAP clients retry.
 """
 
 from __future__ import annotations
@@ -14,45 +15,37 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import StoreError
-from fog_appliance.protocol.frame import UpdateFrame
-from fog_appliance.store import AcceptedUpdate, Store
+from fog_appliance.rounds.port import Ticket
+from fog_appliance.store import Store
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class Pending:
-    row: AcceptedUpdate
-    frame: UpdateFrame
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop()
-                                       .create_future())
-
-
 class Committer:
     def __init__(self, store: Store, db: DbThread, *, max_batch: int, max_wait_s: float,
-                 on_committed: Callable[[list[Pending]], None],
-                 on_failed: Callable[[list[Pending]], None]) -> None:
+                 on_committed: Callable[[list[Ticket]], None],
+                 on_failed: Callable[[list[Ticket]], None]) -> None:
         self._store = store
         self._db = db
         self._max_batch = max_batch
         self._max_wait = max_wait_s
         self._on_committed = on_committed
         self._on_failed = on_failed
-        self._queue: list[Pending] = []
+        self._queue: list[Ticket] = []
         self._rejections: list[tuple[str, str]] = []
         self._wake = asyncio.Event()
         self.batches = 0
         self.committed = 0
 
-    def submit(self, row: AcceptedUpdate, frame: UpdateFrame) -> Pending:
-        p = Pending(row, frame)
-        self._queue.append(p)
+    def submit(self, ticket: Ticket) -> None:
+        """Queue a new update's ticket (``ticket.row`` set) for the next batch."""
+        if ticket.row is None:
+            raise ValueError("a duplicate's ticket has nothing to commit")
+        self._queue.append(ticket)
         self._wake.set()
-        return p
 
     def note_rejection(self, device: str, reason: str) -> None:
         """Counted per device and reason; persisted with the next batch, which a rejection
@@ -77,8 +70,8 @@ class Committer:
             batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
             rejections, self._rejections = self._rejections, []
             try:
-                await self._db.run(self._store.commit_intake, [p.row for p in batch],
-                                   rejections, time.time())
+                rows = [p.row for p in batch if p.row is not None]
+                await self._db.run(self._store.commit_intake, rows, rejections, time.time())
             except StoreError as exc:
                 log.error("%s (%d updates not acknowledged; edges will resend)", exc, len(batch))
                 self._on_failed(batch)

@@ -8,7 +8,6 @@ with a diagnostic for the edge; nothing already accepted is touched by a rejecti
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import time
@@ -19,26 +18,16 @@ from typing import Any
 from fog_appliance.coordinator import Coordinator
 from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import PolicyError, ProtocolError, Reason, RejectedError
-from fog_appliance.intake.committer import Committer, Pending
+from fog_appliance.intake.committer import Committer
 from fog_appliance.intake.loglimit import LogLimiter
 from fog_appliance.protocol.downlink import announcement_digest
-from fog_appliance.protocol.frame import (
-    UNKNOWN_SENDER,
-    UpdateFrame,
-    decode_update,
-    read_header,
-)
+from fog_appliance.protocol.frame import UNKNOWN_SENDER, UpdateFrame, read_header
 from fog_appliance.protocol.messages import Hello, decode_hello
 from fog_appliance.registry import Registry
-from fog_appliance.rounds import Admission, Round
-from fog_appliance.store import AcceptedUpdate, Store
+from fog_appliance.rounds.port import RoundPort
+from fog_appliance.store import Store
 
 log = logging.getLogger(__name__)
-
-"""The one key rejections of senders that are not provisioned devices are counted under."""
-
-CARRY_OVER_WAIT_S = 30.0
-"""Longest an update to a full asynchronous buffer waits for the next one to open."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +53,16 @@ class IntakeCounters:
 
 class Intake:
     def __init__(self, *, store: Store, db: DbThread, registry: Registry,
-                 coordinator: Coordinator, committer: Committer, max_frame_bytes: int) -> None:
+                 coordinator: Coordinator, rounds: RoundPort, committer: Committer,
+                 max_frame_bytes: int) -> None:
         self._store = store
         self._db = db
         self._registry = registry
         self._coord = coordinator
+        self._rounds = rounds
+        """Admission, through the rounds' port (``rounds/port.py``)."""
         self._committer = committer
         self.max_frame_bytes = max_frame_bytes
-        self._inflight: dict[tuple[str, int, int], Pending] = {}
         self.counters = IntakeCounters()
         self._log_limit = LogLimiter()
         self.update_gate: Callable[[int], None] | None = None
@@ -97,49 +88,27 @@ class Intake:
                                     f"frame of device {header.device_id!r} published on the "
                                     f"topic of {topic_device!r}")
             key = self._registry.key_for(header.device_id)
-            ei = self._coord.cfg.edge_interface
-            frame = decode_update(payload, key, self._coord.shapes,
-                                  max_frame_bytes=self.max_frame_bytes, header=header,
-                                  max_abs_value=ei.max_update_value)
-            if frame.num_samples > ei.max_samples_per_update:
-                raise ProtocolError(Reason.TOO_MANY_SAMPLES,
-                                    f"num_samples {frame.num_samples} is above the limit "
-                                    f"{ei.max_samples_per_update}")
-            if frame.local_steps > self._coord.cfg.rounds.max_local_steps:
-                raise ProtocolError(Reason.BAD_LOCAL_STEPS,
-                                    f"local_steps {frame.local_steps} is above the limit "
-                                    f"{self._coord.cfg.rounds.max_local_steps}")
-            self._coord.strategy.check_update(frame)
+            frame = self._rounds.rules.decode(payload, key, header, self.max_frame_bytes)
             committed = await self._committed_before(frame)
             if committed is not None:
                 self.counters.duplicates += 1
                 return Accepted(frame.device_id, committed, frame.seq, duplicate=True)
             if self.update_gate is not None:
                 self.update_gate(len(payload))
-            rnd, admission = await self._admit(frame)
+            ticket = await self._rounds.admit(frame, payload, transport)
         except RejectedError as exc:
             exc.seq = header.seq if header is not None else None
             self.record_rejection(device, transport, exc)
             raise
-        ident = (frame.device_id, rnd.id, frame.seq)
-        if admission is Admission.DUPLICATE:
-            original = self._inflight.get(ident)
-            if original is not None:
-                await asyncio.shield(original.done)
+        if not ticket.duplicate:
+            self._committer.submit(ticket)
+        await ticket.result()
+        if ticket.duplicate:
             self.counters.duplicates += 1
-            return Accepted(frame.device_id, rnd.id, frame.seq, duplicate=True)
-        row = AcceptedUpdate(frame.device_id, rnd.id, frame.seq, frame.model_version,
-                             frame.num_samples, frame.local_steps, int(frame.dtype), time.time(),
-                             transport, frame.tag, bytes(payload))
-        pending = self._committer.submit(row, frame)
-        self._inflight[ident] = pending
-        try:
-            await asyncio.shield(pending.done)
-        finally:
-            self._inflight.pop(ident, None)
-        self.counters.accepted += 1
-        self.counters.by_transport[transport] += 1
-        return Accepted(frame.device_id, rnd.id, frame.seq, duplicate=False)
+        else:
+            self.counters.accepted += 1
+            self.counters.by_transport[transport] += 1
+        return Accepted(frame.device_id, ticket.round_id, frame.seq, duplicate=ticket.duplicate)
 
     async def _committed_before(self, frame: UpdateFrame) -> int | None:
         """The round of this very frame if it was committed already, whatever round is open
@@ -148,29 +117,11 @@ class Intake:
         cost no lookup; the open round's own duplicates are known in memory."""
         if frame.seq > self._registry.last_seq(frame.device_id):
             return None
-        rnd = self._coord.round
-        if rnd.committed.get((frame.device_id, frame.seq)) == frame.tag:
-            return rnd.id
+        here = self._rounds.committed_here(frame)
+        if here is not None:
+            return here
         return await self._db.run(self._store.committed_round, frame.device_id, frame.seq,
                                   frame.tag)
-
-    async def _admit(self, frame: UpdateFrame) -> tuple[Round, Admission]:
-        """Admission to the open round. Asynchronous rounds (FedBuff) carry an update that
-        finds its buffer full or being aggregated over into the next buffer (one version
-        staler) instead of refusing it; ``round_closed`` only if none opens in time."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + CARRY_OVER_WAIT_S
-        while True:
-            rnd = self._coord.round
-            try:
-                return rnd, rnd.admit(frame.device_id, frame.round, frame.model_version,
-                                      frame.seq, frame.tag,
-                                      self._registry.last_seq(frame.device_id))
-            except PolicyError as exc:
-                if not (rnd.is_async and exc.reason is Reason.ROUND_CLOSED):
-                    raise
-                if not await self._coord.wait_round_after(rnd.id, give_up - loop.time()):
-                    raise
 
     async def submit_hello(self, payload: bytes, transport: str,
                            topic_device: str | None = None) -> Hello:

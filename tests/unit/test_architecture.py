@@ -17,7 +17,6 @@ OVERSIZE = {
     "fog_appliance.admin.server": 401,
     "fog_appliance.appliance.update": 451,
     "fog_appliance.store.db": 452,
-    "fog_appliance.coordinator": 591,
 }
 KNOWN_CIRCLES: list[set[str]] = []
 COMPOSITION_ROOT = "fog_appliance.app"

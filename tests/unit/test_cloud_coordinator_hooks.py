@@ -17,12 +17,11 @@ from fog_appliance.config import FogConfig, replace
 from fog_appliance.coordinator import Coordinator, CurrentModel
 from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import ModelRefused
-from fog_appliance.intake.committer import Pending
 from fog_appliance.model.spec import flatten
 from fog_appliance.protocol.frame import decode_update, encode_update
 from fog_appliance.registry import Registry
 from fog_appliance.rounds import Round, State
-from fog_appliance.store import AcceptedUpdate, DeviceRow, Store
+from fog_appliance.store import DeviceRow, Store
 from fog_appliance.store.outbox import OutboxItem, outbox_rows
 
 DEVICES = ("d1", "d2", "d3")
@@ -60,11 +59,10 @@ class Fog:
                                     tensors=delta)
         frame = decode_update(frame_bytes, self.keys[device], c.shapes,
                               max_frame_bytes=len(frame_bytes))
-        c.round.admit(device, c.round.id, c.round.model_version, self.seq, frame.tag, 0)
-        row = AcceptedUpdate(device, c.round.id, self.seq, c.round.model_version, samples, 1,
-                             0, 1.0, "test", frame.tag, frame_bytes)
-        await self.db.run(self.store.commit_intake, [row], [], 1.0)
-        c.on_committed([Pending(row, frame)])
+        ticket = await c.rounds.admit(frame, frame_bytes, "test")
+        assert ticket.row is not None
+        await self.db.run(self.store.commit_intake, [ticket.row], [], 1.0)
+        c.rounds.on_committed([ticket])
 
     def close(self) -> None:
         self.db.close()

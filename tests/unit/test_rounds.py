@@ -47,11 +47,11 @@ def test_threshold_closes_round() -> None:
 
 def test_deadline_with_and_without_minimum() -> None:
     r = new_round()
-    assert r.due(100.0) is Event.DEADLINE_SHORT
+    assert r.due(100.0) is Event.EXTEND
     r.admit("a", 4, 7, 1, b"t", 0)
     r.committed_ok("a", 1)
-    assert r.due(100.0) is Event.DEADLINE_SHORT  # 1 < min_updates
-    r.extend_deadline(100.0)
+    assert r.due(100.0) is Event.EXTEND  # 1 < min_updates
+    r.extend(100.0)
     assert r.deadline_at == 200.0 and r.due(150.0) is None
     r.admit("b", 4, 7, 1, b"u", 0)
     r.committed_ok("b", 1)

@@ -1,4 +1,4 @@
-"""The round state machine. Everything that affects a round's state lives in this file.
+"""The round state machine. Everything that writes a round's state lives in this file.
 
 A synchronous round::
 
@@ -7,10 +7,19 @@ A synchronous round::
       │                  ▼
       │             AGGREGATING ──published──▶ PUBLISHED   (the aggregate is the next model)
       │                  └────────withheld───▶ FAILED      (nothing released; reason noted)
-      └─deadline with too few updates: the deadline is extended, the state stays
+      └─deadline with too few updates: extend (a new deadline), the state stays
 
     OPEN / COLLECTING ──superseded──▶ FAILED  (a model from the cloud replaced the round's
                                                model: its updates no longer apply)
+
+Besides the events that move it, a round changes in place through events that keep (or
+restore) its state, all in the table too: ``restore`` (an update committed before a restart
+is counted again; a restored aggregating round stays aggregating and is closed again),
+``retune`` (the admin or saved settings change the threshold, minimum or deadline),
+``extend`` (the deadline passed with too few updates) and ``drop`` (a revoked device's
+updates leave the open round). :meth:`Round.fire` is the one place the state is assigned,
+and the methods below the table are the only writers of a round's fields: code elsewhere
+reads a round and asks the engine (``rounds/engine.py``) for a change.
 
 The next round opens when one closes (PUBLISHED or FAILED). An asynchronous (buffered)
 round is the same machine with a different admission rule: updates trained on any model
@@ -19,16 +28,16 @@ the buffer size K. In both, a device has at most one update in a round (so a buf
 updates come from distinct devices: the k-minimum, Krum's f and the DP sensitivity count
 devices).
 
-This module does no I/O: the coordinator feeds it events and performs the side effects the
-transitions call for.
+This module does no I/O.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from fog_appliance.errors import PolicyError, Reason
+from fog_appliance.errors import ActionError, PolicyError, Reason
 
 
 class State(enum.StrEnum):
@@ -43,11 +52,14 @@ class Event(enum.StrEnum):
     ACCEPT = "accept"
     THRESHOLD = "threshold"
     DEADLINE = "deadline"
-    DEADLINE_SHORT = "deadline_short"
+    EXTEND = "extend"
     CLOSE_NOW = "close_now"
     PUBLISHED = "published"
     WITHHELD = "withheld"
     SUPERSEDED = "superseded"
+    RESTORE = "restore"
+    RETUNE = "retune"
+    DROP = "drop"
 
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -56,12 +68,18 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.COLLECTING, Event.THRESHOLD): State.AGGREGATING,
     (State.COLLECTING, Event.DEADLINE): State.AGGREGATING,
     (State.COLLECTING, Event.CLOSE_NOW): State.AGGREGATING,
-    (State.OPEN, Event.DEADLINE_SHORT): State.OPEN,
-    (State.COLLECTING, Event.DEADLINE_SHORT): State.COLLECTING,
+    (State.OPEN, Event.EXTEND): State.OPEN,
+    (State.COLLECTING, Event.EXTEND): State.COLLECTING,
     (State.AGGREGATING, Event.PUBLISHED): State.PUBLISHED,
     (State.AGGREGATING, Event.WITHHELD): State.FAILED,
     (State.OPEN, Event.SUPERSEDED): State.FAILED,
     (State.COLLECTING, Event.SUPERSEDED): State.FAILED,
+    (State.OPEN, Event.RESTORE): State.COLLECTING,
+    (State.COLLECTING, Event.RESTORE): State.COLLECTING,
+    (State.AGGREGATING, Event.RESTORE): State.AGGREGATING,
+    (State.OPEN, Event.RETUNE): State.OPEN,
+    (State.COLLECTING, Event.RETUNE): State.COLLECTING,
+    (State.COLLECTING, Event.DROP): State.COLLECTING,
 }
 
 ADMITTING = (State.OPEN, State.COLLECTING)
@@ -93,9 +111,26 @@ class Admission(enum.Enum):
     accepted, count nothing (idempotent redelivery)."""
 
 
+class Claim(Protocol):
+    """An admitted update whose commit is in flight, as the round holds it (the service's
+    :class:`~fog_appliance.rounds.ticket.Ticket`): the round keeps it, so the one record
+    of an update in flight is the round's ``pending``."""
+
+    @property
+    def tag(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TagClaim:
+    """The plainest claim: just the tag (unit tests, restores)."""
+
+    tag: bytes
+
+
 @dataclass
 class Round:
-    """The in-memory state of one round, rebuilt from the store after a restart."""
+    """The in-memory state of one round, rebuilt from the store after a restart. Read it
+    anywhere; change it only through the methods here (each fires a table event)."""
 
     id: int
     model_version: int
@@ -109,16 +144,11 @@ class Round:
     """0 for synchronous rounds; > 0 admits updates trained on older versions (async)."""
     committed: dict[tuple[str, int], bytes] = field(default_factory=dict)
     """(device, seq) → tag of every update committed in this round."""
-    pending: dict[tuple[str, int], bytes] = field(default_factory=dict)
-    """(device, seq) → tag of admitted updates whose commit is in flight."""
+    pending: dict[tuple[str, int], Claim] = field(default_factory=dict)
+    """(device, seq) → claim of admitted updates whose commit is in flight."""
     contributors: dict[str, int] = field(default_factory=dict)
     """device → seq of its update in this round (pending or committed): at most one each,
     so admission is O(1) however large the round."""
-
-    def restore(self, device: str, seq: int, tag: bytes) -> None:
-        """Count an update committed before a restart (the round is being rebuilt)."""
-        self.committed[(device, seq)] = tag
-        self.contributors[device] = seq
 
     @property
     def count(self) -> int:
@@ -136,12 +166,22 @@ class Round:
         self.state = nxt
         return nxt
 
+    # -- events that carry data ---------------------------------------------------------
+
+    def restore(self, device: str, seq: int, tag: bytes) -> None:
+        """Count an update committed before a restart (the round is being rebuilt)."""
+        self.fire(Event.RESTORE)
+        self.committed[(device, seq)] = tag
+        self.contributors[device] = seq
+
     def admit(self, device: str, rnd: int, model_version: int, seq: int, tag: bytes,
-              last_seq: int) -> Admission:
+              last_seq: int, claim: Claim | None = None) -> Admission:
         """Decide whether an authentic update may join this round. ``last_seq`` is the
-        device's highest committed sequence number. Raises PolicyError with the reason."""
+        device's highest committed sequence number; ``claim`` is what the round keeps while
+        its commit is in flight. Raises PolicyError with the reason."""
         key = (device, seq)
-        if self.committed.get(key) == tag or self.pending.get(key) == tag:
+        held = self.pending.get(key)
+        if self.committed.get(key) == tag or (held is not None and held.tag == tag):
             return Admission.DUPLICATE
         if self.is_async:
             if not self.model_version - self.max_staleness <= model_version <= self.model_version:
@@ -172,14 +212,14 @@ class Round:
         if len(self.committed) + len(self.pending) >= self.threshold:
             raise PolicyError(Reason.ROUND_CLOSED,
                               f"round {self.id} already has {self.threshold} updates")
-        self.pending[key] = tag
+        self.pending[key] = claim if claim is not None else TagClaim(tag)
         self.contributors[device] = seq
         return Admission.NEW
 
     def committed_ok(self, device: str, seq: int) -> None:
         """The store committed an admitted update."""
-        tag = self.pending.pop((device, seq))
-        self.committed[(device, seq)] = tag
+        claim = self.pending.pop((device, seq))
+        self.committed[(device, seq)] = claim.tag
         if self.state in ADMITTING:
             self.fire(Event.ACCEPT)
 
@@ -187,6 +227,48 @@ class Round:
         """The store could not commit it: free its place (the edge will resend)."""
         if self.pending.pop((device, seq), None) is not None:
             self.contributors.pop(device, None)
+
+    def extend(self, now: float) -> None:
+        """The deadline passed with too few updates: a new deadline, the state stays."""
+        self.fire(Event.EXTEND)
+        self.deadline_at = now + self.deadline_s
+
+    def retune(self, *, capacity: int, threshold: int | None = None,
+               min_updates: int | None = None, deadline_at: float | None = None,
+               deadline_s: float | None = None) -> None:
+        """Change the threshold, minimum, deadline or deadline length of an admitting round.
+        Raises ActionError (nothing changed) if the round is closing or the values
+        contradict each other or the round's ``capacity`` (its accumulator's size)."""
+        if self.state not in ADMITTING:
+            raise ActionError(409, f"round {self.id} is {self.state.value}; change the next one")
+        new_threshold = self.threshold if threshold is None else threshold
+        new_min = self.min_updates if min_updates is None else min_updates
+        if new_threshold > capacity:
+            raise ActionError(409, f"round {self.id} was opened for at most {capacity} "
+                              f"updates; a threshold of {new_threshold} applies from the next "
+                              "round (change it in the settings)")
+        if not 1 <= new_min <= new_threshold:
+            raise ActionError(400, f"min_updates {new_min} must be between 1 and the "
+                              f"threshold {new_threshold}")
+        self.fire(Event.RETUNE)
+        self.threshold, self.min_updates = new_threshold, new_min
+        if deadline_at is not None:
+            self.deadline_at = deadline_at
+        if deadline_s is not None:
+            self.deadline_s = deadline_s
+
+    def drop(self, device: str) -> list[tuple[str, int]]:
+        """Take ``device``'s committed updates out of the round; returns their keys."""
+        dropped = [k for k in self.committed if k[0] == device]
+        if not dropped:
+            return []
+        self.fire(Event.DROP)
+        for key in dropped:
+            del self.committed[key]
+        self.contributors.pop(device, None)
+        return dropped
+
+    # -- reading ------------------------------------------------------------------------
 
     def due(self, now: float) -> Event | None:
         """The event the clock or the count calls for now, if any."""
@@ -197,11 +279,8 @@ class Round:
         if now >= self.deadline_at:
             if self.count >= self.min_updates and self.state is State.COLLECTING:
                 return Event.DEADLINE
-            return Event.DEADLINE_SHORT
+            return Event.EXTEND
         return None
-
-    def extend_deadline(self, now: float) -> None:
-        self.deadline_at = now + self.deadline_s
 
     def can_close_now(self) -> bool:
         return self.state is State.COLLECTING and self.count >= 1
