@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fog_appliance.errors import RecordConflict, RecordNotFound
-from fog_appliance.store.db import OPEN_STATES, Store, _translated
-from fog_appliance.store.rows import EventRow
+from fog_appliance.store.db import Store, translated
+from fog_appliance.store.rows import OPEN_STATES, EventRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,7 @@ class ModelEntry:
 def device_tallies(store: Store) -> dict[str, DeviceTally]:
     """Accepted updates per device (ever: the tally outlives the pruned rows), with the
     time and round of the latest one."""
-    with store._lock, _translated("tallying updates"):
+    with store._lock, translated("tallying updates"):
         rows = store.db.execute(
             "SELECT id, accepted, last_update_at, last_round FROM devices "
             "WHERE accepted > 0").fetchall()
@@ -66,7 +66,7 @@ def updates_per_minute(store: Store, now: float, minutes: int = 30) -> list[int]
         raise ValueError("minutes must be at least 1")
     current = int(now // 60)
     first = current - minutes + 1
-    with store._lock, _translated("counting updates per minute"):
+    with store._lock, translated("counting updates per minute"):
         rows = store.db.execute(
             "SELECT CAST(received_at / 60 AS INTEGER) AS m, COUNT(*) FROM updates "
             "WHERE received_at >= ? GROUP BY m", [first * 60.0]).fetchall()
@@ -79,7 +79,7 @@ def updates_per_minute(store: Store, now: float, minutes: int = 30) -> list[int]
 
 def model_catalogue(store: Store) -> list[ModelEntry]:
     """Every model version, newest first, saying whether its blob is still stored."""
-    with store._lock, _translated("reading models"):
+    with store._lock, translated("reading models"):
         rows = store.db.execute(
             "SELECT version, round_id, created_at, sha256, size, provenance, metrics, "
             "blob IS NOT NULL FROM models ORDER BY version DESC").fetchall()
@@ -89,7 +89,7 @@ def model_catalogue(store: Store) -> list[ModelEntry]:
 
 def rounds_history(store: Store, limit: int = 100) -> list[dict[str, Any]]:
     """Rounds, newest first, each with the metrics of the model it published (if any)."""
-    with store._lock, _translated("reading rounds"):
+    with store._lock, translated("reading rounds"):
         cur = store.db.execute(
             "SELECT r.id, r.model_version, r.state, r.opened_at, r.deadline_at, r.closed_at, "
             "r.threshold, r.min_updates, r.accepted, r.result_version, r.note, m.metrics "
@@ -110,7 +110,7 @@ def evict_model(store: Store, version: int) -> int:
 
     The row (hash, size, metrics, provenance) stays for the history. The newest version and
     the version an open round trains are refused with :class:`RecordConflict`."""
-    with store._lock, _translated("evicting a model"), store.db.atomic():
+    with store._lock, translated("evicting a model"), store.db.atomic():
         row = store.db.execute("SELECT size, blob IS NOT NULL FROM models WHERE version = ?",
                                [version]).fetchone()
         if row is None:
@@ -130,7 +130,7 @@ def evict_model(store: Store, version: int) -> int:
 def record_model_metrics(store: Store, version: int, metrics: dict[str, float]) -> dict[str, Any]:
     """Merge evaluation metrics (e.g. ``accuracy`` on a held-out set) into a model's
     metrics; returns the merged metrics."""
-    with store._lock, _translated("recording model metrics"), store.db.atomic():
+    with store._lock, translated("recording model metrics"), store.db.atomic():
         row = store.db.execute("SELECT metrics FROM models WHERE version = ?",
                                [version]).fetchone()
         if row is None:
@@ -143,7 +143,7 @@ def record_model_metrics(store: Store, version: int, metrics: dict[str, float]) 
 
 def recent_events(store: Store, limit: int) -> list[EventRow]:
     """The last ``limit`` events, oldest first (what a log view opens on)."""
-    with store._lock, _translated("reading events"):
+    with store._lock, translated("reading events"):
         rows = store.db.execute(
             "SELECT id, ts, kind, level, message, data FROM "
             "(SELECT * FROM events ORDER BY id DESC LIMIT ?) ORDER BY id", [limit]).fetchall()
@@ -152,6 +152,6 @@ def recent_events(store: Store, limit: int) -> list[EventRow]:
 
 def last_rejection_at(store: Store) -> dict[str, float]:
     """When each sender's latest update was rejected (any reason)."""
-    with store._lock, _translated("reading rejections"):
+    with store._lock, translated("reading rejections"):
         return {str(r[0]): float(r[1]) for r in store.db.execute(
             "SELECT device_id, MAX(last_at) FROM rejections GROUP BY device_id")}

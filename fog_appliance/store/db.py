@@ -20,22 +20,26 @@ import sqlite_utils
 
 from fog_appliance.errors import ProvisioningError, StoreError
 from fog_appliance.secretfile import ensure_private_dir, ensure_private_file
+from fog_appliance.store.quarantine import quarantine_torn
 from fog_appliance.store.rows import (
+    OPEN_STATES,
     AcceptedUpdate,
     DeviceRow,
     EventRow,
     ModelRow,
     RoundRow,
     StoredUpdate,
+    device_of,
+    model_columns,
+    model_of,
+    round_columns,
 )
 from fog_appliance.store.schema import MIGRATIONS
 from fog_appliance.store.updatelog import UpdateLog
 
-OPEN_STATES = ("open", "collecting", "aggregating")
-
 
 @contextlib.contextmanager
-def _translated(what: str) -> Iterator[None]:
+def translated(what: str) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
@@ -64,7 +68,7 @@ class Store:
                     ensure_private_file(f)
         except OSError as exc:
             raise StoreError(f"store: cannot create {p} (0600 in {p.parent}): {exc}") from exc
-        with _translated(f"opening {p}"):
+        with translated(f"opening {p}"):
             conn = sqlite3.connect(str(p), timeout=30.0, check_same_thread=False)
             db = sqlite_utils.Database(conn, execute_plugins=False)
             # Updates are 10 KB..4 MB blobs: 64 KiB pages cut the overflow-page chains
@@ -76,7 +80,7 @@ class Store:
             log = UpdateLog(p.with_name(p.stem + "-updates"), fsync=synchronous == "full")
             store = cls(db, p, log)
             store._migrate()
-            store._quarantine_torn()
+            quarantine_torn(db, log)
             ends = {int(r[0]): int(r[1]) for r in db.execute(
                 "SELECT round_id, MAX(blob_offset + blob_len) FROM updates GROUP BY round_id")}
         try:
@@ -86,56 +90,9 @@ class Store:
             raise StoreError(f"store: cannot check the update log {log.root}: {exc}") from exc
         return store
 
-    def _quarantine_torn(self, now: float | None = None) -> int:
-        """Move the rows whose frame reaches past the end of its segment (a torn write, a
-        card that lost the tail of a file) to ``quarantined_updates``, with an event; the
-        node starts with the rest instead of refusing to start. Returns how many moved.
-        Only rounds whose segment exists, and the round to rebuild, are checked: the
-        segments of old rounds are deleted on purpose (``drop_update_frames``)."""
-        try:
-            sizes = self.log.segment_sizes()
-        except OSError as exc:
-            raise StoreError(f"store: cannot check the update log {self.log.root}: "
-                             f"{exc}") from exc
-        open_rounds = {int(r[0]) for r in self.db.execute(
-            f"SELECT MAX(id) FROM rounds WHERE state IN {OPEN_STATES!r}") if r[0] is not None}
-        torn: list[tuple[Any, ...]] = []
-        for rid in sorted(set(sizes) | open_rounds):
-            size = sizes.get(rid, 0)
-            torn += [(*r, size) for r in self.db.execute(
-                "SELECT id, device_id, round_id, seq, received_at, blob_offset, blob_len "
-                "FROM updates WHERE round_id = ? AND blob_offset + blob_len > ? ORDER BY id",
-                [rid, size])]
-        if not torn:
-            return 0
-        now = now or time.time()
-        per_round: dict[int, int] = {}
-        for t in torn:
-            per_round[int(t[2])] = per_round.get(int(t[2]), 0) + 1
-        with self.db.atomic():
-            self.db.conn.executemany(
-                "INSERT INTO quarantined_updates (id, device_id, round_id, seq, received_at, "
-                "blob_offset, blob_len, segment_size, quarantined_at, reason) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(*t, now, "frame past the end of its segment") for t in torn])
-            self.db.conn.executemany("DELETE FROM updates WHERE id = ?", [(t[0],) for t in torn])
-            self.db.conn.executemany(
-                "UPDATE rounds SET accepted = MAX(accepted - ?, 0) WHERE id = ?",
-                [(n, rid) for rid, n in per_round.items()])
-            rounds = ", ".join(f"{n} of round {rid}" for rid, n in sorted(per_round.items()))
-            self.db.execute(
-                "INSERT INTO events (ts, kind, level, message, data) VALUES (?,?,?,?,?)",
-                [now, "store", "error", f"{len(torn)} accepted updates quarantined ({rounds}): "
-                 "their bytes are missing from the update log (torn write or storage fault); "
-                 "the node started without them",
-                 json.dumps({"quarantined": len(torn), "rounds": per_round,
-                             "updates": [{"device": t[1], "round": t[2], "seq": t[3]}
-                                         for t in torn[:100]]})])
-        return len(torn)
-
     def quarantined(self, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
         """How many updates were ever quarantined, and the latest ``limit`` of them."""
-        with self._lock, _translated("reading the quarantine"):
+        with self._lock, translated("reading the quarantine"):
             total = int(self.db.execute(
                 "SELECT COUNT(*) FROM quarantined_updates").fetchone()[0])
             rows = list(self.db.query(
@@ -166,7 +123,7 @@ class Store:
     # -- devices ---------------------------------------------------------------------------
 
     def add_device(self, dev: DeviceRow) -> None:
-        with self._lock, _translated("adding a device"):
+        with self._lock, translated("adding a device"):
             if self.db.table("devices").count_where("id = ?", [dev.id]):
                 raise ProvisioningError(f"device {dev.id!r} is already registered")
             self.db.table("devices").insert({
@@ -175,16 +132,16 @@ class Store:
                 "last_seen": None, "role": dev.role, "info": json.dumps(dev.info)})
 
     def device(self, dev_id: str) -> DeviceRow | None:
-        with self._lock, _translated("reading a device"):
+        with self._lock, translated("reading a device"):
             rows = list(self.db.query("SELECT * FROM devices WHERE id = ?", [dev_id]))
-        return _device(rows[0]) if rows else None
+        return device_of(rows[0]) if rows else None
 
     def devices(self) -> list[DeviceRow]:
-        with self._lock, _translated("listing devices"):
-            return [_device(r) for r in self.db.query("SELECT * FROM devices ORDER BY id")]
+        with self._lock, translated("listing devices"):
+            return [device_of(r) for r in self.db.query("SELECT * FROM devices ORDER BY id")]
 
     def revoke_device(self, dev_id: str, now: float | None = None) -> None:
-        with self._lock, _translated("revoking a device"):
+        with self._lock, translated("revoking a device"):
             cur = self.db.execute(
                 "UPDATE devices SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 [now or time.time(), dev_id])
@@ -196,7 +153,7 @@ class Store:
 
     def record_hello(self, dev_id: str, info: dict[str, Any], ts: float,
                      role: str | None = None) -> None:
-        with self._lock, _translated("recording a hello"):
+        with self._lock, translated("recording a hello"):
             self.db.execute(
                 "UPDATE devices SET last_seen = ?, info = ?, role = COALESCE(?, role) "
                 "WHERE id = ?", [ts, json.dumps(info), role, dev_id])
@@ -209,27 +166,27 @@ class Store:
     # -- rounds ----------------------------------------------------------------------------
 
     def insert_round(self, r: RoundRow) -> None:
-        with self._lock, _translated("opening a round"):
-            self.db.table("rounds").insert(_round_dict(r))
+        with self._lock, translated("opening a round"):
+            self.db.table("rounds").insert(round_columns(r))
 
     def update_round(self, round_id: int, **fields: Any) -> None:
-        with self._lock, _translated("updating a round"):
+        with self._lock, translated("updating a round"):
             self.db.table("rounds").update(round_id, fields)
 
     def current_round(self) -> RoundRow | None:
         """The round that is still open (after a restart: the one to rebuild), if any."""
-        with self._lock, _translated("reading rounds"):
+        with self._lock, translated("reading rounds"):
             rows = list(self.db.query(
                 f"SELECT * FROM rounds WHERE state IN {OPEN_STATES!r} ORDER BY id DESC LIMIT 1"))
         return RoundRow(**rows[0]) if rows else None
 
     def rounds(self, limit: int = 50) -> list[RoundRow]:
-        with self._lock, _translated("reading rounds"):
+        with self._lock, translated("reading rounds"):
             return [RoundRow(**r) for r in self.db.query(
                 "SELECT * FROM rounds ORDER BY id DESC LIMIT ?", [limit])]
 
     def last_round_id(self) -> int:
-        with self._lock, _translated("reading rounds"):
+        with self._lock, translated("reading rounds"):
             row = self.db.execute("SELECT MAX(id) FROM rounds").fetchone()
         return int(row[0] or 0)
 
@@ -257,7 +214,7 @@ class Store:
 
     def _commit_rows(self, rows: list[tuple[object, ...]], accepted: Sequence[AcceptedUpdate],
                      rejected: Sequence[tuple[str, str]], now: float) -> None:
-        with _translated("committing updates"), self.db.atomic():
+        with translated("committing updates"), self.db.atomic():
             self.db.conn.executemany(
                 "INSERT INTO updates (device_id, round_id, seq, model_version, num_samples, "
                 "local_steps, dtype, received_at, transport, tag, blob_offset, blob_len) "
@@ -282,7 +239,7 @@ class Store:
 
     def round_updates(self, round_id: int) -> Iterator[StoredUpdate]:
         """The accepted updates of a round, in the order they were committed."""
-        with self._lock, _translated("reading updates"):
+        with self._lock, translated("reading updates"):
             rows = list(self.db.query(
                 "SELECT id, device_id, round_id, seq, model_version, num_samples, local_steps, "
                 "transport, received_at, blob_offset, blob_len FROM updates "
@@ -300,7 +257,7 @@ class Store:
         """Delete a device's updates from a round (admin, after a revocation): their rows go
         and the round's count with them; their bytes stay in the segment, unreferenced.
         Returns how many were deleted."""
-        with self._lock, _translated("dropping a device's updates"), self.db.atomic():
+        with self._lock, translated("dropping a device's updates"), self.db.atomic():
             n = int(self.db.execute("DELETE FROM updates WHERE round_id = ? AND device_id = ?",
                                     [round_id, device_id]).rowcount)
             if n:
@@ -322,7 +279,7 @@ class Store:
         (unix s); the devices keep their tallies. Rejection tallies of senders that are not
         devices (``unknown``, and rows of random ids an older version stored) go too when
         older than ``before``. Returns (updates, events) deleted."""
-        with self._lock, _translated("deleting old history"), self.db.atomic():
+        with self._lock, translated("deleting old history"), self.db.atomic():
             updates = self.db.execute("DELETE FROM updates WHERE received_at < ? AND "
                                       "round_id < ?", [before, open_round]).rowcount
             events = self.db.execute("DELETE FROM events WHERE ts < ?", [before]).rowcount
@@ -333,7 +290,7 @@ class Store:
         """Delete rejection tallies of senders that are not provisioned devices: every row
         of an id not in ``devices`` except ``unknown``, and ``unknown``'s own rows last
         counted before ``before``. Returns the rows deleted."""
-        with self._lock, _translated("deleting rejection tallies"), self.db.atomic():
+        with self._lock, translated("deleting rejection tallies"), self.db.atomic():
             return int(self.db.execute(
                 "DELETE FROM rejections WHERE device_id NOT IN (SELECT id FROM devices) AND "
                 "(device_id != 'unknown' OR last_at < ?)", [before]).rowcount)
@@ -341,81 +298,81 @@ class Store:
     def committed_round(self, device_id: str, seq: int, tag: bytes) -> int | None:
         """The round an update (device, seq, HMAC tag) was committed to, or None: how a
         resend of a frame committed earlier (in any round) is recognised as a duplicate."""
-        with self._lock, _translated("looking up an update"):
+        with self._lock, translated("looking up an update"):
             row = self.db.execute("SELECT round_id FROM updates WHERE device_id = ? AND "
                                   "seq = ? AND tag = ? ORDER BY id LIMIT 1",
                                   [device_id, seq, tag]).fetchone()
         return int(row[0]) if row is not None else None
 
     def update_keys(self, round_id: int) -> list[tuple[str, int]]:
-        with self._lock, _translated("reading updates"):
+        with self._lock, translated("reading updates"):
             return [(r[0], r[1]) for r in self.db.execute(
                 "SELECT device_id, seq FROM updates WHERE round_id = ?", [round_id])]
 
     def count_updates(self, round_id: int | None = None) -> int:
-        with self._lock, _translated("counting updates"):
+        with self._lock, translated("counting updates"):
             if round_id is None:
                 return int(self.db.execute("SELECT COUNT(*) FROM updates").fetchone()[0])
             return int(self.db.execute("SELECT COUNT(*) FROM updates WHERE round_id = ?",
                                        [round_id]).fetchone()[0])
 
     def rejection_counts(self) -> dict[tuple[str, str], int]:
-        with self._lock, _translated("reading rejections"):
+        with self._lock, translated("reading rejections"):
             return {(r[0], r[1]): int(r[2]) for r in self.db.execute(
                 "SELECT device_id, reason, count FROM rejections")}
 
     # -- models ----------------------------------------------------------------------------
 
     def put_model(self, m: ModelRow) -> None:
-        with self._lock, _translated("storing a model"):
-            self.db.table("models").insert(_model_dict(m))
+        with self._lock, translated("storing a model"):
+            self.db.table("models").insert(model_columns(m))
 
     def model(self, version: int) -> ModelRow | None:
-        with self._lock, _translated("reading a model"):
+        with self._lock, translated("reading a model"):
             rows = list(self.db.query("SELECT * FROM models WHERE version = ?", [version]))
-        return _model(rows[0]) if rows else None
+        return model_of(rows[0]) if rows else None
 
     def latest_model(self) -> ModelRow | None:
-        with self._lock, _translated("reading models"):
+        with self._lock, translated("reading models"):
             rows = list(self.db.query("SELECT * FROM models ORDER BY version DESC LIMIT 1"))
-        return _model(rows[0]) if rows else None
+        return model_of(rows[0]) if rows else None
 
     def models(self) -> list[ModelRow]:
         """Every version, newest first, without blobs."""
-        with self._lock, _translated("reading models"):
+        with self._lock, translated("reading models"):
             rows = self.db.query(
                 "SELECT version, round_id, created_at, sha256, spec, NULL AS blob, size, "
                 "provenance, metrics FROM models ORDER BY version DESC")
-            return [_model(r) for r in rows]
+            return [model_of(r) for r in rows]
 
     def publish(self, round_id: int, model: ModelRow, next_round: RoundRow, now: float,
                 note: str = "") -> None:
         """Atomically: store the new model, close the round as published, open the next."""
-        with self._lock, _translated("publishing a round"), self.db.atomic():
-            self.db.table("models").insert(_model_dict(model))
+        with self._lock, translated("publishing a round"), self.db.atomic():
+            self.db.table("models").insert(model_columns(model))
             self.db.table("rounds").update(round_id, {"state": "published", "closed_at": now,
                                                 "result_version": model.version, "note": note})
-            self.db.table("rounds").insert(_round_dict(next_round))
+            self.db.table("rounds").insert(round_columns(next_round))
 
     def fail_round(self, round_id: int, next_round: RoundRow, now: float, note: str) -> None:
         """Atomically: close a round without a model (note says why), open the next."""
-        with self._lock, _translated("closing a round"), self.db.atomic():
+        with self._lock, translated("closing a round"), self.db.atomic():
             self.db.table("rounds").update(round_id, {"state": "failed", "closed_at": now,
                                                 "note": note})
-            self.db.table("rounds").insert(_round_dict(next_round))
+            self.db.table("rounds").insert(round_columns(next_round))
 
     # -- events ----------------------------------------------------------------------------
 
     def add_event(self, kind: str, level: str, message: str,
                   data: dict[str, Any] | None = None, ts: float | None = None) -> int:
-        with self._lock, _translated("recording an event"):
+        with self._lock, translated("recording an event"):
             cur = self.db.execute(
                 "INSERT INTO events (ts, kind, level, message, data) VALUES (?,?,?,?,?)",
                 [ts or time.time(), kind, level, message, json.dumps(data or {})])
             return int(cur.lastrowid or 0)
 
     def events(self, after_id: int = 0, limit: int = 200) -> list[EventRow]:
-        with self._lock, _translated("reading events"):
+        with self._lock, translated("reading events"):
             rows = self.db.query("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?",
                                  [after_id, limit])
             return [EventRow(r["id"], r["ts"], r["kind"], r["level"], r["message"],
@@ -424,29 +381,3 @@ class Store:
 
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
-
-
-def _device(r: dict[str, Any]) -> DeviceRow:
-    return DeviceRow(r["id"], bytes(r["key"]), r["mqtt_password_hash"], r["created_at"],
-                     r["revoked_at"], r["last_seq"], r["last_seen"], r["role"],
-                     json.loads(r["info"]))
-
-
-def _round_dict(r: RoundRow) -> dict[str, Any]:
-    return {"id": r.id, "model_version": r.model_version, "state": r.state,
-            "opened_at": r.opened_at, "deadline_at": r.deadline_at, "closed_at": r.closed_at,
-            "threshold": r.threshold, "min_updates": r.min_updates, "accepted": r.accepted,
-            "result_version": r.result_version, "note": r.note}
-
-
-def _model_dict(m: ModelRow) -> dict[str, Any]:
-    return {"version": m.version, "round_id": m.round_id, "created_at": m.created_at,
-            "sha256": m.sha256, "spec": json.dumps(m.spec), "blob": m.blob, "size": m.size,
-            "provenance": m.provenance, "metrics": json.dumps(m.metrics)}
-
-
-def _model(r: dict[str, Any]) -> ModelRow:
-    blob = r["blob"]
-    return ModelRow(r["version"], r["round_id"], r["created_at"], r["sha256"],
-                    json.loads(r["spec"]), bytes(blob) if blob is not None else None,
-                    r["size"], r["provenance"], json.loads(r["metrics"]))

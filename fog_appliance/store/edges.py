@@ -8,13 +8,13 @@ from __future__ import annotations
 import hmac
 
 from fog_appliance.errors import ProvisioningError
-from fog_appliance.store.db import Store, _translated
+from fog_appliance.store.db import Store, translated
 from fog_appliance.store.rows import DeviceRow
 
 
 def active_devices(store: Store, since: float) -> dict[str, float]:
     """Device id → last seen, for active devices heard from at or after ``since``."""
-    with store._lock, _translated("reading devices"):
+    with store._lock, translated("reading devices"):
         return {r[0]: float(r[1]) for r in store.db.execute(
             "SELECT id, last_seen FROM devices WHERE revoked_at IS NULL AND last_seen >= ?",
             [since])}

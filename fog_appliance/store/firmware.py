@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fog_appliance.store.db import Store, _translated
+from fog_appliance.store.db import Store, translated
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class CommandRow:
 def add_release(store: Store, version: str, total: int, manifest: bytes,
                 now: float | None = None) -> bool:
     """False if the version is stored already (nothing changed)."""
-    with store._lock, _translated(f"storing firmware release {version}"), store.db.atomic():
+    with store._lock, translated(f"storing firmware release {version}"), store.db.atomic():
         cur = store.db.execute(
             "INSERT OR IGNORE INTO firmware_releases (version, created_at, total, manifest) "
             "VALUES (?,?,?,?)", [version, now or time.time(), total, manifest.decode()])
@@ -41,7 +41,7 @@ def add_release(store: Store, version: str, total: int, manifest: bytes,
 
 
 def releases(store: Store) -> list[ReleaseRow]:
-    with store._lock, _translated("reading firmware releases"):
+    with store._lock, translated("reading firmware releases"):
         return [ReleaseRow(r[0], float(r[1]), int(r[2]), str(r[3]).encode())
                 for r in store.db.execute("SELECT version, created_at, total, manifest "
                                           "FROM firmware_releases ORDER BY created_at")]
@@ -52,28 +52,28 @@ def release(store: Store, version: str) -> ReleaseRow | None:
 
 
 def remove_release(store: Store, version: str) -> bool:
-    with store._lock, _translated(f"removing firmware release {version}"), store.db.atomic():
+    with store._lock, translated(f"removing firmware release {version}"), store.db.atomic():
         return store.db.execute("DELETE FROM firmware_releases WHERE version = ?",
                                 [version]).rowcount == 1
 
 
 def new_rollout(store: Store, version: str, phase: str, now: float) -> int:
     """A rollout id (its state is written with :func:`save_rollout`)."""
-    with store._lock, _translated("creating a rollout"), store.db.atomic():
+    with store._lock, translated("creating a rollout"), store.db.atomic():
         cur = store.db.execute("INSERT INTO firmware_rollouts (version, created_at, phase, "
                                "state) VALUES (?,?,?,?)", [version, now, phase, "{}"])
         return int(cur.lastrowid or 0)
 
 
 def save_rollout(store: Store, rid: int, phase: str, state: str) -> None:
-    with store._lock, _translated(f"saving rollout {rid}"), store.db.atomic():
+    with store._lock, translated(f"saving rollout {rid}"), store.db.atomic():
         store.db.execute("UPDATE firmware_rollouts SET phase = ?, state = ? WHERE id = ?",
                          [phase, state, rid])
 
 
 def latest_rollout(store: Store) -> dict[str, Any] | None:
     """The state of the newest rollout (None: never one, or not yet saved)."""
-    with store._lock, _translated("reading rollouts"):
+    with store._lock, translated("reading rollouts"):
         row = store.db.execute("SELECT state FROM firmware_rollouts ORDER BY id DESC "
                                "LIMIT 1").fetchone()
     if row is None:
@@ -83,7 +83,7 @@ def latest_rollout(store: Store) -> dict[str, Any] | None:
 
 
 def rollouts_of(store: Store, version: str, phases: tuple[str, ...]) -> list[int]:
-    with store._lock, _translated("reading rollouts"):
+    with store._lock, translated("reading rollouts"):
         marks = ",".join("?" * len(phases))
         return [int(r[0]) for r in store.db.execute(
             f"SELECT id FROM firmware_rollouts WHERE version = ? AND phase IN ({marks})",
@@ -91,27 +91,27 @@ def rollouts_of(store: Store, version: str, phases: tuple[str, ...]) -> list[int
 
 
 def queue_command(store: Store, action: str, args: dict[str, Any]) -> int:
-    with store._lock, _translated(f"queueing the rollout command {action}"), store.db.atomic():
+    with store._lock, translated(f"queueing the rollout command {action}"), store.db.atomic():
         cur = store.db.execute("INSERT INTO firmware_commands (created_at, action, args) "
                                "VALUES (?,?,?)", [time.time(), action, json.dumps(args)])
         return int(cur.lastrowid or 0)
 
 
 def pending_commands(store: Store) -> list[CommandRow]:
-    with store._lock, _translated("reading rollout commands"):
+    with store._lock, translated("reading rollout commands"):
         return [CommandRow(int(r[0]), str(r[1]), json.loads(r[2])) for r in store.db.execute(
             "SELECT id, action, args FROM firmware_commands WHERE done_at IS NULL ORDER BY id")]
 
 
 def finish_command(store: Store, cid: int, result: dict[str, Any]) -> None:
-    with store._lock, _translated("finishing a rollout command"), store.db.atomic():
+    with store._lock, translated("finishing a rollout command"), store.db.atomic():
         store.db.execute("UPDATE firmware_commands SET done_at = ?, result = ? WHERE id = ?",
                          [time.time(), json.dumps(result), cid])
 
 
 def command_result(store: Store, cid: int) -> dict[str, Any] | None:
     """The result of a command once the node applied it (None: not yet)."""
-    with store._lock, _translated("reading a rollout command"):
+    with store._lock, translated("reading a rollout command"):
         row = store.db.execute("SELECT result FROM firmware_commands WHERE id = ? AND "
                                "done_at IS NOT NULL", [cid]).fetchone()
     return None if row is None else dict(json.loads(row[0]))
@@ -120,7 +120,7 @@ def command_result(store: Store, cid: int) -> dict[str, Any] | None:
 def device_versions(store: Store) -> dict[str, tuple[str, float | None]]:
     """Active device → (the ``fw`` field of its last hello, its last accepted update's
     time)."""
-    with store._lock, _translated("reading devices"):
+    with store._lock, translated("reading devices"):
         out = {}
         for dev, info, last_update in store.db.execute(
                 "SELECT id, info, last_update_at FROM devices WHERE revoked_at IS NULL"):

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
-from fog_appliance.store.db import Store, _model_dict, _translated
-from fog_appliance.store.rows import ModelRow
+from fog_appliance.store.db import Store, translated
+from fog_appliance.store.rows import ModelRow, model_columns
 
 
 def blob_sizes(store: Store) -> dict[int, int]:
     """Version → bytes of every model whose blob is still in the store."""
-    with store._lock, _translated("reading model sizes"):
+    with store._lock, translated("reading model sizes"):
         return {int(r[0]): int(r[1]) for r in store.db.execute(
             "SELECT version, length(blob) FROM models WHERE blob IS NOT NULL")}
 
@@ -27,14 +27,14 @@ def write_batch(store: Store, puts: Sequence[ModelRow], drops: Sequence[int]) ->
     the blobs of evicted ones. Returns how many models were inserted."""
     if not puts and not drops:
         return 0
-    with store._lock, _translated("writing the model cache"), store.db.atomic():
+    with store._lock, translated("writing the model cache"), store.db.atomic():
         before = store.db.conn.total_changes
         if puts:
-            cols = list(_model_dict(puts[0]))
+            cols = list(model_columns(puts[0]))
             store.db.conn.executemany(
                 f"INSERT OR IGNORE INTO models ({', '.join(cols)}) "
                 f"VALUES ({', '.join('?' for _ in cols)})",
-                [tuple(_model_dict(m).values()) for m in puts])
+                [tuple(model_columns(m).values()) for m in puts])
         inserted = store.db.conn.total_changes - before
         if drops:
             store.db.conn.executemany(

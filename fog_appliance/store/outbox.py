@@ -21,8 +21,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fog_appliance.store.db import Store, _model_dict, _round_dict, _translated
-from fog_appliance.store.rows import ModelRow, RoundRow
+from fog_appliance.store.db import Store, translated
+from fog_appliance.store.rows import ModelRow, RoundRow, model_columns, round_columns
 
 PENDING = "pending"
 SENT = "sent"
@@ -76,12 +76,12 @@ def publish_with_outbox(store: Store, round_id: int, model: ModelRow, next_round
                         now: float, note: str, item: OutboxItem) -> int:
     """Atomically: the spine's :meth:`Store.publish` plus the aggregate's outbox row.
     Returns the outbox row id."""
-    with store._lock, _translated("publishing a round"), store.db.atomic():
-        store.db.table("models").insert(_model_dict(model))
+    with store._lock, translated("publishing a round"), store.db.atomic():
+        store.db.table("models").insert(model_columns(model))
         store.db.table("rounds").update(round_id, {"state": "published", "closed_at": now,
                                                    "result_version": model.version,
                                                    "note": note})
-        store.db.table("rounds").insert(_round_dict(next_round))
+        store.db.table("rounds").insert(round_columns(next_round))
         cur = store.db.execute(
             "INSERT INTO outbox (round_id, model_version, created_at, num_examples, payload, "
             "metrics, state) VALUES (?,?,?,?,?,?,?)",
@@ -94,11 +94,11 @@ def adopt_model(store: Store, superseded_round: int, model: ModelRow, next_round
                 now: float, note: str) -> None:
     """Atomically: store an adopted model (from the cloud, or a peer), close the open round
     as superseded (its updates were trained on the model it replaces), open the next."""
-    with store._lock, _translated("adopting a model"), store.db.atomic():
-        store.db.table("models").insert(_model_dict(model))
+    with store._lock, translated("adopting a model"), store.db.atomic():
+        store.db.table("models").insert(model_columns(model))
         store.db.table("rounds").update(superseded_round, {"state": "failed", "closed_at": now,
                                                            "note": note})
-        store.db.table("rounds").insert(_round_dict(next_round))
+        store.db.table("rounds").insert(round_columns(next_round))
 
 
 _COLUMNS = ("id, round_id, model_version, created_at, num_examples, {payload} AS payload, "
@@ -114,7 +114,7 @@ def _row(r: dict[str, Any]) -> OutboxRow:
 
 def outbox_for_base(store: Store, model_version: int) -> OutboxRow | None:
     """The live row (with payload) of the round that trained on ``model_version``."""
-    with store._lock, _translated("reading the outbox"):
+    with store._lock, translated("reading the outbox"):
         rows = list(store.db.query(
             f"SELECT {_COLUMNS.format(payload='payload')} FROM outbox "
             f"WHERE model_version = ? AND state IN {LIVE!r} ORDER BY id DESC LIMIT 1",
@@ -127,7 +127,7 @@ def outbox_rows(store: Store, states: tuple[str, ...] = STATES, limit: int = 100
     """Newest first; payloads only when asked for."""
     wanted = tuple(s for s in states if s in STATES) or ("",)
     placeholders = ",".join("?" for _ in wanted)
-    with store._lock, _translated("reading the outbox"):
+    with store._lock, translated("reading the outbox"):
         return [_row(r) for r in store.db.query(
             f"SELECT {_COLUMNS.format(payload='payload' if with_payload else 'NULL')} "
             f"FROM outbox WHERE state IN ({placeholders}) ORDER BY id DESC LIMIT ?",
@@ -135,7 +135,7 @@ def outbox_rows(store: Store, states: tuple[str, ...] = STATES, limit: int = 100
 
 
 def outbox_counts(store: Store) -> dict[str, int]:
-    with store._lock, _translated("counting the outbox"):
+    with store._lock, translated("counting the outbox"):
         counts = {s: 0 for s in STATES}
         for state, n in store.db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"):
             counts[state] = int(n)
@@ -144,7 +144,7 @@ def outbox_counts(store: Store) -> dict[str, int]:
 
 def mark_sent(store: Store, row_id: int, now: float) -> None:
     """The aggregate was handed to the Flower shim (again)."""
-    with store._lock, _translated("updating the outbox"):
+    with store._lock, translated("updating the outbox"):
         store.db.execute(
             "UPDATE outbox SET state = ?, attempts = attempts + 1, sent_at = ? "
             f"WHERE id = ? AND state IN {LIVE!r}", [SENT, now, row_id])
@@ -156,7 +156,7 @@ def settle(store: Store, run_id: int, server_round: int, now: float) -> dict[str
     never taken (superseded); live rows of other runs are settled too (a new run never asks
     for an old run's round). Final rows drop their payload. Returns the counts changed."""
     changed = {ACKED: 0, SUPERSEDED: 0, UNCONFIRMED: 0}
-    with store._lock, _translated("settling the outbox"), store.db.atomic():
+    with store._lock, translated("settling the outbox"), store.db.atomic():
         rows = list(store.db.query(
             f"SELECT id, state, metrics FROM outbox WHERE state IN {LIVE!r}"))
         for r in rows:
@@ -175,7 +175,7 @@ def settle(store: Store, run_id: int, server_round: int, now: float) -> dict[str
 def find_global(store: Store, content_sha256: str) -> ModelRow | None:
     """The newest adopted global model whose tensors hash to ``content_sha256``, if any
     (without its blob)."""
-    with store._lock, _translated("reading models"):
+    with store._lock, translated("reading models"):
         rows = list(store.db.query(
             "SELECT version, round_id, created_at, sha256, spec, NULL AS blob, size, "
             "provenance, metrics FROM models WHERE provenance = 'global' AND "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from fog_appliance.store.db import Store, _translated
+from fog_appliance.store.db import Store, translated
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,13 +26,13 @@ class ReleaseRow:
 
 
 def record_release(store: Store, row: ReleaseRow) -> None:
-    with store._lock, _translated("recording a privacy release"), store.db.atomic():
+    with store._lock, translated("recording a privacy release"), store.db.atomic():
         store.db.table("privacy_releases").insert(asdict(row))
 
 
 def releases(store: Store) -> list[ReleaseRow]:
     """Every release so far, oldest first."""
-    with store._lock, _translated("reading the privacy ledger"):
+    with store._lock, translated("reading the privacy ledger"):
         rows = store.db.query(
             "SELECT round_id, released_at, noise_multiplier, clip_norm, num_updates, "
             "noise_std, epsilon, delta, accountant FROM privacy_releases ORDER BY id")

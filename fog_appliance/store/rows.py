@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,3 +91,36 @@ class EventRow:
     level: str
     message: str
     data: dict[str, Any]
+
+
+OPEN_STATES = ("open", "collecting", "aggregating")
+"""The states of a round that is not over (at most one round is in one of them)."""
+
+
+# Rows <-> SQLite columns (the store's modules only).
+
+
+def device_of(r: dict[str, Any]) -> DeviceRow:
+    return DeviceRow(r["id"], bytes(r["key"]), r["mqtt_password_hash"], r["created_at"],
+                     r["revoked_at"], r["last_seq"], r["last_seen"], r["role"],
+                     json.loads(r["info"]))
+
+
+def round_columns(r: RoundRow) -> dict[str, Any]:
+    return {"id": r.id, "model_version": r.model_version, "state": r.state,
+            "opened_at": r.opened_at, "deadline_at": r.deadline_at, "closed_at": r.closed_at,
+            "threshold": r.threshold, "min_updates": r.min_updates, "accepted": r.accepted,
+            "result_version": r.result_version, "note": r.note}
+
+
+def model_columns(m: ModelRow) -> dict[str, Any]:
+    return {"version": m.version, "round_id": m.round_id, "created_at": m.created_at,
+            "sha256": m.sha256, "spec": json.dumps(m.spec), "blob": m.blob, "size": m.size,
+            "provenance": m.provenance, "metrics": json.dumps(m.metrics)}
+
+
+def model_of(r: dict[str, Any]) -> ModelRow:
+    blob = r["blob"]
+    return ModelRow(r["version"], r["round_id"], r["created_at"], r["sha256"],
+                    json.loads(r["spec"]), bytes(blob) if blob is not None else None,
+                    r["size"], r["provenance"], json.loads(r["metrics"]))

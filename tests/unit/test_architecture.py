@@ -15,7 +15,6 @@ OVERSIZE = {
     # Modules still over MAX_LINES, with the size they may not exceed: this list only
     # shrinks (a module that got under the limit must leave it; issue 15).
     "fog_appliance.appliance.update": 451,
-    "fog_appliance.store.db": 452,
 }
 KNOWN_CIRCLES: list[set[str]] = []
 COMPOSITION_ROOT = "fog_appliance.app"
