@@ -205,6 +205,7 @@ class Edge:
         # names of every module imported, and the next round needs the whole of it).
         self.weights = self.weights_sha = self.wbuf = self.gbuf = None
         collect()
+        yield  # a pause where the GC frees them (all a board needs; the heap test steps)
         import ota
 
         yield from ota.run(self, offer)
