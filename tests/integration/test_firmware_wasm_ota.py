@@ -168,9 +168,9 @@ def test_the_loader_on_micropython_counts_trial_boots_and_rolls_back(tmp_path: P
     (board / "ota.json").write_text(json.dumps(
         {"act": "b", "ver": "0.2.0", "prev": "a", "pver": "0.1.0", "ok": False, "trial": 2,
          "rb": None, "rid": 4}))
-    plan = [LOADER, "boot('t1')",
+    plan = [LOADER, "boot('t1')\nR['raw_t1'] = open('ota.json').read()",
             "exec(open('main.py').read(), {})\nimport machine\nR['resets'] = len(machine.RESETS)",
-            "boot('t2')", "boot('t3')", "boot('after')",
+            "boot('t2')", "boot('t3')\nR['raw_t3'] = open('ota.json').read()", "boot('after')",
             "with open('/out/loader.json', 'w') as f:\n    json.dump(R, f)"]
     res = run_plan(plan, {board: "/b", stubs: "/stubs"}, tmp_path / "out", heap=256 * 1024)
     assert res.error is None, res.error + res.stdout
@@ -185,3 +185,5 @@ def test_the_loader_on_micropython_counts_trial_boots_and_rolls_back(tmp_path: P
     assert {k: r["t3"][2][k] for k in ("act", "ver", "ok", "rb")} == {
         "act": "a", "ver": "0.1.0", "ok": True, "rb": "0.2.0"}
     assert r["after"][:2] == [["/b/app_a"], "0.1.0"]  # and it stays there
+    # what edgeloop looks for at a welcome, as MicroPython's json writes it
+    assert '"ok": false' in r["raw_t1"] and '"rb": "0.2.0"' in r["raw_t3"]
