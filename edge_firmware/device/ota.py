@@ -25,6 +25,7 @@ TRIALS = const(3)
 MAX_FILE = const(65536)
 MAX_FILES = const(48)
 STATE = "ota.json"
+HEX = "0123456789abcdef"
 
 
 class Failed(Exception):
@@ -44,10 +45,17 @@ def version(v):
         return None
     out = []
     for p in parts:
-        if not 1 <= len(p) <= 4 or not p.isdigit():
+        if not 1 <= len(p) <= 4 or not _only(p, "0123456789"):
             return None
         out.append(int(p))
     return tuple(out)
+
+
+def _only(text, chars):
+    for c in text:
+        if c not in chars:
+            return False
+    return True
 
 
 def _int(x):
@@ -68,7 +76,8 @@ def good_name(n):
 
 
 def check_offer(d):
-    # The offered version as a tuple, or None if the offer is malformed.
+    # The offered version as a tuple, or None if the offer is malformed (any JSON: never
+    # raises).
     files = d.get("files")
     if not _int(d.get("rid")) or not isinstance(files, list) \
             or not 1 <= len(files) <= MAX_FILES or d.get("down", False) not in (True, False):
@@ -80,11 +89,7 @@ def check_offer(d):
             return None
         n, size, sha = f
         if not good_name(n) or n in names or not _int(size) or not 0 <= size <= MAX_FILE \
-                or not isinstance(sha, str) or len(sha) != 64:
-            return None
-        try:
-            int(sha, 16)
-        except ValueError:
+                or not isinstance(sha, str) or len(sha) != 64 or not _only(sha, HEX):
             return None
         names.append(n)
         total += size
@@ -294,8 +299,8 @@ def run(edge, offer):
 
 def take(edge, d):
     # An offer the board accepted as authentic and fresh.
-    ver = d.get("ver") if isinstance(d.get("ver"), str) else "?"
-    rid = d.get("rid")
+    ver = d.get("ver") if version(d.get("ver")) else "?"
+    rid = d.get("rid") if _int(d.get("rid")) else None
     v = check_offer(d)
     if v is None:
         report(edge, ver, rid, "failed", reason="bad_offer")
