@@ -357,3 +357,21 @@ def test_every_chip_has_a_plan() -> None:
         assert steps[2].attempts > 1  # MicroPython formats its flash on first boot
     with pytest.raises(EdgeToolError, match="unknown chip"):
         plan("/dev/ttyUSB0", "esp8266", Path("/b"), [])
+
+
+def test_the_flash_cleanup_moves_a_board_to_the_slot_layout(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    # The command mpremote runs on the board, run here on a folder laid out as a board
+    # flashed before app slots (modules at the root) with leftovers in app_a.
+    steps = plan("/dev/ttyUSB0", "esp32", Path("/b"), bundle_files())
+    cleanup = steps[0].argv[-1]
+    for name in ("encoder.mpy", "encoder.py", "edgeloop.mpy", "state.json", "boot.py"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "app_a").mkdir()
+    for name in ("encoder.py", "old.mpy", "encoder.mpy.part", "edgeloop.mpy"):
+        (tmp_path / "app_a" / name).write_text("x")
+    monkeypatch.chdir(tmp_path)
+    exec(cleanup, {})  # noqa: S102 - MicroPython's own os calls, on a temporary folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app_a", "boot.py", "state.json"]
+    assert [p.name for p in (tmp_path / "app_a").iterdir()] == ["edgeloop.mpy"]
