@@ -372,6 +372,6 @@ def test_the_flash_cleanup_moves_a_board_to_the_slot_layout(tmp_path: Path,
     for name in ("encoder.py", "old.mpy", "encoder.mpy.part", "edgeloop.mpy"):
         (tmp_path / "app_a" / name).write_text("x")
     monkeypatch.chdir(tmp_path)
-    exec(cleanup, {})  # noqa: S102 - MicroPython's own os calls, on a temporary folder
+    exec(cleanup, {})  # MicroPython's own os calls, on a temporary folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app_a", "boot.py", "state.json"]
     assert [p.name for p in (tmp_path / "app_a").iterdir()] == ["edgeloop.mpy"]
