@@ -115,6 +115,9 @@ class OtaPeer:
         self.served: list[tuple[str, str, str, int, int]] = []
         """(device, version, file, offset, bytes) of every chunk sent."""
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.silent_after: dict[str, int] = {}
+        """Device -> bytes served after which its requests go unanswered (a link gone
+        quiet); removed by the test to answer again."""
         self.lock = threading.Lock()
         self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-ota-{fog}")
         self.c.username_pw_set(f"fog-{fog}", password)
@@ -173,6 +176,8 @@ class OtaPeer:
         with self.lock:
             self.requests.append((dev, msg))
         o = self.offers[dev]
+        if dev in self.silent_after and self.served_bytes(dev, o.ver) >= self.silent_after[dev]:
+            return
         name, off, n = msg["f"], msg["o"], msg["n"]
         data = o.tamper.get(name, o.files[name])
         size = len(o.files[name])

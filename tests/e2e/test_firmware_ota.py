@@ -290,3 +290,27 @@ async def test_power_cuts_during_download_and_switch_leave_one_whole_release(
         assert not list(b.flash[dev].glob("app_*/*.part"))
         # resumed where the flash stopped: nothing fetched twice but the chunk in flight
         assert total <= served[dev] <= total + CHUNK, (dev, cut, served[dev])
+
+
+async def test_a_link_gone_quiet_fails_the_download_and_the_next_offer_resumes_it(
+        tmp_path: Path, boards: Any) -> None:
+    total = sum(map(len, V2.values()))
+    async with site(tmp_path, ["esp-1"]) as (peer, confs):
+        b = boards(confs)
+        flash = b.lay_out("esp-1")
+        peer.offers["esp-1"] = Offer("0.2.0", V2)
+        peer.silent_after["esp-1"] = total // 2  # then no answer: three asks of wait_s
+        b.start("esp-1")
+        assert wait_for(lambda: ("0.2.0", "failed", "io") in peer.states("esp-1"), 90), \
+            b.log("esp-1")
+        served = peer.served_bytes("esp-1", "0.2.0")
+        assert list(flash.glob("app_b/*.part")) or list(flash.glob("app_b/*.py"))
+        assert running_release(flash, {"0.1.0": V1, "0.2.0": V2}) == "0.1.0"
+        del peer.silent_after["esp-1"]
+        # the board reset after the failure; the fog offers again after its next hello
+        assert wait_for(lambda: len(peer.hellos) >= 2, 30)
+        peer.offer("esp-1", peer.last_hello("esp-1")[0])  # type: ignore[index]
+        assert wait_for(lambda: _healthy(peer, "esp-1", "0.2.0"), 120), b.log("esp-1")
+        again = peer.served_bytes("esp-1", "0.2.0") - served
+    assert served >= total // 2 and served + again <= total + CHUNK  # resumed, not restarted
+    assert running_release(flash, {"0.2.0": V2}) == "0.2.0"
