@@ -160,9 +160,9 @@ class OtaPeer:
             assert hmac.compare_digest(tag, hmac.new(self.keys[dev], body,
                                                      hashlib.sha256).digest())
             h = json.loads(body)
-            with self.lock:
-                self.hellos.append((dev, h["ctr"], h["fw"]))
             self.down(dev, "welcome", device=dev, fog=self.fog, ctr=h["ctr"])
+            with self.lock:  # seen by the tests once welcomed: an offer they send follows it
+                self.hellos.append((dev, h["ctr"], h["fw"]))
             o = self.offers.get(dev)
             if self.auto and o is not None and h["fw"].split("-", 1)[1] != o.ver \
                     and not self.given_up(dev, o.rid):

@@ -8,8 +8,8 @@
 # signed offer's sha256 and renamed. With every file checked, ota.json names the new slot
 # (on trial, 3 boots) in one rename, and the board resets; the loader (boot.py) switches
 # back by itself unless the new release confirms itself after a fresh welcome.
-# Generators: they yield after each chunk, so that the heap test can run them piece by
-# piece (a board drains them).
+# Generators: they yield after each chunk and each file's check, so that the heap test
+# can run them piece by piece (a board drains them).
 import hashlib
 import json
 import os
@@ -233,6 +233,7 @@ class Download:
         # One file into the slot: True once it is there and checked.
         path = self.slot + "/" + name
         if _size(path) == size and file_sha(path) == sha:
+            yield
             return True  # done before a reset
         _remove(path)
         part = path + ".part"
@@ -249,7 +250,9 @@ class Download:
             self.data = None
             self.progress(off)
             yield
-        if file_sha(part) != sha:
+        ok = file_sha(part) == sha
+        yield
+        if not ok:
             _remove(part)
             return False
         os.rename(part, path)
@@ -332,6 +335,7 @@ def take(edge, d):
                 if not ok:
                     raise Failed("sha_mismatch", name)
             dl.done += size
+        yield
         report(edge, ver, rid, "verified")
         save(path, {"act": new, "ver": ver, "prev": act, "pver": fwver.VERSION, "ok": False,
                     "trial": TRIALS, "rb": s.get("rb"), "rid": rid})
