@@ -66,6 +66,7 @@ def run_edge_cmd(flash: Path, *extra: str) -> list[str]:
 def edge_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     env.pop("FOG_SIM_POWER_CUT", None)
+    env.pop("FOG_SIM_FLASH_CUT", None)
     env.update(extra)
     return env
 

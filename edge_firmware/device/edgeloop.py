@@ -8,6 +8,7 @@ from binascii import hexlify
 
 import encoder
 import flashstate
+import fwver
 import modelblob
 import msgauth
 import trainer
@@ -20,10 +21,9 @@ from rt import (as_bytes, collect, const, drain, mem_free, print_exception, tick
 from sensor import SensorError, open_source
 from uplink import LinkDown, Uplink, fits
 
-FW_VERSION = "0.1.0"
 # Refusals after which this round is over for us (anything else is logged loudly too).
 _ROUND_OVER = ("wrong_round", "round_closed", "wrong_model_version", "already_contributed")
-_CONTROL = ("redirect", "role", "welcome")
+_CONTROL = ("redirect", "role", "welcome", "firmware")
 _OUTCOME = ("accepted", "rejected")
 _HEARTBEAT_MS = const(600000)  # a hello at least every 10 minutes while awake
 
@@ -124,7 +124,7 @@ class Edge:
 
     def hello(self):
         self.hello_at = ticks_ms()
-        info = {"id": self.dev, "fw": "%s-%s" % (sys.platform, FW_VERSION), "ram": mem_free(),
+        info = {"id": self.dev, "fw": "%s-%s" % (sys.platform, fwver.VERSION), "ram": mem_free(),
                 "battery": self.board.battery(), "can_train": self.role() == "train",
                 "cpu_mhz": self.board.cpu_mhz(), "model_version": self.st.model_version(),
                 "ctr": self.auth.next_hello()}
@@ -168,6 +168,18 @@ class Edge:
                 if isinstance(last, int) and last > self.st.seq:
                     self.st.seq = last
                     self.st.save()
+                try:  # a release on trial confirms itself; a rollback is told (ota.py)
+                    with open(self.st.path("ota.json"), "rb") as f:
+                        s = f.read()
+                except OSError:
+                    s = b""
+                if b'"ok": false' in s or b'"rb": "' in s:
+                    drain(self.release(None))
+            elif kind == "firmware":
+                if d.get("ctr") == self.auth.answered > 0:  # echoes the hello just welcomed
+                    drain(self.release(d))
+                else:
+                    self.auth.drop("a firmware offer", "it echoes no hello welcomed now")
         if self.redirect_to is not None:
             self.follow_redirect()
 
@@ -183,6 +195,22 @@ class Edge:
         self.link.topics = self.topics()
         self.link.move(r["host"], r["port"])
         self.hello()
+
+    # -- firmware over the air ----------------------------------------------------------
+
+    def release(self, offer):
+        # ota.py, imported only now: an offer (signed, fresh) or, None, the confirmation
+        # of a release after a welcome. The round buffers go first; the download runs
+        # piece by piece; then the board resets (also after a refusal: the heap keeps the
+        # names of every module imported, and the next round needs the whole of it).
+        self.weights = self.weights_sha = self.wbuf = self.gbuf = None
+        collect()
+        yield  # a pause where the GC frees them (all a board needs; the heap test steps)
+        import ota
+
+        yield from ota.run(self, offer)
+        self.link.close()
+        self.board.reset()
 
     # -- updates -----------------------------------------------------------------------
 

@@ -3,8 +3,20 @@
 # faults back off in deep sleep. Ctrl-C on the REPL interrupts it.
 try:
     import edgeloop
-except ImportError as exc:
-    # A file is missing or was built for another MicroPython: stay at the REPL.
-    print("*** fog edge: cannot load the firmware (%s); flash it again" % (exc,))
-else:
+except Exception as exc:  # noqa: BLE001 - a broken release must not crash-loop
+    print("*** fog edge: cannot load the firmware (%r)" % (exc,))
+    edgeloop = None
+    try:
+        import json
+
+        with open("ota.json") as f:
+            trial = json.load(f).get("ok") is False
+    except Exception:  # noqa: BLE001
+        trial = False
+    if trial:  # a release on trial: this counts as one of its boots; the loader rolls back
+        import machine
+
+        machine.reset()
+    print("*** flash it again")  # a file is missing or was built for another MicroPython
+if edgeloop is not None:
     edgeloop.main()

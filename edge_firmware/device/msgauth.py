@@ -6,8 +6,9 @@
 # A message without a valid tag is dropped, counted and logged, never acted on.
 #
 # A welcome or redirect is taken only if it echoes the counter of a hello this device sent
-# and is newer than the last one taken: a replayed (old, authentic) welcome cannot roll the
-# device back. The broadcast model announcement cannot carry a per-device tag: it is used
+# since its last boot and is newer than the last one taken: a replayed (old, authentic)
+# welcome cannot roll the device back. A firmware offer must echo the hello whose welcome
+# was taken last (edgeloop.py, ota.py). The broadcast model announcement cannot carry a per-device tag: it is used
 # only if its SHA-256 is the "announcement" of the latest taken welcome; when a new one
 # arrives the device says hello once to learn it. The blob is checked against the
 # announcement's sha256 as before, so it is authenticated through the announcement.
@@ -49,16 +50,16 @@ def open_down(key, msg):
     if n > MAX_DOWN:
         raise ValueError("%d bytes, over the %d-byte limit" % (n, MAX_DOWN))
     if n <= _TAG:
-        raise ValueError("not signed")
+        raise ValueError("it is not signed")
     mv = memoryview(msg)
     if not same(tag(key, mv[:n - _TAG]), mv[n - _TAG:]):
-        raise ValueError("bad tag")
+        raise ValueError("its tag is wrong")
     try:
         d = json.loads(mv[:n - _TAG])  # MicroPython reads any buffer: no copy
     except TypeError:  # CPython's json wants bytes
         d = json.loads(bytes(mv[:n - _TAG]))
     if not isinstance(d, dict) or not isinstance(d.get("type"), str):
-        raise ValueError("no type")
+        raise ValueError("it has no type")
     return d
 
 
@@ -68,7 +69,9 @@ class Auth:
         self.st = st  # flashstate.State: holds the hello counter
         self.dropped = 0  # messages not adopted: bad tag, stale answer, unnamed announcement
         self.named = None  # the announcement digest the latest welcome taken names
-        self.answered = 0  # hello counter of the latest welcome / redirect taken
+        # Hello counter of the latest welcome / redirect taken; at boot the highest counter
+        # a previous boot may have used: an answer to a hello of before the reset is stale.
+        self.answered = st.hello_ctr
         self.asked = None  # announcement digest a hello was sent to learn about
         self.asked_ctr = 0
         self.asked_fresh = False  # the asking hello was sent after the announcement came

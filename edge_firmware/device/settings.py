@@ -26,6 +26,7 @@ EDGE_DEFAULTS = {
     "battery": None,  # {"pin": 35, "divider": 2.0, "empty_mv": 3300, "full_mv": 4200}
     "sensor": {"kind": "replay", "path": "replay.bin"},
     "infer_every_s": 10,  # weak edge: seconds between two inferences
+    "ota_chunk": 1024,  # bytes asked per firmware chunk (1..4096)
 }
 _DTYPES = ("float32", "float16", "int8")
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
@@ -45,7 +46,7 @@ def _get(d, path):
     cur = d
     for part in path.split("."):
         if not isinstance(cur, dict) or part not in cur:
-            _bad(path, "is missing")
+            _bad(path, "is missing from config.json")
         cur = cur[part]
     return cur
 
@@ -135,7 +136,8 @@ def validate(conf):
         _bad("edge.sparse", "must be null or a fraction in (0, 1]")
     for k, lo, hi in (("examples", 0, 1 << 20), ("sleep_s", 0, 86400 * 7), ("wait_s", 1, 86400),
                       ("keepalive", 2, 3600), ("led", -1, 99), ("infer_every_s", 0, 86400),
-                      ("io_timeout_s", 1, 300), ("watchdog_s", 0, 3600)):
+                      ("io_timeout_s", 1, 300), ("watchdog_s", 0, 3600),
+                      ("ota_chunk", 1, 4096)):
         _int(conf, "edge." + k, lo, hi)
     if merged["watchdog_s"] and merged["watchdog_s"] < 3 * merged["io_timeout_s"]:
         _bad("edge.watchdog_s", "must be 0 or at least 3 x edge.io_timeout_s")

@@ -265,7 +265,7 @@ class Uplink:
             if self.client is None:
                 self.connect()
             if not wifi.connected(self.conf):
-                raise OSError(-1, "Wi-Fi lost")
+                raise OSError(-1, "Wi-Fi lost at a poll")
             c = self.client
             while c.check_msg() is not None:
                 self.last_io = ticks_ms()

@@ -1,7 +1,8 @@
 """Run the unchanged device firmware on CPython as if it were a board.
 
 ``python edge_firmware/hostsim/run_edge.py --flash DIR`` makes DIR the board's filesystem
-(config.json, replay.bin, and the state the firmware writes), puts the fakes of this
+(config.json, replay.bin, and the state the firmware writes; with ``--firmware DIR`` the
+board's loader and app slots, docs/firmware.md "Updates over the air"), puts the fakes of this
 directory (``machine``, ``network``; ``umqtt.simple`` is micropython-lib's own, over
 CPython sockets) and the firmware's own directory on ``sys.path``, and runs ``boot.py``
 then ``main.py`` like MicroPython does.
@@ -43,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     firmware = str(Path(args.firmware).resolve())
     sys.path[:0] = [str(HERE), firmware]
+    sys.dont_write_bytecode = True  # the flash holds what the firmware writes, nothing else
     os.chdir(args.flash)
+    flash = os.getcwd()
+    if os.environ.get("FOG_SIM_FLASH_CUT"):
+        import flashcut
+
+        flashcut.install(int(os.environ["FOG_SIM_FLASH_CUT"]))
     import machine
     import network
     from umqtt import simple
@@ -70,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     while True:
         wakes += 1
         for name, mod in list(sys.modules.items()):
-            if (getattr(mod, "__file__", None) or "").startswith(firmware):
+            where = getattr(mod, "__file__", None) or ""
+            if where.startswith((firmware, flash + os.sep)):  # the app slots are on flash
                 del sys.modules[name]
         print(f"--- boot {wakes} (reset cause {machine.reset_cause()})", flush=True)
         try:

@@ -4,14 +4,19 @@
 # MicroPython under the heap cap. It answers CONNECT, SUBSCRIBE (with the retained
 # announcement and blob, the blob streamed from a file as a board's socket would hand it
 # over), UNSUBSCRIBE, PINGREQ, and QoS 1 PUBLISH (PUBACK, then the fog's answer on down:
-# to an update, and the signed welcome to a hello).
+# to an update, and the signed welcome to a hello). A small PUBLISH (a firmware chunk
+# request or status report, a hello) goes whole to CFG["fw"], if set, whose answer (a
+# firmware chunk) goes out on CFG["fwdata_topic"] (otarun.py). Keys longer than ten
+# characters and no new attribute: MicroPython interns short strings and names for good,
+# and what the harness interns must not push the firmware's names into a new pool.
 # A published payload is hashed as it streams in, never buffered: what this module keeps
 # in the heap is small, so the heap measured is the firmware's.
 import hashlib
 from binascii import hexlify
 
 CFG = {"model": None, "blob": None, "down": None, "announcement": b"", "ann_sha": "",
-       "blob_path": None, "answer": None, "welcome": None}
+       "blob_path": None, "answer": None, "welcome": None, "fw": None,
+       "fwdata_topic": None}
 SENT = []  # (topic, payload length, payload sha256) of every PUBLISH received
 BLOBS = []  # the model blob files sent to the board
 _OPEN = []  # the sockets open now
@@ -135,6 +140,8 @@ class socket:
                     # the variable header: topic, and a packet id at QoS > 0
                     self.limit = 4 + (self.head[0] << 8 | self.head[1]) - (
                         0 if self.hdr[0] & 6 else 2)
+                    if CFG["fw"] is not None and self.total < 300:
+                        self.limit = self.total  # the payload too, for CFG["fw"]
             else:
                 self.h.update(mv[i:i + take])
                 i += take
@@ -181,6 +188,11 @@ class socket:
             if ans is not None and "/up/" in topic:
                 self._say(_publish_head(CFG["down"], len(ans), False))
                 self._say(ans)
+            if CFG["fw"] is not None and self.limit == self.total:
+                chunk = CFG["fw"](topic, bytes(body[at:]))
+                if chunk is not None:
+                    self._say(_publish_head(CFG["fwdata_topic"], len(chunk), False))
+                    self._say(chunk)
             if CFG["welcome"] is not None and "/hello/" in topic:  # the fog's signed welcome
                 w = CFG["welcome"]()
                 self._say(_publish_head(CFG["down"], len(w), False))

@@ -1,4 +1,5 @@
-"""A device's firmware bundle: the compiled modules, boot.py/main.py and its config.json.
+"""A device's firmware bundle: the compiled modules (in the app slot ``app_a/``), the loader
+(boot.py/main.py), its config.json and ota.json (docs/firmware.md "Updates over the air").
 
 ``config.json`` is the JSON ``fog-appliance provision`` wrote for the device, plus what
 only the site knows: the Wi-Fi network, the fog's LAN address (``--fog-host``), the
@@ -22,12 +23,19 @@ from typing import Any
 
 from fog_appliance.config import FogConfig
 from fog_appliance.edge import EdgeToolError
-from fog_appliance.edge.build import SOURCE_ONLY, Compiled, compile_firmware, firmware_dir
+from fog_appliance.edge.build import (
+    APP_SLOT,
+    SOURCE_ONLY,
+    Compiled,
+    compile_firmware,
+    firmware_dir,
+    firmware_version,
+)
 from fog_appliance.provisioning import device_config_path, validate_device_id
 
 EDGE_KEYS = ("role", "dtype", "sparse", "examples", "sleep_s", "wait_s", "keepalive", "led",
              "led_active_low", "battery", "sensor", "infer_every_s", "io_timeout_s", "watchdog_s",
-             "ntp_host")
+             "ntp_host", "ota_chunk")
 """The settings of config.json's "edge" section (device settings.EDGE_DEFAULTS)."""
 LOOPBACK_PREFIXES = ("127.", "localhost", "::1", "0.0.0.0", "::")
 
@@ -138,11 +146,18 @@ def board_config(conf: dict[str, Any], opts: BoardOptions) -> dict[str, Any]:
 
 
 def bundle_files(replay: bool = False, src: Path | None = None) -> list[str]:
-    """Names of the files a bundle holds (what goes to the board's root)."""
-    names = [p.stem + ".mpy" for p in sorted((src or firmware_dir()).glob("*.py"))
+    """Paths of the files a bundle holds, as on the board: the app modules in the first
+    slot (``app_a/*.mpy``), the loader, ``config.json`` and ``ota.json`` at the root."""
+    names = [f"{APP_SLOT}/{p.stem}.mpy" for p in sorted((src or firmware_dir()).glob("*.py"))
              if p.name not in SOURCE_ONLY]
-    names += [*SOURCE_ONLY, "config.json"]
+    names += [*SOURCE_ONLY, "config.json", "ota.json"]
     return names + (["replay.bin"] if replay else [])
+
+
+def initial_ota_state(version: str) -> dict[str, Any]:
+    """``ota.json`` of a freshly flashed board: slot a, confirmed, nothing to report."""
+    return {"act": "a", "ver": version, "prev": None, "pver": None, "ok": True, "trial": 0,
+            "rb": None}
 
 
 def preflight(cfg: FogConfig, device_id: str, opts: BoardOptions) -> dict[str, Any] | None:
@@ -174,11 +189,14 @@ def write_bundle(cfg: FogConfig, device_id: str, out: Path, opts: BoardOptions, 
         compiled = compile_firmware(Path(tmp) / "mpy", src)
         stage = Path(tmp) / "bundle" if as_zip else out
         stage.mkdir(parents=True, exist_ok=True)
+        (stage / APP_SLOT).mkdir(exist_ok=True)
         for f in compiled:
             if f.source.name in SOURCE_ONLY:
                 shutil.copyfile(f.source, stage / f.source.name)
             else:
-                shutil.copyfile(f.mpy, stage / f.mpy.name)
+                shutil.copyfile(f.mpy, stage / APP_SLOT / f.mpy.name)
+        (stage / "ota.json").write_text(json.dumps(initial_ota_state(firmware_version(src))),
+                                        encoding="utf-8")
         cfg_path = stage / "config.json"
         fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

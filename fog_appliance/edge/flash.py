@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fog_appliance.edge import EdgeToolError
+from fog_appliance.edge.build import APP_SLOT
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +74,24 @@ def plan(port: str, chip: str, bundle_dir: Path, files: Sequence[str], *,
                            f"0x{c.offset:x}", str(firmware)],
                           f"write MicroPython at 0x{c.offset:x}"))
     mpremote = [*_python(), "mpremote", "connect", port]
-    stale = ", ".join(f'"{f[:-4]}.py"' for f in files if f.endswith(".mpy"))
-    # A leftover X.py on the board would be imported instead of X.mpy.
-    cleanup = f"import os; [os.remove(f) for f in os.listdir() if f in ({stale})]"
+    slot = APP_SLOT + "/"
+    app = [f[len(slot):] for f in files if f.startswith(slot)]
+    root = [f for f in files if not f.startswith(slot)]
+    # Module copies at the root (a board flashed before app slots) and anything else in
+    # the slot go: a leftover X.py would be imported instead of X.mpy.
+    stale = ", ".join(f'"{f[:-4]}{ext}"' for f in app if f.endswith(".mpy")
+                      for ext in (".py", ".mpy"))
+    keep = ", ".join(f'"{f}"' for f in app)
+    cleanup = (f"import os; '{APP_SLOT}' in os.listdir() or os.mkdir('{APP_SLOT}'); "
+               f"[os.remove(f) for f in os.listdir() if f in ({stale})]; "
+               f"[os.remove('{slot}' + f) for f in os.listdir('{APP_SLOT}') if f not in "
+               f"({keep})]")
     attempts = 5 if firmware is not None else 1
     steps.append(Step([*mpremote, "exec", cleanup], "remove stale sources", attempts))
-    steps.append(Step([*mpremote, "fs", "cp", *[str(bundle_dir / f) for f in files], ":"],
-                      "copy the firmware and config.json", attempts))
+    steps.append(Step([*mpremote, "fs", "cp", *[str(bundle_dir / f) for f in root], ":"],
+                      "copy the loader, config.json and ota.json", attempts))
+    steps.append(Step([*mpremote, "fs", "cp", *[str(bundle_dir / slot / f) for f in app],
+                       ":" + slot], "copy the firmware into " + slot, attempts))
     steps.append(Step([*mpremote, "reset"], "reset the board"))
     return steps
 

@@ -184,3 +184,13 @@ def test_firmware_answer_checks_take_any_verified_json(msgs: list[dict[str, obje
             a.replayed({"type": "rejected", "hello": True, **m})
             assert a.st.hello_ctr >= before
             a.announcement(str(m.get("announcement")))
+
+
+def test_an_answer_to_a_hello_of_before_the_reset_is_stale(tmp_path: Path) -> None:
+    # A welcome (and so a firmware offer, which echoes the welcomed hello) recorded before
+    # a reset is a replay after it: the counter of every hello of this boot is above it.
+    a = _Auth(tmp_path).auth
+    old = a.next_hello()
+    b = _Auth(tmp_path).auth  # a reset
+    assert not b.answer_ok({"type": "welcome", "ctr": old})
+    assert b.answer_ok({"type": "welcome", "ctr": b.next_hello()})

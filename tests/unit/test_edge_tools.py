@@ -84,7 +84,7 @@ def test_budget_violations_are_reported(tmp_path: Path) -> None:
            for f in files]
     problems = over_budget(big)
     assert any(p.startswith("encoder.mpy is") for p in problems)
-    assert any("budget is 40960" in p for p in problems)
+    assert any(f"budget is {TOTAL_BUDGET}" in p for p in problems)
     unknown = [*files, dataclasses.replace(files[0], module="extra", budget=None)]
     assert any("extra.py has no size budget" in p for p in over_budget(unknown))
     assert set(BUDGET) == {p.stem for p in DEVICE.glob("*.py")}
@@ -148,7 +148,12 @@ def test_bundle_folder_provisions_once_and_keeps_the_secret_private(fog_yaml: Pa
     out = tmp_path / "b"
     first = write_bundle(cfg, "esp-9", out, BoardOptions(wifi_ssid="lab", wifi_password="pw"))
     assert first.provisioned and device_config_path(cfg, "esp-9").exists()
-    assert sorted(p.name for p in out.iterdir()) == sorted(bundle_files())
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
+                  ) == sorted(bundle_files())
+    assert "app_a/edgeloop.mpy" in bundle_files() and "edgeloop.mpy" not in bundle_files()
+    assert json.loads((out / "ota.json").read_text()) == {
+        "act": "a", "ver": "0.1.0", "prev": None, "pver": None, "ok": True, "trial": 0,
+        "rb": None}
     assert stat.S_IMODE((out / "config.json").stat().st_mode) == 0o600
     board = json.loads((out / "config.json").read_text())
     assert board["mqtt"]["host"] == "192.168.4.1" and board["wifi"]["ssid"] == "lab"
@@ -213,11 +218,14 @@ def test_dry_run_prints_every_command_at_the_chips_offset(
                        "write-flash", "-z", offset, fw]
     assert argv[2][:6] == [*py, "mpremote", "connect", port, "exec"]
     assert '"encoder.py"' in argv[2][6]  # stale sources that would shadow the .mpy
-    cp = argv[3]
+    assert "os.mkdir('app_a')" in argv[2][6]
+    cp, cp_app = argv[3], argv[4]
     assert cp[:7] == [*py, "mpremote", "connect", port, "fs", "cp"] and cp[-1] == ":"
-    assert sorted(Path(f).name for f in cp[7:-1]) == sorted(bundle_files())
-    assert argv[4] == [*py, "mpremote", "connect", port, "reset"]
-    assert len(argv) == 5
+    assert cp_app[:7] == cp[:7] and cp_app[-1] == ":app_a/"
+    assert sorted([Path(f).name for f in cp[7:-1]] + [
+        "app_a/" + Path(f).name for f in cp_app[7:-1]]) == sorted(bundle_files())
+    assert argv[5] == [*py, "mpremote", "connect", port, "reset"]
+    assert len(argv) == 6
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -349,3 +357,21 @@ def test_every_chip_has_a_plan() -> None:
         assert steps[2].attempts > 1  # MicroPython formats its flash on first boot
     with pytest.raises(EdgeToolError, match="unknown chip"):
         plan("/dev/ttyUSB0", "esp8266", Path("/b"), [])
+
+
+def test_the_flash_cleanup_moves_a_board_to_the_slot_layout(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    # The command mpremote runs on the board, run here on a folder laid out as a board
+    # flashed before app slots (modules at the root) with leftovers in app_a.
+    steps = plan("/dev/ttyUSB0", "esp32", Path("/b"), bundle_files())
+    cleanup = steps[0].argv[-1]
+    for name in ("encoder.mpy", "encoder.py", "edgeloop.mpy", "state.json", "boot.py"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "app_a").mkdir()
+    for name in ("encoder.py", "old.mpy", "encoder.mpy.part", "edgeloop.mpy"):
+        (tmp_path / "app_a" / name).write_text("x")
+    monkeypatch.chdir(tmp_path)
+    exec(cleanup, {})  # MicroPython's own os calls, on a temporary folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app_a", "boot.py", "state.json"]
+    assert [p.name for p in (tmp_path / "app_a").iterdir()] == ["edgeloop.mpy"]
