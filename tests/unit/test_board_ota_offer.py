@@ -1,6 +1,6 @@
 """The checks of ota.py (the board's side of firmware over the air) on any JSON an offer
 may hold: never an exception, only a well-formed offer is taken. The download itself runs
-end to end in tests/e2e/test_firmware_ota.py and on MicroPython in
+end to end in tests/e2e/test_board_ota.py and on MicroPython in
 tests/integration/test_firmware_wasm_ota.py."""
 
 from __future__ import annotations
