@@ -118,3 +118,12 @@ def test_modules_are_small() -> None:
     assert not too_big, f"over {MAX_LINES} lines (or grown past OVERSIZE): {too_big}"
     shrunk = sorted(m for m in OVERSIZE if sizes.get(m, 0) <= MAX_LINES)
     assert not shrunk, f"within {MAX_LINES} lines now, remove from OVERSIZE: {shrunk}"
+
+
+def test_test_files_have_unique_basenames() -> None:
+    # tests/ has no __init__.py: two test modules of one name break the collection of the
+    # whole suite (it happened twice when branches merged).
+    seen: dict[str, Path] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        assert path.name not in seen, f"{path} and {seen[path.name]} share a name"
+        seen[path.name] = path
