@@ -32,6 +32,7 @@ from fog_appliance.edge.build import (
     firmware_version,
 )
 from fog_appliance.provisioning import device_config_path, validate_device_id
+from fog_appliance.secretfile import write_atomic
 
 EDGE_KEYS = ("role", "dtype", "sparse", "examples", "sleep_s", "wait_s", "keepalive", "led",
              "led_active_low", "battery", "sensor", "infer_every_s", "io_timeout_s", "watchdog_s",
@@ -197,11 +198,7 @@ def write_bundle(cfg: FogConfig, device_id: str, out: Path, opts: BoardOptions, 
                 shutil.copyfile(f.mpy, stage / APP_SLOT / f.mpy.name)
         (stage / "ota.json").write_text(json.dumps(initial_ota_state(firmware_version(src))),
                                         encoding="utf-8")
-        cfg_path = stage / "config.json"
-        fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(board, fh, indent=1)
-        os.chmod(cfg_path, 0o600)
+        write_atomic(stage / "config.json", json.dumps(board, indent=1), 0o600)  # its key
         if opts.replay is not None:
             shutil.copyfile(opts.replay, stage / "replay.bin")
         files = bundle_files(opts.replay is not None, src)
