@@ -270,8 +270,8 @@ class FogNode:
         from fog_appliance.firmware.service import attach_firmware
 
         self.firmware = await attach_firmware(self)
-        self.mqtt = MqttIntake(settings, self.intake, self.coordinator, firmware=self.firmware)
-        self.mqtt.blob_source = self.serving.mqtt_blob
+        self.mqtt = MqttIntake(settings, self.intake, self.coordinator, firmware=self.firmware,
+                               blob_source=self.serving.mqtt_blob)
         self.spawn(tg, self.mqtt.run(), "mqtt-intake")
         self.spawn(tg, self.firmware.run(), "firmware")
         try:

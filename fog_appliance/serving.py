@@ -101,7 +101,7 @@ class Serving:
 
     def intake_hooks(self) -> IntakeHooks:
         """The resource manager's part of the intake's hooks (``app.py`` adds the peers')."""
-        return IntakeHooks(disk_guard=self.resources.update_gate,
+        return IntakeHooks(disk_guard=self.resources.refuse_update_if_disk_full,
                            placement=self.resources.place)
 
     async def start(self) -> None:

@@ -27,7 +27,7 @@ async def test_every_hook_is_the_contributing_parts_own(tmp_path: Path) -> None:
         assert close.cloud_waiting == node.cloud.cloud_waiting
         assert close.upstream_item == node.cloud.outbox_item
         assert close.mix_next_model == node.peers.mix_next_model
-        assert intake.disk_guard == node.serving.resources.update_gate
+        assert intake.disk_guard == node.serving.resources.refuse_update_if_disk_full
         assert intake.placement == node.serving.resources.place
         assert intake.redirect == node.peers.redirect_for
         assert node.cloud.intake is node.intake

@@ -16,13 +16,15 @@ from fog_appliance.intake.hooks import IntakeHooks
 from fog_appliance.rounds.hooks import CloseHooks
 
 PACKAGE = Path(fog_appliance.__file__).parent
-CONSUMERS = {PACKAGE / "coordinator.py", PACKAGE / "intake" / "service.py"}
+CONSUMERS = {PACKAGE / "coordinator.py", PACKAGE / "intake" / "service.py",
+             PACKAGE / "intake" / "mqtt.py"}
 """The consumers set their own hooks (``self._hooks`` / ``self.hooks``), nobody else."""
 HOOK_NAMES = {"round_gate", "upstream", "awaited_upstream", "mixer", "gate", "update_gate",
-              "placer", "hello_gate", "hooks", "_hooks"}
+              "placer", "hello_gate", "hooks", "_hooks", "blob_source"}
 """Today's hook attributes, and the names the hooks had when they were set from outside."""
-RECEIVERS = {"coordinator", "_coord", "coord", "intake", "_intake"}
-"""How the code names the coordinator and the intake (``node.coordinator``, ``self._coord``)."""
+RECEIVERS = {"coordinator", "_coord", "coord", "intake", "_intake", "mqtt"}
+"""How the code names the coordinator, the intake and its MQTT adapter (``node.coordinator``,
+``self._coord``, ``node.mqtt``)."""
 
 
 def _modules() -> list[Path]:
