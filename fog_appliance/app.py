@@ -1,17 +1,21 @@
 """The composition root: builds a fog node from its config and runs its parts as named
 tasks in one ``asyncio.TaskGroup``.
 
-Start-up order: store (migrations) → registry → coordinator (model, open round rebuilt from
-the store) → committer → model cache, inference and resource manager (``serving.py``) →
-private broker if managed → MQTT intake → CoAP server. The node
-writes ``<data_dir>/node.json`` (ports, pid) once it serves, so scripts and tests can find
-it; a failing part stops the whole node with a clear log line.
+Start-up order: store (migrations) → registry → privacy proxy → coordinator → committer →
+model cache, inference and resource manager (``serving.py``) → peers service (built, not
+yet talking) → intake (with its ``IntakeHooks``) → cloud link → ``coordinator.connect``
+(its ``CloseHooks``) → coordinator start (model, open round rebuilt from the store) →
+private broker if managed → MQTT intake → CoAP server → cloud API, peer API → admin API.
+Every hook is passed here, as a value; no part sets one on another (docs/architecture.md
+"Wiring"). The node writes ``<data_dir>/node.json`` (ports, pid) once it serves, so
+scripts and tests can find it; a failing part stops the whole node with a clear log line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -36,13 +40,12 @@ from fog_appliance.broker import (
     wait_for_credentials,
 )
 from fog_appliance.config import FogConfig, parse_broker_url
-from fog_appliance.coordinator import Coordinator
+from fog_appliance.coordinator import CloseHooks, Coordinator
 from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import FogError
 from fog_appliance.intake.committer import Committer
 from fog_appliance.intake.service import Intake
-from fog_appliance.privacy.policy import PrivacySettings
-from fog_appliance.privacy.proxy import PrivacyProxy
+from fog_appliance.privacy.proxy import PrivacyProxy, settings_from_config
 from fog_appliance.provisioning import broker_files, provision, revoke, sync_broker_auth
 from fog_appliance.registry import Registry
 from fog_appliance.resources.sampler import read_temperature
@@ -148,28 +151,41 @@ class FogNode:
         self.registry = Registry()
         await self.db.run(self.registry.load, self.store)
         strategy = build_strategy(cfg)
-        self.privacy = PrivacyProxy(await asyncio.to_thread(_privacy_settings, cfg),
+        self.privacy = PrivacyProxy(await asyncio.to_thread(settings_from_config, cfg),
                                     self.store, self.db)
         await self.privacy.load()
         self.coordinator = Coordinator(cfg, self.store, self.db, self.registry, strategy,
-                                       policy=round_policy(cfg, strategy), gate=self.privacy)
-        if cfg.cloud_interface.server_url:  # hooked in before any round can close
-            from fog_appliance.cloud.service import attach_cloud
-
-            self.cloud = await attach_cloud(self)
-            # The cloud is told the epsilon spent so far (inf: no DP guarantee).
-            self.cloud.epsilon = lambda: self.privacy.status().get("epsilon_spent")
-        await self.coordinator.start()
+                                       policy=round_policy(cfg, strategy))
         ei = cfg.edge_interface
         self.committer = Committer(self.store, self.db, max_batch=ei.group_commit_max,
                                    max_wait_s=ei.group_commit_wait_ms / 1000.0,
                                    on_committed=self.coordinator.rounds.on_committed,
                                    on_failed=self.coordinator.rounds.on_failed)
+        self.serving = Serving(cfg, self.store, self.db, self.coordinator)
+        if cfg.peers.nodes:  # built now for its hooks; it talks to peers from serve_peers
+            from fog_appliance.peers.service import build_peers
+
+            self.peers = build_peers(self)
+        peers = self.peers
         self.intake = Intake(store=self.store, db=self.db, registry=self.registry,
                              coordinator=self.coordinator, rounds=self.coordinator.rounds,
-                             committer=self.committer,
-                             max_frame_bytes=ei.max_frame_bytes)
-        self.serving = Serving(cfg, self.store, self.db, self.coordinator, self.intake)
+                             committer=self.committer, max_frame_bytes=ei.max_frame_bytes,
+                             hooks=dataclasses.replace(self.serving.intake_hooks(), redirect=(
+                                 peers.redirect_for if peers is not None else None)))
+        if cfg.cloud_interface.server_url:  # told the DP epsilon spent so far (inf: no DP)
+            from fog_appliance.cloud.service import attach_cloud
+
+            self.cloud = await attach_cloud(
+                self, epsilon=lambda: self.privacy.status().get("epsilon_spent"))
+        cloud = self.cloud
+        # The one late binding: the parts that contribute these hooks need the coordinator
+        # first; it gets them before it starts (no round can close before).
+        self.coordinator.connect(CloseHooks(
+            release=self.privacy, wait_for_room=self.serving.resources.wait_for_round,
+            cloud_waiting=cloud.cloud_waiting if cloud is not None else None,
+            upstream_item=cloud.outbox_item if cloud is not None else None,
+            mix_next_model=peers.mix_next_model if peers is not None else None))
+        await self.coordinator.start()
         await self.serving.start()
         stack.push_async_callback(self.serving.close)
         if ei.mqtt_enabled and ei.manage_broker:
@@ -190,10 +206,10 @@ class FogNode:
             from fog_appliance.cloud.service import serve_cloud
 
             await serve_cloud(self, self.cloud, stack, tg)
-        if cfg.peers.nodes:
-            from fog_appliance.peers.service import start_peers
+        if self.peers is not None:
+            from fog_appliance.peers.service import serve_peers
 
-            self.peers = await start_peers(self, stack, tg)
+            await serve_peers(self, self.peers, stack, tg)
         self._register_admin_sections()
         if cfg.admin.enabled:  # last: every part has registered its section by now
             from fog_appliance.admin.server import start_admin
@@ -254,8 +270,8 @@ class FogNode:
         from fog_appliance.firmware.service import attach_firmware
 
         self.firmware = await attach_firmware(self)
-        self.mqtt = MqttIntake(settings, self.intake, self.coordinator, firmware=self.firmware)
-        self.mqtt.blob_source = self.serving.mqtt_blob
+        self.mqtt = MqttIntake(settings, self.intake, self.coordinator, firmware=self.firmware,
+                               blob_source=self.serving.mqtt_blob)
         self.spawn(tg, self.mqtt.run(), "mqtt-intake")
         self.spawn(tg, self.firmware.run(), "firmware")
         try:
@@ -371,15 +387,6 @@ class FogNode:
 
     def _write_status(self) -> None:
         write_atomic(self.status_path, json.dumps(self.status(), indent=2), 0o644)
-
-
-def _privacy_settings(cfg: FogConfig) -> PrivacySettings:
-    """Resolved once at start-up (deriving the noise multiplier runs the accountant)."""
-    p = cfg.privacy
-    return PrivacySettings.resolve(k_min=p.k_min, dp_epsilon=p.dp_epsilon, dp_delta=p.dp_delta,
-                                   noise_multiplier=p.noise_multiplier,
-                                   planned_rounds=p.planned_rounds,
-                                   clip_norm=cfg.aggregation.clip_norm, accountant=p.accountant)
 
 
 def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:

@@ -7,11 +7,11 @@ the intake's port. The service hands a due round to :meth:`Coordinator._close`. 
 restart the open round is rebuilt from the store: every committed update is re-decoded and
 folded in once, so nothing is lost or counted twice.
 
-Hooks for the federation tiers (``cloud/``, ``peers/``): ``upstream`` puts a closing round's
-aggregate in the outbox (same transaction as the publication), ``mixer`` may replace the
-next model (gossip averaging with peers), and :meth:`Coordinator.adopt` makes a model from
-outside (the cloud's global model, an operator's rollback) the next version, superseding the
-open round.
+What other parts contribute to closing a round (privacy release, resource wait, the cloud's
+outbox item, the peers' mix) arrives as one frozen ``CloseHooks`` (``rounds/hooks.py``),
+passed by ``app.py`` through :meth:`Coordinator.connect`.
+:meth:`Coordinator.adopt` makes a model from outside (the cloud's global model, an
+operator's rollback) the next version, superseding the open round.
 
 No model is published or adopted unless it passes ``model/check.py`` (finite, within
 ``model.max_norm``): a refused next model closes its round as failed, a refused outside
@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,12 +47,13 @@ from fog_appliance.protocol.messages import ModelAnnouncement
 from fog_appliance.protocol.model_blob import decode_model, encode_model, sha256_hex
 from fog_appliance.registry import Registry
 from fog_appliance.rounds.current import CurrentModel, ReleaseGate, RoundStats
+from fog_appliance.rounds.hooks import CloseHooks
 from fog_appliance.rounds.service import RoundService
 from fog_appliance.rounds.table import ADMITTING, Event, Round, RoundPolicy, State
 from fog_appliance.store import ModelRow, RoundRow, Store
-from fog_appliance.store.outbox import OutboxItem, adopt_model, publish_with_outbox
+from fog_appliance.store.outbox import adopt_model, publish_with_outbox
 
-__all__ = ["Coordinator", "CurrentModel", "ReleaseGate", "RoundStats"]
+__all__ = ["CloseHooks", "Coordinator", "CurrentModel", "ReleaseGate", "RoundStats"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ HISTORY_PRUNE_INTERVAL_S = 3600.0
 class Coordinator:
     def __init__(self, cfg: FogConfig, store: Store, db: DbThread, registry: Registry,
                  strategy: Strategy, *, clock: Callable[[], float] = time.time,
-                 policy: RoundPolicy | None = None, gate: ReleaseGate | None = None) -> None:
+                 policy: RoundPolicy | None = None, hooks: CloseHooks | None = None) -> None:
         self.cfg = cfg
         self.spec = ModelSpec(cfg.model.kind, cfg.model.input_dim, tuple(cfg.model.hidden),
                               cfg.model.num_classes)
@@ -81,25 +82,23 @@ class Coordinator:
                                   cfg.rounds.min_updates),
             closer=self._close, clock=clock)
         """The open round, its rules and the intake's port."""
-        self.gate = gate
+        self._hooks = hooks or CloseHooks()
         self.stats = RoundStats()
         self.model: CurrentModel
-        self.round_gate: Callable[[int, Callable[[], bool]], Awaitable[None]] | None = None
-        """Resource hook: awaited with the round id before a due round is aggregated, so new
-        rounds wait while the node is over its caps (``resources/manager.py``) — unless the
-        second argument says the round is awaited upstream."""
-        self.awaited_upstream: Callable[[], bool] | None = None
-        """Cloud hook: True while the cloud waits on this node (due rounds are not held back
-        for resources then)."""
-        self.upstream: Callable[[Round, Aggregate, CurrentModel], OutboxItem | None] | None = None
-        """Cloud hook: the outbox item for a closing round's aggregate (None: not upstream)."""
-        self.mixer: Callable[[list[np.ndarray], Aggregate],
-                             tuple[list[np.ndarray], dict[str, Any]] | None] | None = None
-        """Peers hook: replace the next model (gossip) and say how in its metrics, or None."""
         self.round_config: dict[str, Any] = {}
         """Round settings from the cloud, announced over the config's until the next one."""
         self._adopting = asyncio.Lock()
         self._history_pruned_at = float("-inf")
+
+    @property
+    def hooks(self) -> CloseHooks:
+        """What other parts contribute to closing a round (read-only; see :meth:`connect`)."""
+        return self._hooks
+
+    def connect(self, hooks: CloseHooks) -> None:
+        """The parts' hooks, from ``app.py`` once every contributor exists and before
+        :meth:`start` (they need this coordinator first: the one late binding)."""
+        self._hooks = hooks
 
     # -- the open round (``self.rounds``), as the rest of the node reads and changes it ---
 
@@ -195,7 +194,8 @@ class Coordinator:
                   "batch_size": self.cfg.rounds.batch_size,
                   "deadline": round(self.round.deadline_at, 3), **self.strategy.round_config(),
                   **self.round_config}
-        pause = self.gate.training_pause() if self.gate is not None else None
+        gate = self._hooks.release
+        pause = gate.training_pause() if gate is not None else None
         if pause is not None:
             config["pause"] = pause
         small = len(blob) <= self.cfg.edge_interface.mqtt_blob_max_bytes
@@ -214,9 +214,9 @@ class Coordinator:
     # -- closing (the service hands a due round here) -------------------------------------
 
     async def _close(self, event: Event) -> None:
-        rnd = self.round
-        if self.round_gate is not None:
-            await self.round_gate(rnd.id, self.awaited_upstream or (lambda: False))
+        rnd, hooks = self.round, self._hooks
+        if hooks.wait_for_room is not None:
+            await hooks.wait_for_room(rnd.id, hooks.cloud_waiting or (lambda: False))
         now = self._clock()
         await self._db.run(self._store.update_round, rnd.id, state=State.AGGREGATING.value)
         try:
@@ -224,15 +224,16 @@ class Coordinator:
         except ValueError as exc:
             await self._withhold(rnd, f"no aggregate: {exc}")
             return
-        if self.gate is not None:
+        if hooks.release is not None:
             try:
-                agg = await self.gate.release(rnd.id, agg)
+                agg = await hooks.release.release(rnd.id, agg)
             except ReleaseWithheld as exc:
                 await self._withhold(rnd, str(exc))
                 return
         new_weights = self._apply(agg)
         provenance, extra = "regional", dict[str, Any]()
-        if self.mixer is not None and (mixed := self.mixer(new_weights, agg)) is not None:
+        if hooks.mix_next_model is not None \
+                and (mixed := hooks.mix_next_model(new_weights, agg)) is not None:
             (new_weights, extra), provenance = mixed, "gossip"
         try:
             check_model(new_weights, self.shapes, max_norm=self.cfg.model.max_norm)
@@ -250,7 +251,8 @@ class Coordinator:
                    "strategy": self.strategy.name, **agg.metrics, **extra}
         row = ModelRow(version, rnd.id, now, sha, self.spec.to_dict(), blob, len(blob),
                        provenance, metrics)
-        item = self.upstream(rnd, agg, self.model) if self.upstream is not None else None
+        item = (hooks.upstream_item(rnd, agg, self.model) if hooks.upstream_item is not None
+                else None)
         if item is None:
             await self._db.run(self._store.publish, rnd.id, row, next_row, now,
                                f"closed by {event.value}")

@@ -1,17 +1,19 @@
 """Wires the model cache, inference offload and the resource manager into a fog node.
 
-``app.py`` builds one :class:`Serving` after the coordinator and the intake, and:
+``app.py`` builds one :class:`Serving` after the coordinator (before the intake), and:
 
-* awaits :meth:`Serving.start` (cache indexed, current model loaded for inference, hooks set),
+* passes :meth:`Serving.intake_hooks` and ``resources.wait_for_round`` on (the resource
+  manager's hooks; ``app.py`` puts them in the intake's and the coordinator's hooks),
+* awaits :meth:`Serving.start` (cache indexed, current model loaded for inference),
 * spawns :meth:`Serving.tasks` in its TaskGroup (sampler, cache writer, inference workers),
 * adds :meth:`Serving.coap_resources` to the CoAP site (``/model`` from the cache, ``/infer``),
 * lets the MQTT adapter take the retained blob from :meth:`Serving.mqtt_blob`,
 * awaits :meth:`Serving.close` before the store closes (pending cache writes are flushed).
 
-Hooks it sets on the spine (each one attribute, ``None`` by default there):
-``coordinator.round_gate`` (due rounds wait while the node is over its caps),
-``intake.update_gate`` (the disk guard refuses updates), ``intake.placer`` (train or offload
-in the welcome), plus a coordinator listener that feeds the cache.
+What it contributes to the spine: ``CloseHooks.wait_for_room`` (due rounds wait while the
+node is over its caps), ``IntakeHooks.disk_guard`` (the disk guard refuses updates) and
+``IntakeHooks.placement`` (train or offload in the welcome), plus a coordinator listener
+that feeds the cache.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from fog_appliance.cache import CachedModel, ModelCache
 from fog_appliance.config import FogConfig
 from fog_appliance.dbthread import DbThread
 from fog_appliance.inference.onnx_export import export_onnx
+from fog_appliance.intake.hooks import IntakeHooks
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol import topics
 from fog_appliance.protocol.model_blob import decode_model
@@ -42,7 +45,6 @@ if TYPE_CHECKING:
     from fog_appliance.coordinator import Coordinator, CurrentModel
     from fog_appliance.inference.engine import InferenceEngine
     from fog_appliance.intake.coap_guard import VerifiedSources
-    from fog_appliance.intake.service import Intake
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,11 @@ def limits_from(cfg: FogConfig) -> Limits:
 
 class Serving:
     def __init__(self, cfg: FogConfig, store: Store, db: DbThread, coordinator: Coordinator,
-                 intake: Intake, *, sampler: Sampler | None = None) -> None:
+                 *, sampler: Sampler | None = None) -> None:
         self.cfg = cfg
         self._store = store
         self._db = db
         self._coord = coordinator
-        self._intake = intake
         self.spec: ModelSpec = coordinator.spec
         self._background: set[asyncio.Task[Any]] = set()
         inf = cfg.inference
@@ -98,14 +99,15 @@ class Serving:
                 admission=self.resources.check_inference)
             self.resources.add_cap_listener(self.inference.set_cap)
 
+    def intake_hooks(self) -> IntakeHooks:
+        """The resource manager's part of the intake's hooks (``app.py`` adds the peers')."""
+        return IntakeHooks(disk_guard=self.resources.refuse_update_if_disk_full,
+                           placement=self.resources.place)
+
     async def start(self) -> None:
-        """Index the cache, load the model for inference, and set the hooks on the
-        coordinator and the intake."""
+        """Index the cache, and load the model for inference."""
         await self.cache.start(self._coord.model)
         self._coord.add_listener(self.cache.on_model)
-        self._coord.round_gate = self.resources.wait_for_round
-        self._intake.update_gate = self.resources.update_gate
-        self._intake.placer = self.resources.place
         if self.inference is not None:
             await self.inference.load(self.cache.current.version)
             self.cache.add_listener(self._new_model)

@@ -104,14 +104,14 @@ async def tcp_probe(host: str, port: int, timeout: float) -> bool:
 
 class CloudLink:
     def __init__(self, cfg: FogConfig, coordinator: Coordinator, store: Store, db: DbThread,
-                 intake: Intake | None = None, *, clock: Callable[[], float] = time.time
-                 ) -> None:
+                 intake: Intake | None = None, *, clock: Callable[[], float] = time.time,
+                 epsilon: Callable[[], float | None] | None = None) -> None:
         self.cfg = cfg
         self._coord = coordinator
         self._store = store
         self._db = db
         self.intake = intake
-        """Set once the intake exists: its counters give the rejections reported upstream."""
+        """Its counters give the rejections reported upstream."""
         self._clock = clock
         self._awaited: dict[int, GlobalRef] = {}
         self._dropped: set[int] = set()
@@ -123,12 +123,10 @@ class CloudLink:
         """Could the SuperLink be reached at the last check (None: not checked yet)?"""
         self.last_contact: float | None = None
         self.counters = LinkCounters()
-        self.epsilon: Callable[[], float | None] | None = None
+        self.epsilon = epsilon
         """Privacy hook: the DP ε spent so far, reported upstream (∞ without DP)."""
         self.sidecar: SupernodeSidecar | None = None
         """The supervised flower-supernode, when the node manages it."""
-        coordinator.upstream = self.outbox_item
-        coordinator.awaited_upstream = lambda: self._in_hand > 0
         coordinator.add_listener(self._on_model)
 
     # -- start-up -------------------------------------------------------------------------
@@ -263,7 +261,11 @@ class CloudLink:
                 "rejected": int(m.get("rejected", 0)),
                 "dp-epsilon": float(m.get("dp_epsilon", math.inf))}
 
-    # -- coordinator hooks ------------------------------------------------------------------
+    # -- coordinator hooks (``app.py`` passes them on in its ``CloseHooks``) ----------------
+
+    def cloud_waiting(self) -> bool:
+        """``CloseHooks.cloud_waiting``: is the cloud waiting on this node right now?"""
+        return self._in_hand > 0
 
     def outbox_item(self, rnd: Round, agg: Aggregate, base: CurrentModel) -> OutboxItem | None:
         """Upstream hook: a round trained on a global model sends its aggregate upstream."""

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fog_appliance.broker import free_port
@@ -31,9 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def attach_cloud(node: NodeView) -> CloudLink:
-    """The link, hooked into the coordinator before any round can close."""
-    link = CloudLink(node.cfg, node.coordinator, node.store, node.db)
+async def attach_cloud(node: NodeView, epsilon: Callable[[], float | None]) -> CloudLink:
+    """The link, built and started before the coordinator starts (no round can close
+    before ``app.py`` has passed its hooks on); ``epsilon`` is the DP ε spent so far."""
+    link = CloudLink(node.cfg, node.coordinator, node.store, node.db, node.intake,
+                     epsilon=epsilon)
     await link.start()
     return link
 
@@ -43,7 +46,6 @@ async def serve_cloud(node: NodeView, link: CloudLink, stack: contextlib.AsyncEx
     """Serve the local cloud API, watch the SuperLink, supervise the SuperNode if asked."""
     cfg = node.cfg
     ci = cfg.cloud_interface
-    link.intake = node.intake
     token = read_or_create_token(token_path(cfg))
     runner, port = await serve_app(cloud_api(link, token), ci.api_bind, ci.api_port)
     stack.push_async_callback(runner.cleanup)

@@ -93,15 +93,17 @@ it queues behind the updates the broker is pushing to us."""
 
 class MqttIntake:
     def __init__(self, settings: MqttSettings, intake: Intake, coordinator: Coordinator,
-                 firmware: FirmwareEndpoint | None = None) -> None:
+                 firmware: FirmwareEndpoint | None = None,
+                 blob_source: collections.abc.Callable[[CurrentModel], bytes] | None = None
+                 ) -> None:
         self.s = settings
         self._firmware = firmware
         self._intake = intake
         self._coord = coordinator
         self._models: asyncio.Queue[CurrentModel] = asyncio.Queue()
         coordinator.add_listener(self._models.put_nowait)
-        self.blob_source: collections.abc.Callable[[CurrentModel], bytes] = _own_blob
-        """Where the retained blob comes from (the node sets the model cache)."""
+        self.blob_source = blob_source or _own_blob
+        """Where the retained blob comes from (the node passes the model cache's)."""
         self.connected = asyncio.Event()
         self.connects = 0
         self.disconnects = 0

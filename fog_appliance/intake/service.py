@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ from fog_appliance.coordinator import Coordinator
 from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import PolicyError, ProtocolError, Reason, RejectedError
 from fog_appliance.intake.committer import Committer
+from fog_appliance.intake.hooks import IntakeHooks
 from fog_appliance.intake.loglimit import LogLimiter
 from fog_appliance.protocol.downlink import announcement_digest
 from fog_appliance.protocol.frame import UNKNOWN_SENDER, UpdateFrame, read_header
@@ -54,7 +54,7 @@ class IntakeCounters:
 class Intake:
     def __init__(self, *, store: Store, db: DbThread, registry: Registry,
                  coordinator: Coordinator, rounds: RoundPort, committer: Committer,
-                 max_frame_bytes: int) -> None:
+                 max_frame_bytes: int, hooks: IntakeHooks | None = None) -> None:
         self._store = store
         self._db = db
         self._registry = registry
@@ -65,15 +65,10 @@ class Intake:
         self.max_frame_bytes = max_frame_bytes
         self.counters = IntakeCounters()
         self._log_limit = LogLimiter()
-        self.update_gate: Callable[[int], None] | None = None
-        """Resource hook: called with an update's size before admission; raises
-        RejectedError (``overloaded``) when the store must not grow (the disk guard)."""
-        self.placer: Callable[[Hello], dict[str, Any]] | None = None
-        """Resource hook: the placement fields (``role`` …) of the welcome to a hello."""
+        self.hooks = hooks or IntakeHooks()
+        """What the resource manager and the peers contribute (``intake/hooks.py``)."""
         self.placements: dict[str, dict[str, Any]] = {}
         """Last placement told to each device."""
-        self.hello_gate: Callable[[Hello, str], Awaitable[dict[str, Any] | None]] | None = None
-        """Peers hook: the redirect for an edge this node has no room for (None: welcome)."""
 
     async def submit_update(self, payload: bytes, transport: str,
                             topic_device: str | None = None) -> Accepted:
@@ -93,8 +88,8 @@ class Intake:
             if committed is not None:
                 self.counters.duplicates += 1
                 return Accepted(frame.device_id, committed, frame.seq, duplicate=True)
-            if self.update_gate is not None:
-                self.update_gate(len(payload))
+            if self.hooks.disk_guard is not None:
+                self.hooks.disk_guard(len(payload))
             ticket = await self._rounds.admit(frame, payload, transport)
         except RejectedError as exc:
             exc.seq = header.seq if header is not None else None
@@ -145,7 +140,8 @@ class Intake:
         info = {"ctr": hello.ctr, "fw": hello.fw, "ram": hello.ram, "battery": hello.battery,
                 "can_train": hello.can_train, "cpu_mhz": hello.cpu_mhz,
                 "model_version": hello.model_version, "transport": transport}
-        placement = self.placer(hello) if self.placer is not None else {}
+        place = self.hooks.placement
+        placement = place(hello) if place is not None else {}
         await self._db.run(self._store.record_hello, hello.id, info, time.time(),
                            placement.get("role"))
         self.placements[hello.id] = placement
@@ -175,9 +171,9 @@ class Intake:
 
     async def hello_answer(self, hello: Hello, transport: str) -> dict[str, Any]:
         """What to tell an edge whose hello was accepted: a welcome with the current model,
-        round and placement, or a redirect to a peer fog node with room (``hello_gate``)."""
-        if self.hello_gate is not None:
-            redirect = await self.hello_gate(hello, transport)
+        round and placement, or a redirect to a peer fog node with room (``hooks.redirect``)."""
+        if self.hooks.redirect is not None:
+            redirect = await self.hooks.redirect(hello, transport)
             if redirect is not None:
                 return {**redirect, "ctr": hello.ctr}
         return {"type": "welcome", **self.welcome(hello)}

@@ -2,15 +2,16 @@
 
 Every ``peers.interval_s`` the node asks each configured peer for its load hint over the
 peers' HTTP API (``peers/api.py``), and — while gossip is on, i.e. while the cloud is not
-reachable — for its current model (ETag: unchanged models are not sent again). Two hooks
-plug this into the spine:
+reachable — for its current model (ETag: unchanged models are not sent again). Two hooks,
+which ``app.py`` passes to their consumers, plug this into the spine:
 
-* ``intake.hello_gate``: an edge that says hello to a node already serving
-  ``edge_interface.max_edge_clients`` edges is handed over to the peer with the most room
-  (its key and broker password go to that peer first) and told to go there with a
-  ``redirect`` down message. An edge this node already serves is never sent away.
-* ``coordinator.mixer``: a closing round's model is averaged with peers' newer models,
-  weighted by examples (``peers/gossip.py``).
+* :meth:`PeersService.redirect_for` (``IntakeHooks.redirect``): an edge that says hello
+  to a node already serving ``edge_interface.max_edge_clients`` edges is handed over to
+  the peer with the most room (its key and broker password go to that peer first) and
+  told to go there with a ``redirect`` down message. An edge this node already serves is
+  never sent away.
+* :meth:`PeersService.mix_next_model` (``CloseHooks.mix_next_model``): a closing round's
+  model is averaged with peers' newer models, weighted by examples (``peers/gossip.py``).
 
 What a peer can do is bounded (docs/security.md): its model is mixed in only if it passes
 ``model/check.py`` (finite, within ``model.max_norm`` and ``peers.max_model_distance`` of
@@ -88,7 +89,7 @@ class PeersService:
                  clock: Callable[[], float] = time.time) -> None:
         self.cfg = node.cfg
         self.node = node
-        self._tokens = tokens
+        self.tokens = tokens
         self._clock = clock
         self.peer_urls = {p.id: p.url.rstrip("/") for p in self.cfg.peers.nodes}
         self._edge_hosts = {p.id: p.edge_host or (urlsplit(p.url).hostname or "")
@@ -106,9 +107,7 @@ class PeersService:
         self.examples = 0
         self.counters = PeerCounters()
         self._session: aiohttp.ClientSession | None = None
-        node.coordinator.mixer = self.mixer
         node.coordinator.add_listener(self._on_model)
-        node.intake.hello_gate = self.gate
 
     # -- what this node says about itself ---------------------------------------------------
 
@@ -186,7 +185,7 @@ class PeersService:
             raise PeerError(f"{path}: {exc or type(exc).__name__}") from None
 
     def _auth(self, peer: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._tokens.outbound(peer)}"}
+        return {"Authorization": f"Bearer {self.tokens.outbound(peer)}"}
 
     async def _fetch_hint(self, peer: str) -> None:
         status, body, _ = await self._get(peer, "/hint")
@@ -236,8 +235,8 @@ class PeersService:
 
     # -- hooks ------------------------------------------------------------------------------
 
-    def mixer(self, new_weights: list[np.ndarray], agg: Aggregate
-              ) -> tuple[list[np.ndarray], dict[str, Any]] | None:
+    def mix_next_model(self, new_weights: list[np.ndarray], agg: Aggregate
+                       ) -> tuple[list[np.ndarray], dict[str, Any]] | None:
         """Coordinator hook: average the next model with peers' newer models (gossip)."""
         if not self.gossip_active:
             return None
@@ -259,7 +258,7 @@ class PeersService:
             f"{m.fog_id} v{m.version}" for m in fresh))
         return mixed, {"gossip": used, "own_examples": agg.num_examples}
 
-    async def gate(self, hello: Hello, transport: str) -> dict[str, Any] | None:
+    async def redirect_for(self, hello: Hello, transport: str) -> dict[str, Any] | None:
         """Intake hook: None to welcome the edge, or the redirect to send it."""
         now = self._clock()
         if hello.id in self._active or not self.cfg.peers.redirect \
@@ -366,15 +365,20 @@ def token_path(cfg: FogConfig) -> Path:
     return cfg.data_path(cfg.peers.token_file)
 
 
-async def start_peers(node: NodeView, stack: contextlib.AsyncExitStack,
-                      tg: asyncio.TaskGroup) -> PeersService:
-    """Build the service, serve the peer API, start the exchange loop (from ``app.py``)."""
+def build_peers(node: NodeView) -> PeersService:
+    """The service, built before the intake and the coordinator's start (``app.py`` passes
+    its hooks on); it talks to no peer until :func:`serve_peers`."""
+    return PeersService(node, load_tokens(node.cfg))
+
+
+async def serve_peers(node: NodeView, service: PeersService, stack: contextlib.AsyncExitStack,
+                      tg: asyncio.TaskGroup) -> None:
+    """Serve the peer API, start the exchange loop (from ``app.py``)."""
     from fog_appliance.localhttp import serve_app
     from fog_appliance.peers.api import peers_api
 
     pc = node.cfg.peers
-    tokens = load_tokens(node.cfg)
-    service = PeersService(node, tokens)
+    tokens = service.tokens
     tls = server_context(node.cfg)
     client_context(node.cfg)  # a bad peers.ca_file fails the start, not every exchange
     runner, port = await serve_app(peers_api(service, tokens), pc.bind, pc.port, tls)
@@ -390,4 +394,3 @@ async def start_peers(node: NodeView, stack: contextlib.AsyncExitStack,
         log.warning("peers: plain HTTP off loopback (peers.insecure: true); hand-overs carry "
                     "device keys: set peers.tls_cert and https:// peer URLs on a LAN you do "
                     "not trust")
-    return service

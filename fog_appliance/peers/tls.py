@@ -3,7 +3,7 @@ client context peers are verified with (``peers.ca_file``, else the system's CAs
 
 A hand-over sends a device's key to the peer, so the peer API must not run as plain HTTP
 on a LAN that is not trusted: a config with plain HTTP off loopback is refused unless
-``peers.insecure`` is set (``config.py``), and ``start_peers`` warns when it is.
+``peers.insecure`` is set (``config.py``), and ``serve_peers`` warns when it is.
 """
 
 from __future__ import annotations

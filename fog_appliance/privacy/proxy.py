@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from fog_appliance.privacy.noise import add_gaussian_noise
 from fog_appliance.privacy.policy import PrivacySettings, plan_release
 from fog_appliance.store import Store
 from fog_appliance.store.privacy import ReleaseRow, record_release, releases
+
+if TYPE_CHECKING:
+    from fog_appliance.config import FogConfig
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +132,11 @@ class PrivacyProxy:
                         "exhausted": self._releases_left == 0})
         return out
 
+
+def settings_from_config(cfg: FogConfig) -> PrivacySettings:
+    """Resolved once at start-up (deriving the noise multiplier runs the accountant)."""
+    p = cfg.privacy
+    return PrivacySettings.resolve(k_min=p.k_min, dp_epsilon=p.dp_epsilon, dp_delta=p.dp_delta,
+                                   noise_multiplier=p.noise_multiplier,
+                                   planned_rounds=p.planned_rounds,
+                                   clip_norm=cfg.aggregation.clip_norm, accountant=p.accountant)

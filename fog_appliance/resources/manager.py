@@ -6,7 +6,8 @@ It runs one task (sample, decide, sleep) and exposes what the other parts consul
   (5.03 + Max-Age) while CPU or memory is over its cap;
 * :meth:`wait_for_round` — the coordinator awaits it before aggregating a due round, so new
   rounds wait while the node is busy or its disk full (at most ``resources.round_max_wait_s``);
-* :meth:`disk_refusal` / :meth:`update_gate` — the disk guard for the cache and the intake;
+* :meth:`disk_refusal` / :meth:`refuse_update_if_disk_full` — the disk guard for the cache
+  and the intake (``IntakeHooks.disk_guard``);
 * :meth:`place` — train or offload, for the welcome answering a hello;
 * worker-cap listeners — the inference engine drops to its floor when hot or busy.
 
@@ -216,7 +217,7 @@ class ResourceManager:
                         "the model cache stops writing", {"bytes": nbytes})
         return why
 
-    def update_gate(self, nbytes: int) -> None:
+    def refuse_update_if_disk_full(self, nbytes: int) -> None:
         """Intake hook: refuse an update the disk guard will not let into the store."""
         why = self.disk_refusal(nbytes)
         if why is not None:

@@ -7,6 +7,7 @@ CoAP, redirect to another fog node, a role change to weak edge, and broken confi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import time
@@ -145,7 +146,7 @@ async def test_a_redirect_moves_the_board_to_another_fog_node(tmp_path: Path) ->
 
             # node A is full from now on: the board's next hello (the next round's) is
             # answered with a signed redirect, through the hook the peers service uses
-            node_a.intake.hello_gate = full
+            node_a.intake.hooks = dataclasses.replace(node_a.intake.hooks, redirect=full)
             assert await wait_until(lambda: node_b.coordinator.model.version >= 2, 60), (
                 a.console("nomad")[-3000:])
             on_b = _updates(node_b, range(1, 2))

@@ -1,6 +1,6 @@
 """The coordinator's federation hooks with a real store: adopting a model supersedes the
 open round, the upstream hook puts a closing round's aggregate in the outbox in the same
-transaction, the mixer hook replaces the next model."""
+transaction, the peers' mix replaces the next model."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from fog_appliance.aggregation import Aggregate, make_strategy
 from fog_appliance.config import FogConfig, replace
-from fog_appliance.coordinator import Coordinator, CurrentModel
+from fog_appliance.coordinator import CloseHooks, Coordinator, CurrentModel
 from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import ModelRefused
 from fog_appliance.model.spec import flatten
@@ -137,7 +137,7 @@ async def test_the_upstream_hook_puts_the_aggregate_in_the_outbox(fog: Fog) -> N
         return OutboxItem(rnd.id, rnd.model_version, agg.num_examples, agg.delta.tobytes(),
                           {"run": 9, "server_round": 1})
 
-    fog.coord.upstream = upstream
+    fog.coord.connect(CloseHooks(upstream_item=upstream))
     await fog.submit("d1", 1.0, 1)
     await fog.submit("d2", 3.0, 3)
     await fog.coord.wait_closed()
@@ -156,14 +156,14 @@ async def test_the_mixer_hook_replaces_the_next_model(fog: Fog) -> None:
               ) -> tuple[list[np.ndarray], dict[str, object]] | None:
         return [w * 0 + 7 for w in weights], {"gossip": ["peer"]}
 
-    fog.coord.mixer = mixer
+    fog.coord.connect(CloseHooks(mix_next_model=mixer))
     await fog.submit("d1", 1.0, 1)
     await fog.submit("d2", 1.0, 1)
     await fog.coord.wait_closed()
     row = fog.store.model(2)
     assert row is not None and row.provenance == "gossip" and row.metrics["gossip"] == ["peer"]
     assert np.allclose(flatten(fog.coord.model.weights), 7)
-    fog.coord.mixer = lambda w, a: None
+    fog.coord.connect(CloseHooks(mix_next_model=lambda w, a: None))
     await fog.submit("d1", 1.0, 1)
     await fog.submit("d3", 1.0, 1)
     await fog.coord.wait_closed()

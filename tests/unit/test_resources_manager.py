@@ -104,11 +104,11 @@ async def test_disk_guard_counts_pending_writes_and_refuses_updates() -> None:
     assert rm.disk_refusal(70 * MB) is None
     assert rm.disk_refusal(70 * MB) is not None  # the first 70 MB count until next sample
     with pytest.raises(PolicyError) as exc:
-        rm.update_gate(70 * MB)
+        rm.refuse_update_if_disk_full(70 * MB)
     assert exc.value.reason is Reason.OVERLOADED and "disk guard" in exc.value.detail
     assert [lvl for lvl, _ in events] == ["warning"]
     rm.update(sample(disk_free=2 * GB - 900 * MB, store_bytes=900 * MB))
-    rm.update_gate(70 * MB)  # a new sample: room again
+    rm.refuse_update_if_disk_full(70 * MB)  # a new sample: room again
     assert [lvl for lvl, _ in events] == ["warning", "info"]
     assert rm.status()["refused"]["updates"] == 1
 
