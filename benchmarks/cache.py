@@ -79,15 +79,15 @@ async def run_scenario(sc: Scenario, edges: int, steps: int, wan_s: float, seed:
 
     from fog_appliance.broker import free_port
     from fog_appliance.cache import ModelCache
-    from fog_appliance.coordinator import CurrentModel
-    from fog_appliance.dbthread import DbThread
     from fog_appliance.intake.coap import start_server
     from fog_appliance.intake.coap_model import ModelResource
     from fog_appliance.model.spec import ModelSpec
     from fog_appliance.protocol.messages import ModelAnnouncement
     from fog_appliance.protocol.model_blob import encode_model, etag, sha256_hex
+    from fog_appliance.rounds.coordinator import CurrentModel
     from fog_appliance.store import ModelRow, Store
     from fog_appliance.store.model_blobs import write_batch
+    from fog_appliance.support.dbthread import DbThread
 
     spec = ModelSpec("mlp", 64, (32,), 10)
     blobs = {v: encode_model(v, spec.init_weights(v)) for v in range(1, 8)}

@@ -49,7 +49,7 @@ from fog_appliance.cloud.localcloud import FlowerCloud  # noqa: E402
 from fog_appliance.config import load_config  # noqa: E402
 from fog_appliance.demo.dataset import dirichlet_split, load_digits  # noqa: E402
 from fog_appliance.demo.edges import SimulatedEdge  # noqa: E402
-from fog_appliance.provisioning import provision  # noqa: E402
+from fog_appliance.devices.provisioning import provision  # noqa: E402
 from fog_appliance.store import Store  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results"

@@ -36,8 +36,8 @@ from fog_appliance.broker import (
     reload_broker,
 )
 from fog_appliance.config import FogConfig, replace
+from fog_appliance.devices.provisioning import broker_files, sync_broker_auth
 from fog_appliance.protocol.frame import encode_update
-from fog_appliance.provisioning import broker_files, sync_broker_auth
 from fog_appliance.store import DeviceRow, Store
 
 INPUT_DIM, CLASSES = 9999, 10  # softmax: 99,990 + 10 = 100,000 parameters

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import threadpoolctl
 
-from fog_appliance import sdnotify
 from fog_appliance.aggregation import build_strategy
 from fog_appliance.aggregation.factory import round_policy
 from fog_appliance.broker import (
@@ -40,18 +39,19 @@ from fog_appliance.broker import (
     wait_for_credentials,
 )
 from fog_appliance.config import FogConfig, parse_broker_url
-from fog_appliance.coordinator import CloseHooks, Coordinator
-from fog_appliance.dbthread import DbThread
+from fog_appliance.devices.provisioning import broker_files, provision, revoke, sync_broker_auth
+from fog_appliance.devices.registry import Registry
 from fog_appliance.errors import FogError
 from fog_appliance.intake.committer import Committer
 from fog_appliance.intake.service import Intake
+from fog_appliance.node import sdnotify
+from fog_appliance.node.serving import Serving
 from fog_appliance.privacy.proxy import PrivacyProxy, settings_from_config
-from fog_appliance.provisioning import broker_files, provision, revoke, sync_broker_auth
-from fog_appliance.registry import Registry
 from fog_appliance.resources.sampler import read_temperature
-from fog_appliance.secretfile import ensure_private_dir, write_atomic
-from fog_appliance.serving import Serving
+from fog_appliance.rounds.coordinator import CloseHooks, Coordinator
 from fog_appliance.store import Store
+from fog_appliance.support.dbthread import DbThread
+from fog_appliance.support.secretfile import ensure_private_dir, write_atomic
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 class FogNode:
     """One running fog node. ``await node.run()`` serves until cancelled.
 
-    The parts it builds and serves see it as a :class:`~fog_appliance.nodeview.NodeView`;
+    The parts it builds and serves see it as a :class:`~fog_appliance.node.view.NodeView`;
     only the CLI (and the demo, handed ``FogNode`` by the CLI) construct one."""
 
     def __init__(self, cfg: FogConfig) -> None:

@@ -145,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.monitor:
             await node.run()
             return
-        from fog_appliance.monitor import monitor
+        from fog_appliance.node.monitor import monitor
 
         async with node.running():
             await monitor(node)
@@ -244,7 +244,7 @@ def ask_running_node(cfg: FogConfig, method: str, path: str,
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    from fog_appliance.provisioning import provision
+    from fog_appliance.devices.provisioning import provision
 
     cfg = load_config(args.config)
     answer = ask_running_node(cfg, "POST", "/api/edges",
@@ -317,7 +317,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from fog_appliance.provisioning import drop_open_round_updates, revoke
+    from fog_appliance.devices.provisioning import drop_open_round_updates, revoke
 
     cfg = load_config(args.config)
     from urllib.parse import quote

@@ -147,8 +147,8 @@ class FogSite:
     async def add_edge(self, node: Any, dev: str, x: np.ndarray, y: np.ndarray,
                        **edge: Any) -> Path:
         """Provision ``dev`` and lay out its flash: config.json and a replay file."""
+        from fog_appliance.devices.provisioning import provision
         from fog_appliance.edge.replay import write_replay
-        from fog_appliance.provisioning import provision
         from fog_appliance.store import Store
 
         # As `fog-appliance provision` does: another connection to the node's store (the
@@ -224,8 +224,8 @@ def publish_down(cfg: Any, port: int, device: str, message: dict[str, Any]) -> N
     from paho.mqtt.enums import CallbackAPIVersion
 
     from fog_appliance.broker import hash_password, reload_broker
+    from fog_appliance.devices.provisioning import broker_files, device_config_path
     from fog_appliance.protocol import downlink, topics
-    from fog_appliance.provisioning import broker_files, device_config_path
 
     files = broker_files(cfg)
     key = bytes.fromhex(json.loads(device_config_path(cfg, device).read_text())["key"])
@@ -259,7 +259,7 @@ async def lab_broker(tmp_path: Path) -> AsyncIterator[tuple[Any, dict[str, Any],
 
     from fog_appliance.broker import PrivateBroker, free_port
     from fog_appliance.config import FogConfig
-    from fog_appliance.provisioning import broker_files, provision
+    from fog_appliance.devices.provisioning import broker_files, provision
     from fog_appliance.store import Store
 
     cfg = replace(FogConfig(), {

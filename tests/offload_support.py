@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from fog_appliance.coordinator import CurrentModel
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol.messages import ModelAnnouncement
 from fog_appliance.protocol.model_blob import encode_model, sha256_hex
 from fog_appliance.resources.policy import Sample
+from fog_appliance.rounds.coordinator import CurrentModel
 from fog_appliance.store import ModelRow, Store
 
 SPEC = ModelSpec("mlp", 8, (6,), 3)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fog_appliance.admin import settings
+from fog_appliance.devices.provisioning import provision, revoke
 from fog_appliance.errors import (
     ActionError,
     ModelNotFoundError,
@@ -23,11 +24,10 @@ from fog_appliance.errors import (
     ProvisioningError,
     ServiceError,
 )
-from fog_appliance.provisioning import provision, revoke
 from fog_appliance.store import admin_queries as q
 
 if TYPE_CHECKING:
-    from fog_appliance.nodeview import NodeView
+    from fog_appliance.node.view import NodeView
 
 MAX_DEADLINE_S = 7 * 24 * 3600.0
 ROLES = ("train", "offload")

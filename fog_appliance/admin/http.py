@@ -18,8 +18,8 @@ from fog_appliance.errors import (
     RecordConflict,
     RecordNotFound,
 )
-from fog_appliance.localhttp import bearer_matches
-from fog_appliance.nodeview import NodeView
+from fog_appliance.node.view import NodeView
+from fog_appliance.support.localhttp import bearer_matches
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fog_appliance.aggregation.factory import round_policy
-from fog_appliance.serving import limits_from
+from fog_appliance.node.serving import limits_from
 
 if TYPE_CHECKING:
-    from fog_appliance.nodeview import NodeView
+    from fog_appliance.node.view import NodeView
     from fog_appliance.rounds import RoundPolicy
 
 

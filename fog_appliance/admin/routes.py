@@ -26,7 +26,7 @@ from fog_appliance.admin.http import (
 from fog_appliance.admin.metrics import CONTENT_TYPE_LATEST, render
 from fog_appliance.admin.sections import KNOWN_SECTIONS, read_section
 from fog_appliance.errors import ActionError
-from fog_appliance.nodeview import NodeView
+from fog_appliance.node.view import NodeView
 
 
 def build_app(node: NodeView, feed: EventFeed, token: str,

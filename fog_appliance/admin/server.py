@@ -28,8 +28,8 @@ from fog_appliance.errors import (
     ConfigError,
     ServiceError,
 )
-from fog_appliance.nodeview import NodeView
-from fog_appliance.secretfile import read_or_create_secret
+from fog_appliance.node.view import NodeView
+from fog_appliance.support.secretfile import read_or_create_secret
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from fog_appliance.config import FogConfig, field_docs, replace
 from fog_appliance.errors import ActionError, ConfigError
-from fog_appliance.secretfile import write_atomic
+from fog_appliance.support.secretfile import write_atomic
 
 EDITABLE: tuple[str, ...] = (
     "edge_interface.aggregation_threshold",

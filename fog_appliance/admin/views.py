@@ -17,7 +17,7 @@ from fog_appliance.rounds import ADMITTING
 from fog_appliance.store import admin_queries as q
 
 if TYPE_CHECKING:
-    from fog_appliance.nodeview import NodeView
+    from fog_appliance.node.view import NodeView
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fog_appliance.appliance.tls import TlsFiles
 from fog_appliance.broker import Listener, broker_limits, render_mosquitto_conf
 from fog_appliance.config import FogConfig, parse_broker_url
-from fog_appliance.provisioning import broker_files
+from fog_appliance.devices.provisioning import broker_files
 
 
 def render_system_conf(cfg: FogConfig, tls: TlsFiles | None) -> str:

@@ -35,10 +35,10 @@ from fog_appliance.appliance.mosquitto import render_system_conf
 from fog_appliance.appliance.paths import STATUS_NAME, AppliancePaths
 from fog_appliance.appliance.tls import TlsFiles, ensure_ca, ensure_server
 from fog_appliance.config import FogConfig
+from fog_appliance.devices.provisioning import provision, sync_broker_auth
 from fog_appliance.errors import ServiceError
-from fog_appliance.provisioning import provision, sync_broker_auth
-from fog_appliance.secretfile import read_or_create_secret, write_atomic
 from fog_appliance.store import Store
+from fog_appliance.support.secretfile import read_or_create_secret, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fog_appliance.errors import ServiceError
-from fog_appliance.secretfile import share_with_group
+from fog_appliance.support.secretfile import share_with_group
 
 CA_DAYS = 7300
 SERVER_DAYS = 825

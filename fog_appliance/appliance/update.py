@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fog_appliance.errors import UpdateError
-from fog_appliance.secretfile import write_atomic
+from fog_appliance.support.secretfile import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from fog_appliance.appliance.update import UpdatePaths, describe, read_json
-from fog_appliance.nodeview import NodeView
+from fog_appliance.node.view import NodeView
 
 PREFIX = "/api/appliance"
 PATHS_KEY = web.AppKey("update_paths", UpdatePaths)

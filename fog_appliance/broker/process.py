@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fog_appliance.broker.conf import DEFAULT_LIMITS, BrokerFiles, BrokerLimits, render_conf
 from fog_appliance.errors import BrokerError
-from fog_appliance.secretfile import read_or_create_secret, write_atomic
+from fog_appliance.support.secretfile import read_or_create_secret, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -29,15 +29,15 @@ from fog_appliance.cache.lru import ByteLru
 from fog_appliance.cache.stats import CacheStats, Source
 from fog_appliance.cache.upstream import Expected, Fetch, Upstream
 from fog_appliance.cache.writer import EventSink, WriteBehind
-from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import CacheError, ModelNotFoundError, StoreError
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol.model_blob import etag, sha256_hex
 from fog_appliance.store import ModelRow, Store
 from fog_appliance.store.model_blobs import blob_sizes
+from fog_appliance.support.dbthread import DbThread
 
 if TYPE_CHECKING:
-    from fog_appliance.coordinator import CurrentModel
+    from fog_appliance.rounds.coordinator import CurrentModel
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import StoreError
 from fog_appliance.store import ModelRow, Store
 from fog_appliance.store.model_blobs import write_batch
+from fog_appliance.support.dbthread import DbThread
 
 log = logging.getLogger(__name__)
 

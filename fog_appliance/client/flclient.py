@@ -2,7 +2,7 @@
 
 It owns what does not depend on the transport: the sequence counter (``state.SeqState``),
 hello counters, following redirects, authenticating the model against the latest welcome,
-signing updates, retrying them (delays from ``fog_appliance.backoff``) and offloaded
+signing updates, retrying them (delays from ``fog_appliance.support.backoff``) and offloaded
 inference over CoAP. The transport (``mqtt.MqttTransport`` or ``coap.CoapTransport``) sends
 one attempt at a time.
 """
@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from fog_appliance.backoff import backoff_delays
 from fog_appliance.errors import ClientError, ProtocolError, Reason
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol import downlink
@@ -28,6 +27,7 @@ from fog_appliance.protocol import infer as infer_wire
 from fog_appliance.protocol.frame import DType, encode_update
 from fog_appliance.protocol.messages import Hello, ModelAnnouncement, encode_hello, parse_redirect
 from fog_appliance.protocol.model_blob import decode_model
+from fog_appliance.support.backoff import backoff_delays
 
 from .coap import CoapLink, CoapTransport
 from .state import SeqState

@@ -20,11 +20,11 @@ from typing import Any
 
 import aiomqtt
 
-from fog_appliance.aio import honour_cancellation
-from fog_appliance.backoff import backoff_delays
 from fog_appliance.errors import ClientError, ProtocolError
 from fog_appliance.protocol import topics
 from fog_appliance.protocol.messages import ModelAnnouncement, Redirect
+from fog_appliance.support.aio import honour_cancellation
+from fog_appliance.support.backoff import backoff_delays
 
 from .coap import CoapLink
 from .transport import ANSWERS, Verifier

@@ -25,8 +25,8 @@ from aiohttp import web
 from fog_appliance.cloud.link import CloudLink, CloudTimeout
 from fog_appliance.cloud.wire import decode_request, encode_reply
 from fog_appliance.errors import CloudError, ServiceError, StoreError
-from fog_appliance.localhttp import bearer_auth, json_error
 from fog_appliance.store.outbox import STATES
+from fog_appliance.support.localhttp import bearer_auth, json_error
 
 log = logging.getLogger(__name__)
 

@@ -112,7 +112,7 @@ def _print_status(args: argparse.Namespace, api_key: str,
                   token_path: Callable[[FogConfig], Path],
                   missing: str) -> int:
     """GET ``<api>/status`` of a part of the running node and print it."""
-    from fog_appliance.localhttp import read_token
+    from fog_appliance.support.localhttp import read_token
 
     cfg = load_config(args.config)
     api = _running(cfg).get(api_key)
@@ -166,7 +166,7 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 def cmd_peers_token(args: argparse.Namespace) -> int:
     from fog_appliance.peers.service import token_path
-    from fog_appliance.secretfile import write_atomic
+    from fog_appliance.support.secretfile import write_atomic
 
     cfg = load_config(args.config)
     where = "every fog node of the site"

@@ -36,10 +36,10 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
-from fog_appliance.backoff import backoff_delays
 from fog_appliance.cloud.wire import CloudReply, CloudRequest, decode_reply, encode_request
 from fog_appliance.errors import CloudError, ProtocolError
 from fog_appliance.protocol.model_blob import decode_model, encode_model
+from fog_appliance.support.backoff import backoff_delays
 
 FOG_UNREACHABLE = 1001
 FOG_TIMEOUT = 1002

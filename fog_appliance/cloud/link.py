@@ -35,12 +35,11 @@ from fog_appliance.aggregation import Aggregate
 from fog_appliance.cloud.payload import apply_payload, build_payload
 from fog_appliance.cloud.wire import CloudReply, CloudRequest, content_sha256, edge_round_config
 from fog_appliance.config import FogConfig, parse_host_port
-from fog_appliance.coordinator import Coordinator, CurrentModel
-from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import CloudError, ModelRefused, ProtocolError, Reason
 from fog_appliance.intake.service import Intake
 from fog_appliance.protocol.model_blob import decode_model, encode_model
 from fog_appliance.rounds import Round
+from fog_appliance.rounds.coordinator import Coordinator, CurrentModel
 from fog_appliance.store import ModelRow, Store
 from fog_appliance.store.outbox import (
     OutboxItem,
@@ -52,6 +51,7 @@ from fog_appliance.store.outbox import (
     outbox_rows,
     settle,
 )
+from fog_appliance.support.dbthread import DbThread
 
 if TYPE_CHECKING:
     from fog_appliance.cloud.supernode import SupernodeSidecar

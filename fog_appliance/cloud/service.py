@@ -24,10 +24,10 @@ from fog_appliance.cloud.supernode import (
     supernode_env,
     token_path,
 )
-from fog_appliance.localhttp import read_or_create_token, serve_app
+from fog_appliance.support.localhttp import read_or_create_token, serve_app
 
 if TYPE_CHECKING:
-    from fog_appliance.nodeview import NodeView
+    from fog_appliance.node.view import NodeView
 
 log = logging.getLogger(__name__)
 

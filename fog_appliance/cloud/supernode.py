@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import fog_appliance
-from fog_appliance.backoff import backoff_delays
 from fog_appliance.config import FogConfig
 from fog_appliance.errors import ServiceError
+from fog_appliance.support.backoff import backoff_delays
 
 log = logging.getLogger(__name__)
 

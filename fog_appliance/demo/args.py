@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fog_appliance.compression import NAMES, Compression
 from fog_appliance.config import strategy_names
 from fog_appliance.demo.byzantine import ATTACKS, DEFAULT_SCALE
 from fog_appliance.errors import ConfigError
+from fog_appliance.protocol.compression import NAMES, Compression
 
 
 def add_learning_arguments(p: argparse.ArgumentParser) -> None:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fog_appliance.client import ClientError, FLClient
-from fog_appliance.compression import Compression, ErrorFeedback
 from fog_appliance.demo.byzantine import DEFAULT_SCALE, corrupt
 from fog_appliance.errors import Reason
 from fog_appliance.model.numpy_model import train_local
+from fog_appliance.protocol.compression import Compression, ErrorFeedback
 
 log = logging.getLogger(__name__)
 

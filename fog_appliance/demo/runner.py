@@ -16,7 +16,7 @@ from fog_appliance.demo.options import DemoOptions, RunSpec, demo_config, plan_r
 from fog_appliance.demo.plot import plot_accuracy
 from fog_appliance.demo.report import print_table, write_results
 from fog_appliance.demo.session import RunResult, run_once
-from fog_appliance.nodeview import NodeFactory
+from fog_appliance.node.view import NodeFactory
 
 __all__ = ["DemoOptions", "DemoResult", "RunSpec", "demo_config", "run_demo"]
 

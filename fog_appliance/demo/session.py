@@ -17,14 +17,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fog_appliance.client import DeviceCredentials, FLClient, transport_name
-from fog_appliance.compression import Compression
-from fog_appliance.coordinator import CurrentModel
 from fog_appliance.demo.byzantine import byzantine_edges
 from fog_appliance.demo.dataset import Dataset
 from fog_appliance.demo.edges import SimulatedEdge
 from fog_appliance.demo.options import DemoOptions, RunSpec, demo_config
 from fog_appliance.model.numpy_model import accuracy
-from fog_appliance.nodeview import NodeFactory
+from fog_appliance.node.view import NodeFactory
+from fog_appliance.protocol.compression import Compression
+from fog_appliance.rounds.coordinator import CurrentModel
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from fog_appliance.backoff import backoff_delays
 from fog_appliance.client import (
     ClientError,
     DeviceCredentials,
@@ -32,9 +31,10 @@ from fog_appliance.client import (
 )
 from fog_appliance.config import FogConfig
 from fog_appliance.demo.edges import SimulatedEdge
+from fog_appliance.devices.provisioning import device_config_path, provision
 from fog_appliance.errors import ConfigError, ProvisioningError
-from fog_appliance.provisioning import device_config_path, provision
 from fog_appliance.store import Store
+from fog_appliance.support.backoff import backoff_delays
 
 KINDS = ("honest", "slow", "bad-key", "offline")
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from fog_appliance.aggregation.base import Strategy
-from fog_appliance.compression import Compression, ErrorFeedback
 from fog_appliance.demo.byzantine import DEFAULT_SCALE, corrupt
 from fog_appliance.demo.dataset import Dataset, dirichlet_split
 from fog_appliance.model.numpy_model import accuracy, train_local
 from fog_appliance.model.spec import ModelSpec, flatten, unflatten
+from fog_appliance.protocol.compression import Compression, ErrorFeedback
 from fog_appliance.protocol.frame import decode_update, encode_update
 
 KEY = b"simulation-key-0123456789abcdef!"

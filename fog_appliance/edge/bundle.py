@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fog_appliance.config import FogConfig
+from fog_appliance.devices.provisioning import device_config_path, validate_device_id
 from fog_appliance.edge import EdgeToolError
 from fog_appliance.edge.build import (
     APP_SLOT,
@@ -31,8 +32,7 @@ from fog_appliance.edge.build import (
     firmware_dir,
     firmware_version,
 )
-from fog_appliance.provisioning import device_config_path, validate_device_id
-from fog_appliance.secretfile import write_atomic
+from fog_appliance.support.secretfile import write_atomic
 
 EDGE_KEYS = ("role", "dtype", "sparse", "examples", "sleep_s", "wait_s", "keepalive", "led",
              "led_active_low", "battery", "sensor", "infer_every_s", "io_timeout_s", "watchdog_s",
@@ -93,7 +93,7 @@ def ensure_device_config(cfg: FogConfig, device_id: str) -> tuple[dict[str, Any]
     conf = load_device_config(cfg, device_id)
     if conf is not None:
         return conf, False
-    from fog_appliance.provisioning import provision
+    from fog_appliance.devices.provisioning import provision
     from fog_appliance.store import Store
 
     store = Store.open(cfg.db_path, synchronous=cfg.storage.synchronous)
@@ -170,7 +170,7 @@ def preflight(cfg: FogConfig, device_id: str, opts: BoardOptions) -> dict[str, A
         raise EdgeToolError(f"--replay {opts.replay}: no such file")
     conf = load_device_config(cfg, device_id)
     if conf is None:
-        from fog_appliance.provisioning import device_config
+        from fog_appliance.devices.provisioning import device_config
 
         board_config(device_config(cfg, device_id, bytes(32), "not-provisioned"), opts)
     else:

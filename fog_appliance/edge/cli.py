@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fog_appliance.config import load_config
+from fog_appliance.devices.provisioning import device_config_path
 from fog_appliance.edge import EdgeToolError
 from fog_appliance.edge.build import compile_firmware, over_budget, size_table_markdown
 from fog_appliance.edge.bundle import (
@@ -23,7 +24,6 @@ from fog_appliance.edge.bundle import (
     write_bundle,
 )
 from fog_appliance.edge.flash import CHIPS, DEFAULT_BAUD, check_image, check_port, execute, plan
-from fog_appliance.provisioning import device_config_path
 
 ENV_WIFI_PASSWORD = "FOG_WIFI_PASSWORD"
 

@@ -20,7 +20,7 @@ from fog_appliance.firmware.releases import release_rows
 from fog_appliance.firmware.rollout import DEFAULT_WINDOW_S, Plan, Rollout
 
 if TYPE_CHECKING:
-    from fog_appliance.nodeview import NodeView
+    from fog_appliance.node.view import NodeView
 
 PREFIX = "/api/firmware"
 START_KEYS = frozenset({"version", "canary", "canary_pct", "window_s", "devices", "downgrade"})

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fog_appliance.dbthread import DbThread
+from fog_appliance.devices.registry import Registry
 from fog_appliance.errors import ActionError, FogError
 from fog_appliance.firmware.releases import Release, load_release
 from fog_appliance.firmware.rollout import Plan, Rollout, plan_rollout
@@ -42,12 +42,12 @@ from fog_appliance.protocol.firmware import (
     offer_fields,
     parse_fw_message,
 )
-from fog_appliance.registry import Registry
 from fog_appliance.store import Store
 from fog_appliance.store import firmware as fwstore
+from fog_appliance.support.dbthread import DbThread
 
 if TYPE_CHECKING:
-    from fog_appliance.nodeview import NodeView
+    from fog_appliance.node.view import NodeView
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ import aiocoap
 import aiocoap.error
 import aiocoap.resource
 
-from fog_appliance.coordinator import Coordinator
 from fog_appliance.errors import AuthError, PolicyError, Reason, RejectedError, StoreError
 from fog_appliance.intake.coap_block1 import Uploads
 from fog_appliance.intake.coap_guard import VerifiedSources, source_of
 from fog_appliance.intake.service import Intake
 from fog_appliance.protocol import downlink, topics
 from fog_appliance.protocol.messages import MAX_HELLO_BYTES
+from fog_appliance.rounds.coordinator import Coordinator
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import StoreError
 from fog_appliance.rounds.port import Ticket
 from fog_appliance.store import Store
+from fog_appliance.support.dbthread import DbThread
 
 log = logging.getLogger(__name__)
 

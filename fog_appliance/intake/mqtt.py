@@ -22,13 +22,13 @@ from typing import Any, Protocol
 
 import aiomqtt
 
-from fog_appliance.aio import honour_cancellation
-from fog_appliance.backoff import backoff_delays
-from fog_appliance.coordinator import Coordinator, CurrentModel
 from fog_appliance.errors import RejectedError, StoreError
 from fog_appliance.intake.service import Intake
 from fog_appliance.protocol import downlink, topics
 from fog_appliance.protocol.messages import down_message
+from fog_appliance.rounds.coordinator import Coordinator, CurrentModel
+from fog_appliance.support.aio import honour_cancellation
+from fog_appliance.support.backoff import backoff_delays
 
 log = logging.getLogger(__name__)
 

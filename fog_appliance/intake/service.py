@@ -14,8 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fog_appliance.coordinator import Coordinator
-from fog_appliance.dbthread import DbThread
+from fog_appliance.devices.registry import Registry
 from fog_appliance.errors import PolicyError, ProtocolError, Reason, RejectedError
 from fog_appliance.intake.committer import Committer
 from fog_appliance.intake.hooks import IntakeHooks
@@ -23,9 +22,10 @@ from fog_appliance.intake.loglimit import LogLimiter
 from fog_appliance.protocol.downlink import announcement_digest
 from fog_appliance.protocol.frame import UNKNOWN_SENDER, UpdateFrame, read_header
 from fog_appliance.protocol.messages import Hello, decode_hello
-from fog_appliance.registry import Registry
+from fog_appliance.rounds.coordinator import Coordinator
 from fog_appliance.rounds.port import RoundPort
 from fog_appliance.store import Store
+from fog_appliance.support.dbthread import DbThread
 
 log = logging.getLogger(__name__)
 

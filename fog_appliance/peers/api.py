@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from fog_appliance.devices.provisioning import revoke, sync_broker_auth
 from fog_appliance.errors import ProvisioningError, StoreError
-from fog_appliance.localhttp import json_error
 from fog_appliance.peers.auth import CALLER, PeerTokens, peer_auth
 from fog_appliance.protocol.frame import DEVICE_ID_RE
-from fog_appliance.provisioning import revoke, sync_broker_auth
 from fog_appliance.store.edges import import_device
 from fog_appliance.store.rows import DeviceRow
+from fog_appliance.support.localhttp import json_error
 
 if TYPE_CHECKING:
     from fog_appliance.config import FogConfig
-    from fog_appliance.nodeview import NodeView
+    from fog_appliance.node.view import NodeView
     from fog_appliance.peers.hints import LoadHint
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from fog_appliance.config import FogConfig
 from fog_appliance.errors import PeerError
-from fog_appliance.localhttp import json_error, read_token
+from fog_appliance.support.localhttp import json_error, read_token
 
 CALLER = web.RequestKey("peer_caller", str)
 """The authenticated peer id; absent for a site-token caller."""

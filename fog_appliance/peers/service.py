@@ -48,7 +48,7 @@ import psutil
 
 from fog_appliance.aggregation import Aggregate
 from fog_appliance.config import FogConfig, parse_broker_url
-from fog_appliance.coordinator import CurrentModel
+from fog_appliance.devices.provisioning import edge_mqtt_port
 from fog_appliance.errors import ModelRefused, PeerError, ProtocolError
 from fog_appliance.model.check import check_model
 from fog_appliance.peers.auth import PeerTokens, load_tokens
@@ -57,11 +57,11 @@ from fog_appliance.peers.hints import LoadHint, choose_peer, redirect_message
 from fog_appliance.peers.tls import client_context, is_loopback, server_context
 from fog_appliance.protocol.messages import Hello
 from fog_appliance.protocol.model_blob import decode_model
-from fog_appliance.provisioning import edge_mqtt_port
+from fog_appliance.rounds.coordinator import CurrentModel
 from fog_appliance.store.edges import active_devices
 
 if TYPE_CHECKING:
-    from fog_appliance.nodeview import NodeView
+    from fog_appliance.node.view import NodeView
 
 log = logging.getLogger(__name__)
 
@@ -374,8 +374,8 @@ def build_peers(node: NodeView) -> PeersService:
 async def serve_peers(node: NodeView, service: PeersService, stack: contextlib.AsyncExitStack,
                       tg: asyncio.TaskGroup) -> None:
     """Serve the peer API, start the exchange loop (from ``app.py``)."""
-    from fog_appliance.localhttp import serve_app
     from fog_appliance.peers.api import peers_api
+    from fog_appliance.support.localhttp import serve_app
 
     pc = node.cfg.peers
     tokens = service.tokens

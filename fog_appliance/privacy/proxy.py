@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fog_appliance.aggregation.base import Aggregate
-from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import ReleaseWithheld
 from fog_appliance.privacy.accountant import epsilon, releases_within
 from fog_appliance.privacy.noise import add_gaussian_noise
 from fog_appliance.privacy.policy import PrivacySettings, plan_release
 from fog_appliance.store import Store
 from fog_appliance.store.privacy import ReleaseRow, record_release, releases
+from fog_appliance.support.dbthread import DbThread
 
 if TYPE_CHECKING:
     from fog_appliance.config import FogConfig

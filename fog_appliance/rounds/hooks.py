@@ -4,7 +4,7 @@ The coordinator (``coordinator.py``) is built first, because the parts that cont
 these hooks need it (the cloud link adopts global models through it, the model cache
 listens to it, the peers service reads its history). So this is the one late binding of
 the round side: ``app.py`` builds every contributor, then calls
-:meth:`~fog_appliance.coordinator.Coordinator.connect` once with a :class:`CloseHooks`,
+:meth:`~fog_appliance.rounds.coordinator.Coordinator.connect` once with a :class:`CloseHooks`,
 before the coordinator starts (no round can close before). Nothing else sets them.
 """
 

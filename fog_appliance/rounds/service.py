@@ -17,14 +17,14 @@ from typing import Any
 
 from fog_appliance.aggregation import Accumulator, Strategy
 from fog_appliance.config import FogConfig
-from fog_appliance.dbthread import DbThread
+from fog_appliance.devices.registry import Registry
 from fog_appliance.errors import ActionError, PolicyError, Reason, RejectedError
 from fog_appliance.protocol.frame import UpdateFrame, decode_update
-from fog_appliance.registry import Registry
 from fog_appliance.rounds.engine import Close, Command, Count, Persist, RoundEngine, Stale
 from fog_appliance.rounds.port import Ticket, UpdateRules
 from fog_appliance.rounds.table import Admission, Event, Round, RoundPolicy, State
 from fog_appliance.store import AcceptedUpdate, RoundRow, Store, StoredUpdate
+from fog_appliance.support.dbthread import DbThread
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from typing import Any
 import sqlite_utils
 
 from fog_appliance.errors import ProvisioningError, StoreError
-from fog_appliance.secretfile import ensure_private_dir, ensure_private_file
 from fog_appliance.store.quarantine import quarantine_torn
 from fog_appliance.store.rows import (
     OPEN_STATES,
@@ -36,6 +35,7 @@ from fog_appliance.store.rows import (
 )
 from fog_appliance.store.schema import MIGRATIONS
 from fog_appliance.store.updatelog import UpdateLog
+from fog_appliance.support.secretfile import ensure_private_dir, ensure_private_file
 
 
 @contextlib.contextmanager

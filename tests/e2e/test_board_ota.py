@@ -24,7 +24,7 @@ import pytest
 
 from fog_appliance.broker import PrivateBroker, fog_password, free_port, reload_broker
 from fog_appliance.config import FogConfig
-from fog_appliance.provisioning import broker_files, provision
+from fog_appliance.devices.provisioning import broker_files, provision
 from fog_appliance.store import Store
 from tests.firmware_support import console, start_edge, stop, wait_for
 from tests.ota_support import Offer, OtaPeer, lay_out, ota_state, release, running_release

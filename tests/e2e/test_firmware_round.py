@@ -21,11 +21,11 @@ import pytest
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.config import replace
+from fog_appliance.devices.provisioning import sync_broker_auth
 from fog_appliance.intake.coap import start_server
 from fog_appliance.model.numpy_model import accuracy
 from fog_appliance.protocol import infer as wire
 from fog_appliance.protocol.frame import DType
-from fog_appliance.provisioning import sync_broker_auth
 from tests.firmware_support import (
     FogSite,
     digits_shards,

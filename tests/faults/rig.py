@@ -31,10 +31,10 @@ import numpy as np
 from fog_appliance.broker import PrivateBroker, broker_limits
 from fog_appliance.client import DeviceCredentials, FLClient, SendResult
 from fog_appliance.config import FogConfig, parse_broker_url, replace
+from fog_appliance.devices.provisioning import broker_files, provision, sync_broker_auth
 from fog_appliance.model.spec import flatten
 from fog_appliance.protocol.frame import decode_update
 from fog_appliance.protocol.model_blob import decode_model
-from fog_appliance.provisioning import broker_files, provision, sync_broker_auth
 from fog_appliance.store import Store
 from tests.conftest import make_config
 from tests.nodeproc import NodeProcess, write_config

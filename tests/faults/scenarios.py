@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fog_appliance.broker import fog_password, fog_username
-from fog_appliance.provisioning import broker_files
+from fog_appliance.devices.provisioning import broker_files
 from tests.faults.rig import Figures, Rig
 
 BURST_S = 2.0

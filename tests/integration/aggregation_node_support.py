@@ -14,7 +14,7 @@ from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.client import DeviceCredentials, FLClient, transport_name
 from fog_appliance.config import FogConfig, replace
-from fog_appliance.provisioning import provision
+from fog_appliance.devices.provisioning import provision
 from fog_appliance.store import RoundRow
 
 SHAPES = [(4, 3), (3,)]
@@ -57,7 +57,7 @@ async def clients(node: FogNode, names: list[str], transport: str = "mqtt"
             else:
                 import json
 
-                from fog_appliance.provisioning import device_config_path
+                from fog_appliance.devices.provisioning import device_config_path
 
                 conf = json.loads(device_config_path(node.cfg, name).read_text())
             client = FLClient(DeviceCredentials.from_dict(conf),

@@ -19,9 +19,9 @@ from fog_appliance.client import DeviceCredentials, FLClient
 from fog_appliance.config import FogConfig, PeerConfig, replace
 from fog_appliance.demo.dataset import Dataset, dirichlet_split, load_digits
 from fog_appliance.demo.edges import SimulatedEdge
+from fog_appliance.devices.provisioning import provision
 from fog_appliance.model.spec import flatten, unflatten
 from fog_appliance.protocol.frame import decode_update
-from fog_appliance.provisioning import provision
 from fog_appliance.store import Store
 
 PEER_TOKEN = "site-token-for-tests-0123456789abcdef"

@@ -28,7 +28,7 @@ from fog_appliance.broker import (
 )
 from fog_appliance.config import FogConfig, replace
 from fog_appliance.protocol import topics
-from fog_appliance.secretfile import write_atomic
+from fog_appliance.support.secretfile import write_atomic
 from tests.conftest import add_device, make_config
 
 pytestmark = pytest.mark.mosquitto

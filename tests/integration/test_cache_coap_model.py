@@ -14,11 +14,11 @@ import pytest
 from aiocoap.optiontypes import BlockOption
 
 from fog_appliance.cache import ModelCache
-from fog_appliance.dbthread import DbThread
 from fog_appliance.intake.coap_model import ModelResource
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol.model_blob import etag
 from fog_appliance.store import Store
+from fog_appliance.support.dbthread import DbThread
 from tests.offload_support import blob, current, open_store, row, serve_coap
 
 SPEC = ModelSpec("mlp", 64, (32,), 10)  # a 9.7 KB blob: ten 1 KB blocks

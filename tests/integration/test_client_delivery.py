@@ -14,8 +14,8 @@ from fog_appliance.app import FogNode
 from fog_appliance.broker import PrivateBroker
 from fog_appliance.client import DeviceCredentials, FLClient
 from fog_appliance.config import FogConfig, parse_broker_url, replace
+from fog_appliance.devices.provisioning import broker_files, provision, sync_broker_auth
 from fog_appliance.protocol.frame import encode_update
-from fog_appliance.provisioning import broker_files, provision, sync_broker_auth
 from fog_appliance.store import Store
 from tests.conftest import make_config
 

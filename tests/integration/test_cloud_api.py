@@ -29,10 +29,10 @@ from fog_appliance.cloud.clientapp import FOG_REFUSED, FOG_TIMEOUT, FogCallError
 from fog_appliance.cloud.supernode import token_path
 from fog_appliance.cloud.wire import CloudReply, CloudRequest, encode_request
 from fog_appliance.config import replace
-from fog_appliance.localhttp import read_token
 from fog_appliance.model.spec import flatten
 from fog_appliance.protocol.model_blob import decode_model, encode_model
 from fog_appliance.store.outbox import ACKED, SENT, outbox_rows
+from fog_appliance.support.localhttp import read_token
 
 
 def _global(shapes: list[tuple[int, ...]], seed: int) -> list[np.ndarray]:

@@ -35,7 +35,7 @@ from fog_appliance.cloud.localcloud import FlowerCloud
 from fog_appliance.cloud.supernode import flower_home
 from fog_appliance.cloud.wire import content_sha256
 from fog_appliance.config import replace
-from fog_appliance.coordinator import CurrentModel
+from fog_appliance.rounds.coordinator import CurrentModel
 from fog_appliance.store.outbox import ACKED, PENDING, SENT, outbox_rows
 
 pytestmark = pytest.mark.slow

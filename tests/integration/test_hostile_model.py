@@ -259,8 +259,8 @@ async def test_a_non_finite_or_huge_cloud_model_is_refused(tmp_path: Path) -> No
     from fog_appliance.cloud.clientapp import FOG_REFUSED, FogCallError, post
     from fog_appliance.cloud.supernode import token_path as cloud_token_path
     from fog_appliance.cloud.wire import CloudRequest, encode_request
-    from fog_appliance.localhttp import read_token
     from fog_appliance.protocol.model_blob import encode_model
+    from fog_appliance.support.localhttp import read_token
 
     cfg = make_config(tmp_path, mqtt=False, threshold=1)
     cfg = replace(cfg, {

@@ -33,10 +33,10 @@ from fog_appliance.broker import (
     wait_for_credentials,
 )
 from fog_appliance.client import ClientError, DeviceCredentials, FLClient
+from fog_appliance.devices.provisioning import broker_files
 from fog_appliance.protocol import downlink, topics
 from fog_appliance.protocol.messages import Hello, ModelAnnouncement, down_message, encode_hello
 from fog_appliance.protocol.model_blob import encode_model, sha256_hex
-from fog_appliance.provisioning import broker_files
 from tests.conftest import add_device
 from tests.integration.test_coap_intake import ctx, post
 from tests.integration.test_firmware_mqtt import tls_broker

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from fog_appliance.broker import fog_password
+from fog_appliance.devices.provisioning import broker_files
 from fog_appliance.protocol import downlink, topics
 from fog_appliance.protocol.messages import ModelAnnouncement, down_message
-from fog_appliance.provisioning import broker_files
 from tests.firmware_support import firmware
 from tests.integration.test_firmware_mqtt import FogClient
 

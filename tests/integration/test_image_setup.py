@@ -27,7 +27,7 @@ from fog_appliance.appliance.paths import STATUS_NAME, AppliancePaths
 from fog_appliance.appliance.setup import Accounts, init_data, setup_system
 from fog_appliance.broker import find_mosquitto, fog_password, fog_username, free_port
 from fog_appliance.config import load_config
-from fog_appliance.provisioning import broker_files, provision
+from fog_appliance.devices.provisioning import broker_files, provision
 from fog_appliance.store import Store
 
 REPO = Path(__file__).resolve().parents[2]

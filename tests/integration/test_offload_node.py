@@ -16,17 +16,17 @@ import aiomqtt
 import numpy as np
 import pytest
 
-from fog_appliance import serving
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.client import DeviceCredentials, FLClient
 from fog_appliance.config import FogConfig, replace
+from fog_appliance.devices.provisioning import provision
 from fog_appliance.model.numpy_model import forward
+from fog_appliance.node import serving
 from fog_appliance.protocol import infer as wire
 from fog_appliance.protocol import topics
 from fog_appliance.protocol.downlink import verify_down
 from fog_appliance.protocol.messages import Hello, encode_hello
-from fog_appliance.provisioning import provision
 from fog_appliance.resources import Sample
 from tests.offload_support import GB, sample
 

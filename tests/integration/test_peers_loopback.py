@@ -30,10 +30,10 @@ from fog_appliance.cloud.clientapp import post
 from fog_appliance.cloud.supernode import token_path
 from fog_appliance.cloud.wire import CloudRequest, encode_request
 from fog_appliance.config import replace
-from fog_appliance.localhttp import read_token
 from fog_appliance.model.numpy_model import train_local
 from fog_appliance.peers.gossip import mix
 from fog_appliance.protocol.model_blob import encode_model
+from fog_appliance.support.localhttp import read_token
 
 
 async def test_an_edge_over_capacity_is_redirected_to_the_peer_with_room(

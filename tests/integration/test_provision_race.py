@@ -14,7 +14,7 @@ import pytest
 
 from fog_appliance.client import ClientError, DeviceCredentials, FLClient
 from fog_appliance.config import FogConfig
-from fog_appliance.provisioning import device_config_path
+from fog_appliance.devices.provisioning import device_config_path
 from tests.conftest import make_config
 from tests.nodeproc import NodeProcess, env, write_config
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fog_appliance.config import FogConfig, replace
-from fog_appliance.provisioning import device_config_path, provision, revoke
+from fog_appliance.devices.provisioning import device_config_path, provision, revoke
 from fog_appliance.store import Store
 from tests.admin_support import node_config, running_node, send_update
 from textual_ui.client import Refused

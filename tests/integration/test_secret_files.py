@@ -13,8 +13,8 @@ from fog_appliance.admin.server import load_or_create_token
 from fog_appliance.appliance.paths import STATUS_NAME
 from fog_appliance.appliance.setup import Accounts, setup_system
 from fog_appliance.broker import BrokerFiles, fog_password
-from fog_appliance.localhttp import read_or_create_token
-from fog_appliance.secretfile import read_or_create_secret, write_atomic
+from fog_appliance.support.localhttp import read_or_create_token
+from fog_appliance.support.secretfile import read_or_create_secret, write_atomic
 from tests.integration.test_image_setup import make_root
 
 

@@ -8,10 +8,10 @@ import pytest
 from aggregation_support import dense, frame
 
 from fog_appliance.aggregation import FedAvg, MultiKrum
-from fog_appliance.compression import NAMES, Compression, ErrorFeedback
 from fog_appliance.demo.byzantine import byzantine_edges, corrupt
 from fog_appliance.demo.dataset import load_digits
 from fog_appliance.demo.simulation import SimSetup, centralised, iid_split, simulate
+from fog_appliance.protocol.compression import NAMES, Compression, ErrorFeedback
 
 
 @pytest.mark.parametrize("name", NAMES)

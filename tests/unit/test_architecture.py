@@ -108,7 +108,7 @@ def test_only_the_cli_imports_the_composition_root() -> None:
     importers = {m for m, deps in graph.items() if COMPOSITION_ROOT in deps}
     assert importers <= MAY_IMPORT_ROOT, (
         f"{sorted(importers - MAY_IMPORT_ROOT)} import app.py: take a "
-        "fog_appliance.nodeview.NodeView instead")
+        "fog_appliance.node.view.NodeView instead")
 
 
 def test_modules_are_small() -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fog_appliance.backoff import backoff_delays
 from fog_appliance.broker import BrokerFiles, hash_password, render_acl, render_conf
 from fog_appliance.model.numpy_model import gradients, train_local
 from fog_appliance.model.spec import ModelSpec
+from fog_appliance.support.backoff import backoff_delays
 
 
 def test_password_hash_is_mosquitto_pbkdf2() -> None:

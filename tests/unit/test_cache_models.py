@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from fog_appliance.cache import ModelCache
-from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import CacheError, ModelNotFoundError
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.store import Store
 from fog_appliance.store.model_blobs import blob_sizes
+from fog_appliance.support.dbthread import DbThread
 from tests.offload_support import SPEC, blob, current, open_store, row
 
 SIZE = len(blob(1))

@@ -1,7 +1,7 @@
 """The edge client as its own small package: it imports none of the node's heavy
 dependencies, persists its sequence counter durably (fsync, rename, fsync of the directory)
 so a crash between write and rename keeps the old state, refuses what it cannot use with a
-ClientError, and takes its retry delays from ``fog_appliance.backoff``.
+ClientError, and takes its retry delays from ``fog_appliance.support.backoff``.
 
 The only fault injection here is at the OS boundary: ``os.replace`` made to kill the process
 (a power cut between write and rename) and ``os.fsync`` / ``os.replace`` wrapped to record

@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from fog_appliance.aio import honour_cancellation
+from fog_appliance.support.aio import honour_cancellation
 
 
 async def _publish_that_swallows_a_cancel(started: asyncio.Event) -> None:

@@ -14,15 +14,15 @@ import pytest
 
 from fog_appliance.aggregation import Aggregate, make_strategy
 from fog_appliance.config import FogConfig, replace
-from fog_appliance.coordinator import CloseHooks, Coordinator, CurrentModel
-from fog_appliance.dbthread import DbThread
+from fog_appliance.devices.registry import Registry
 from fog_appliance.errors import ModelRefused
 from fog_appliance.model.spec import flatten
 from fog_appliance.protocol.frame import decode_update, encode_update
-from fog_appliance.registry import Registry
 from fog_appliance.rounds import Round, State
+from fog_appliance.rounds.coordinator import CloseHooks, Coordinator, CurrentModel
 from fog_appliance.store import DeviceRow, Store
 from fog_appliance.store.outbox import OutboxItem, outbox_rows
+from fog_appliance.support.dbthread import DbThread
 
 DEVICES = ("d1", "d2", "d3")
 

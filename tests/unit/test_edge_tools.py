@@ -16,6 +16,7 @@ import pytest
 
 from fog_appliance.cli import main
 from fog_appliance.config import FogConfig
+from fog_appliance.devices.provisioning import device_config, device_config_path
 from fog_appliance.edge import EdgeToolError
 from fog_appliance.edge.build import (
     BUDGET,
@@ -35,7 +36,6 @@ from fog_appliance.edge.flash import (
     explain,
     plan,
 )
-from fog_appliance.provisioning import device_config, device_config_path
 from tests.firmware_support import DEVICE
 
 

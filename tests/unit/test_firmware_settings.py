@@ -14,8 +14,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from fog_appliance.config import FogConfig
+from fog_appliance.devices.provisioning import device_config
 from fog_appliance.edge.bundle import EDGE_KEYS
-from fog_appliance.provisioning import device_config
 from tests.firmware_support import firmware
 
 settings = firmware("settings")

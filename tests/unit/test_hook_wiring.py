@@ -16,7 +16,7 @@ from fog_appliance.intake.hooks import IntakeHooks
 from fog_appliance.rounds.hooks import CloseHooks
 
 PACKAGE = Path(fog_appliance.__file__).parent
-CONSUMERS = {PACKAGE / "coordinator.py", PACKAGE / "intake" / "service.py",
+CONSUMERS = {PACKAGE / "rounds" / "coordinator.py", PACKAGE / "intake" / "service.py",
              PACKAGE / "intake" / "mqtt.py"}
 """The consumers set their own hooks (``self._hooks`` / ``self.hooks``), nobody else."""
 HOOK_NAMES = {"round_gate", "upstream", "awaited_upstream", "mixer", "gate", "update_gate",

@@ -14,15 +14,15 @@ import pytest
 from fog_appliance.appliance.mosquitto import render_system_conf
 from fog_appliance.appliance.tls import TlsFiles, render_openssl_conf, split_names
 from fog_appliance.config import ApplianceConfig, FogConfig, FogNodeConfig, replace
-from fog_appliance.errors import BrokerError, ProvisioningError
-from fog_appliance.provisioning import (
+from fog_appliance.devices.provisioning import (
     broker_ca,
     device_config,
     edge_mqtt_port,
     sync_broker_auth,
 )
-from fog_appliance.secretfile import write_atomic
+from fog_appliance.errors import BrokerError, ProvisioningError
 from fog_appliance.store import Store
+from fog_appliance.support.secretfile import write_atomic
 
 TLS = TlsFiles(Path("/etc/fog-appliance/tls"))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fog_appliance import sdnotify
+from fog_appliance.node import sdnotify
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from fog_appliance.aggregation.base import Aggregate
-from fog_appliance.dbthread import DbThread
 from fog_appliance.errors import ReleaseWithheld
 from fog_appliance.privacy.accountant import calibrate_noise_multiplier, epsilon
 from fog_appliance.privacy.policy import PrivacySettings, plan_release
@@ -17,6 +16,7 @@ from fog_appliance.privacy.proxy import PrivacyProxy
 from fog_appliance.privacy.upstream import build_upstream_release
 from fog_appliance.store import Store
 from fog_appliance.store.privacy import releases
+from fog_appliance.support.dbthread import DbThread
 
 DP = PrivacySettings(k_min=3, epsilon_budget=2.0, delta=1e-5, noise_multiplier=2.5,
                      clip_norm=1.0, accountant="pld")

@@ -14,13 +14,13 @@ import pytest
 
 from fog_appliance.aggregation import make_strategy
 from fog_appliance.config import FogConfig, replace
-from fog_appliance.coordinator import Coordinator
-from fog_appliance.dbthread import DbThread
+from fog_appliance.devices.registry import Registry
 from fog_appliance.errors import PolicyError, Reason
 from fog_appliance.intake.committer import Committer
 from fog_appliance.protocol.frame import UpdateFrame, decode_update, encode_update
-from fog_appliance.registry import Registry
+from fog_appliance.rounds.coordinator import Coordinator
 from fog_appliance.store import DeviceRow, Store
+from fog_appliance.support.dbthread import DbThread
 
 
 class Rig:

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from fog_appliance.errors import ServiceError
-from fog_appliance.secretfile import read_or_create_secret
+from fog_appliance.support.secretfile import read_or_create_secret
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -28,8 +28,8 @@ from fog_appliance.config import FogConfig, parse_broker_url
 from fog_appliance.errors import ProvisioningError
 from fog_appliance.protocol import topics
 from fog_appliance.protocol.frame import DEVICE_ID_RE, UNKNOWN_SENDER
-from fog_appliance.secretfile import share_with_group, write_atomic
 from fog_appliance.store import DeviceRow, Store
+from fog_appliance.support.secretfile import share_with_group, write_atomic
 
 log = logging.getLogger(__name__)
 

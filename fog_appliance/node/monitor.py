@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from fog_appliance.nodeview import NodeView
+    from fog_appliance.node.view import NodeView
 
 
 def render(node: NodeView) -> Table:

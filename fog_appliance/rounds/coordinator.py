@@ -31,7 +31,7 @@ import numpy as np
 
 from fog_appliance.aggregation import Aggregate, Strategy
 from fog_appliance.config import FogConfig
-from fog_appliance.dbthread import DbThread
+from fog_appliance.devices.registry import Registry
 from fog_appliance.errors import (
     ConfigError,
     ModelRefused,
@@ -45,13 +45,13 @@ from fog_appliance.privacy.upstream import UpstreamRelease, build_upstream_relea
 from fog_appliance.protocol import topics
 from fog_appliance.protocol.messages import ModelAnnouncement
 from fog_appliance.protocol.model_blob import decode_model, encode_model, sha256_hex
-from fog_appliance.registry import Registry
 from fog_appliance.rounds.current import CurrentModel, ReleaseGate, RoundStats
 from fog_appliance.rounds.hooks import CloseHooks
 from fog_appliance.rounds.service import RoundService
 from fog_appliance.rounds.table import ADMITTING, Event, Round, RoundPolicy, State
 from fog_appliance.store import ModelRow, RoundRow, Store
 from fog_appliance.store.outbox import adopt_model, publish_with_outbox
+from fog_appliance.support.dbthread import DbThread
 
 __all__ = ["CloseHooks", "Coordinator", "CurrentModel", "ReleaseGate", "RoundStats"]
 

@@ -27,7 +27,6 @@ import numpy as np
 
 from fog_appliance.cache import CachedModel, ModelCache
 from fog_appliance.config import FogConfig
-from fog_appliance.dbthread import DbThread
 from fog_appliance.inference.onnx_export import export_onnx
 from fog_appliance.intake.hooks import IntakeHooks
 from fog_appliance.model.spec import ModelSpec
@@ -38,13 +37,14 @@ from fog_appliance.resources.policy import MB, train_ram_bytes
 from fog_appliance.resources.sampler import Sampler
 from fog_appliance.store import Store
 from fog_appliance.store.model_blobs import file_bytes
+from fog_appliance.support.dbthread import DbThread
 
 if TYPE_CHECKING:
     import aiocoap.resource
 
-    from fog_appliance.coordinator import Coordinator, CurrentModel
     from fog_appliance.inference.engine import InferenceEngine
     from fog_appliance.intake.coap_guard import VerifiedSources
+    from fog_appliance.rounds.coordinator import Coordinator, CurrentModel
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,15 @@ if TYPE_CHECKING:
     from fog_appliance.admin.sections import SectionProvider
     from fog_appliance.cloud.link import CloudLink
     from fog_appliance.config import FogConfig
-    from fog_appliance.coordinator import Coordinator
-    from fog_appliance.dbthread import DbThread
+    from fog_appliance.devices.registry import Registry
     from fog_appliance.intake.committer import Committer
     from fog_appliance.intake.mqtt import MqttIntake
     from fog_appliance.intake.service import Intake
+    from fog_appliance.node.serving import Serving
     from fog_appliance.privacy.proxy import PrivacyProxy
-    from fog_appliance.registry import Registry
-    from fog_appliance.serving import Serving
+    from fog_appliance.rounds.coordinator import Coordinator
     from fog_appliance.store import Store
+    from fog_appliance.support.dbthread import DbThread
 
 
 class PeersPart(Protocol):

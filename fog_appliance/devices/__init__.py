@@ -1,0 +1,2 @@
+"""The devices a node knows: provisioning (keys, broker credentials, device configs) and the
+registry the intake checks every update against."""
