@@ -5,7 +5,6 @@ transaction, the peers' mix replaces the next model."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,38 +12,20 @@ import numpy as np
 import pytest
 
 from fog_appliance.aggregation import Aggregate, make_strategy
-from fog_appliance.config import FogConfig, replace
-from fog_appliance.devices.registry import Registry
 from fog_appliance.errors import ModelRefused
 from fog_appliance.model.spec import flatten
 from fog_appliance.protocol.frame import decode_update, encode_update
 from fog_appliance.rounds import Round, State
 from fog_appliance.rounds.coordinator import CloseHooks, Coordinator, CurrentModel
-from fog_appliance.store import DeviceRow, Store
 from fog_appliance.store.outbox import OutboxItem, outbox_rows
-from fog_appliance.support.dbthread import DbThread
+from tests.coordinator_support import CoordinatorRig
 
 DEVICES = ("d1", "d2", "d3")
 
 
-class Fog:
+class Fog(CoordinatorRig):
     def __init__(self, path: Path) -> None:
-        self.cfg = replace(FogConfig(), {
-            "model.kind": "softmax",
-            "model.input_dim": 4,
-            "model.num_classes": 3,
-            "edge_interface.aggregation_threshold": 2,
-            "rounds.min_updates": 1,
-        })
-        self.store = Store.open(path, synchronous="normal")
-        self.db = DbThread()
-        self.keys = {d: secrets.token_bytes(32) for d in DEVICES}
-        for d, k in self.keys.items():
-            self.store.add_device(DeviceRow(d, k, "$7$101$a$b", 0.0))
-        self.registry = Registry()
-        self.registry.load(self.store)
-        self.coord = Coordinator(self.cfg, self.store, self.db, self.registry,
-                                 make_strategy("fedavg"))
+        super().__init__(path, DEVICES, threshold=2)
         self.seq = 0
         self.models: list[CurrentModel] = []
         self.coord.add_listener(self.models.append)

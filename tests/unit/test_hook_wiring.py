@@ -14,6 +14,7 @@ import pytest
 import fog_appliance
 from fog_appliance.intake.hooks import IntakeHooks
 from fog_appliance.rounds.hooks import CloseHooks
+from tests.source_rules import assigned
 
 PACKAGE = Path(fog_appliance.__file__).parent
 CONSUMERS = {PACKAGE / "rounds" / "coordinator.py", PACKAGE / "intake" / "service.py",
@@ -42,21 +43,14 @@ def _outside_writes(tree: ast.AST, consumer: bool) -> list[tuple[int, str]]:
     or any attribute of the coordinator or the intake."""
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
-        targets: list[ast.expr] = []
-        if isinstance(node, ast.Assign):
-            targets = list(node.targets)
-        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
-            targets = [node.target]
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
               and node.func.id == "setattr" and len(node.args) >= 2
               and isinstance(node.args[1], ast.Constant)):
             attr = str(node.args[1].value)
             if attr in HOOK_NAMES or _name(node.args[0]) in RECEIVERS:
                 found.append((node.lineno, ast.unparse(node)))
             continue
-        flat: list[ast.expr] = []
-        for t in targets:
-            flat.extend(t.elts if isinstance(t, ast.Tuple) else [t])
+        flat = assigned(node)
         for t in flat:
             if not isinstance(t, ast.Attribute):
                 continue

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import fog_appliance
+from tests.source_rules import assigned, unpacked
 
 PACKAGE = Path(fog_appliance.__file__).parent
 TABLE = PACKAGE / "rounds" / "table.py"
@@ -39,19 +40,13 @@ def _round_field(node: ast.expr) -> str | None:
 def _writes(tree: ast.AST) -> list[tuple[int, str]]:
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
-        targets: list[ast.expr] = []
-        if isinstance(node, ast.Assign):
-            targets = list(node.targets)
-        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
-            targets = [node.target]
-        elif isinstance(node, ast.Delete):
-            targets = list(node.targets)
+        targets = assigned(node)
+        if isinstance(node, ast.Delete):
+            targets = unpacked(list(node.targets))
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
               and node.func.attr in MUTATORS):
             targets = [node.func.value]
-        flat: list[ast.expr] = []
-        for t in targets:
-            flat.extend(t.elts if isinstance(t, ast.Tuple) else [t])
+        flat = targets
         line = getattr(node, "lineno", 0)
         found.extend((line, f) for t in flat if (f := _round_field(t)) is not None)
     return found

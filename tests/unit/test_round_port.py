@@ -5,38 +5,21 @@ committer queues the same object, a redelivery waits on it)."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fog_appliance.aggregation import make_strategy
-from fog_appliance.config import FogConfig, replace
-from fog_appliance.devices.registry import Registry
 from fog_appliance.errors import PolicyError, Reason
 from fog_appliance.intake.committer import Committer
 from fog_appliance.protocol.frame import UpdateFrame, decode_update, encode_update
-from fog_appliance.rounds.coordinator import Coordinator
-from fog_appliance.store import DeviceRow, Store
-from fog_appliance.support.dbthread import DbThread
+from tests.coordinator_support import CoordinatorRig
 
 
-class Rig:
+class Rig(CoordinatorRig):
     def __init__(self, path: Path) -> None:
-        self.cfg = replace(FogConfig(), {
-            "model.kind": "softmax", "model.input_dim": 4, "model.num_classes": 3,
-            "edge_interface.aggregation_threshold": 3, "rounds.min_updates": 1})
-        self.store = Store.open(path, synchronous="normal")
-        self.db = DbThread()
-        self.keys = {d: secrets.token_bytes(32) for d in ("a", "b", "c")}
-        for d, k in self.keys.items():
-            self.store.add_device(DeviceRow(d, k, "$7$101$a$b", 0.0))
-        self.registry = Registry()
-        self.registry.load(self.store)
-        self.coord = Coordinator(self.cfg, self.store, self.db, self.registry,
-                                 make_strategy("fedavg"))
+        super().__init__(path, ("a", "b", "c"), threshold=3)
         self.port = self.coord.rounds
         self.committer = Committer(self.store, self.db, max_batch=10, max_wait_s=0.0,
                                    on_committed=self.port.on_committed,
