@@ -116,6 +116,9 @@ async def test_a_site_updates_canary_first_and_a_broken_release_halts_at_the_can
             assert api["rollout"]["phase"] == "done" and api["rollout"]["version"] == "0.2.0"
             assert {d["id"]: d["state"] for d in api["devices"]} == {
                 d: "healthy" for d in DEVS}, api
+            # every request and report of the boards was one the fog takes
+            assert {k: v for k, v in fw.counters.errors.items() if v} == {}
+            assert fw.counters.chunk_bytes >= 3 * sum(len(b) for b in release("0.2.0").values())
             metrics = await _get(node, "/metrics")
             for d in DEVS:
                 assert f'fog_firmware_device_state{{device="{d}",state="healthy"}} 1' \
@@ -154,6 +157,7 @@ async def test_a_site_updates_canary_first_and_a_broken_release_halts_at_the_can
                 assert "0.3.0" not in site.console(d)
             assert site.console(c).count("firmware 0.3.0: installed") == 1, logs()
             assert hellos == {d: _hello_fw(node, d) for d in DEVS}
+            assert {k: v for k, v in fw.counters.errors.items() if v} == {}
             site.stop_all()
     finally:
         site.stop_all()
