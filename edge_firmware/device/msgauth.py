@@ -72,7 +72,9 @@ class Auth:
         # Hello counter of the latest welcome / redirect taken; at boot the highest counter
         # a previous boot may have used: an answer to a hello of before the reset is stale.
         self.answered = st.hello_ctr
-        self.welcomed = 0  # hello counter of the latest welcome taken in this boot (RAM)
+        # Hello counter of the latest welcome taken in this boot (0: none yet): a firmware
+        # offer must echo it (edgeloop.py), not a hello of before a reset, not a redirect's.
+        self.welcomed = 0
         self.asked = None  # announcement digest a hello was sent to learn about
         self.asked_ctr = 0
         self.asked_fresh = False  # the asking hello was sent after the announcement came
@@ -118,13 +120,6 @@ class Auth:
                     self.refused = self.asked
                 self.asked = None
         return True
-
-    def offer_ok(self, d):
-        # A firmware offer echoes the hello whose welcome was taken last in this boot: not
-        # one of before a reset (``answered`` starts at the reserved block's top, which the
-        # last boot's last hello may have used), not one a redirect answered.
-        ctr = d.get("ctr")
-        return ctr == self.welcomed > 0 and ctr is not True
 
     def replayed(self, d):
         # A refusal of our own hello as replayed (this flash lost its counter): continue
