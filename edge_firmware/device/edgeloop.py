@@ -176,7 +176,7 @@ class Edge:
                 if b'"ok": false' in s or b'"rb": "' in s:
                     drain(self.release(None))
             elif kind == "firmware":
-                if d.get("ctr") == self.auth.answered > 0:  # echoes the hello just welcomed
+                if d.get("ctr") == self.auth.welcomed > 0:  # the hello welcomed last, this boot
                     drain(self.release(d))
                 else:
                     self.auth.drop("a firmware offer", "it echoes no hello welcomed now")

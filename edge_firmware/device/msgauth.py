@@ -72,6 +72,9 @@ class Auth:
         # Hello counter of the latest welcome / redirect taken; at boot the highest counter
         # a previous boot may have used: an answer to a hello of before the reset is stale.
         self.answered = st.hello_ctr
+        # Hello counter of the latest welcome taken in this boot (0: none yet): a firmware
+        # offer must echo it (edgeloop.py), not a hello of before a reset, not a redirect's.
+        self.welcomed = 0
         self.asked = None  # announcement digest a hello was sent to learn about
         self.asked_ctr = 0
         self.asked_fresh = False  # the asking hello was sent after the announcement came
@@ -107,6 +110,7 @@ class Auth:
             self.drop("a %s" % d["type"], "it answers hello %r, not a fresh one" % (ctr,))
             return False
         self.answered = ctr
+        self.welcomed = ctr if d["type"] == "welcome" else 0
         if d["type"] == "welcome":
             self.named = d.get("announcement")  # only this is kept: a small string
             if self.asked is not None and ctr >= self.asked_ctr \

@@ -35,6 +35,9 @@ def register(actions: Any, config_arg: Callable[[argparse.ArgumentParser], None]
     a.add_argument("--version", required=True, help="dotted integers, e.g. 0.2.0")
     a.add_argument("--source", type=Path, help="firmware sources (default "
                    "edge_firmware/device)")
+    a.add_argument("--sources", action="store_true",
+                   help="store the .py sources uncompiled (for the host simulation, which "
+                        "runs CPython; a board runs both)")
     a.set_defaults(func=cmd_release_add)
     ls = ra.add_parser("list", help="the stored releases")
     config_arg(ls)
@@ -88,7 +91,7 @@ def _store(args: argparse.Namespace) -> tuple[Store, Path]:
 def cmd_release_add(args: argparse.Namespace) -> int:
     store, data_dir = _store(args)
     try:
-        files = compile_release(args.version, args.source)
+        files = compile_release(args.version, args.source, compiled=not args.sources)
         m = add_release(store, data_dir, args.version, files)
     finally:
         store.close()

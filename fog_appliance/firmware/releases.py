@@ -33,9 +33,12 @@ def fwver_source(version: str) -> str:
     return f'VERSION = "{version}"\n'
 
 
-def compile_release(version: str, src: Path | None = None) -> dict[str, bytes]:
+def compile_release(version: str, src: Path | None = None, *, compiled: bool = True
+                    ) -> dict[str, bytes]:
     """The files of a release of ``version``: the app modules of ``src`` (default the
-    firmware sources) compiled, ``fwver.py`` generated with the version."""
+    firmware sources) compiled, ``fwver.py`` generated with the version. ``compiled``
+    false: the ``.py`` sources as they are (for the host simulation, which runs CPython and
+    cannot load ``.mpy``; a board takes both, docs/protocol.md)."""
     src = src or firmware_dir()
     with tempfile.TemporaryDirectory(prefix="fog-release-") as tmp:
         stage, out = Path(tmp) / "src", Path(tmp) / "out"
@@ -44,6 +47,8 @@ def compile_release(version: str, src: Path | None = None) -> dict[str, bytes]:
             if py.name not in SOURCE_ONLY and py.name != VERSION_MODULE:
                 shutil.copyfile(py, stage / py.name)
         (stage / VERSION_MODULE).write_text(fwver_source(version), encoding="ascii")
+        if not compiled:
+            return {py.name: py.read_bytes() for py in sorted(stage.glob("*.py"))}
         return {c.mpy.name: c.mpy.read_bytes() for c in compile_firmware(out, stage)}
 
 

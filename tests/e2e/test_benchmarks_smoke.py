@@ -7,6 +7,7 @@ promises: its table, and the PNG plot where it draws one.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,13 @@ def test_cache_benchmark_runs_and_plots(tmp_path: Path) -> None:
     _run("benchmarks/cache.py", "--edges", "8", "--steps", "12", "--wan-ms", "50", "--out",
          str(tmp_path))
     assert (tmp_path / "cache.png").stat().st_size > 0
+
+
+def test_ota_rollout_benchmark_runs(tmp_path: Path) -> None:
+    out = _run("benchmarks/ota_rollout.py", "--sim", "1", "--py", "2", "--json",
+               str(tmp_path / "ota.json"))
+    assert "OTA rollout on loopback" in out
+    rows = json.loads((tmp_path / "ota.json").read_text())
+    assert [(r["kind"], r["boards"]) for r in rows] == [("sim", 1), ("board", 2)]
+    # every board fetched the whole release (a chunk lost on the way is asked again)
+    assert all(r["served"] >= r["boards"] * r["release_bytes"] > 0 for r in rows)

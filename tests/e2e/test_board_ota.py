@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from fog_appliance.broker import PrivateBroker, fog_password, free_port, reload_broker
-from fog_appliance.config import FogConfig
+from fog_appliance.config import FogConfig, replace
 from fog_appliance.devices.provisioning import broker_files, provision
 from fog_appliance.store import Store
 from tests.firmware_support import console, start_edge, stop, wait_for
@@ -39,9 +39,7 @@ CHUNK = 4096
 async def site(tmp: Path, devices: list[str]) -> AsyncIterator[tuple[OtaPeer, dict[str,
                                                                                    Any]]]:
     """A real Mosquitto with the fog's files, the devices provisioned, the test peer."""
-    cfg = FogConfig()
-    cfg.fog_node.id = "lab"
-    cfg.fog_node.data_dir = str(tmp / "node")
+    cfg = replace(FogConfig(), {"fog_node.id": "lab", "fog_node.data_dir": str(tmp / "node")})
     store = Store.open(cfg.db_path)
     confs = {d: provision(cfg, store, d)[0] for d in devices}
     files = broker_files(cfg)

@@ -89,3 +89,17 @@ def test_release_in_an_active_rollout_cannot_be_removed(tmp_path: Path) -> None:
         assert fwstore.release(store, "0.3") is None
     finally:
         store.close()
+
+
+def test_release_add_sources_stores_the_py_modules(tmp_path: Path) -> None:
+    """``--sources``: the modules uncompiled (the host simulation runs CPython), fwver.py
+    generated, the loader left out."""
+    cfg = make_config(tmp_path, mqtt=False)
+    conf = str(write_config(cfg, tmp_path / "fog.yaml"))
+    assert main(["edge", "release", "add", "--config", conf, "--version", "0.4.1",
+                 "--sources"]) == 0
+    rel = load_release(cfg.data_dir, "0.4.1")
+    device = Path(__file__).resolve().parents[2] / "edge_firmware" / "device"
+    assert set(rel.files) == {p.name for p in device.glob("*.py")} - {"boot.py", "main.py"}
+    assert rel.files["fwver.py"] == b'VERSION = "0.4.1"\n'
+    assert rel.files["edgeloop.py"] == (device / "edgeloop.py").read_bytes()

@@ -149,6 +149,29 @@ def test_a_welcome_to_the_boot_hello_naming_another_announcement_asks_again(
     assert a.dropped == 0 and a.announcement("new") is None  # a fresh hello decides
 
 
+def test_an_offer_must_echo_the_hello_welcomed_last_in_this_boot(tmp_path: Path) -> None:
+    """Regression (issue 18, both halves together): the board took an offer whose ``ctr``
+    equalled ``Auth.answered``, which at boot is the top of the reserved counter block. A
+    boot whose last welcomed hello used that very counter left an offer (a QoS 1 message
+    queued for the board's session) that the next boot took before any welcome of its own.
+    edgeloop.py now takes an offer only if ``ctr == auth.welcomed > 0``."""
+    a = _Auth(tmp_path).auth
+    sent = [a.next_hello() for _ in range(64)]  # the block's last counter: 64
+    assert a.answer_ok({"type": "welcome", "ctr": sent[-1]})
+    assert a.welcomed == 64
+    b = _Auth(tmp_path).auth  # a reset: no welcome taken in this boot yet
+    assert b.answered == 64 and b.welcomed == 0  # an offer echoing 64 is not taken
+    ctr = b.next_hello()
+    assert b.welcomed == 0  # sent, not welcomed yet
+    assert not b.answer_ok({"type": "welcome", "ctr": 64})  # of the boot before
+    assert b.welcomed == 0
+    assert b.answer_ok({"type": "welcome", "ctr": ctr})
+    assert b.welcomed == ctr
+    ctr2 = b.next_hello()
+    assert b.answer_ok({"type": "redirect", "ctr": ctr2})  # a redirect is not a welcome
+    assert b.welcomed == 0
+
+
 def test_replayed_hello_refusal_moves_the_counter_up(tmp_path: Path) -> None:
     a = _Auth(tmp_path).auth
     ctr = a.next_hello()

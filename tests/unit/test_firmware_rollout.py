@@ -186,10 +186,31 @@ def test_reports_of_other_devices_releases_or_rollouts_are_refused() -> None:
 
 
 def test_json_round_trip() -> None:
-    r = _rollout(3, canary=1)
+    r = _rollout(4, canary=1)  # d3 says nothing: the rollout stays in "all"
     r.begin(0.0)
     _update(r, "d0", 1.0)
     r.pause(2.0)
     back = Rollout.from_json(json.loads(json.dumps(r.to_json())))
     assert back == r
     assert back.summary()["counts"]["healthy"] == 1
+
+
+def test_a_device_that_failed_or_rolled_back_is_not_offered_again() -> None:
+    """The contract (docs/protocol.md "Firmware over the air"): once a device reported
+    ``failed`` or ``rolled_back``, its hellos (still naming the old version) bring no offer,
+    in the phase ``all`` as after a resume."""
+    r = _rollout(4, canary=1)  # d3 says nothing: the rollout stays in "all"
+    r.begin(0.0)
+    _update(r, "d0", 1.0)
+    assert r.phase is Phase.ALL
+    assert r.on_hello("d1", OLD, 2.0) == ["d1"]
+    _report(r, "d1", "failed", 3.0, reason="sha_mismatch")
+    assert r.on_hello("d2", OLD, 2.0) == ["d2"]
+    _report(r, "d2", "installed", 3.0)
+    _report(r, "d2", "rolled_back", 4.0, reason="not confirmed in 3 boots")
+    for t in (5.0, 6.0):
+        assert r.on_hello("d1", OLD, t) == [] and r.on_hello("d2", OLD, t) == []
+    assert (r.devices["d1"].state, r.devices["d2"].state) == (DevState.FAILED,
+                                                              DevState.ROLLED_BACK)
+    r.pause(7.0)
+    assert r.resume(8.0) == ["d3"]  # a resume offers the phase again: not to these
