@@ -35,12 +35,20 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from fog_appliance.errors import UpdateError
 from fog_appliance.secretfile import write_atomic
 
 log = logging.getLogger(__name__)
+
+
+class Output(Protocol):
+    """Where :func:`install` prints its progress (a terminal, or update_root's record)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 SLOTS = ("A", "B")
 HEALTH_WINDOW_S = 600.0
@@ -83,6 +91,31 @@ class UpdatePaths:
     @property
     def download(self) -> Path:
         return self.state_dir / "download.raucb"
+
+    @property
+    def keyring(self) -> Path:
+        """What RAUC trusts (``/etc/rauc/system.conf`` names it); passed to ``rauc info``
+        only when re-rooted (tests on a host with no RAUC system)."""
+        return self._p("/etc/rauc/keyring.pem")
+
+    @property
+    def install_record(self) -> Path:
+        """The progress and result of an install the node asked for (update_root.py)."""
+        return self.state_dir / "install.json"
+
+    @property
+    def install_lock(self) -> Path:
+        return self.state_dir / "install.lock"
+
+    @property
+    def spool(self) -> Path:
+        """The node's side (it may write only under /var/lib/fog-appliance): install
+        requests and bundles copied to the gateway; everything here is hostile to root."""
+        return self._p("/var/lib/fog-appliance/update-spool")
+
+    @property
+    def request(self) -> Path:
+        return self.spool / "request.json"
 
     @property
     def booted_file(self) -> Path:
@@ -187,9 +220,11 @@ def rauc_status() -> dict[str, Any]:
     return parse_rauc_status(_run(["rauc", "status", "--detailed", "--output-format=json"]))
 
 
-def bundle_version(bundle: Path) -> str:
-    """The version in the bundle's manifest, after RAUC checked its signature."""
-    info = _run(["rauc", "info", "--output-format=json", str(bundle)], timeout=600)
+def bundle_version(bundle: Path, keyring: Path | None = None) -> str:
+    """The version in the bundle's manifest, after RAUC checked its signature (against
+    ``keyring``, by default the one ``/etc/rauc/system.conf`` names)."""
+    extra = [f"--keyring={keyring}"] if keyring is not None else []
+    info = _run(["rauc", "info", "--output-format=json", *extra, str(bundle)], timeout=600)
     try:
         version = json.loads(info).get("version")
     except (ValueError, AttributeError):
@@ -257,7 +292,7 @@ def snapshot(paths: UpdatePaths, status: dict[str, Any] | None = None) -> dict[s
 # --------------------------------------------------------------------------- install
 
 
-def fetch(url: str, dest: Path, out: TextIO) -> Path:
+def fetch(url: str, dest: Path, out: Output) -> Path:
     """Download an http(s) URL to ``dest``, with progress on ``out``."""
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
@@ -271,7 +306,7 @@ def fetch(url: str, dest: Path, out: TextIO) -> Path:
             while chunk := resp.read(1 << 20):
                 f.write(chunk)
                 got += len(chunk)
-                if total and (got * 100 // total) >= shown + 10:
+                if total and ((got * 100 // total) >= shown + 10 or got == total):
                     shown = got * 100 // total
                     print(f"download: {shown:3d}% ({got >> 20} of {total >> 20} MiB)",
                           file=out, flush=True)
@@ -282,7 +317,7 @@ def fetch(url: str, dest: Path, out: TextIO) -> Path:
     return dest
 
 
-def install(source: str, paths: UpdatePaths, out: TextIO = sys.stdout,
+def install(source: str, paths: UpdatePaths, out: Output = sys.stdout,
             runner: Callable[[list[str]], subprocess.Popen[str]] | None = None
             ) -> dict[str, Any]:
     """Install a bundle (a file or an http(s) URL) into the other slot, with RAUC's
@@ -298,7 +333,7 @@ def install(source: str, paths: UpdatePaths, out: TextIO = sys.stdout,
         booted = booted_slot(paths)
         target = "B" if booted == "A" else "A"
         try:
-            version = bundle_version(bundle)
+            version = bundle_version(bundle, None if paths.root == Path("/") else paths.keyring)
         except UpdateError as exc:
             write_json(paths.last, {"result": "failed", "version": None, "slot": target,
                                     "reason": str(exc), "ts": time.time()})
@@ -311,11 +346,12 @@ def install(source: str, paths: UpdatePaths, out: TextIO = sys.stdout,
         proc = start(["rauc", "install", str(bundle)])
         tail: list[str] = []
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip()
-            if line:
-                print(f"rauc: {line}", file=out, flush=True)
-                tail = [*tail, line][-3:]
+        with proc.stdout:
+            for raw in proc.stdout:
+                line = raw.rstrip()
+                if line:
+                    print(f"rauc: {line}", file=out, flush=True)
+                    tail = [*tail, line][-3:]
         if proc.wait() != 0:
             result = {"result": "failed", "version": version, "slot": target,
                       "reason": tail[-1] if tail else f"rauc exited {proc.returncode}",
