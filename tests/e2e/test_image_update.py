@@ -15,7 +15,9 @@ the gateway over HTTP from 127.0.0.1 (QEMU's user network shows the host as 10.0
    itself;
 3. v1 again (slot A): the rollback is reported (update-status, admin API, event log); the
    good v2 is being installed when QEMU is killed;
-4. v1 (slot A), unharmed; the good v2 is installed, the gateway rebooted;
+4. v1 (slot A), unharmed; the good v2 is installed through the admin API
+   (``POST /api/appliance/update`` with ``reboot``: the root side, fog-update-install,
+   downloads, installs and reboots; its progress is followed in the GET);
 5. v2 (slot B): healthy and marked good, the data kept (device config and broker
    credentials, SSH host key, CA).
 """
@@ -210,15 +212,65 @@ def _reboot(vm: Vm) -> None:
     _wait_for_power_off(vm, 300)
 
 
-def _api_update(vm: Vm) -> dict[str, Any]:
-    probe = ("import json,socket;s=socket.socket(socket.AF_UNIX);"
+def _api(vm: Vm, method: str, path: str, body: dict[str, Any] | None = None,
+         *, check: bool = True) -> tuple[int, dict[str, Any]] | None:
+    """One admin API request on the node's socket, as the console's user (group fog) does
+    it; (status, JSON). None when ``check`` is off and the gateway did not answer."""
+    payload = json.dumps(body).encode() if body is not None else b""
+    request = (f"{method} {path} HTTP/1.0\r\nHost: localhost\r\nX-Fog-Actor: e2e\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+               ).encode() + payload
+    probe = ("import socket,sys;s=socket.socket(socket.AF_UNIX);"
              "s.connect('/run/fog-appliance/admin.sock');"
-             "s.sendall(b'GET /api/appliance/update HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n');"
+             f"s.sendall(bytes.fromhex('{request.hex()}'));"
              "data=b''\nwhile (c:=s.recv(65536)): data+=c\n"
-             "print(data.split(b'\\r\\n\\r\\n',1)[1].decode())")
-    out = vm.ssh(f"sudo -u fog-console /opt/fog-appliance/venv/bin/python -c \"{probe}\"")
-    data: dict[str, Any] = json.loads(out.stdout)
-    return data
+             "head,_,body=data.partition(b'\\r\\n\\r\\n');"
+             "print(head.split()[1].decode(), body.decode())")
+    command = f"sudo -u fog-console /opt/fog-appliance/venv/bin/python -c \"{probe}\""
+    if check:
+        done = vm.ssh(command)
+        code, _, text = done.stdout.partition(" ")
+        return int(code), json.loads(text)
+    try:  # the gateway may be going down (a reboot after an install)
+        done = vm.ssh(command, check=False, timeout=60)
+        code, _, text = done.stdout.partition(" ")
+        return int(code), json.loads(text)
+    except (subprocess.TimeoutExpired, ValueError):
+        return None
+
+
+def _api_update(vm: Vm) -> dict[str, Any]:
+    answer = _api(vm, "GET", "/api/appliance/update")
+    assert answer is not None and answer[0] == 200, answer
+    return answer[1]
+
+
+def _install_through_the_api(vm: Vm, url: str, timings: dict[str, float]) -> None:
+    """``POST /api/appliance/update`` with ``reboot``: the root side (fog-update-install)
+    downloads, installs and reboots; the progress is followed in the GET until the power
+    goes off."""
+    t = time.monotonic()
+    answer = _api(vm, "POST", "/api/appliance/update", {"url": url, "reboot": True})
+    assert answer is not None and answer[0] == 202, answer
+    request_id = answer[1]["id"]
+    assert vm.proc is not None
+    seen: list[tuple[Any, Any, Any]] = []
+    deadline = time.monotonic() + 1800
+    while vm.proc.poll() is None and time.monotonic() < deadline:
+        got = _api(vm, "GET", "/api/appliance/update", check=False)
+        record = (got[1].get("install") if got is not None else None) or {}
+        if record.get("id") == request_id:
+            step = (record.get("state"), record.get("phase", ""), record.get("percent", 0))
+            if not seen or seen[-1] != step:
+                seen.append(step)
+            assert record.get("state") != "failed", record
+        time.sleep(3)
+    _wait_for_power_off(vm, 120)
+    timings["api_install_s"] = time.monotonic() - t
+    print(f"\ninstall through the admin API: {seen}")
+    # The node showed the root side's progress while it downloaded and wrote the slot.
+    assert any(state == "running" for state, _, _ in seen), seen
+    assert seen[-1][0] in ("running", "installed"), seen
 
 
 def _healthy_on(vm: Vm, slot: str, version: str) -> dict[str, Any]:
@@ -316,8 +368,11 @@ def test_update_rollback_interrupted_install_and_refused_bundle(
         assert "B_LEFT=0" in _slot_state(vm) and "A_LEFT=3" in _slot_state(vm)
         assert _status(vm)["pending"] is None
         assert failed_units(vm) == ""
-        vm.ssh(f"sudo fog-appliance appliance update {urls['v2']}", timeout=1800)
-        _reboot(vm)
+        # Through the admin API this time (the console's page does the same): the node
+        # asks, the root side installs and reboots.
+        bad = _api(vm, "POST", "/api/appliance/update", {"bundle": "../../etc/shadow"})
+        assert bad is not None and bad[0] == 400, bad
+        _install_through_the_api(vm, urls["v2"], timings)
     finally:
         shutdown(vm)
 
@@ -330,6 +385,11 @@ def test_update_rollback_interrupted_install_and_refused_bundle(
         status = _status(vm)
         assert status["booted"] == "B" and status["running_version"] == V2
         assert status["last"]["result"] == "updated"
+        # The root side's record of the API install survived the reboot (data partition).
+        install = _api_update(vm)["install"]
+        assert (install["state"], install["version"], install["slot"]) == ("installed", V2,
+                                                                           "B"), install
+        assert any(line.startswith("rauc: ") for line in install["tail"]), install
         assert status["slots"]["B"]["boot_status"] == "good"
         assert "B_LEFT=3" in _slot_state(vm)
         assert failed_units(vm) == ""
