@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fog_appliance.admin.actions import log_action
 from fog_appliance.admin.server import _body, actor_of
 from fog_appliance.app import FogNode
 from fog_appliance.appliance.update import UpdatePaths, describe, read_json
@@ -34,6 +35,7 @@ from fog_appliance.secretfile import write_atomic
 
 PREFIX = "/api/appliance"
 PATHS_KEY = web.AppKey("update_paths", UpdatePaths)
+NODE_KEY = web.AppKey("update_node", FogNode)
 
 
 def view(paths: UpdatePaths) -> dict[str, Any]:
@@ -115,13 +117,18 @@ async def post_update(request: web.Request) -> web.Response:
     _check_request(paths, wanted)
     paths.spool.mkdir(mode=0o770, parents=True, exist_ok=True)
     write_atomic(paths.request, encode(wanted), mode=0o640)
+    await log_action(request.app[NODE_KEY], f"appliance update asked: {wanted.source}"
+                     f"{' (then reboot)' if wanted.reboot else ''}",
+                     {"id": wanted.id, "source": wanted.source, "reboot": wanted.reboot},
+                     actor=actor)
     return web.json_response({"id": wanted.id, "state": "requested",
                               "source": wanted.source, "reboot": wanted.reboot}, status=202)
 
 
-def make_app(paths: UpdatePaths) -> web.Application:
+def make_app(node: FogNode, paths: UpdatePaths) -> web.Application:
     app = web.Application()
     app[PATHS_KEY] = paths
+    app[NODE_KEY] = node
     app.router.add_get("/update", get_update)
     app.router.add_post("/update", post_update)
     return app
@@ -131,4 +138,4 @@ def mount(node: FogNode, paths: UpdatePaths | None = None) -> None:
     """Add ``GET`` and ``POST /api/appliance/update`` to the node's admin API (before it
     starts)."""
     chosen = paths or UpdatePaths()
-    node.admin_subapps[PREFIX] = lambda: make_app(chosen)
+    node.admin_subapps[PREFIX] = lambda: make_app(node, chosen)

@@ -149,6 +149,9 @@ async def test_the_api_checks_the_request_and_hands_it_over(tmp_path: Path) -> N
             assert answer["id"] == request.id and answer["state"] == "requested"
             assert request.url == "https://updates.example/v2.raucb" and request.reboot
             assert request.actor.startswith("console")
+            events = (await api.get("/api/events"))["events"]
+            asked = [e for e in events if "appliance update asked" in e["message"]]
+            assert asked and asked[-1]["data"]["id"] == request.id, events
             got = await api.get("/api/appliance/update")
             assert got["install"] == {"id": request.id, "state": "requested",
                                       "source": "https://updates.example/v2.raucb"}
