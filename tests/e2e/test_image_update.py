@@ -289,7 +289,7 @@ def _install_through_the_api(vm: Vm, url: str) -> None:
             if not seen or seen[-1] != step:
                 seen.append(step)
             assert record.get("state") != "failed", record
-        time.sleep(3)
+        time.sleep(15)  # each look starts a Python in the guest: cheap, not free under TCG
     _wait_for_power_off(vm, 120)
     print(f"\ninstall through the admin API: {seen}")
     # The node showed the root side's progress while it downloaded and wrote the slot.
