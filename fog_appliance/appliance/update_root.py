@@ -121,8 +121,11 @@ def _open_spool(paths: UpdatePaths) -> int | None:
         return None
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UpdateError(f"{paths.spool} is not a directory (a symlink is refused)"
-                              ) from None
+            # Not the spool tmpfiles made: removed, or the path unit (which follows the
+            # link) would start this again and again.
+            _remove(paths.spool)
+            raise UpdateError(f"{paths.spool} was not a directory (a symlink or a file): "
+                              "removed, request refused") from None
         raise UpdateError(f"cannot open {paths.spool}: {exc.strerror}") from None
 
 
@@ -176,7 +179,10 @@ def serve_request(paths: UpdatePaths, out: TextIO = sys.stdout,
     result in ``install.json``. Returns that record (None: no request). A refused request
     is recorded as ``failed`` with the reason; this never raises for a bad request."""
     with _one_at_a_time(paths):
-        spool_fd = _open_spool(paths)
+        try:
+            spool_fd = _open_spool(paths)
+        except UpdateError as exc:
+            return _refused(paths, None, exc, out)
         if spool_fd is None:
             return None
         claimed = paths.state_dir / "request.claimed"

@@ -278,6 +278,19 @@ def test_hostile_spool_files_are_refused_and_nothing_outside_is_touched(tmp_path
     assert paths.install_record.read_bytes() == before
 
 
+def test_a_spool_that_is_a_symlink_is_refused_and_removed(tmp_path: Path) -> None:
+    paths = a_b_root(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "request.json").write_bytes(_request(paths, url="http://h/x.raucb"))
+    paths.spool.parent.mkdir(parents=True)
+    paths.spool.symlink_to(elsewhere)
+    record = serve_request(paths, io.StringIO())
+    assert record is not None and "was not a directory" in record["error"]
+    assert not paths.spool.is_symlink() and not paths.spool.exists()
+    assert (elsewhere / "request.json").exists()  # not followed: nothing taken from there
+
+
 def test_one_install_at_a_time(tmp_path: Path) -> None:
     paths = a_b_root(tmp_path)
     paths.spool.mkdir(parents=True)
