@@ -107,7 +107,8 @@ mkdir -p "$rootfs/data"
 install -m 0644 "$FOG_RAUC_KEYRING" "$rootfs/etc/rauc/keyring.pem"
 sed -i 's/\(^\| \)rw\( \|$\)/\1ro\2/' "$rootfs/boot/firmware/cmdline.txt"
 grep -qw ro "$rootfs/boot/firmware/cmdline.txt" || die "cmdline.txt does not mount the root read-only"
-chroot "$rootfs" systemctl enable fog-slot-cmdline.service fog-update-health.service 2>&1 | sed 's/^/    /'
+chroot "$rootfs" systemctl enable fog-slot-cmdline.service fog-update-health.service \
+  fog-update-install.path 2>&1 | sed 's/^/    /'
 
 # fsck at every boot: initramfs-tools puts fsck, logsave and fsck.<type> in the initramfs
 # only for the root's type, which it reads from /etc/fstab and then by probing the root

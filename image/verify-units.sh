@@ -12,7 +12,8 @@ units=(fog-appliance.service fog-firstboot.service fog-broker-reload.path
        fog-broker-reload.service fog-supernode.service mosquitto.service ssh.service
        getty@tty1.service fog-fsck-log.service fog-tls-recheck.path fog-tls-recheck.service)
 # The A/B update units (Debian image only: image/debian/overlay).
-for unit in fog-slot-cmdline.service fog-update-health.service; do
+for unit in fog-slot-cmdline.service fog-update-health.service fog-update-install.path \
+            fog-update-install.service; do
   [ -f "$rootfs/usr/lib/systemd/system/$unit" ] && units+=("$unit")
 done
 rc=0

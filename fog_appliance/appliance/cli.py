@@ -3,7 +3,8 @@ boot-time set-up and its updates.
 
 ``setup`` (root) and ``init-data`` (the node's user) are what ``fog-firstboot.service`` runs;
 ``status`` shows what the last boot did with the boot-partition config. ``update``,
-``update-status`` and ``update-health`` are the A/B updates (appliance/update.py).
+``update-status``, ``update-health`` and ``update-request`` (an install the node asked
+for, appliance/update_root.py) are the A/B updates (appliance/update.py).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def register(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) ->
     update.add_argument("--reboot", action="store_true",
                         help="reboot into the new slot once installed")
     update.set_defaults(func=cmd_update)
+    request = cmds.add_parser("update-request", help="(root, fog-update-install.service) "
+                              "carry out the install the node asked for (admin API, "
+                              "console); progress in install.json")
+    request.set_defaults(func=cmd_update_request)
     ustatus = cmds.add_parser("update-status", help="booted slot, the other slot's version, "
                               "the last update's result")
     ustatus.add_argument("--json", action="store_true", help="machine-readable output")
@@ -133,6 +138,17 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_update_request(args: argparse.Namespace) -> int:
+    from fog_appliance.appliance.update import UpdatePaths
+    from fog_appliance.appliance.update_root import serve_request
+
+    record = serve_request(UpdatePaths())
+    if record is None:
+        print("update: no install request waiting", file=sys.stderr)
+        return 0
+    return 0 if record.get("state") == "installed" else 1
+
+
 def cmd_update_status(args: argparse.Namespace) -> int:
     from fog_appliance.appliance.update import UpdatePaths, describe, snapshot
 
@@ -161,7 +177,8 @@ def cmd_update_health(args: argparse.Namespace) -> int:
     import subprocess
 
     from fog_appliance.admin.server import socket_path
-    from fog_appliance.appliance.update import HEALTH_WINDOW_S, UpdatePaths, after_boot, reboot
+    from fog_appliance.appliance.update import UpdatePaths, reboot
+    from fog_appliance.appliance.update_health import HEALTH_WINDOW_S, after_boot
 
     _logging()
     cfg = load_config(str(AppliancePaths().active_config))

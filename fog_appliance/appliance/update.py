@@ -7,10 +7,10 @@ The pieces:
   runs ``rauc install`` (which checks the signature against ``/etc/rauc/keyring.pem``,
   writes the other slot and makes it the one to boot next) and records the update as
   *pending* in ``/var/lib/fog-update/pending.json`` (on the data partition);
-- after every boot ``fog-update-health.service`` runs :func:`after_boot`: if a pending
+- after every boot ``fog-update-health.service`` runs ``update_health.after_boot``: if a pending
   update's slot is not the one that booted, the initramfs fell back (the new slot used up
   its boot attempts, or was marked bad): the update is reported as rolled back. Then the
-  health check (:func:`check_health`) waits at most a window for the node (active, that
+  health check (``update_health.check_health``) waits at most a window for the node (active, that
   is READY=1), the broker, the admin socket and no failed unit; healthy: ``rauc status
   mark-good``; not healthy on a new slot: ``mark-bad`` and a reboot into the old one;
 - ``last.json`` (the last update's result) and ``status.json`` (the slots as RAUC sees
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -35,19 +34,22 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from fog_appliance.errors import UpdateError
 from fog_appliance.support.secretfile import write_atomic
 
 log = logging.getLogger(__name__)
 
+
+class Output(Protocol):
+    """Where :func:`install` prints its progress (a terminal, or update_root's record)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
 SLOTS = ("A", "B")
-HEALTH_WINDOW_S = 600.0
-"""How long a new slot has to become healthy (a Pi 3's first boot: READY in 1–4 min)."""
-NODE_RESTARTS_FAILED = 3
-"""A node that systemd restarted this often since boot is failing, not slow."""
-HEALTH_UNIT = "fog-update-health.service"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,31 @@ class UpdatePaths:
     @property
     def download(self) -> Path:
         return self.state_dir / "download.raucb"
+
+    @property
+    def keyring(self) -> Path:
+        """What RAUC trusts (``/etc/rauc/system.conf`` names it); passed to ``rauc info``
+        only when re-rooted (tests on a host with no RAUC system)."""
+        return self._p("/etc/rauc/keyring.pem")
+
+    @property
+    def install_record(self) -> Path:
+        """The progress and result of an install the node asked for (update_root.py)."""
+        return self.state_dir / "install.json"
+
+    @property
+    def install_lock(self) -> Path:
+        return self.state_dir / "install.lock"
+
+    @property
+    def spool(self) -> Path:
+        """The node's side (it may write only under /var/lib/fog-appliance): install
+        requests and bundles copied to the gateway; everything here is hostile to root."""
+        return self._p("/var/lib/fog-appliance/update-spool")
+
+    @property
+    def request(self) -> Path:
+        return self.spool / "request.json"
 
     @property
     def booted_file(self) -> Path:
@@ -138,7 +165,7 @@ def decide(booted: str, pending: dict[str, Any] | None, healthy: bool, reason: s
 # ------------------------------------------------------------------------------ RAUC
 
 
-def _run(cmd: list[str], timeout: float = 120) -> str:
+def run(cmd: list[str], timeout: float = 120) -> str:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                               check=False)
@@ -184,12 +211,14 @@ def parse_rauc_status(text: str) -> dict[str, Any]:
 
 
 def rauc_status() -> dict[str, Any]:
-    return parse_rauc_status(_run(["rauc", "status", "--detailed", "--output-format=json"]))
+    return parse_rauc_status(run(["rauc", "status", "--detailed", "--output-format=json"]))
 
 
-def bundle_version(bundle: Path) -> str:
-    """The version in the bundle's manifest, after RAUC checked its signature."""
-    info = _run(["rauc", "info", "--output-format=json", str(bundle)], timeout=600)
+def bundle_version(bundle: Path, keyring: Path | None = None) -> str:
+    """The version in the bundle's manifest, after RAUC checked its signature (against
+    ``keyring``, by default the one ``/etc/rauc/system.conf`` names)."""
+    extra = [f"--keyring={keyring}"] if keyring is not None else []
+    info = run(["rauc", "info", "--output-format=json", *extra, str(bundle)], timeout=600)
     try:
         version = json.loads(info).get("version")
     except (ValueError, AttributeError):
@@ -257,7 +286,7 @@ def snapshot(paths: UpdatePaths, status: dict[str, Any] | None = None) -> dict[s
 # --------------------------------------------------------------------------- install
 
 
-def fetch(url: str, dest: Path, out: TextIO) -> Path:
+def fetch(url: str, dest: Path, out: Output) -> Path:
     """Download an http(s) URL to ``dest``, with progress on ``out``."""
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
@@ -271,7 +300,7 @@ def fetch(url: str, dest: Path, out: TextIO) -> Path:
             while chunk := resp.read(1 << 20):
                 f.write(chunk)
                 got += len(chunk)
-                if total and (got * 100 // total) >= shown + 10:
+                if total and ((got * 100 // total) >= shown + 10 or got == total):
                     shown = got * 100 // total
                     print(f"download: {shown:3d}% ({got >> 20} of {total >> 20} MiB)",
                           file=out, flush=True)
@@ -282,7 +311,7 @@ def fetch(url: str, dest: Path, out: TextIO) -> Path:
     return dest
 
 
-def install(source: str, paths: UpdatePaths, out: TextIO = sys.stdout,
+def install(source: str, paths: UpdatePaths, out: Output = sys.stdout,
             runner: Callable[[list[str]], subprocess.Popen[str]] | None = None
             ) -> dict[str, Any]:
     """Install a bundle (a file or an http(s) URL) into the other slot, with RAUC's
@@ -298,7 +327,7 @@ def install(source: str, paths: UpdatePaths, out: TextIO = sys.stdout,
         booted = booted_slot(paths)
         target = "B" if booted == "A" else "A"
         try:
-            version = bundle_version(bundle)
+            version = bundle_version(bundle, None if paths.root == Path("/") else paths.keyring)
         except UpdateError as exc:
             write_json(paths.last, {"result": "failed", "version": None, "slot": target,
                                     "reason": str(exc), "ts": time.time()})
@@ -311,11 +340,12 @@ def install(source: str, paths: UpdatePaths, out: TextIO = sys.stdout,
         proc = start(["rauc", "install", str(bundle)])
         tail: list[str] = []
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip()
-            if line:
-                print(f"rauc: {line}", file=out, flush=True)
-                tail = [*tail, line][-3:]
+        with proc.stdout:
+            for raw in proc.stdout:
+                line = raw.rstrip()
+                if line:
+                    print(f"rauc: {line}", file=out, flush=True)
+                    tail = [*tail, line][-3:]
         if proc.wait() != 0:
             result = {"result": "failed", "version": version, "slot": target,
                       "reason": tail[-1] if tail else f"rauc exited {proc.returncode}",
@@ -334,98 +364,6 @@ def install(source: str, paths: UpdatePaths, out: TextIO = sys.stdout,
     finally:
         if bundle == paths.download:
             bundle.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------------------- health
-
-
-def _systemctl(*args: str) -> str:
-    done = subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False,
-                          timeout=60)
-    return done.stdout.strip()
-
-
-def admin_answers(sock: Path, timeout: float = 10) -> bool:
-    """The node's admin API answers ``GET /api/status`` with 200 on its Unix socket."""
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(timeout)
-            s.connect(str(sock))
-            s.sendall(b"GET /api/status HTTP/1.0\r\nHost: localhost\r\n"
-                      b"X-Fog-Actor: update-health\r\n\r\n")
-            head = s.recv(64)
-    except OSError:
-        return False
-    return head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
-
-
-def health_problem(paths: UpdatePaths, admin_socket: Path) -> tuple[str | None, bool]:
-    """One look at the gateway: ``(problem or None, hopeless)``; hopeless: waiting longer
-    cannot help (the node keeps failing to start)."""
-    if paths.data_volatile.exists():
-        return "the data partition is not mounted", True
-    node = _systemctl("show", "-p", "ActiveState", "-p", "NRestarts",
-                      "fog-appliance.service")
-    props = dict(line.split("=", 1) for line in node.splitlines() if "=" in line)
-    restarts = int(props.get("NRestarts", "0") or 0)
-    if props.get("ActiveState") == "failed" or restarts >= NODE_RESTARTS_FAILED:
-        return (f"fog-appliance.service failed to start ({props.get('ActiveState')}, "
-                f"{restarts} restarts)"), True
-    if props.get("ActiveState") != "active":
-        return f"fog-appliance.service is {props.get('ActiveState')}, not ready", False
-    broker = _systemctl("is-active", "mosquitto.service")
-    if broker != "active":
-        return f"mosquitto.service is {broker}", False
-    if not admin_answers(admin_socket):
-        return f"the admin API does not answer on {admin_socket}", False
-    failed = [u for u in _systemctl("list-units", "--failed", "--plain", "--no-legend")
-              .splitlines() if u.strip() and not u.startswith(HEALTH_UNIT)]
-    if failed:
-        return "failed units: " + ", ".join(u.split()[0] for u in failed), False
-    return None, False
-
-
-def check_health(paths: UpdatePaths, admin_socket: Path, window_s: float,
-                 interval_s: float = 5.0) -> tuple[bool, str]:
-    deadline = time.monotonic() + window_s
-    problem: str | None = "not checked"
-    while True:
-        problem, hopeless = health_problem(paths, admin_socket)
-        if problem is None:
-            return True, "healthy"
-        if hopeless or time.monotonic() >= deadline:
-            return False, problem
-        time.sleep(interval_s)
-
-
-def after_boot(paths: UpdatePaths, admin_socket: Path, window_s: float,
-               record_event: Callable[[str, str, dict[str, Any]], None]) -> Decision:
-    """The health check after a boot (``fog-update-health.service``): decide, mark the
-    slot, record the result; the caller reboots when the decision says so."""
-    booted = booted_slot(paths)
-    pending = read_json(paths.pending)
-    if pending is not None and pending.get("slot") != booted:
-        log.error("update to %s in slot %s was rolled back: slot %s booted",
-                  pending.get("version"), pending.get("slot"), booted)
-    healthy, reason = check_health(paths, admin_socket, window_s)
-    decision = decide(booted, pending, healthy, reason, time.time())
-    if decision.mark is not None:
-        _run(["rauc", "status", f"mark-{decision.mark}", "booted"])
-    if decision.keep_pending is not None:
-        write_json(paths.pending, decision.keep_pending)
-    elif pending is not None:
-        paths.pending.unlink(missing_ok=True)
-    if decision.result is not None:
-        write_json(paths.last, decision.result)
-        level = "info" if decision.result["result"] == "updated" else "error"
-        record_event(level, describe(decision.result), decision.result)
-    snapshot(paths)
-    if healthy:
-        log.info("slot %s is healthy%s", booted,
-                 "; marked good" if decision.mark == "good" else "")
-    else:
-        log.error("slot %s is not healthy: %s", booted, reason)
-    return decision
 
 
 def describe(result: dict[str, Any]) -> str:

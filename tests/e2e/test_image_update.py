@@ -5,7 +5,9 @@ The "v2" bundles are made here from the image's own root slot (no second image b
 its file system is copied out of partition 2, the release file says 0.0.0-v2 (debugfs, no
 mounts), and ``image/debian/bundle.sh`` signs it with the development CA the build made
 (``build/image/rauc-dev``, or FOG_RAUC_DEV_DIR) and the image trusts. The broken v2 also
-carries a drop-in that makes fog-appliance.service exit at once. The bundles are served to
+carries a drop-in that makes fog-appliance.service exit at once. The tampered bundle is a
+small one (a few MiB around a tiny root, signed the same way, one byte of its signature
+changed): the signature check is the same, without a 368 MiB download. The bundles are served to
 the gateway over HTTP from 127.0.0.1 (QEMU's user network shows the host as 10.0.2.2), so
 ``fog-appliance appliance update URL`` downloads them as it would in the field.
 
@@ -15,7 +17,9 @@ the gateway over HTTP from 127.0.0.1 (QEMU's user network shows the host as 10.0
    itself;
 3. v1 again (slot A): the rollback is reported (update-status, admin API, event log); the
    good v2 is being installed when QEMU is killed;
-4. v1 (slot A), unharmed; the good v2 is installed, the gateway rebooted;
+4. v1 (slot A), unharmed; the good v2 is installed through the admin API
+   (``POST /api/appliance/update`` with ``reboot``: the root side, fog-update-install,
+   downloads, installs and reboots; its progress is followed in the GET);
 5. v2 (slot B): healthy and marked good, the data kept (device config and broker
    credentials, SSH host key, CA).
 """
@@ -100,14 +104,36 @@ def _make_bundle(tmp: Path, www: Path, base: Path, name: str, *, broken: bool) -
                  f"write {dropin} /usr/lib/systemd/system/fog-appliance.service.d/broken.conf"]
     _debugfs(img, *cmds)
     out = www / f"{name}.raucb"
-    env = dict(os.environ, FOG_RAUC_CERT=str(DEV_KEYS / "signing.crt"),
-               FOG_RAUC_KEY=str(DEV_KEYS / "signing.key"),
-               FOG_RAUC_KEYRING=str(DEV_KEYS / "ca.crt"),
-               FOG_BUNDLE_SQUASHFS_ARGS="-comp gzip -Xcompression-level 1")
-    subprocess.run([str(REPO / "image/debian/bundle.sh"), str(img), V2, str(out)], env=env,
-                   check=True)
+    subprocess.run([str(REPO / "image/debian/bundle.sh"), str(img), V2, str(out)],
+                   env=_signing_env(), check=True)
     img.unlink()
     return out
+
+
+def _small_bundle(tmp: Path) -> Path:
+    """A real bundle signed by the development CA around a small root file system: what
+    the signature check sees is the same as for a full one (the CMS signature over the
+    manifest and its verity root hash), and the gateway need not download 368 MiB to
+    refuse it."""
+    tree = tmp / "small-root"
+    (tree / "usr/share/fog-appliance").mkdir(parents=True)
+    (tree / "usr/share/fog-appliance/release").write_text(f"version={V2}\nbuilt=test\n")
+    (tree / "noise").write_bytes(os.urandom(1 << 20))  # RAUC wants more than one block
+    img = tmp / "small-root.ext4"
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(tree), str(img), "8M"],
+                   check=True)
+    out = tmp / "small.raucb"
+    subprocess.run([str(REPO / "image/debian/bundle.sh"), str(img), V2, str(out)],
+                   env=_signing_env(), check=True, capture_output=True)
+    img.unlink()
+    return out
+
+
+def _signing_env() -> dict[str, str]:
+    return dict(os.environ, FOG_RAUC_CERT=str(DEV_KEYS / "signing.crt"),
+                FOG_RAUC_KEY=str(DEV_KEYS / "signing.key"),
+                FOG_RAUC_KEYRING=str(DEV_KEYS / "ca.crt"),
+                FOG_BUNDLE_SQUASHFS_ARGS="-comp gzip -Xcompression-level 1")
 
 
 def _tamper(good: Path, out: Path) -> Path:
@@ -126,7 +152,8 @@ def _tamper(good: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Card, Path, dict[str, str]]]:
+def served(tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[Card, Path, dict[str, str], str]]:
     skip_unless_available()
     for tool_name in ("rauc", "mksquashfs", "debugfs"):
         if shutil.which(tool_name) is None and not Path("/usr/sbin", tool_name).exists():
@@ -139,12 +166,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Card, Pat
     www = tmp / "www"
     www.mkdir()
     base = _root_fs(card, tmp / "root.ext4")
-    good = _make_bundle(tmp, www, base, "v2", broken=False)
+    _make_bundle(tmp, www, base, "v2", broken=False)
     _make_bundle(tmp, www, base, "v2-broken", broken=True)
-    _tamper(good, www / "v2-tampered.raucb")
+    _tamper(_small_bundle(tmp), www / "v2-tampered.raucb")
     base.unlink()
-    print(f"\nbundles made in {time.monotonic() - t0:.0f} s: "
-          + ", ".join(f"{p.name} {p.stat().st_size >> 20} MiB" for p in sorted(www.iterdir())))
+    made = (f"bundles made in {time.monotonic() - t0:.0f} s: "
+            + ", ".join(f"{p.name} {p.stat().st_size / 2**20:.1f} MiB"
+                        for p in sorted(www.iterdir())))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -153,7 +181,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Card, Pat
     urls = {name: f"http://10.0.2.2:{port}/{name}.raucb"
             for name in ("v2", "v2-broken", "v2-tampered")}
     try:
-        yield card, tmp, urls
+        yield card, tmp, urls, made
     finally:
         server.shutdown()
         server.server_close()
@@ -210,15 +238,63 @@ def _reboot(vm: Vm) -> None:
     _wait_for_power_off(vm, 300)
 
 
-def _api_update(vm: Vm) -> dict[str, Any]:
-    probe = ("import json,socket;s=socket.socket(socket.AF_UNIX);"
+def _api(vm: Vm, method: str, path: str, body: dict[str, Any] | None = None,
+         *, check: bool = True) -> tuple[int, dict[str, Any]] | None:
+    """One admin API request on the node's socket, as the console's user (group fog) does
+    it; (status, JSON). None when ``check`` is off and the gateway did not answer."""
+    payload = json.dumps(body).encode() if body is not None else b""
+    request = (f"{method} {path} HTTP/1.0\r\nHost: localhost\r\nX-Fog-Actor: e2e\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+               ).encode() + payload
+    probe = ("import socket,sys;s=socket.socket(socket.AF_UNIX);"
              "s.connect('/run/fog-appliance/admin.sock');"
-             "s.sendall(b'GET /api/appliance/update HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n');"
+             f"s.sendall(bytes.fromhex('{request.hex()}'));"
              "data=b''\nwhile (c:=s.recv(65536)): data+=c\n"
-             "print(data.split(b'\\r\\n\\r\\n',1)[1].decode())")
-    out = vm.ssh(f"sudo -u fog-console /opt/fog-appliance/venv/bin/python -c \"{probe}\"")
-    data: dict[str, Any] = json.loads(out.stdout)
-    return data
+             "head,_,body=data.partition(b'\\r\\n\\r\\n');"
+             "print(head.split()[1].decode(), body.decode())")
+    command = f"sudo -u fog-console /opt/fog-appliance/venv/bin/python -c \"{probe}\""
+    if check:
+        done = vm.ssh(command)
+        code, _, text = done.stdout.partition(" ")
+        return int(code), json.loads(text)
+    try:  # the gateway may be going down (a reboot after an install)
+        done = vm.ssh(command, check=False, timeout=60)
+        code, _, text = done.stdout.partition(" ")
+        return int(code), json.loads(text)
+    except (subprocess.TimeoutExpired, ValueError):
+        return None
+
+
+def _api_update(vm: Vm) -> dict[str, Any]:
+    answer = _api(vm, "GET", "/api/appliance/update")
+    assert answer is not None and answer[0] == 200, answer
+    return answer[1]
+
+
+def _install_through_the_api(vm: Vm, url: str) -> None:
+    """``POST /api/appliance/update`` with ``reboot``: the root side (fog-update-install)
+    downloads, installs and reboots; the progress is followed in the GET until the power
+    goes off."""
+    answer = _api(vm, "POST", "/api/appliance/update", {"url": url, "reboot": True})
+    assert answer is not None and answer[0] == 202, answer
+    request_id = answer[1]["id"]
+    assert vm.proc is not None
+    seen: list[tuple[Any, Any, Any]] = []
+    deadline = time.monotonic() + 1800
+    while vm.proc.poll() is None and time.monotonic() < deadline:
+        got = _api(vm, "GET", "/api/appliance/update", check=False)
+        record = (got[1].get("install") if got is not None else None) or {}
+        if record.get("id") == request_id:
+            step = (record.get("state"), record.get("phase", ""), record.get("percent", 0))
+            if not seen or seen[-1] != step:
+                seen.append(step)
+            assert record.get("state") != "failed", record
+        time.sleep(15)  # each look starts a Python in the guest: cheap, not free under TCG
+    _wait_for_power_off(vm, 120)
+    print(f"\ninstall through the admin API: {seen}")
+    # The node showed the root side's progress while it downloaded and wrote the slot.
+    assert any(state == "running" for state, _, _ in seen), seen
+    assert seen[-1][0] in ("running", "installed"), seen
 
 
 def _healthy_on(vm: Vm, slot: str, version: str) -> dict[str, Any]:
@@ -241,15 +317,28 @@ def _identity(vm: Vm) -> dict[str, str]:
 
 
 def test_update_rollback_interrupted_install_and_refused_bundle(
-        served: tuple[Card, Path, dict[str, str]], tmp_path: Path) -> None:
-    card, tmp, urls = served
+        served: tuple[Card, Path, dict[str, str], str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    card, tmp, urls, made = served
     timings: dict[str, float] = {}
+    started = time.monotonic()
+
+    def note(what: str) -> None:
+        """Where the test is, in the CI log as it runs (docs/image.md's figures)."""
+        timings[what] = round(time.monotonic() - started)
+        with capsys.disabled():
+            print(f"\n[A/B update test +{timings[what]:.0f} s] {what}", flush=True)
+
+    with capsys.disabled():
+        print(f"\n[A/B update test] {made}", flush=True)
 
     # 1. v1 in slot A: a tampered bundle is refused; the broken v2 goes into slot B.
     vm = _boot(tmp, card)
     try:
         wait_for_node(vm)
         assert _wait_for_health(vm) == "success"
+        note(f"boot 1 (v1, slot A) healthy; node ready {vm.timings['ready_s']:.0f} s "
+             "after power-on")
         status = _status(vm)
         v1 = status["running_version"]
         assert status["booted"] == "A" and v1 != V2
@@ -263,9 +352,9 @@ def test_update_rollback_interrupted_install_and_refused_bundle(
         assert _status(vm)["last"]["result"] == "failed"
         assert _slot_state(vm) == state
         assert _status(vm)["pending"] is None
-        t = time.monotonic()
+        note("tampered bundle refused")
         vm.ssh(f"sudo fog-appliance appliance update {urls['v2-broken']}", timeout=1800)
-        timings["install_s"] = time.monotonic() - t
+        note("broken v2 downloaded and installed (CLI)")
         assert "ORDER=B A" in _slot_state(vm)
         _reboot(vm)
     finally:
@@ -275,7 +364,8 @@ def test_update_rollback_interrupted_install_and_refused_bundle(
     vm = boot(tmp, card, VIRT)
     try:
         _wait_for_power_off(vm, BOOT_TIMEOUT_S + HEALTH_S)
-        timings["broken_boot_to_reboot_s"] = vm.timings["power_off_s"]
+        note(f"boot 2 (broken v2, slot B) marked bad and rebooted itself "
+             f"{vm.timings['power_off_s']:.0f} s after power-on")
     finally:
         shutdown(vm)
 
@@ -283,6 +373,7 @@ def test_update_rollback_interrupted_install_and_refused_bundle(
     vm = _boot(tmp, card)
     try:
         status = _healthy_on(vm, "A", v1)
+        note(f"boot 3 (v1 again) healthy; node ready {vm.timings['ready_s']:.0f} s")
         assert status["last"]["result"] == "rolled-back", status
         assert "fog-appliance.service" in status["last"]["reason"]
         api = _api_update(vm)
@@ -305,6 +396,7 @@ def test_update_rollback_interrupted_install_and_refused_bundle(
         assert vm.proc is not None
         vm.proc.kill()  # the power cut
         vm.proc.wait()
+        note("power cut while RAUC wrote slot B")
     finally:
         shutdown(vm)
 
@@ -312,12 +404,17 @@ def test_update_rollback_interrupted_install_and_refused_bundle(
     vm = _boot(tmp, card)
     try:
         _healthy_on(vm, "A", v1)
+        note(f"boot 4 (v1, unharmed) healthy; node ready {vm.timings['ready_s']:.0f} s")
         # The half-written slot B was never made bootable (it is still the bad one).
         assert "B_LEFT=0" in _slot_state(vm) and "A_LEFT=3" in _slot_state(vm)
         assert _status(vm)["pending"] is None
         assert failed_units(vm) == ""
-        vm.ssh(f"sudo fog-appliance appliance update {urls['v2']}", timeout=1800)
-        _reboot(vm)
+        # Through the admin API this time (the console's page does the same): the node
+        # asks, the root side installs and reboots.
+        bad = _api(vm, "POST", "/api/appliance/update", {"bundle": "../../etc/shadow"})
+        assert bad is not None and bad[0] == 400, bad
+        _install_through_the_api(vm, urls["v2"])
+        note("good v2 installed through the admin API; the root side rebooted")
     finally:
         shutdown(vm)
 
@@ -325,11 +422,16 @@ def test_update_rollback_interrupted_install_and_refused_bundle(
     vm = _boot(tmp, card)
     try:
         wait_for_node(vm)
-        timings["v2_ready_s"] = vm.timings["ready_s"]
         assert _wait_for_health(vm) == "success"
+        note(f"boot 5 (v2, slot B) healthy; node ready {vm.timings['ready_s']:.0f} s")
         status = _status(vm)
         assert status["booted"] == "B" and status["running_version"] == V2
         assert status["last"]["result"] == "updated"
+        # The root side's record of the API install survived the reboot (data partition).
+        install = _api_update(vm)["install"]
+        assert (install["state"], install["version"], install["slot"]) == ("installed", V2,
+                                                                           "B"), install
+        assert any(line.startswith("rauc: ") for line in install["tail"]), install
         assert status["slots"]["B"]["boot_status"] == "good"
         assert "B_LEFT=3" in _slot_state(vm)
         assert failed_units(vm) == ""
@@ -340,4 +442,4 @@ def test_update_rollback_interrupted_install_and_refused_bundle(
                             tmp_path) == 0
     finally:
         shutdown(vm)
-    print(f"\nA/B update test timings: {timings}")
+    note("done")

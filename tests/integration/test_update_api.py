@@ -7,9 +7,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from textual.widgets import Input
+
 from fog_appliance.app import FogNode
 from fog_appliance.appliance.update import UpdatePaths, decide, write_json
 from fog_appliance.appliance.update_api import mount
+from fog_appliance.appliance.update_request import decode
 from tests.admin_support import node_config
 from textual_ui.client import AdminClient, Endpoint
 
@@ -69,6 +72,57 @@ async def test_the_console_update_page_shows_the_rollback(tmp_path: Path) -> Non
             await until(pilot, lambda: all(x in screen_text(app) for x in shown))
             # back to the dashboard and let its refresh finish before the app closes
             # (a refresh cut short by the shutdown fails to find its widgets)
+            await pilot.press("1")
+            await pilot.pause(0.5)
+            await app.workers.wait_for_complete()
+
+
+async def test_the_console_asks_for_an_install_and_shows_its_progress(tmp_path: Path
+                                                                      ) -> None:
+    """Page 8: a bundle name typed and Enter → the request in the spool for the root side;
+    a refused one is said; the root side's progress, then its failure, stay on the page."""
+    from tests.integration.test_console_pilot import (
+        SIZE,
+        console_for,
+        notes,
+        screen_text,
+        until,
+    )
+
+    paths = UpdatePaths.under(tmp_path / "root")
+    node = FogNode(node_config(tmp_path / "var"))
+    mount(node, paths)
+    write_json(paths.status, {"booted": "A", "running_version": "0.1.0",
+                              "slots": {"A": {"version": "0.1.0", "boot_status": "good"}}})
+    paths.spool.mkdir(parents=True)
+    (paths.spool / "v2.raucb").write_bytes(b"a bundle copied to the gateway")
+    async with node.running():
+        app = console_for(node)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: "site-a" in screen_text(app))
+            await pilot.press("8")
+            await until(pilot, lambda: "from slot A" in screen_text(app))
+            await pilot.click("#update-source")
+            await pilot.press(*"../v2.raucb", "enter")
+            await until(pilot, lambda: "not a bundle file name" in notes(app))
+            assert not paths.request.exists()
+            app.screen.query_one("#update-source", Input).value = ""
+            await pilot.press(*"v2.raucb", "enter")
+            await until(pilot, lambda: "waiting for the root side" in screen_text(app))
+            request = decode(paths.request.read_bytes())
+            assert request.bundle == "v2.raucb" and request.actor.startswith("pilot")
+            # The root side took it and is writing the slot; then RAUC refused it.
+            paths.request.unlink()
+            write_json(paths.install_record, {"id": request.id, "state": "running",
+                                              "source": "spool:v2.raucb", "phase": "rauc",
+                                              "percent": 40})
+            await until(pilot, lambda: "Installing spool:v2.raucb: rauc 40%" in
+                        screen_text(app))
+            write_json(paths.install_record, {"id": request.id, "state": "failed",
+                                              "source": "spool:v2.raucb",
+                                              "error": "signature verification failed"})
+            await until(pilot, lambda: "FAILED: signature verification failed" in
+                        screen_text(app))
             await pilot.press("1")
             await pilot.pause(0.5)
             await app.workers.wait_for_complete()

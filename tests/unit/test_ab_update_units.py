@@ -12,8 +12,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fog_appliance.appliance.update import UpdatePaths, decide, describe, parse_rauc_status
+from fog_appliance.appliance.update_request import decode, encode, from_fields, percent_of
+from fog_appliance.errors import UpdateError
 
 REPO = Path(__file__).resolve().parents[2]
 DEBIAN = REPO / "image/debian"
@@ -204,3 +208,51 @@ def test_a_bundle_is_signed_by_the_dev_ca_and_refused_under_another(tmp_path: Pa
                              capture_output=True, text=True, check=False)
     assert refused.returncode != 0
     assert "signature verification failed" in refused.stderr + refused.stdout
+
+
+# ------------------------------------------------- install requests (node → root side)
+
+REQ_ID = "0123456789abcdef" * 2
+
+
+def test_an_install_request_round_trips() -> None:
+    for fields in ({"url": "https://updates.example/fog/v2.raucb", "reboot": True},
+                   {"bundle": "fog-appliance-0.2.0-arm64.raucb"}):
+        request = from_fields(fields, request_id=REQ_ID, actor="console (socket)")
+        assert decode(encode(request)) == request
+    assert request.source == "spool:fog-appliance-0.2.0-arm64.raucb" and not request.reboot
+
+
+@settings(deadline=None)  # a loaded shared box
+@given(st.binary(max_size=5000))
+def test_any_bytes_as_a_request_are_a_clear_error_or_a_checked_request(raw: bytes) -> None:
+    try:
+        request = decode(raw)
+    except UpdateError as exc:
+        assert str(exc)
+    else:
+        assert (request.url is None) != (request.bundle is None)
+
+
+@settings(deadline=None)
+@given(st.dictionaries(st.sampled_from(["url", "bundle", "reboot", "id", "actor", "x"]),
+                       st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=40),
+                                 st.lists(st.integers(), max_size=2))))
+def test_any_json_object_as_a_request_is_checked(fields: dict[str, object]) -> None:
+    try:
+        request = decode(json.dumps(fields).encode())
+    except UpdateError:
+        return
+    if request.bundle is not None:
+        assert "/" not in request.bundle and not request.bundle.startswith(".")
+    if request.url is not None:
+        assert request.url.startswith(("http://", "https://"))
+
+
+def test_progress_lines_give_the_phase_and_percentage() -> None:
+    assert percent_of("download:  40% (147 of 368 MiB)") == ("download", 40)
+    assert percent_of("rauc: installing `/var/lib/fog-update/v2.raucb`: 20% Checking bundle"
+                      ) == ("rauc", 20)
+    assert percent_of("rauc: installing `/x`: succeeded") is None
+    assert percent_of("update: 50% of nothing") is None
+    assert percent_of("rauc: 250%") is None
