@@ -22,18 +22,21 @@ initrd=$(sed -n 's/^initramfs[[:space:]]\+\([^[:space:]]\+\).*/\1/p' "$rootfs/bo
 [ -n "$initrd" ] && [ -f "$rootfs/boot/firmware/$initrd" ] \
   || fail "config.txt names no initramfs that is on the boot partition (${initrd:-none})"
 listing=$(chroot "$rootfs" lsinitramfs "/boot/firmware/$initrd")
+# Each look is grep on a here-string, not `printf | grep -q`: under pipefail, grep -q
+# quitting at its first match can kill printf with SIGPIPE, and the check failed at random
+# (seen on a loaded machine: "no vfat module" with vfat.ko in the listing).
 for f in usr/sbin/fsck usr/sbin/logsave usr/sbin/fsck.ext4; do
   # usr-merged or not, the program is in the initramfs under sbin/ or usr/sbin/
-  printf '%s\n' "$listing" | grep -qE "^(usr/)?${f#usr/}\$" \
+  grep -qE "^(usr/)?${f#usr/}\$" <<<"$listing" \
     || fail "the initramfs $initrd has no ${f#usr/} (the root would not be checked at boot)"
 done
 echo "    initramfs $initrd: fsck, logsave, fsck.ext4 present"
 for f in bin/fog-slot bin/fog-mount bin/mv scripts/local-top/fog-slot scripts/local-bottom/fog-data; do
-  printf '%s\n' "$listing" | grep -qE "^(usr/)?$f\$" \
+  grep -qE "^(usr/)?$f\$" <<<"$listing" \
     || fail "the initramfs $initrd has no $f (the A/B boot would not choose a slot or mount the data)"
 done
 for m in overlay vfat nls_cp437; do
-  printf '%s\n' "$listing" | grep -qE "/$m\.ko(\.[a-z]+)?\$" \
+  grep -qE "/$m\.ko(\.[a-z]+)?\$" <<<"$listing" \
     || fail "the initramfs $initrd has no $m module"
 done
 grep -qw ro "$rootfs/boot/firmware/cmdline.txt" && grep -q 'root=PARTUUID=464f4721-02' "$rootfs/boot/firmware/cmdline.txt" \
