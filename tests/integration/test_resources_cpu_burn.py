@@ -64,10 +64,21 @@ async def test_cpu_burners_push_the_node_over_its_cap(tmp_path: Path) -> None:
                 break
         assert not rm.admission.open, f"CPU never went over 50%: {rm.sample}"
         assert rm.sample is not None and rm.sample.cpu_percent > 50.0
-        req = aiocoap.Message(code=aiocoap.POST, uri=f"{base}/infer", content_format=42,
-                              payload=wire.encode_request(np.zeros((1, 8), np.float32)))
-        resp = await asyncio.wait_for(client.request(req).response, 15)
-        assert resp.code == aiocoap.SERVICE_UNAVAILABLE
+        codes = []
+        for _ in range(10):
+            # On a loaded machine the sample can dip under the cap between the check above
+            # and the request (CI ran this beside a QEMU boot): a request answered while
+            # the admission was open again is asked again once it is closed.
+            async with asyncio.timeout(20):  # the burners still run: it closes again
+                while rm.admission.open:
+                    await asyncio.sleep(0.05)
+            req = aiocoap.Message(code=aiocoap.POST, uri=f"{base}/infer", content_format=42,
+                                  payload=wire.encode_request(np.zeros((1, 8), np.float32)))
+            resp = await asyncio.wait_for(client.request(req).response, 15)
+            codes.append(resp.code)
+            if resp.code == aiocoap.SERVICE_UNAVAILABLE:
+                break
+        assert resp.code == aiocoap.SERVICE_UNAVAILABLE, codes
         assert resp.opt.max_age == 3 and b"overloaded: cpu" in resp.payload
         assert rm.worker_cap == 1 and rm.refused_inference >= 1
     finally:
