@@ -144,21 +144,27 @@ class FogSite:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.flash: dict[str, Path] = {}
 
-    async def add_edge(self, node: Any, dev: str, x: np.ndarray, y: np.ndarray,
-                       **edge: Any) -> Path:
-        """Provision ``dev`` and lay out its flash: config.json and a replay file."""
+    async def provision(self, node: Any, dev: str) -> dict[str, Any]:
+        """``dev``'s device config, provisioned as `fog-appliance provision` does: through
+        another connection to the node's store (the registry notices other connections'
+        commits)."""
         from fog_appliance.devices.provisioning import provision
-        from fog_appliance.edge.replay import write_replay
         from fog_appliance.store import Store
 
-        # As `fog-appliance provision` does: another connection to the node's store (the
-        # registry notices other connections' commits).
         store = Store.open(self.cfg.db_path, synchronous="normal")
         try:
             conf, _ = provision(self.cfg, store, dev)
         finally:
             store.close()
         await node.db.run(node.registry.load, node.store)
+        return conf
+
+    async def add_edge(self, node: Any, dev: str, x: np.ndarray, y: np.ndarray,
+                       **edge: Any) -> Path:
+        """Provision ``dev`` and lay out its flash: config.json and a replay file."""
+        from fog_appliance.edge.replay import write_replay
+
+        conf = await self.provision(node, dev)
         flash = self.root / dev
         flash.mkdir()
         conf["edge"] = {"wait_s": 20, **edge}

@@ -19,9 +19,7 @@ import pytest
 
 from fog_appliance.app import FogNode
 from fog_appliance.cli import main
-from fog_appliance.devices.provisioning import provision
 from fog_appliance.firmware.rollout import DevState, Phase
-from fog_appliance.store import Store
 from tests.firmware_support import DEVICE, FogSite, wait_until
 from tests.nodeproc import write_config
 from tests.ota_support import lay_out, ota_state, release
@@ -39,12 +37,7 @@ async def _cli(*args: str) -> int:
 
 async def _board(site: FogSite, node: FogNode, dev: str) -> Path:
     """``dev`` provisioned and laid out as ``edge flash`` leaves a board of 0.1.0."""
-    store = Store.open(site.cfg.db_path, synchronous="normal")
-    try:
-        conf, _ = provision(site.cfg, store, dev)
-    finally:
-        store.close()
-    await node.db.run(node.registry.load, node.store)
+    conf = await site.provision(node, dev)
     conf["edge"] = {"wait_s": 5, "ota_chunk": 4096, "keepalive": 30}
     flash = lay_out(site.root / dev, conf, release("0.1.0"), "0.1.0")
     site.flash[dev] = flash
