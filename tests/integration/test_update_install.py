@@ -36,12 +36,11 @@ from fog_appliance.appliance.update_request import decode
 from fog_appliance.appliance.update_root import serve_request
 from fog_appliance.errors import UpdateError
 from tests.admin_support import node_config
+from tests.rauc_support import needs_rauc
 from textual_ui.client import AdminClient, Endpoint, Refused
 
 REPO = Path(__file__).resolve().parents[2]
 DEBIAN = REPO / "image/debian"
-needs_rauc = pytest.mark.skipif(shutil.which("rauc") is None or shutil.which("mksquashfs")
-                                is None, reason="rauc and squashfs-tools are not installed")
 
 
 def a_b_root(tmp: Path, keyring: Path | None = None) -> UpdatePaths:
@@ -66,8 +65,6 @@ def a_b_root(tmp: Path, keyring: Path | None = None) -> UpdatePaths:
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A real bundle (version 9.9.9) signed by one development CA; the other CA's
     certificate, which does not trust it."""
-    if shutil.which("rauc") is None or shutil.which("mksquashfs") is None:
-        pytest.skip("rauc and squashfs-tools are not installed")
     tmp = tmp_path_factory.mktemp("bundles")
     keys, other = tmp / "keys", tmp / "other"
     for d in (keys, other):

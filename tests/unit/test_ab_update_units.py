@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from fog_appliance.appliance.update import UpdatePaths, decide, describe, parse_rauc_status
 from fog_appliance.appliance.update_request import decode, encode, from_fields, percent_of
 from fog_appliance.errors import UpdateError
+from tests.rauc_support import needs_rauc
 
 REPO = Path(__file__).resolve().parents[2]
 DEBIAN = REPO / "image/debian"
@@ -173,8 +174,6 @@ def test_paths_are_on_the_data_partition() -> None:
 
 # -------------------------------------------------------------- bundles, real rauc
 
-needs_rauc = pytest.mark.skipif(shutil.which("rauc") is None or shutil.which("mksquashfs")
-                                is None, reason="rauc and squashfs-tools are not installed")
 
 
 def _root_image(tmp: Path) -> Path:
