@@ -13,9 +13,11 @@ Decoding order (cheapest check first, nothing large touched before the HMAC veri
 3. declared ``frame_len`` against the actual length  → ``truncated`` / ``bad_header``
 4. HMAC-SHA256 tag with the device key               → ``bad_signature``
 5. tensor descriptors against the expected shapes    → ``bad_shape`` / ``bad_dtype``
-6. values finite (one float64 reduction, no temporary array) → ``non_finite``
-7. values within ``max_abs_value`` (float: min and max, no temporary; int8: ``127 × scale``,
-   read from the descriptor before the values) → ``value_too_large``
+6. values finite (float32: one float64 reduction, no temporary array; float16: the
+   largest exponent-and-mantissa bit field, see :func:`half_peak_bits`) → ``non_finite``
+7. values within ``max_abs_value`` (float32: min and max, no temporary; float16: from the
+   same bit field; int8: ``127 × scale``, read from the descriptor before the values)
+   → ``value_too_large``
 
 The bound on values, with the intake's cap on ``num_samples`` and the round's threshold,
 is what keeps the float32 accumulator finite (docs/security.md).
@@ -49,6 +51,8 @@ DEVICE_ID_RE = re.compile(rb"[A-Za-z0-9_-]{1,32}")
 # Rejections of senders that are not registered devices are counted under this id, which
 # provisioning therefore refuses.
 UNKNOWN_SENDER = "unknown"
+HALF_SCAN = 1 << 16  # float16 elements per step of half_peak_bits: a 128 KiB scratch
+HALF_NON_FINITE = 0x7C00  # float16 bits & 0x7FFF at or above it: infinity or NaN
 INT8_SLACK = 1.000001
 """``127 × scale`` may exceed the value bound by this factor: the float32 rounding of a
 scale quantized at exactly the bound."""
@@ -272,21 +276,52 @@ def decode_update(buf: bytes | memoryview, key: bytes, expected_shapes: Sequence
                                 f"frame ends in the values of tensor {i}")
         values = np.frombuffer(buf, dtype=dtype.numpy, count=count, offset=pos)
         pos = _pad4(pos + nbytes)
-        if dtype is not DType.INT8 and count and not math.isfinite(
-                float(values.sum(dtype=np.float64))):
-            raise ProtocolError(Reason.NON_FINITE, f"tensor {i} contains NaN or infinity")
-        if max_abs_value is not None and dtype is not DType.INT8 and count:
-            peak = max(float(values.max()), -float(values.min()))
-            if peak > max_abs_value:
-                raise ProtocolError(Reason.VALUE_TOO_LARGE,
-                                    f"tensor {i} has a value of magnitude {peak:.3g}, the "
-                                    f"limit is {max_abs_value:.3g}")
+        if dtype is not DType.INT8 and count:
+            _check_float_values(i, values, max_abs_value)
         tensors.append(Tensor(shape, values, scale, indices))
     if pos != data_end:
         raise ProtocolError(Reason.BAD_HEADER,
                             f"{data_end - pos} unexplained bytes after the last tensor")
     return UpdateFrame(h.device_id, h.model_version, h.round, h.seq, h.num_samples,
                        h.local_steps, dtype, sparse, tuple(tensors), tag)
+
+
+def half_peak_bits(values: np.ndarray) -> int:
+    """The largest ``bits & 0x7FFF`` of float16 ``values``: ``HALF_NON_FINITE`` or more if
+    one is infinite or NaN, else the bits of the largest magnitude (finite float16
+    magnitudes are ordered as these bit fields). Integer SIMD passes over a small scratch:
+    numpy's float16 ``max``/``min``/``sum`` convert one element at a time (~15 ms per
+    million elements here, against ~0.2 ms for this)."""
+    bits = values.view("<u2")
+    scratch = np.empty(min(HALF_SCAN, bits.size), dtype=np.uint16)
+    peak = 0
+    for start in range(0, bits.size, HALF_SCAN):
+        part = bits[start:start + HALF_SCAN]
+        t = scratch[:part.size]
+        np.bitwise_and(part, np.uint16(0x7FFF), out=t)
+        peak = max(peak, int(t.max()))
+    return peak
+
+
+def _check_float_values(i: int, values: np.ndarray, max_abs_value: float | None) -> None:
+    """Refuse NaN and infinity (``non_finite``), then magnitudes above ``max_abs_value``."""
+    if values.dtype == np.float16:
+        bits = half_peak_bits(values)
+        if bits >= HALF_NON_FINITE:
+            raise ProtocolError(Reason.NON_FINITE, f"tensor {i} contains NaN or infinity")
+        peak = float(np.array([bits], dtype=np.uint16).view(np.float16)[0])
+    else:
+        with np.errstate(invalid="ignore"):  # a signalling NaN: refused below, not a warning
+            total = float(values.sum(dtype=np.float64))
+        if not math.isfinite(total):
+            raise ProtocolError(Reason.NON_FINITE, f"tensor {i} contains NaN or infinity")
+        if max_abs_value is None:
+            return
+        peak = max(float(values.max()), -float(values.min()))
+    if max_abs_value is not None and peak > max_abs_value:
+        raise ProtocolError(Reason.VALUE_TOO_LARGE,
+                            f"tensor {i} has a value of magnitude {peak:.3g}, the "
+                            f"limit is {max_abs_value:.3g}")
 
 
 def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, float]:
