@@ -6,14 +6,22 @@
 (a) FedAvg over 100 updates of 1M float32: our path (each update folded from its decoded
     frame's zero-copy views with BLAS saxpy) against ``np.stack`` + ``np.average`` and the
     memory-bandwidth limit ``w @ S`` (S already stacked). Goal: within 1.5× of ``w @ S``.
-    Also: the float16 / int8 / top-k decode paths, clipping, and decode + HMAC per frame.
+    Beside them, the floor of any fold that reads the frames one at a time: every frame read
+    once with nothing written (``sdot(x, x)``), and the same bytes read two frames at a time
+    (``sdot(x_i, x_j)``) — what a kernel reading several frames per pass could reach.
+    The float16 / int8 / top-k folds (goal for float16: ≤ 2× the float32 fold) take turns
+    with the float32 fold and ``w @ S`` in the same loop, so that every ratio compares
+    timings taken under the same load. Also: clipping, and decode + HMAC + value checks per
+    frame (float32 and float16, with the node's default value bound).
 (b) Robust rules over 20 updates of 1M float32, rows written from frames, against numpy
     references of the same formulas (``np.median``, ``scipy.stats.trim_mean``, Krum with
     numpy pairwise distances).
 (c) FedAvg against Flower's ``flwr.server.strategy.aggregate.aggregate`` when flwr is
     importable.
 
-Times are the best of ``--repeat`` runs. Nothing here asserts: it prints a table.
+Times are the best of ``--repeat`` runs; the FedAvg ratios also give the median of the
+per-repeat ratios (each repeat times the contenders back to back). Nothing here asserts:
+it prints a table.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +41,7 @@ import threadpoolctl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from scipy.linalg.blas import sdot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -44,6 +54,9 @@ from fog_appliance.protocol.frame import (
 )
 
 KEY = bytes(32)
+MAX_VALUE = 1e4  # the node's default max_update_value: decode checks every value against it
+ENCODINGS = [("float16", DType.FLOAT16, None), ("int8 + scale", DType.INT8, None),
+             ("top-10 % int8", DType.INT8, 0.1)]
 
 
 def frames(n: int, size: int, dtype: DType = DType.FLOAT32,
@@ -66,16 +79,27 @@ def best_ms(fn: Callable[[], Any], repeat: int) -> float:
 
 
 def measure(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
-    """Best time in ms of each function; the functions take turns, so that a burst of load
+    """Best time in ms of each function (see :func:`samples`)."""
+    return {k: min(v) for k, v in samples(fns, repeat).items()}
+
+
+def samples(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, list[float]]:
+    """Every time in ms of each function; the functions take turns, so that a burst of load
     from other processes on the machine hits them alike."""
-    best = dict.fromkeys(fns, float("inf"))
+    out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
             gc.collect()
             t0 = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return {k: v * 1e3 for k, v in best.items()}
+            out[name].append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def ratio(t: dict[str, list[float]], num: str, den: str) -> tuple[float, float]:
+    """(best / best, median of the per-repeat ratios) of two contenders' samples."""
+    return (min(t[num]) / min(t[den]),
+            statistics.median(a / b for a, b in zip(t[num], t[den], strict=True)))
 
 
 def fold(strategy: Strategy, fs: list[UpdateFrame], size: int) -> np.ndarray:
@@ -83,6 +107,10 @@ def fold(strategy: Strategy, fs: list[UpdateFrame], size: int) -> np.ndarray:
     for f in fs:
         acc.add(f)
     return acc.finish().delta
+
+
+def folder(fs: list[UpdateFrame], size: int) -> Callable[[], np.ndarray]:
+    return lambda: fold(FedAvg(), fs, size)
 
 
 def ref_krum(s: np.ndarray, f: int, m: int) -> np.ndarray:
@@ -108,39 +136,56 @@ def bench_fedavg(n: int, size: int, repeat: int, step: Callable[[str], None]) ->
     stacked = np.stack(dense)
     wn = w / w.sum()
     np.testing.assert_allclose(fold(FedAvg(), fs, size), wn @ stacked, rtol=1e-4, atol=1e-5)
-    step("FedAvg vs w @ S vs np.stack + np.average")
+    step("frames of every encoding")
+    encoded = {label: frames(n, size, dtype, sparse) for label, dtype, sparse in ENCODINGS}
+    step("FedAvg vs w @ S, every encoding")
     with threadpoolctl.threadpool_limits(limits=os.cpu_count() or 1, user_api="blas"):
         t_all_cores = best_ms(lambda: wn @ stacked, repeat)
-    t = measure({"limit": lambda: wn @ stacked,
-                 "ours": lambda: fold(FedAvg(), fs, size),
-                 "clip": lambda: fold(FedAvg(clip_norm=100.0), fs, size)}, repeat)
+    fns: dict[str, Callable[[], Any]] = {
+        "limit": lambda: wn @ stacked,
+        "read1": lambda: [sdot(x, x) for x in dense],
+        "read2": lambda: [sdot(dense[i], dense[i + 1]) for i in range(0, n - 1, 2)],
+        "ours": lambda: fold(FedAvg(), fs, size),
+        "clip": lambda: fold(FedAvg(clip_norm=100.0), fs, size)}
+    for label, (_, fq) in encoded.items():
+        fns[label] = folder(fq, size)
+    t = samples(fns, repeat)
     # Apart: its 400 MB allocation and release disturbed the others' timings when they
     # took turns with it (the fold measured 2× slower).
-    t |= measure({"stack": lambda: np.average(np.stack(dense), axis=0, weights=w)}, repeat)
+    t_stack = best_ms(lambda: np.average(np.stack(dense), axis=0, weights=w), repeat)
     step("decode + HMAC")
-    t_decode = best_ms(lambda: [decode_update(r, KEY, [(size,)], max_frame_bytes=len(r))
-                                for r in raws], 1) / n
+    raw16 = encoded["float16"][0]
+
+    def decode_all(rs: list[bytes]) -> None:
+        for r in rs:
+            decode_update(r, KEY, [(size,)], max_frame_bytes=len(r), max_abs_value=MAX_VALUE)
+
+    t_decode = {label: best_ms(lambda rs=rs: decode_all(rs), 1) / n  # type: ignore[misc]
+                for label, rs in (("float32", raws), ("float16", raw16))}
+    best = {k: min(v) for k, v in t.items()}
+
+    def vs(num: str, den: str, what: str, note: str = "") -> str:
+        b, m = ratio(t, num, den)
+        return f"{b:.2f}× {what} (median {m:.2f}×{note})"
+
     rows: list[Row] = [
-        ("a", f"w @ S ({n} × {size:,}), stacked in advance", t["limit"],
+        ("a", f"w @ S ({n} × {size:,}), stacked in advance", best["limit"],
          f"the limit (one BLAS thread, as in the node; {t_all_cores:.1f} ms on every core)"),
-        ("a", "FedAvg folded from frame views", t["ours"],
-         f"{t['ours'] / t['limit']:.2f}× the limit (goal ≤ 1.5×)"),
-        ("a", "np.stack + np.average", t["stack"], f"{t['stack'] / t['ours']:.1f}× ours"),
-        ("a", "FedAvg with L2 clipping", t["clip"], f"{t['clip'] / t['ours']:.2f}× unclipped"),
-        ("a", "decode + verify one frame (HMAC)", t_decode, "per update, at intake")]
-    return rows + bench_encodings(n, size, repeat, t["ours"], step)
-
-
-def bench_encodings(n: int, size: int, repeat: int, t_f32: float,
-                    step: Callable[[str], None]) -> list[Row]:
-    rows: list[Row] = []
-    for label, dtype, sparse in [("float16", DType.FLOAT16, None),
-                                 ("int8 + scale", DType.INT8, None),
-                                 ("top-10 % int8", DType.INT8, 0.1)]:
-        step(f"FedAvg from {label} frames")
-        _, fq = frames(n, size, dtype, sparse)
-        t = best_ms(lambda fq=fq: fold(FedAvg(), fq, size), repeat)
-        rows.append(("a", f"FedAvg from {label} frames", t, f"{t / t_f32:.2f}× float32"))
+        ("a", "read every frame once, two at a time", best["read2"],
+         vs("read2", "limit", "the limit")),
+        ("a", "read every frame once, one at a time", best["read1"],
+         vs("read1", "limit", "the limit", "; the floor of a fold frame by frame")),
+        ("a", "FedAvg folded from frame views", best["ours"],
+         vs("ours", "limit", "the limit", "; goal ≤ 1.5×")),
+        ("a", "np.stack + np.average", t_stack, f"{t_stack / best['ours']:.1f}× ours"),
+        ("a", "FedAvg with L2 clipping", best["clip"], vs("clip", "ours", "unclipped"))]
+    for label, _, _ in ENCODINGS:
+        goal = "; goal ≤ 2×" if label == "float16" else ""
+        rows.append(("a", f"FedAvg from {label} frames", best[label],
+                     vs(label, "ours", "float32", goal)))
+    for label, ms in t_decode.items():
+        rows.append(("a", f"decode + verify one {label} frame (HMAC, values)", ms,
+                     "per update, at intake"))
     return rows
 
 
@@ -193,7 +238,7 @@ def main() -> None:
     rows: list[Row] = []
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("preparing frames", total=10)
+        task = progress.add_task("preparing frames", total=8)
 
         def step(name: str) -> None:
             progress.update(task, advance=1, description=name)
