@@ -75,6 +75,14 @@ class OnDemandEngine(InferenceEngine):
         if task.cancelled() or task.exception() is not None:
             self._first = None  # the next request tries again
 
+    def status(self) -> dict[str, Any]:
+        """The engine's status, with ``load``: ``on first request`` until then, ``loading``,
+        ``loaded``."""
+        st = super().status()
+        st["load"] = ("loaded" if self.loaded is not None else
+                      "loading" if self._first is not None else "on first request")
+        return st
+
     def on_new_version(self, version: int) -> None:
         """A new model was published: load it if inference has started, else nothing
         (the first request loads whatever is current then)."""

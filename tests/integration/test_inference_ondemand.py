@@ -61,6 +61,7 @@ async def test_concurrent_first_requests_share_one_load() -> None:
     src, current = Source(), [3]
     eng = engine(src, current)
     assert eng.loaded is None and src.calls == []
+    assert eng.status()["load"] == "on first request"
     answers = await asyncio.gather(*[eng.infer(X) for _ in range(5)])
     assert src.calls == [3]
     for a in answers:
@@ -86,9 +87,11 @@ async def test_a_slow_first_load_is_a_retry_later_and_goes_on() -> None:
     with pytest.raises(OverloadedError) as err:
         await eng.infer(X)
     assert err.value.retry_after_s == 1
+    assert eng.status()["load"] == "loading" and eng.status()["model_version"] is None
     src.gate.set()
     answer = await eng.infer(X)
     assert answer.model_version == 1 and src.calls == [1]  # the same load, not a second
+    assert eng.status()["load"] == "loaded" and eng.status()["model_version"] == 1
 
 
 async def test_a_node_over_its_caps_loads_nothing() -> None:
