@@ -234,9 +234,10 @@ class InferenceConfig:
     """Load the model into onnxruntime when the node starts. Off: on the first ``/infer``
     request (that request waits for the load, about a second; the node's idle memory is
     ~50 MiB lower until an edge offloads: docs/inference.md "Memory")."""
-    first_load_timeout_s: float = bounded(60.0, gt=0.0, le=3600.0)
+    first_load_timeout_s: float = bounded(20.0, gt=0.0, le=3600.0)
     """Longest a request waits for the model's first load; beyond it (a slow SD card) it is
-    answered 5.03 and the load goes on for the requests after it."""
+    answered 5.03 and the load goes on for the requests after it. Under the boards' 30 s
+    wait for a separate CoAP response, so they get the 5.03 rather than a timeout."""
     intra_op_threads: int = bounded(1, ge=1, le=64)
     """onnxruntime threads per run; 1 is fastest for small models on a Pi (parallelism comes
     from workers instead)."""
