@@ -72,9 +72,7 @@ def imported(node: NodeProcess) -> set[str]:
     return names
 
 
-async def test_a_default_node_imports_no_inference_dp_or_cloud_package_until_used(
-        tmp_path: Path) -> None:
-    cfg = default_config(tmp_path)
+def provisioned(cfg: FogConfig) -> DeviceCredentials:
     store = Store.open(cfg.db_path)
     try:
         creds = DeviceCredentials.from_dict(provision(cfg, store, "watch-1")[0])
@@ -82,6 +80,25 @@ async def test_a_default_node_imports_no_inference_dp_or_cloud_package_until_use
             sync_broker_auth(cfg, store)
     finally:
         store.close()
+    return creds
+
+
+async def answered(cfg: FogConfig, creds: DeviceCredentials, tmp_path: Path) -> None:
+    """One signed /infer request, answered with the current model's scores."""
+    x = np.random.default_rng(5).standard_normal((3, cfg.model.input_dim)).astype(np.float32)
+    async with FLClient(creds, transport="coap", state_path=tmp_path / "w.state",
+                        timeout=60) as edge:
+        answer = await edge.infer(x)
+        model = await edge.model()
+    assert answer.model_version == model.version
+    np.testing.assert_allclose(answer.scores, forward(model.spec, model.weights, x),
+                               rtol=1e-5, atol=1e-6)
+
+
+async def test_a_default_node_imports_no_inference_dp_or_cloud_package_until_used(
+        tmp_path: Path) -> None:
+    cfg = default_config(tmp_path)
+    creds = provisioned(cfg)
     node = await asyncio.to_thread(start, cfg, tmp_path)
     try:
         await asyncio.sleep(IDLE_S)  # up and idle
@@ -89,20 +106,25 @@ async def test_a_default_node_imports_no_inference_dp_or_cloud_package_until_use
         assert not idle & set(NOT_BY_DEFAULT), sorted(idle & set(NOT_BY_DEFAULT))
         assert {"numpy", "aiocoap"} <= idle  # what it does need, seen the same way
         # Inference is on by default: the first request loads the model and is answered.
-        x = np.random.default_rng(5).standard_normal((3, cfg.model.input_dim)).astype(
-            np.float32)
-        async with FLClient(creds, transport="coap", state_path=tmp_path / "w.state",
-                            timeout=60) as edge:
-            answer = await edge.infer(x)
-            model = await edge.model()
-        assert answer.model_version == model.version
-        np.testing.assert_allclose(answer.scores, forward(model.spec, model.weights, x),
-                                   rtol=1e-5, atol=1e-6)
+        await answered(cfg, creds, tmp_path)
         used = imported(node)
         assert "onnxruntime" in used
         # the export is written without onnx (inference/onnx_wire.py)
         assert not used & {"onnx", "dp_accounting", "flwr", "matplotlib", "textual"}
         assert "loaded on demand" in node.log_path.read_text(errors="replace")
+    finally:
+        assert node.stop() == 0
+
+
+async def test_with_preload_the_model_is_loaded_at_start(tmp_path: Path) -> None:
+    cfg = default_config(tmp_path, **{"inference.preload": True})
+    creds = provisioned(cfg)
+    node = await asyncio.to_thread(start, cfg, tmp_path)
+    try:
+        assert "onnxruntime" in imported(node)  # before any request
+        assert "loaded on demand" not in node.log_path.read_text(errors="replace")
+        await answered(cfg, creds, tmp_path)
+        assert "onnx" not in imported(node)
     finally:
         assert node.stop() == 0
 
