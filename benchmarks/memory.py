@@ -213,7 +213,8 @@ def measure_node(label: str, overrides: dict[str, dict[str, Any]], idle_s: float
                 proc.kill()
                 proc.wait(10)
         return {"label": label, "rss_mib": mi.rss / MiB, "uss_mib": mi.uss / MiB,
-                "pss_mib": mi.pss / MiB, "threads": threads, "arenas": n_arenas,
+                "pss_mib": mi.pss / MiB, "vms_mib": mi.vms / MiB, "threads": threads,
+                "arenas": n_arenas,
                 "arena_resident_mib": arena_mib, "start_s": start_s,
                 "imported": imported(log.read_text(errors="replace"), maps)}
 
@@ -314,13 +315,13 @@ def main() -> None:
              for label, ov, env, infer in VARIANTS if args.only in (None, label)]
     base = baseline["rss_mib"]
     table(f"idle memory, MiB (load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})",
-          ["process", "RSS", "× baseline", "USS", "PSS", "threads", "arenas (resident)",
-           "start s"],
+          ["process", "RSS", "× baseline", "USS", "PSS", "virtual", "threads",
+           "arenas (resident)", "start s"],
           [[baseline["label"], baseline["rss_mib"], 1.0, baseline["uss_mib"],
-            baseline["pss_mib"], "", "", ""]]
+            baseline["pss_mib"], "", "", "", ""]]
           + [[n["label"], n["rss_mib"], n["rss_mib"] / base, n["uss_mib"], n["pss_mib"],
-              n["threads"], f"{n['arenas']} ({n['arena_resident_mib']:.1f})", n["start_s"]]
-             for n in nodes])
+              n["vms_mib"], n["threads"], f"{n['arenas']} ({n['arena_resident_mib']:.1f})",
+              n["start_s"]] for n in nodes])
     table("heavy packages imported by each node", ["process", *WATCH],
           [[n["label"], *["yes" if n["imported"][w] else "-" for w in WATCH]] for n in nodes])
     packages = [] if args.no_packages else [package_cost(p) for p in ["", *PACKAGES]]
