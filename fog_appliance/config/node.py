@@ -232,8 +232,9 @@ class InferenceConfig:
     """Serve CoAP ``/infer`` for edges that offload inference (onnxruntime)."""
     preload: bool = False
     """Load the model into onnxruntime when the node starts. Off: on the first ``/infer``
-    request (that request waits for the load, about a second; the node's idle memory is
-    ~50 MiB lower until an edge offloads: docs/inference.md "Memory")."""
+    request, which waits for the load (tens of ms with warm caches, more cold from an SD
+    card); until then the node's idle memory is ~50 MiB lower (docs/inference.md, "Loaded
+    on the first request")."""
     first_load_timeout_s: float = bounded(20.0, gt=0.0, le=3600.0)
     """Longest a request waits for the model's first load; beyond it (a slow SD card) it is
     answered 5.03 and the load goes on for the requests after it. Under the boards' 30 s
