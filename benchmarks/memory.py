@@ -275,7 +275,7 @@ def chart(path: Path, baseline: dict[str, Any], nodes: list[dict[str, Any]],
         a.text(x - 0.2, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
     a.set_xticks(list(xs), labels, rotation=25, ha="right", fontsize=8)
     a.set_ylabel("MiB")
-    a.set_title("fog node idle memory (default config)")
+    a.set_title("fog node idle memory, by config (baseline: bare numpy)")
     a.legend(fontsize=8)
     pk = sorted((p for p in packages if "delta_mib" in p), key=lambda p: -p["delta_mib"])
     b.barh([p["package"] for p in pk], [p["delta_mib"] for p in pk], color="#888888")
