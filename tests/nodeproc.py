@@ -22,8 +22,8 @@ def write_config(cfg: FogConfig, path: Path) -> Path:
     return path
 
 
-def env() -> dict[str, str]:
-    e = dict(os.environ)
+def env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    e = {**os.environ, **(extra or {})}
     e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
     return e
 
@@ -31,8 +31,10 @@ def env() -> dict[str, str]:
 class NodeProcess:
     """``python -m fog_appliance run --config FILE`` in a child process."""
 
-    def __init__(self, config_path: Path, data_dir: Path, log_path: Path) -> None:
+    def __init__(self, config_path: Path, data_dir: Path, log_path: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.config_path = config_path
+        self.extra_env = extra_env
         self.status = data_dir / "node.json"
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -42,7 +44,8 @@ class NodeProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fog_appliance", "run", "--config", str(self.config_path),
-             "--log-level", "info"], stdout=log, stderr=subprocess.STDOUT, env=env())
+             "--log-level", "info"], stdout=log, stderr=subprocess.STDOUT,
+            env=env(self.extra_env))
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -230,6 +230,15 @@ class CacheConfig:
 class InferenceConfig:
     enabled: bool = True
     """Serve CoAP ``/infer`` for edges that offload inference (onnxruntime)."""
+    preload: bool = False
+    """Load the model into onnxruntime when the node starts. Off: on the first ``/infer``
+    request, which waits for the load (tens of ms with warm caches, more cold from an SD
+    card); until then the node's idle memory is ~50 MiB lower (docs/inference.md, "Loaded
+    on the first request")."""
+    first_load_timeout_s: float = bounded(20.0, gt=0.0, le=3600.0)
+    """Longest a request waits for the model's first load; beyond it (a slow SD card) it is
+    answered 5.03 and the load goes on for the requests after it. Under the boards' 30 s
+    wait for a separate CoAP response, so they get the 5.03 rather than a timeout."""
     intra_op_threads: int = bounded(1, ge=1, le=64)
     """onnxruntime threads per run; 1 is fastest for small models on a Pi (parallelism comes
     from workers instead)."""

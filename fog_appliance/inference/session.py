@@ -9,22 +9,35 @@ when the last batch still holding it finishes. onnxruntime's exceptions are tran
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort  # type: ignore[import-untyped]
-from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state  # type: ignore[import-untyped]
 
 from fog_appliance.errors import InferenceError
-from fog_appliance.inference.onnx_export import INPUT, OUTPUT
 
-_ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError, *(
-    getattr(_ort_state, n) for n in ("Fail", "InvalidArgument", "NoSuchFile", "NoModel",
-                                     "EngineError", "RuntimeException", "InvalidProtobuf",
-                                     "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")
-    if isinstance(getattr(_ort_state, n, None), type)))
+
+@functools.cache
+def _ort() -> Any:
+    """onnxruntime, imported on the first session: ~35 MiB resident that a node serving no
+    inference (or none yet: ``inference.preload``) does not pay (``benchmarks/memory.py``)."""
+    import onnxruntime  # type: ignore[import-untyped]
+
+    return onnxruntime
+
+
+@functools.cache
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """What onnxruntime raises (its pybind11 exception classes, and the builtins)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state  # type: ignore[import-untyped]
+
+    return (RuntimeError, ValueError, *(
+        getattr(state, n) for n in ("Fail", "InvalidArgument", "NoSuchFile", "NoModel",
+                                    "EngineError", "RuntimeException", "InvalidProtobuf",
+                                    "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")
+        if isinstance(getattr(state, n, None), type)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +48,7 @@ class SessionOptions:
 
 
 def providers(gpu: bool) -> list[str]:
-    available = ort.get_available_providers()
+    available = _ort().get_available_providers()
     chosen = [p for p in ("CUDAExecutionProvider", "ROCMExecutionProvider") if gpu and
               p in available]
     return [*chosen, "CPUExecutionProvider"]
@@ -49,19 +62,22 @@ class LoadedModel:
     session: Any
     input_dim: int
     num_classes: int
+    input_name: str = "features"
+    output_name: str = "scores"
     loaded_at: float = field(default_factory=time.time)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Class scores of ``x`` (rows, input_dim) float32 → (rows, num_classes)."""
         try:
-            out = self.session.run([OUTPUT], {INPUT: x})[0]
-        except _ORT_ERRORS as exc:
+            out = self.session.run([self.output_name], {self.input_name: x})[0]
+        except _ort_errors() as exc:
             raise InferenceError(f"model {self.version} failed to run: {exc}") from None
         return np.asarray(out, dtype=np.float32)
 
 
 def load(version: int, onnx_bytes: bytes, options: SessionOptions) -> LoadedModel:
     """A session for ``onnx_bytes`` (call from a worker thread: it takes milliseconds)."""
+    ort = _ort()
     so = ort.SessionOptions()
     so.intra_op_num_threads = options.intra_op_threads
     so.inter_op_num_threads = 1
@@ -69,9 +85,8 @@ def load(version: int, onnx_bytes: bytes, options: SessionOptions) -> LoadedMode
     so.log_severity_level = 3
     try:
         sess = ort.InferenceSession(onnx_bytes, so, providers=providers(options.gpu))
-    except _ORT_ERRORS as exc:
+    except _ort_errors() as exc:
         raise InferenceError(f"model {version} could not be loaded into onnxruntime: {exc}"
                              ) from None
-    dims = sess.get_inputs()[0].shape
-    classes = sess.get_outputs()[0].shape
-    return LoadedModel(version, sess, int(dims[1]), int(classes[1]))
+    inp, out = sess.get_inputs()[0], sess.get_outputs()[0]
+    return LoadedModel(version, sess, int(inp.shape[1]), int(out.shape[1]), inp.name, out.name)

@@ -4,7 +4,8 @@
 
 * passes :meth:`Serving.intake_hooks` and ``resources.wait_for_round`` on (the resource
   manager's hooks; ``app.py`` puts them in the intake's and the coordinator's hooks),
-* awaits :meth:`Serving.start` (cache indexed, current model loaded for inference),
+* awaits :meth:`Serving.start` (cache indexed; the current model loaded for inference with
+  ``inference.preload``, else on the first ``/infer`` request),
 * spawns :meth:`Serving.tasks` in its TaskGroup (sampler, cache writer, inference workers),
 * adds :meth:`Serving.coap_resources` to the CoAP site (``/model`` from the cache, ``/infer``),
 * lets the MQTT adapter take the retained blob from :meth:`Serving.mqtt_blob`,
@@ -27,7 +28,6 @@ import numpy as np
 
 from fog_appliance.cache import CachedModel, ModelCache
 from fog_appliance.config import FogConfig
-from fog_appliance.inference.onnx_export import export_onnx
 from fog_appliance.intake.hooks import IntakeHooks
 from fog_appliance.model.spec import ModelSpec
 from fog_appliance.protocol import topics
@@ -88,16 +88,27 @@ class Serving:
                                 events=self._events("cache"))
         self.inference: InferenceEngine | None = None
         if inf.enabled:
-            from fog_appliance.inference.engine import InferenceEngine
-            from fog_appliance.inference.session import SessionOptions
-
-            self.inference = InferenceEngine(
-                onnx_source=self.onnx_for, min_workers=inf.min_workers,
-                max_workers=inf.max_workers, max_batch_rows=inf.max_batch_rows,
-                max_wait_s=inf.max_wait_ms / 1000.0, max_queue_rows=inf.max_queue_rows,
-                options=SessionOptions(inf.intra_op_threads, cfg.resources.gpu_acceleration),
-                admission=self.resources.check_inference)
+            self.inference = self._engine()
             self.resources.add_cap_listener(self.inference.set_cap)
+
+    def _engine(self) -> InferenceEngine:
+        """The inference engine; without ``inference.preload`` one that loads the model
+        (and imports onnxruntime, onnx) on the first request (inference/ondemand.py)."""
+        from fog_appliance.inference.engine import InferenceEngine
+        from fog_appliance.inference.ondemand import OnDemandEngine
+        from fog_appliance.inference.session import SessionOptions
+
+        inf = self.cfg.inference
+        kwargs: dict[str, Any] = dict(
+            onnx_source=self.onnx_for, min_workers=inf.min_workers,
+            max_workers=inf.max_workers, max_batch_rows=inf.max_batch_rows,
+            max_wait_s=inf.max_wait_ms / 1000.0, max_queue_rows=inf.max_queue_rows,
+            options=SessionOptions(inf.intra_op_threads, self.cfg.resources.gpu_acceleration),
+            admission=self.resources.check_inference)
+        if inf.preload:
+            return InferenceEngine(**kwargs)
+        return OnDemandEngine(current_version=lambda: self.cache.current.version,
+                              first_load_timeout_s=inf.first_load_timeout_s, **kwargs)
 
     def intake_hooks(self) -> IntakeHooks:
         """The resource manager's part of the intake's hooks (``app.py`` adds the peers')."""
@@ -109,11 +120,18 @@ class Serving:
         await self.cache.start(self._coord.model)
         self._coord.add_listener(self.cache.on_model)
         if self.inference is not None:
-            await self.inference.load(self.cache.current.version)
+            if self.cfg.inference.preload:
+                await self.inference.load(self.cache.current.version)
             self.cache.add_listener(self._new_model)
 
     def _new_model(self, model: CachedModel, new_version: bool) -> None:
-        if new_version and self.inference is not None:
+        from fog_appliance.inference.ondemand import OnDemandEngine
+
+        if not new_version or self.inference is None:
+            return
+        if isinstance(self.inference, OnDemandEngine):
+            self.inference.on_new_version(model.version)
+        else:
             self.inference.request_load(model.version)
 
     async def onnx_for(self, version: int) -> bytes:
@@ -121,6 +139,8 @@ class Serving:
         return await self.cache.artifact(version, "onnx", self._export, "inference")
 
     def _export(self, model: CachedModel) -> bytes:
+        from fog_appliance.inference.onnx_export import export_onnx  # onnx: only to export
+
         tensors = [np.asarray(t) for t in decode_model(model.blob, self.spec.shapes).tensors]
         return export_onnx(self.spec, tensors, version=model.version)
 

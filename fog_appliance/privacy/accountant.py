@@ -12,6 +12,10 @@ compose; the accountant turns the list of ``σ`` used so far into ε at the conf
 
 :func:`analytic_epsilon` is the exact answer for Gaussian compositions (Balle & Wang 2018
 with μ-GDP composition, Dong et al. 2019): the tests hold both accountants against it.
+
+``dp-accounting`` (with the parts of SciPy it pulls in, ~90 MiB resident) is imported on the
+first call, not with this module: a node without ``privacy.dp_epsilon`` never calls one, so
+it never pays for it (``benchmarks/memory.py``; held by ``tests/integration/test_lazy_imports.py``).
 """
 
 from __future__ import annotations
@@ -21,14 +25,13 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import dp_accounting  # type: ignore[import-untyped]
-from dp_accounting import dp_event, pld, rdp
-
 AccountantKind = Literal["pld", "rdp"]
 PLD_INTERVAL = 1e-3
 
 
 def make_accountant(kind: AccountantKind) -> Any:
+    from dp_accounting import pld, rdp  # type: ignore[import-untyped]
+
     if kind == "pld":
         return pld.PLDAccountant(value_discretization_interval=PLD_INTERVAL)
     return rdp.RdpAccountant()
@@ -36,6 +39,8 @@ def make_accountant(kind: AccountantKind) -> Any:
 
 def releases_event(noise_multipliers: Sequence[float]) -> Any:
     """The composition of one Gaussian release per entry (grouped by σ)."""
+    from dp_accounting import dp_event
+
     groups = collections.Counter(noise_multipliers)
     events: list[Any] = [
         dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(sigma), count)
@@ -62,6 +67,8 @@ def analytic_epsilon(noise_multipliers: Sequence[float], delta: float) -> float:
     ``σ_eff = (Σ σ_i⁻²)^(-1/2)`` (μ-GDP), whose ε the analytic Gaussian mechanism gives."""
     if not noise_multipliers:
         return 0.0
+    import dp_accounting
+
     sigma_eff = 1.0 / math.sqrt(sum(1.0 / s**2 for s in noise_multipliers))
     return float(dp_accounting.get_epsilon_gaussian(sigma_eff, delta))
 
@@ -76,6 +83,8 @@ def calibrate_noise_multiplier(target_epsilon: float, delta: float, releases: in
     is always on the accepted side."""
     if target_epsilon <= 0.0 or releases < 1:
         raise ValueError("need target_epsilon > 0 and releases >= 1")
+
+    import dp_accounting
 
     def fits(sigma: float) -> bool:
         return epsilon([sigma] * releases, delta, kind) <= target_epsilon

@@ -64,3 +64,13 @@ def test_ota_rollout_benchmark_runs(tmp_path: Path) -> None:
     assert [(r["kind"], r["boards"]) for r in rows] == [("sim", 1), ("board", 2)]
     # every board fetched the whole release (a chunk lost on the way is asked again)
     assert all(r["served"] >= r["boards"] * r["release_bytes"] > 0 for r in rows)
+
+
+def test_memory_benchmark_runs_and_plots(tmp_path: Path) -> None:
+    out = _run("benchmarks/memory.py", "--only", "default", "--no-packages", "--idle", "1",
+               "--out", str(tmp_path))
+    assert "× baseline" in out
+    result = json.loads((tmp_path / "memory.json").read_text())
+    assert [n["label"] for n in result["nodes"]] == ["default"]
+    assert result["nodes"][0]["rss_mib"] > result["baseline"]["rss_mib"] > 0
+    assert (tmp_path / "memory.png").stat().st_size > 0

@@ -89,3 +89,25 @@ def test_wrong_input_width_at_run_time_is_an_inference_error() -> None:
     model = load(1, export_onnx(spec, _weights(spec, 0)), SessionOptions())
     with pytest.raises(InferenceError, match="failed to run"):
         model.run(np.zeros((1, spec.input_dim + 1), np.float32))
+
+
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(["softmax", "mlp"]), dim=st.integers(1, 300),
+       hidden=st.lists(st.integers(1, 200), min_size=1, max_size=4),
+       classes=st.integers(2, 300), version=st.integers(0, 2**62), seed=st.integers(0, 2**31))
+def test_export_without_onnx_is_byte_identical_to_the_onnx_helper_build(
+        kind: str, dim: int, hidden: list[int], classes: int, version: int, seed: int) -> None:
+    """The node's export (onnx_wire, no ``onnx`` import) writes exactly the bytes of the
+    graph the ``onnx`` helper API builds and ``onnx.checker`` passes (build_graph)."""
+    spec = ModelSpec(kind, dim, tuple(hidden) if kind == "mlp" else (), classes)  # type: ignore[arg-type]
+    w = _weights(spec, seed)
+    got = export_onnx(spec, w, version=version)
+    assert got == build_graph(spec, w, version=version).SerializeToString()
+    onnx.checker.check_model(onnx.load_model_from_string(got), full_check=True)
+
+
+def test_export_accepts_float64_and_non_contiguous_weights() -> None:
+    spec = SPECS[1]
+    w = _weights(spec, 2)
+    odd = [np.asfortranarray(a.astype(np.float64)) for a in w]
+    assert export_onnx(spec, odd, version=1) == export_onnx(spec, w, version=1)
