@@ -22,6 +22,7 @@ import aiocoap.error
 import aiocoap.resource
 
 from fog_appliance.errors import AuthError, PolicyError, Reason, RejectedError, StoreError
+from fog_appliance.intake import coap_dedup
 from fog_appliance.intake.coap_block1 import Uploads
 from fog_appliance.intake.coap_guard import VerifiedSources, source_of
 from fog_appliance.intake.service import Intake
@@ -150,7 +151,11 @@ def build_site(intake: Intake, coordinator: Coordinator,
     return site
 
 
-async def start_server(site: aiocoap.resource.Site, bind: str, port: int) -> aiocoap.Context:
-    """Bind the CoAP server; the caller shuts the context down."""
-    return await aiocoap.Context.create_server_context(site, bind=(bind, port),
-                                                       transports=["udp6"])
+async def start_server(site: aiocoap.resource.Site, bind: str, port: int, *,
+                       dedup_window_s: float = coap_dedup.DEDUP_WINDOW_S) -> aiocoap.Context:
+    """Bind the CoAP server, with the lean duplicate memory of ``coap_dedup.py`` (49 s by
+    default instead of aiocoap's 247 s); the caller shuts the context down."""
+    ctx = await aiocoap.Context.create_server_context(site, bind=(bind, port),
+                                                      transports=["udp6"])
+    coap_dedup.install(ctx, window_s=dedup_window_s)
+    return ctx
