@@ -1,10 +1,18 @@
 """The inference engine: micro-batches feature rows through the current model's session.
 
-Requests queue as jobs. The first job schedules a drain for the next event-loop turn, so the
-requests that arrived in the same turn join it; in a burst (more than one job waiting) the
-batch may wait up to ``max_wait`` to reach ``max_batch_rows``. The batch runs once and every
-request gets its rows of the answer. Cheap batches run on the event loop, others in worker
-threads, as many at once as the cap allows (see :mod:`fog_appliance.inference.scaling`).
+Requests queue as jobs. aiocoap hands requests over one at a time (one datagram per
+event-loop turn, and a request's handler runs a turn after its datagram was read), so a
+batch that ran in the turn after the first job arrived never saw a second one (the mean
+batch was 1.00 rows at every concurrency). The engine therefore *collects*: after the first
+job it looks once per loop turn, and keeps collecting while each turn brings a new job, the
+batch is not full (``max_batch_rows``) and its oldest job has waited less than ``max_wait``.
+The first turn with no new job ends the batch, so a lone request waits two loop turns
+(microseconds), never ``max_wait``; under concurrency the batch grows for as long as
+requests keep coming, and no request waits for company longer than ``max_wait``. The batch
+runs once and every request gets its own rows of the answer. Cheap batches run on the event
+loop, others in worker threads, as many at once as the cap allows (see
+:mod:`fog_appliance.inference.scaling`); new requests queue meanwhile and form the next
+batch.
 
 A new model version is exported and loaded while the old one keeps serving; the swap is one
 reference assignment, and batches already running finish on the session they started with,
@@ -80,10 +88,12 @@ class InferenceEngine:
         """Called before each request; raises OverloadedError to refuse it."""
         self._queue: collections.deque[_Job] = collections.deque()
         self._queued_rows = 0
-        self._scheduled = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._waited = False
-        self._last_jobs = 1
+        self._look_handle: asyncio.Handle | None = None
+        """The next look at the queue while a batch is being collected."""
+        self._arrivals = 0
+        """Jobs queued so far (a count: the collector compares it between two looks)."""
+        self._seen = 0
+        self._first_look = False
         self._loaded: LoadedModel | None = None
         self._cost = scaling.CostModel()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fog-infer")
@@ -152,8 +162,8 @@ class InferenceEngine:
         try:
             await self._loader()
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
+            if self._look_handle is not None:
+                self._look_handle.cancel()
             for job in self._queue:
                 job.done.cancel()
             self._queue.clear()
@@ -167,29 +177,37 @@ class InferenceEngine:
             self._kick()
 
     def _kick(self) -> None:
-        """Drain the queue in the next event-loop turn (once, however many requests came)."""
-        if not self._scheduled and self._timer is None:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._drain)
+        """Start collecting a batch (once, however many requests come) if a worker is free."""
+        if self._look_handle is None and self._queue and self._busy < self._cap:
+            self._first_look = True
+            self._seen = self._arrivals
+            self._look_handle = asyncio.get_running_loop().call_soon(self._look)
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._drain()
+    def _look(self) -> None:
+        """One loop turn has passed since the last look: collect on, or run the batch."""
+        self._look_handle = None
+        if not self._queue or self._busy >= self._cap:
+            return  # a finishing worker kicks again
+        arrived = self._first_look or self._arrivals != self._seen
+        self._first_look = False
+        self._seen = self._arrivals
+        if scaling.keep_collecting(self._queued_rows, self._max_batch,
+                                   time.perf_counter() - self._queue[0].t0, self._max_wait,
+                                   arrived):
+            self._look_handle = asyncio.get_running_loop().call_soon(self._look)
+            return
+        self._run_batches()
 
-    def _drain(self) -> None:
-        self._scheduled = False
+    def _run_batches(self) -> None:
+        """Run one batch, and more while full batches wait and workers are free; what is
+        left starts the next collection."""
         while self._queue and self._busy < self._cap:
-            if scaling.should_wait(len(self._queue), self._queued_rows, self._max_batch,
-                                   self._max_wait, self._waited, self._last_jobs):
-                self._waited = True
-                self._timer = asyncio.get_running_loop().call_later(self._max_wait,
-                                                                    self._on_timer)
-                return
             batch = self._pop_batch()
-            self._waited = False
-            self._last_jobs = len(batch)
             if batch:
                 self._dispatch(batch)
+            if self._queued_rows < self._max_batch:
+                break
+        self._kick()
 
     def _pop_batch(self) -> list[_Job]:
         batch: list[_Job] = []
@@ -276,12 +294,16 @@ class InferenceEngine:
         job = _Job(x, asyncio.get_running_loop().create_future(), time.perf_counter())
         self._queue.append(job)
         self._queued_rows += rows
+        self._arrivals += 1
         self.stats.requests += 1
         self.stats.rows += rows
-        if self._timer is not None and self._queued_rows >= self._max_batch:
-            self._timer.cancel()  # the batch is full: no need to wait any longer
-            self._timer = None
-        self._kick()
+        if self._queued_rows >= self._max_batch and self._busy < self._cap:
+            if self._look_handle is not None:  # the batch is full: no need to wait longer
+                self._look_handle.cancel()
+                self._look_handle = None
+            self._run_batches()
+        else:
+            self._kick()
         return await job.done
 
     def peak_workers(self, window_s: float = 10.0) -> int:

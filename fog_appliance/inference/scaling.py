@@ -10,9 +10,10 @@ How many run at once: worker threads follow the load — a queued batch gets a t
 as fewer than the cap are busy — between the floor and the ceiling of the config; the
 resource manager lowers the cap to the floor when the node is hot or over its caps.
 
-When to wait: a batch is held back for up to ``max_wait`` only under concurrency (more than
-one request is waiting, or the previous batch served more than one), only while it is not
-full, and only once, so a lone client's requests are never delayed.
+When to run: the engine looks at its queue once per event-loop turn while it collects a
+batch, and keeps collecting only while every turn brings a new request, the batch is not
+full and its oldest request has waited less than ``max_wait``. Requests that arrive
+together (concurrency) are thus run together, and a lone request runs after two loop turns.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ def clamp_cap(cap: int, floor: int, ceiling: int) -> int:
     return max(floor, min(cap, ceiling))
 
 
-def should_wait(jobs: int, rows: int, max_rows: int, max_wait_s: float, waited: bool,
-                last_jobs: int = 1) -> bool:
-    """Hold the next batch back for up to ``max_wait_s`` so it can fill? Only under
-    concurrency: several requests are waiting now, or the last batch served several."""
-    return (max_wait_s > 0 and not waited and rows < max_rows
-            and (jobs > 1 or last_jobs > 1))
+def keep_collecting(rows: int, max_rows: int, waited_s: float, max_wait_s: float,
+                    arrived: bool) -> bool:
+    """Look again in the next loop turn instead of running the batch now? Only while requests
+    keep arriving (``arrived``: one came since the last look, or this is the first look), the
+    batch has room, and its oldest request has waited less than ``max_wait_s``."""
+    return arrived and max_wait_s > 0 and rows < max_rows and waited_s < max_wait_s
 
 
 @dataclass(slots=True)

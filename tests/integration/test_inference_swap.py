@@ -200,24 +200,45 @@ async def test_a_burst_is_cut_into_batches_of_max_rows(max_batch: int, batches: 
         await asyncio.gather(runner, return_exceptions=True)
 
 
-async def test_a_burst_waits_up_to_max_wait_for_the_batch_to_fill() -> None:
-    engine, runner = await _engine(max_batch_rows=5, max_wait_s=0.5)
+async def test_requests_that_keep_arriving_are_batched_a_pause_ends_the_batch() -> None:
+    """One request per loop turn, as aiocoap hands them over: the batch grows while they
+    keep coming; a turn without one runs it."""
+    engine, runner = await _engine(max_batch_rows=64, max_wait_s=5.0)
+    try:
+        xs = [np.full((1, 16), i, np.float32) for i in range(6)]
+        tasks = []
+        for x in xs:
+            tasks.append(asyncio.create_task(engine.infer(x)))
+            await asyncio.sleep(0)  # the next request comes a loop turn later
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        for x, a in zip(xs, answers, strict=True):
+            check(a, x)
+        assert list(engine.stats.batch_rows) == [6]
+        # A lone request runs after two loop turns, not after max_wait (5 s here).
+        check(await asyncio.wait_for(engine.infer(xs[0]), 1.0), xs[0])
+        assert list(engine.stats.batch_rows) == [6, 1]
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_no_request_waits_for_company_longer_than_max_wait() -> None:
+    engine, runner = await _engine(max_batch_rows=1_000_000, max_wait_s=0.05)
     try:
         x = np.ones((1, 16), np.float32)
-        first = [asyncio.create_task(engine.infer(x)) for _ in range(2)]  # a burst starts
-        await asyncio.sleep(0.01)
-        assert not any(t.done() for t in first)  # waiting for more
-        rest = [asyncio.create_task(engine.infer(x)) for _ in range(3)]
-        await asyncio.wait_for(asyncio.gather(*first, *rest), 5)
-        assert engine.stats.batches == 1 and list(engine.stats.batch_rows) == [5]
-        # right after a busy batch, a lone request may wait for company (once) ...
-        lone = asyncio.create_task(engine.infer(x))
-        await asyncio.sleep(0.05)
-        assert not lone.done()
-        check(await asyncio.wait_for(lone, 5), x)
-        # ... but once batches are single again, a lone request runs at once
-        check(await asyncio.wait_for(engine.infer(x), 0.25), x)
-        assert list(engine.stats.batch_rows) == [5, 1, 1]
+        # A stream that never pauses and never fills the batch: the first request still
+        # runs once it has waited max_wait.
+        first = asyncio.create_task(engine.infer(x))
+        others: list[asyncio.Task[object]] = []
+        t0 = time.perf_counter()
+        while not first.done() and time.perf_counter() - t0 < 5:
+            others.append(asyncio.create_task(engine.infer(x)))
+            await asyncio.sleep(0)
+        assert first.done()
+        check(first.result(), x)
+        assert 0.05 <= time.perf_counter() - t0 < 5
+        await asyncio.wait_for(asyncio.gather(*others), 5)
+        assert max(engine.stats.batch_rows) > 1
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)

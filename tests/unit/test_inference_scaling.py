@@ -11,23 +11,20 @@ def test_the_cap_stays_within_floor_and_ceiling() -> None:
     assert scaling.clamp_cap(99, floor=2, ceiling=4) == 4
 
 
-def test_a_lone_request_after_a_busy_batch_may_wait() -> None:
-    assert scaling.should_wait(jobs=1, rows=1, max_rows=64, max_wait_s=0.001, waited=False,
-                               last_jobs=3)  # concurrency was seen: let the batch fill
-    assert not scaling.should_wait(jobs=1, rows=1, max_rows=64, max_wait_s=0.001,
-                                   waited=False, last_jobs=1)
+def test_a_batch_is_collected_while_requests_keep_arriving() -> None:
+    assert scaling.keep_collecting(rows=3, max_rows=64, waited_s=0.0001, max_wait_s=0.001,
+                                   arrived=True)
+    assert not scaling.keep_collecting(rows=3, max_rows=64, waited_s=0.0001,
+                                       max_wait_s=0.001, arrived=False)  # a quiet turn
 
 
-def test_only_a_burst_that_is_not_full_waits_and_only_once() -> None:
-    assert scaling.should_wait(jobs=3, rows=3, max_rows=64, max_wait_s=0.001, waited=False)
-    assert not scaling.should_wait(jobs=1, rows=1, max_rows=64, max_wait_s=0.001,
-                                   waited=False)  # a lone request never waits
-    assert not scaling.should_wait(jobs=3, rows=64, max_rows=64, max_wait_s=0.001,
-                                   waited=False)  # full
-    assert not scaling.should_wait(jobs=3, rows=3, max_rows=64, max_wait_s=0.001,
-                                   waited=True)  # waited once already
-    assert not scaling.should_wait(jobs=3, rows=3, max_rows=64, max_wait_s=0.0,
-                                   waited=False)  # batching wait turned off
+def test_collecting_stops_when_full_or_at_max_wait_or_when_turned_off() -> None:
+    assert not scaling.keep_collecting(rows=64, max_rows=64, waited_s=0.0, max_wait_s=0.001,
+                                       arrived=True)
+    assert not scaling.keep_collecting(rows=3, max_rows=64, waited_s=0.001, max_wait_s=0.001,
+                                       arrived=True)
+    assert not scaling.keep_collecting(rows=3, max_rows=64, waited_s=0.0, max_wait_s=0.0,
+                                       arrived=True)
 
 
 def test_cost_model_runs_cheap_batches_inline() -> None:
