@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ from fog_appliance.privacy.proxy import PrivacyProxy, settings_from_config
 from fog_appliance.resources.sampler import read_temperature
 from fog_appliance.rounds.coordinator import CloseHooks, Coordinator
 from fog_appliance.store import Store
+from fog_appliance.support import gctune
 from fog_appliance.support.dbthread import DbThread
 from fog_appliance.support.secretfile import ensure_private_dir, write_atomic
 
@@ -216,10 +216,7 @@ class FogNode:
 
             self.admin = await start_admin(self, stack)
         self._write_status()
-        # Everything allocated so far (modules, numpy, onnxruntime, the model) lives as long
-        # as the node: keep it out of the collector's full passes, whose pauses were the p99
-        # tail of /infer under load (benchmarks/inference.py).
-        gc.freeze()
+        gctune.settle()  # start-up's objects out of the collector's way (support/gctune.py)
         self.ready.set()
         self._notify_systemd(tg)
         await self.db.run(self.store.add_event, "node", "info",

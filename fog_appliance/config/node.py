@@ -249,8 +249,9 @@ class InferenceConfig:
     the node is hot or busy."""
     max_batch_rows: int = bounded(64, ge=1, le=65_536)
     """Feature rows run together in one micro-batch at most (1 turns batching off)."""
-    max_wait_ms: float = bounded(0.5, ge=0.0, le=1000.0)
-    """How long a worker waits for a micro-batch to fill before running what it has."""
+    max_wait_ms: float = bounded(2.0, ge=0.0, le=1000.0)
+    """Longest a request waits for others to share its micro-batch (only while requests keep
+    arriving: a lone request never waits); 0 runs what is queued at once."""
     max_request_rows: int = bounded(64, ge=1, le=65_536)
     """Rows one ``/infer`` request may carry; more is a 4.13."""
     max_queue_rows: int = bounded(4096, ge=1, le=10_000_000)
