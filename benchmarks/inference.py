@@ -409,7 +409,7 @@ def main() -> int:
     for k, st in stats.items():
         engines = "; ".join(f"{name}: {st[name]['requests']:,} requests in "
                             f"{st[name]['batches']:,} batches (mean "
-                            f"{st[name]['mean_batch_rows'] or 0:.2f} rows)"
+                            f"{st[name]['rows'] / max(st[name]['batches'], 1):.2f} rows)"
                             for name in ("infer", "infer-nobatch"))
         g2, s2 = st["gc"]["gen2"], st["stock"]["gc"]["gen2"]
         console.print(f"c={k}: {engines}; full GCs: node server {g2['count']} (longest "

@@ -48,6 +48,11 @@ def test_inference_benchmark_runs_and_plots(tmp_path: Path) -> None:
     _run("benchmarks/inference.py", "--duration", "0.5", "--repeats", "1", "--concurrency", "1",
          "8", "--out", str(tmp_path))
     assert (tmp_path / "inference.png").stat().st_size > 0
+    report = json.loads((tmp_path / "inference.json").read_text())
+    assert set(report["goals"]) == {"1", "8"}
+    for server in report["servers"].values():  # batches, and both servers' full collections
+        assert server["infer"]["batches"] >= 1 and "gen2" in server["gc"]
+        assert "gen2" in server["stock"]["gc"]
 
 
 def test_cache_benchmark_runs_and_plots(tmp_path: Path) -> None:
