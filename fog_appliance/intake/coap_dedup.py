@@ -12,7 +12,8 @@ remembered exchanges and ~17 M tracked objects: every full collection walks them
 
 :func:`install` gives a server context's message layer a memory that keeps, per request,
 an untracked key and the response's encoded bytes (``bytes`` are not tracked by the
-collector), expires entries from one time-ordered deque instead of a timer each, is
+collector), expires entries from one time-ordered deque (checked on every request, and by
+one timer while anything is remembered) instead of a timer each, is
 bounded in entries (the oldest go first), and lasts :data:`DEDUP_WINDOW_S`: the longest a
 standard client keeps retransmitting (``MAX_TRANSMIT_SPAN``, 45 s) plus the round trip of
 a LAN (2 × 1 s of latency + 2 s of processing), not of an interplanetary link. A duplicate
@@ -26,6 +27,7 @@ behaviour, so an aiocoap upgrade that changes them fails there, not in the field
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from collections.abc import Callable, Hashable
@@ -62,9 +64,13 @@ class LeanDedup(MessageManager):  # type: ignore[misc]
     _dedup_max_bytes: int
     _dedup_bytes: int
     _dedup_clock: Callable[[], float]
+    _dedup_timer: asyncio.TimerHandle | None
 
     def _dedup_setup(self, window_s: float, max_entries: int, max_bytes: int,
                      clock: Callable[[], float]) -> None:
+        pending = getattr(self, "_dedup_timer", None)
+        if pending is not None:  # installed again: the old sweep goes with the old memory
+            pending.cancel()
         self._dedup = {}
         self._dedup_order = collections.deque()
         self._dedup_window = window_s
@@ -72,6 +78,7 @@ class LeanDedup(MessageManager):  # type: ignore[misc]
         self._dedup_max_bytes = max_bytes
         self._dedup_bytes = 0
         self._dedup_clock = clock
+        self._dedup_timer = None
 
     @staticmethod
     def _dedup_key(message: aiocoap.Message) -> Hashable:
@@ -90,6 +97,22 @@ class LeanDedup(MessageManager):  # type: ignore[misc]
             if stored is not None:
                 self._dedup_bytes -= len(stored)
 
+    def _dedup_sweep(self) -> None:
+        """Forget what expired even when no request comes (one timer at a time), so an idle
+        node does not keep the memory of its last burst."""
+        self._dedup_timer = None
+        now = self._dedup_clock()
+        self._dedup_expire(now)
+        if self._dedup_order:
+            delay = max(0.0, self._dedup_order[0][0] - now) + 0.01
+            self._dedup_timer = self.loop.call_later(delay, self._dedup_sweep)
+
+    async def shutdown(self) -> None:
+        if self._dedup_timer is not None:
+            self._dedup_timer.cancel()
+            self._dedup_timer = None
+        await super().shutdown()
+
     def _deduplicate_message(self, message: aiocoap.Message) -> bool:
         """True if ``message`` repeats one seen within the window (then the stored
         response, if there is one yet, is sent again)."""
@@ -106,6 +129,9 @@ class LeanDedup(MessageManager):  # type: ignore[misc]
             return True
         self._dedup[key] = None
         self._dedup_order.append((now + self._dedup_window, key))
+        if self._dedup_timer is None:
+            self._dedup_timer = self.loop.call_later(self._dedup_window + 0.01,
+                                                     self._dedup_sweep)
         if len(self._dedup_order) > self._dedup_max:
             self._dedup_expire(now)
         return False
