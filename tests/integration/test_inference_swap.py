@@ -223,7 +223,9 @@ async def test_requests_that_keep_arriving_are_batched_a_pause_ends_the_batch() 
 
 
 async def test_no_request_waits_for_company_longer_than_max_wait() -> None:
-    engine, runner = await _engine(max_batch_rows=1_000_000, max_wait_s=0.05)
+    # Queue bound out of the way: on a fast loop, 50 ms of one request per turn is thousands.
+    engine, runner = await _engine(max_batch_rows=1_000_000, max_wait_s=0.05,
+                                   max_queue_rows=10_000_000)
     try:
         x = np.ones((1, 16), np.float32)
         # A stream that never pauses and never fills the batch: the first request still
