@@ -27,8 +27,10 @@ def infer_msg(payload: bytes) -> aiocoap.Message:
 async def test_concurrent_requests_share_batches_and_each_gets_its_own_rows(
         tmp_path: Path) -> None:
     # max_wait is long (1 s) so that a slow, shared machine cannot end a batch early; a lone
-    # request below shows that it is never waited for without company.
-    async with node_with_section(tmp_path, "inference", max_wait_ms=1000.0) as node:
+    # request below shows that it is never waited for without company. Preloaded: requests
+    # that wait together for an on-demand first load would be queued in one turn.
+    async with node_with_section(tmp_path, "inference", max_wait_ms=1000.0,
+                                 preload=True) as node:
         assert node.coap_port is not None and node.serving.inference is not None
         engine = node.serving.inference
         key = (await node.provision("many-1"))["key"]
