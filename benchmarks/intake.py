@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import json
 import multiprocessing as mp
+import shutil
 import sys
 import tempfile
 import time
@@ -121,29 +122,55 @@ async def bare_rate(broker: PrivateBroker, user: str, password: str, frames: Pat
     return (n - 1) / elapsed
 
 
-async def fog_rate(cfg: FogConfig, broker: PrivateBroker, user: str, password: str,
-                   frames: Path, n: int, progress: Progress) -> tuple[float, int]:
+@dataclasses.dataclass(frozen=True)
+class FogRun:
+    rate: float
+    stored: int
+    store_busy: float
+    """Share of the measured time the store thread spent committing (log append, fsync,
+    SQLite): near 1.0, the disk is the limit."""
+    mean_batch: float
+    """Updates per group commit."""
+    cpu_ms: float
+    """CPU of the whole node process (event loop and its threads) per update."""
+
+
+async def fog_rate(cfg: FogConfig, broker: PrivateBroker, frames: Path, n: int,
+                   progress: Progress) -> FogRun:
     task = progress.add_task(f"fog intake ({cfg.storage.synchronous})", total=n)
     node = FogNode(cfg)
     async with node.running():
         proc = run_publisher(broker, "fog/bench/up/b{i:05d}", frames, n)
+        com = node.committer
         first = None
-        while node.committer.committed < n:
+        while com.committed < n:
             await asyncio.sleep(0.01)
-            if first is None and node.committer.committed:
-                first = (time.perf_counter(), node.committer.committed)
-            progress.update(task, completed=node.committer.committed)
-        elapsed = time.perf_counter() - first[0]  # type: ignore[index]
-        rate = (n - first[1]) / elapsed  # type: ignore[index]
-        stored = await node.db.run(node.store.count_updates, 1)
+            if first is None and com.committed:
+                first = (time.perf_counter(), com.committed, com.busy_s, com.batches,
+                         time.process_time())
+            progress.update(task, completed=com.committed)
+        assert first is not None
+        elapsed = time.perf_counter() - first[0]
+        counted = n - first[1]
+        run = FogRun(rate=counted / elapsed, stored=await node.db.run(node.store.count_updates, 1),
+                     store_busy=(com.busy_s - first[2]) / elapsed,
+                     mean_batch=counted / max(1, com.batches - first[3]),
+                     cpu_ms=(time.process_time() - first[4]) / counted * 1e3)
         rejected = sum(node.intake.counters.rejected.values())
     await asyncio.to_thread(proc.join)
     assert rejected == 0, node.intake.counters.rejected
-    return rate, stored
+    return run
 
 
 async def main(n: int, synchronous: str) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="fog-bench-intake-"))
+    try:
+        return await measure(tmp, n, synchronous)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # 240 MB of frames, the store and its log
+
+
+async def measure(tmp: Path, n: int, synchronous: str) -> dict[str, float]:
     cfg = replace(FogConfig(), {
         "fog_node.id": "bench",
         "fog_node.data_dir": str(tmp / "node"),
@@ -181,20 +208,25 @@ async def main(n: int, synchronous: str) -> dict[str, float]:
     try:
         with Progress() as progress:
             bare = await bare_rate(broker, user, password, frames, n, progress)
-            fog, stored = await fog_rate(cfg, broker, user, password, frames, n, progress)
+            run = await fog_rate(cfg, broker, frames, n, progress)
     finally:
         broker.stop()
+    fog, stored = run.rate, run.stored
     frame_kb = frames.stat().st_size / n / 1024
     table(f"MQTT intake, {n} frames of {frame_kb:.0f} KB (100k float32 params), "
           f"synchronous={synchronous}", ["path", "updates/s", "ratio to bare"],
           [("bare aiomqtt subscriber (counts only)", bare, 1.0),
            ("fog: decode + HMAC + admit + commit + ack", fog, fog / bare)])
     print(f"stored {stored} of {n} updates (nothing lost: {stored == n})")
+    print(f"fog: store thread committing {run.store_busy:.0%} of the time, "
+          f"{run.mean_batch:.1f} updates per group commit, node CPU {run.cpu_ms:.2f} ms "
+          f"per update")
     png = bar_png(OUT / f"intake_{synchronous}.png", "MQTT intake, 400 KB updates",
                   ["bare subscriber", f"fog ({synchronous})"], [bare, fog], "updates/s")
     print(f"plot: {png}")
     result = {"bare_per_s": bare, "fog_per_s": fog, "ratio": fog / bare, "stored": stored,
-              "messages": n}
+              "messages": n, "store_busy": run.store_busy, "mean_batch": run.mean_batch,
+              "node_cpu_ms_per_update": run.cpu_ms}
     (OUT / f"intake_{synchronous}.json").write_text(json.dumps(result, indent=2))
     return result
 
