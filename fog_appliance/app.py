@@ -172,6 +172,7 @@ class FogNode:
                              committer=self.committer, max_frame_bytes=ei.max_frame_bytes,
                              hooks=dataclasses.replace(self.serving.intake_hooks(), redirect=(
                                  peers.redirect_for if peers is not None else None)))
+        stack.callback(self.intake.close)
         if cfg.cloud_interface.server_url:  # told the DP epsilon spent so far (inf: no DP)
             from fog_appliance.cloud.service import attach_cloud
 
