@@ -19,7 +19,6 @@ from fog_appliance.errors import PolicyError, ProtocolError, Reason, RejectedErr
 from fog_appliance.intake.committer import Committer
 from fog_appliance.intake.hooks import IntakeHooks
 from fog_appliance.intake.loglimit import LogLimiter
-from fog_appliance.protocol.downlink import announcement_digest
 from fog_appliance.protocol.frame import UNKNOWN_SENDER, UpdateFrame, read_header
 from fog_appliance.protocol.messages import Hello, decode_hello
 from fog_appliance.rounds.coordinator import Coordinator
@@ -157,7 +156,7 @@ class Intake:
         return {"device": hello.id, "fog": self._coord.cfg.fog_node.id, "ctr": hello.ctr,
                 "model_version": model.version, "round": model.round_id,
                 "sha256": model.announcement.sha256,
-                "announcement": announcement_digest(model.announcement.to_json()),
+                "announcement": model.announcement_digest,
                 "last_seq": self._registry.last_seq(hello.id),
                 **self.placements.get(hello.id, {})}
 
