@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from fog_appliance.devices.hellos import HelloWriter
 from fog_appliance.devices.registry import Registry
 from fog_appliance.errors import PolicyError, ProtocolError, Reason, RejectedError
 from fog_appliance.intake.committer import Committer
@@ -68,6 +69,8 @@ class Intake:
         """What the resource manager and the peers contribute (``intake/hooks.py``)."""
         self.placements: dict[str, dict[str, Any]] = {}
         """Last placement told to each device."""
+        self.hellos = HelloWriter(store, db)
+        """Accepted hellos, written in groups (``devices/hellos.py``)."""
 
     async def submit_update(self, payload: bytes, transport: str,
                             topic_device: str | None = None) -> Accepted:
@@ -141,8 +144,7 @@ class Intake:
                 "model_version": hello.model_version, "transport": transport}
         place = self.hooks.placement
         placement = place(hello) if place is not None else {}
-        await self._db.run(self._store.record_hello, hello.id, info, time.time(),
-                           placement.get("role"))
+        await self.hellos.record(hello.id, info, time.time(), placement.get("role"))
         self.placements[hello.id] = placement
         self.counters.hellos += 1
         return hello

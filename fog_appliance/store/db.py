@@ -153,10 +153,17 @@ class Store:
 
     def record_hello(self, dev_id: str, info: dict[str, Any], ts: float,
                      role: str | None = None) -> None:
-        with self._lock, translated("recording a hello"):
-            self.db.execute(
+        self.record_hellos([(dev_id, info, ts, role)])
+
+    def record_hellos(self, hellos: Sequence[tuple[str, dict[str, Any], float, str | None]]
+                      ) -> None:
+        """Several devices' hellos (id, info, time, role or None) in one transaction: one
+        WAL write (and fsync) for a burst, not one per hello (``devices/hellos.py``)."""
+        with self._lock, translated("recording hellos"), self.db.atomic():
+            self.db.conn.executemany(
                 "UPDATE devices SET last_seen = ?, info = ?, role = COALESCE(?, role) "
-                "WHERE id = ?", [ts, json.dumps(info), role, dev_id])
+                "WHERE id = ?", [(ts, json.dumps(info), role, dev_id)
+                                 for dev_id, info, ts, role in hellos])
 
     def data_version(self) -> int:
         """Changes when another connection (the CLI) commits: cheap change detection."""
