@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ from fog_appliance.protocol.messages import Hello, encode_hello
 
 BLOCK_SZX = 6  # 1,024-byte blocks
 BLOCK = 1 << (BLOCK_SZX + 4)
+MAX_RESTARTS = 20
 
 _tokens = itertools.count(1)
 
@@ -59,7 +61,9 @@ class CoapEdge(asyncio.DatagramProtocol):
     busy: int = 0
     """4.29 / 5.03 answers waited out."""
     restarts: int = 0
-    """Uploads started again after 4.08 (the node dropped the assembly: idle too long)."""
+    """Uploads started again: after 4.08 (the node dropped the assembly: idle too long) or
+    after a block got no answer (``timeouts``)."""
+    timeouts: int = 0
     retransmits: int = 0
     transport: asyncio.DatagramTransport | None = None
     _mid: int = 0
@@ -149,21 +153,32 @@ class CoapEdge(asyncio.DatagramProtocol):
         return welcome
 
     async def upload(self, frame: bytes) -> dict[str, Any]:
-        """The frame block-wise to ``/update``; the node's JSON answer (accepted)."""
+        """The frame block-wise to ``/update``; the node's JSON answer (accepted). A block
+        that gets no answer at all (a node too busy to read its socket drops datagrams)
+        makes the edge start the upload again after a pause, as the firmware does; the
+        same frame (same seq and tag) is idempotent on the node."""
         while True:
             resp = None
-            for num, start in enumerate(range(0, len(frame), BLOCK)):
-                more = start + BLOCK < len(frame)
-                msg = aiocoap.Message(code=Code.POST, uri_path=("update",),
-                                      payload=frame[start:start + BLOCK])
-                msg.opt.block1 = BlockOption.BlockwiseTuple(num, more, BLOCK_SZX)
-                if num == 0:
-                    msg.opt.size1 = len(frame)
-                resp = await self.request(msg)
-                if resp.code != Code.CONTINUE:
-                    break
+            try:
+                for num, start in enumerate(range(0, len(frame), BLOCK)):
+                    more = start + BLOCK < len(frame)
+                    msg = aiocoap.Message(code=Code.POST, uri_path=("update",),
+                                          payload=frame[start:start + BLOCK])
+                    msg.opt.block1 = BlockOption.BlockwiseTuple(num, more, BLOCK_SZX)
+                    if num == 0:
+                        msg.opt.size1 = len(frame)
+                    resp = await self.request(msg, attempts=4)
+                    if resp.code != Code.CONTINUE:
+                        break
+            except CoapEdgeError:
+                if self.restarts >= MAX_RESTARTS:
+                    raise
+                self.restarts += 1
+                self.timeouts += 1
+                await asyncio.sleep(random.uniform(1.0, 5.0))
+                continue
             assert resp is not None
-            if resp.code == Code.REQUEST_ENTITY_INCOMPLETE and self.restarts < 10:
+            if resp.code == Code.REQUEST_ENTITY_INCOMPLETE and self.restarts < MAX_RESTARTS:
                 self.restarts += 1  # a real edge uploads the frame again
                 continue
             if not await self._retry_busy(resp):

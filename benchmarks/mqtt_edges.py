@@ -239,6 +239,9 @@ class MqttEdge:
     dropped: int = 0
     """Down messages that did not verify or were not what the edge waited for."""
     on_announce: Callable[[MqttEdge], None] | None = None
+    answer_timeout: float = 30.0
+    resent: int = 0
+    """Hellos and updates published again for want of an answer."""
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _answers: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
 
@@ -287,11 +290,19 @@ class MqttEdge:
         return self.announcement
 
     async def _ask(self, kind: str, topic: str, payload: bytes) -> dict[str, Any]:
+        """Publish and wait for the fog's answer; like ``FLClient``, publish the same bytes
+        again after ``answer_timeout`` without one (a PUBACK is hop-by-hop: the broker may
+        have dropped its copy past a queue bound)."""
         assert self.conn is not None
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._answers[kind] = fut
-        await self.conn.publish(topic, payload, qos=1)
-        return await fut
+        while True:
+            await self.conn.publish(topic, payload, qos=1)
+            try:
+                async with asyncio.timeout(self.answer_timeout):
+                    return await asyncio.shield(fut)
+            except TimeoutError:
+                self.resent += 1
 
     async def hello(self) -> dict[str, Any]:
         """A signed hello; returns the welcome (raises if refused or not for this one)."""

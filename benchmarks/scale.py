@@ -151,6 +151,15 @@ def delta_tensors(cfg: FogConfig) -> list[np.ndarray]:
 # -- measuring ----------------------------------------------------------------------------
 
 
+def udp_rcvbuf_errors() -> int:
+    try:
+        lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()
+                 if ln.startswith("Udp:")]
+        return int(lines[1][lines[0].index("RcvbufErrors")])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 @dataclass
 class Proc:
     """RSS and CPU of one process, sampled around rounds."""
@@ -194,6 +203,9 @@ class RoundFig:
     """From the last ``accepted`` to the new announcement seen by an edge."""
     node_written_bytes: int = 0
     """Storage writes by the node during the round (SQLite, WAL, update log)."""
+    udp_drops: int = 0
+    """Datagrams dropped for a full socket receive buffer during the round, system-wide
+    (``/proc/net/snmp`` Udp RcvbufErrors; loopback CoAP is all the UDP here)."""
 
 
 @dataclass
@@ -205,9 +217,10 @@ class PhaseFig:
 
 
 async def connect_storm(edges: list[MqttEdge], host: str, port: int, progress: Progress,
-                        label: str) -> float:
+                        label: str, fig: PhaseFig) -> float:
     task = progress.add_task(f"{label}: connect storm", total=len(edges))
     t0 = time.perf_counter()
+    fig.extra["connect_retries"] = 0
 
     async def one(e: MqttEdge) -> None:
         for attempt in range(20):  # a refused SYN under the storm is retried, as an edge does
@@ -215,6 +228,7 @@ async def connect_storm(edges: list[MqttEdge], host: str, port: int, progress: P
                 await e.connect(host, port)
                 break
             except OSError:
+                fig.extra["connect_retries"] += 1
                 await asyncio.sleep(0.1 * (attempt + 1))
         else:
             raise RuntimeError(f"{e.creds.device_id} could not connect")
@@ -244,7 +258,7 @@ async def bare_phase(cfg: FogConfig, creds: list[EdgeCreds], tmp: Path, rounds: 
                                   clean_session=True, max_queued_incoming_messages=0) as sub:
             await sub.subscribe(f"fog/{FOG}/up/+", qos=1)
             fig.connect_s = await connect_storm(edges, broker.host, broker.port, progress,
-                                                f"bare N={n}")
+                                                f"bare N={n}", fig)
             fig.extra["broker_fds"] = bp.fds()
             got = 0
             r = 0
@@ -345,6 +359,7 @@ async def fog_phase(cfg: FogConfig, creds: list[EdgeCreds], tmp: Path, rounds: i
         np_.mark()
         bp.mark()
         w0 = np_.written()
+        drops0 = udp_rcvbuf_errors()
         async with asyncio.timeout(600):
             done = await run(times, lambda: progress.advance(task))
         rid = done[0]
@@ -360,11 +375,11 @@ async def fog_phase(cfg: FogConfig, creds: list[EdgeCreds], tmp: Path, rounds: i
         into.rounds.append(RoundFig(
             dt, rid, n / (last_acc - first), seen[rid + 1] - last_sent, np_.rss_mib(),
             bp.rss_mib(), np_.cpu_since(), bp.cpu_since(), len(done), last_acc - last_sent,
-            seen[rid + 1] - last_acc, np_.written() - w0))
+            seen[rid + 1] - last_acc, np_.written() - w0, udp_rcvbuf_errors() - drops0))
         last = rid
 
     try:
-        fig.connect_s = await connect_storm(edges, host, port, progress, f"fog N={n}")
+        fig.connect_s = await connect_storm(edges, host, port, progress, f"fog N={n}", fig)
         fig.extra["broker_fds_connected"] = bp.fds()
         fig.extra["broker_rss_connected_mib"] = bp.rss_mib()
         fig.extra["node_rss_connected_mib"] = np_.rss_mib()
@@ -393,6 +408,7 @@ async def fog_phase(cfg: FogConfig, creds: list[EdgeCreds], tmp: Path, rounds: i
         fig.extra["node_fds_end"] = np_.fds()
         fig.extra["broker_fds_end"] = bp.fds()
         fig.extra["dropped_down"] = sum(e.dropped for e in edges)
+        fig.extra["resent"] = sum(e.resent for e in edges)
         after = store_check(cfg.db_path)
         fig.extra["store_before"] = before
         fig.extra["store"] = after
@@ -447,6 +463,7 @@ async def coap_rounds(cfg: FogConfig, creds: list[EdgeCreds], base: list[np.ndar
         into.extra["busy_retries"] = sum(e.busy for e in edges)
         into.extra["retransmits"] = sum(e.retransmits for e in edges)
         into.extra["upload_restarts"] = sum(e.restarts for e in edges)
+        into.extra["upload_timeouts"] = sum(e.timeouts for e in edges)
     finally:
         for e in edges:
             e.close()
@@ -516,11 +533,12 @@ def print_tables(results: list[dict[str, Any]]) -> None:
             r["lost_rounds"] or "none") for r in results])
     table("Per round (fog): the last update's way to the next model, and storage writes",
           ["N", "transport", "dtype", "round", "updates/s", "drain s", "publish s", "close s",
-           "node CPU s", "broker CPU s", "node written KiB", "node RSS MiB"],
+           "node CPU s", "broker CPU s", "node written KiB", "node RSS MiB", "UDP drops"],
           [(r["n"], tr, x["dtype"], x["round"], f"{x['updates_per_s']:.0f}",
             f"{x['drain_s']:.3f}", f"{x['publish_s']:.3f}", f"{x['close_s']:.3f}",
             f"{x['node_cpu_s']:.2f}", f"{x['broker_cpu_s']:.2f}",
-            f"{x['node_written_bytes'] / 1024:.0f}", f"{x['node_rss_mib']:.1f}")
+            f"{x['node_written_bytes'] / 1024:.0f}", f"{x['node_rss_mib']:.1f}",
+            x["udp_drops"])
            for r in results
            for tr, rows in (("mqtt", r["fog_rounds"]),
                             ("coap", r.get("coap", {}).get("rounds", [])))
@@ -603,9 +621,19 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         for n in edges:
             if n + 64 > limit:
                 raise SystemExit(f"N={n} needs more than the open files limit {limit}")
-            results.append(await run_n(n, args.rounds, dtypes, coap_edges, not args.no_bare,
-                                       progress, args.keep, args.coap_assemblies))
+            try:
+                results.append(await run_n(n, args.rounds, dtypes, coap_edges,
+                                           not args.no_bare, progress, args.keep,
+                                           args.coap_assemblies))
+            except Exception as exc:  # what broke first is a result too: report the rest
+                print(f"N={n} failed: {exc!r}")
+                FAILED[n] = repr(exc)
+                break
     return results
+
+
+FAILED: dict[int, str] = {}
+"""N → why its run failed (the larger N are not run then)."""
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> bool:
@@ -615,12 +643,16 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> bool:
     lost |= {-r["n"]: r["coap"]["lost_rounds"] for r in results
              if "coap" in r and r["coap"]["lost_rounds"]}
     print(f"nothing lost: {not lost}" + (f" (lost: {lost})" if lost else ""))
+    for n, why in FAILED.items():
+        print(f"N={n} did not finish: {why}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(results, indent=1, default=str))
+    (out / f"{args.name}.json").write_text(json.dumps(
+        {"results": results, "failed": FAILED, "argv": sys.argv[1:]}, indent=1, default=str))
     print(f"results: {out / f'{args.name}.json'}")
-    print(f"plot: {plot(results, out / f'{args.name}.png')}")
-    return not lost
+    if results:
+        print(f"plot: {plot(results, out / f'{args.name}.png')}")
+    return not lost and not FAILED
 
 
 if __name__ == "__main__":

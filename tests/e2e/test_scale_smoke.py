@@ -25,7 +25,9 @@ def test_scale_benchmark_runs_and_loses_nothing(tmp_path: Path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=540, check=False)
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert "nothing lost: True" in done.stdout
-    (result,) = json.loads((tmp_path / "smoke.json").read_text())
+    saved = json.loads((tmp_path / "smoke.json").read_text())
+    assert saved["failed"] == {}
+    (result,) = saved["results"]
     rounds = result["fog_rounds"] + result["coap"]["rounds"]
     assert len(rounds) == 2 * 2 * ROUNDS  # float32 and int8, over MQTT and CoAP
     store = result["fog_extra"]["store"]
