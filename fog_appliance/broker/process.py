@@ -9,6 +9,7 @@ import ctypes
 import logging
 import os
 import pwd
+import resource
 import secrets
 import shutil
 import signal
@@ -76,18 +77,31 @@ async def wait_for_credentials(host: str, port: int, username: str, password: st
 PR_SET_PDEATHSIG = 1
 
 
+def open_files_limit() -> tuple[int, int]:
+    """The (soft, hard) limit on open files a broker started now gets: the soft limit
+    raised to the hard one. Mosquitto holds one descriptor per client and never raises its
+    own limit, so under the usual soft limit of 1,024 the 1,018th edge or so is refused
+    (``accept`` fails with EMFILE) however much memory is left."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return hard, hard
+
+
 def _die_with_parent(parent: int) -> Callable[[], None]:
     """A ``preexec_fn``: the child gets SIGTERM when the process that started it dies, even
     by ``kill -9`` (Linux ``PR_SET_PDEATHSIG``); if that process is already gone, exit.
     Strictly, Linux sends it when the *thread* that forked exits: start the broker from
-    the thread that runs the node's event loop (as ``app.py`` does), not a passing one."""
+    the thread that runs the node's event loop (as ``app.py`` does), not a passing one.
+    It also raises the child's open-files soft limit to the hard one (:func:`open_files_limit`):
+    one descriptor per connected edge."""
     libc = ctypes.CDLL(None, use_errno=True)
     prctl = libc.prctl
+    nofile = open_files_limit()
 
     def preexec() -> None:
         prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:
             os._exit(1)
+        resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
     return preexec
 

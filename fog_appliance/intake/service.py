@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from fog_appliance.devices.hellos import HelloWriter
 from fog_appliance.devices.registry import Registry
 from fog_appliance.errors import PolicyError, ProtocolError, Reason, RejectedError
 from fog_appliance.intake.committer import Committer
 from fog_appliance.intake.hooks import IntakeHooks
 from fog_appliance.intake.loglimit import LogLimiter
-from fog_appliance.protocol.downlink import announcement_digest
 from fog_appliance.protocol.frame import UNKNOWN_SENDER, UpdateFrame, read_header
 from fog_appliance.protocol.messages import Hello, decode_hello
 from fog_appliance.rounds.coordinator import Coordinator
@@ -77,6 +77,8 @@ class Intake:
         """What the resource manager and the peers contribute (``intake/hooks.py``)."""
         self.placements: dict[str, dict[str, Any]] = {}
         """Last placement told to each device."""
+        self.hellos = HelloWriter(store, db)
+        """Accepted hellos, written in groups (``devices/hellos.py``)."""
         self._own_worker = worker is None
         self._worker = worker if worker is not None else Worker("fog-verify")
         """Where large frames are verified and decoded (:data:`OFFLOAD_BYTES`)."""
@@ -163,8 +165,7 @@ class Intake:
                 "model_version": hello.model_version, "transport": transport}
         place = self.hooks.placement
         placement = place(hello) if place is not None else {}
-        await self._db.run(self._store.record_hello, hello.id, info, time.time(),
-                           placement.get("role"))
+        await self.hellos.record(hello.id, info, time.time(), placement.get("role"))
         self.placements[hello.id] = placement
         self.counters.hellos += 1
         return hello
@@ -178,7 +179,7 @@ class Intake:
         return {"device": hello.id, "fog": self._coord.cfg.fog_node.id, "ctr": hello.ctr,
                 "model_version": model.version, "round": model.round_id,
                 "sha256": model.announcement.sha256,
-                "announcement": announcement_digest(model.announcement.to_json()),
+                "announcement": model.announcement_digest,
                 "last_seq": self._registry.last_seq(hello.id),
                 **self.placements.get(hello.id, {})}
 

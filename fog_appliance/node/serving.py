@@ -173,7 +173,7 @@ class Serving:
         return res
 
     def _announcement(self) -> bytes:
-        return self._coord.model.announcement.to_json()
+        return self._coord.model.announcement_json
 
     def mqtt_blob(self, model: CurrentModel) -> bytes:
         """The blob the MQTT adapter publishes retained, served from the cache."""

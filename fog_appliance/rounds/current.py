@@ -4,6 +4,7 @@ the release gate a round's aggregate passes before it leaves the node. No I/O.""
 from __future__ import annotations
 
 import collections
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,7 +16,13 @@ from fog_appliance.protocol.messages import ModelAnnouncement
 
 @dataclass(frozen=True, slots=True)
 class CurrentModel:
-    """The model edges should train now, ready to serve."""
+    """The model edges should train now, ready to serve.
+
+    ``announcement_json`` (the exact bytes published on ``fog/F/model`` and served at
+    ``/model?meta``) and ``announcement_digest`` (their SHA-256, which every welcome
+    carries) are computed once per model, not once per hello: with 1,000 edges a round,
+    serialising the announcement for each welcome was a fifth of the node's CPU per update
+    (benchmarks/scale.py)."""
 
     version: int
     round_id: int
@@ -23,6 +30,14 @@ class CurrentModel:
     blob: bytes
     sha256: str
     announcement: ModelAnnouncement
+    announcement_json: bytes = field(init=False, repr=False)
+    announcement_digest: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        raw = self.announcement.to_json()
+        object.__setattr__(self, "announcement_json", raw)
+        # = protocol.downlink.announcement_digest(raw)
+        object.__setattr__(self, "announcement_digest", hashlib.sha256(raw).hexdigest())
 
 
 @dataclass(slots=True)

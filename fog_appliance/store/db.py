@@ -71,9 +71,13 @@ class Store:
         with translated(f"opening {p}"):
             conn = sqlite3.connect(str(p), timeout=30.0, check_same_thread=False)
             db = sqlite_utils.Database(conn, execute_plugins=False)
-            # Updates are 10 KB..4 MB blobs: 64 KiB pages cut the overflow-page chains
-            # (and the time to write them) by 16; only takes effect on a new file.
-            db.execute("PRAGMA page_size=65536")
+            # The frames of updates live in the update log (``updatelog.py``), not here:
+            # a commit is a few small rows in several tables and indexes, and writes one
+            # page of each to the WAL. 4 KiB pages (SQLite's default, an SD card's erase
+            # granule's fraction): 64 KiB ones wrote ~450 KB per one-update commit and
+            # 27 KB per update in a round of 1,000 edges (benchmarks/scale.py). Only
+            # takes effect on a new file; an existing store keeps its page size.
+            db.execute("PRAGMA page_size=4096")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
             db.execute("PRAGMA foreign_keys=ON")
@@ -153,10 +157,17 @@ class Store:
 
     def record_hello(self, dev_id: str, info: dict[str, Any], ts: float,
                      role: str | None = None) -> None:
-        with self._lock, translated("recording a hello"):
-            self.db.execute(
+        self.record_hellos([(dev_id, info, ts, role)])
+
+    def record_hellos(self, hellos: Sequence[tuple[str, dict[str, Any], float, str | None]]
+                      ) -> None:
+        """Several devices' hellos (id, info, time, role or None) in one transaction: one
+        WAL write (and fsync) for a burst, not one per hello (``devices/hellos.py``)."""
+        with self._lock, translated("recording hellos"), self.db.atomic():
+            self.db.conn.executemany(
                 "UPDATE devices SET last_seen = ?, info = ?, role = COALESCE(?, role) "
-                "WHERE id = ?", [ts, json.dumps(info), role, dev_id])
+                "WHERE id = ?", [(ts, json.dumps(info), role, dev_id)
+                                 for dev_id, info, ts, role in hellos])
 
     def data_version(self) -> int:
         """Changes when another connection (the CLI) commits: cheap change detection."""
