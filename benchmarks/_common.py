@@ -11,13 +11,14 @@ from rich.table import Table
 OUT = Path(__file__).resolve().parent / "results"
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], *,
+          float_format: str = ".3g", width: int | None = None) -> None:
     t = Table(title=title)
     for c in columns:
         t.add_column(c)
     for r in rows:
-        t.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v) for v in r])
-    Console().print(t)
+        t.add_row(*[format(v, float_format) if isinstance(v, float) else str(v) for v in r])
+    Console(width=width).print(t)
 
 
 def bar_png(path: Path, title: str, labels: Sequence[str], values: Sequence[float],

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import OUT  # noqa: E402
+from benchmarks._common import table as common_table  # noqa: E402
 from fog_appliance.broker import free_port  # noqa: E402
 
 MiB = 2**20
@@ -72,15 +73,7 @@ print(rss() - before, rss(), len(sys.modules) - n)
 
 
 def table(title: str, columns: list[str], rows: list[list[object]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title)
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*[f"{v:.1f}" if isinstance(v, float) else str(v) for v in r])
-    Console(width=200).print(t)
+    common_table(title, columns, rows, float_format=".1f", width=200)
 
 
 def node_yaml(root: Path, overrides: dict[str, dict[str, Any]]) -> Path:

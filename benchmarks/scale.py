@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import OUT  # noqa: E402
+from benchmarks._common import table as common_table  # noqa: E402
 from benchmarks.mqtt_edges import EdgeCreds, MqttEdge, RoundTimes  # noqa: E402
 from fog_appliance.broker import (  # noqa: E402
     BrokerFiles,
@@ -508,15 +509,7 @@ def summary(bare: PhaseFig | None, fog: PhaseFig, coap: PhaseFig | None) -> dict
 
 
 def table(title: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title)
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v) for v in r])
-    Console(width=200).print(t)
+    common_table(title, columns, rows, width=200)
 
 
 def print_tables(results: list[dict[str, Any]]) -> None:
