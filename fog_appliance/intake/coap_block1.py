@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,8 +119,12 @@ class Uploads:
         self.limits = limits or UploadLimits()
         self._clock = clock
         self._assemblies: dict[tuple[int, Any], _Assembly] = {}
+        """In order of start (an upload restarted at block 0 goes to the end)."""
+        self._by_touch: OrderedDict[tuple[int, Any], None] = OrderedDict()
+        """The same keys in order of last block taken (oldest first)."""
         self._reserved = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
         self.counters = UploadCounters()
 
     def spool(self, limit: int, on_refused: Callable[[ProtocolError], None] | None = None,
@@ -151,6 +156,7 @@ class Uploads:
     def _drop(self, key: tuple[int, Any]) -> _Assembly | None:
         a = self._assemblies.pop(key, None)
         if a is not None:
+            del self._by_touch[key]
             self._reserved -= len(a.buf)
             n = self.counters.by_source.get(a.source, 0) - 1
             if n > 0:
@@ -159,31 +165,69 @@ class Uploads:
                 self.counters.by_source.pop(a.source, None)
         return a
 
-    def sweep(self) -> None:
-        """Drop (and free) every assembly past its idle time or its age."""
+    def sweep(self) -> int:
+        """Drop (and free) every assembly past its idle time or its age; returns how many
+        assemblies it looked at (the expired ones plus at most two), whatever the number
+        open: the order of last touch and the order of start are kept, so only their heads
+        can be due."""
         now = self._clock()
         lim = self.limits
-        for key, a in list(self._assemblies.items()):
-            if now - a.touched >= lim.idle_s or now - a.started >= lim.max_age_s:
-                self._drop(key)
-                self.counters.expired += 1
+        seen = 0
+        while self._by_touch:
+            key = next(iter(self._by_touch))
+            seen += 1
+            if now - self._assemblies[key].touched < lim.idle_s:
+                break
+            self._drop(key)
+            self.counters.expired += 1
+        while self._assemblies:
+            key = next(iter(self._assemblies))
+            seen += 1
+            if now - self._assemblies[key].started < lim.max_age_s:
+                break
+            self._drop(key)
+            self.counters.expired += 1
         self._arm()
+        return seen
+
+    def _touch(self, key: tuple[int, Any], a: _Assembly) -> None:
+        a.touched = self._clock()
+        self._by_touch.move_to_end(key)
+
+    def _next_due(self) -> float | None:
+        """When the first assembly expires: the head of one of the two orders."""
+        if not self._assemblies:
+            return None
+        lim = self.limits
+        idle = self._assemblies[next(iter(self._by_touch))].touched + lim.idle_s
+        age = next(iter(self._assemblies.values())).started + lim.max_age_s
+        return min(idle, age)
 
     def _arm(self) -> None:
-        """Keep one timer that sweeps when the next assembly expires (none when idle)."""
+        """Keep one timer that sweeps when the next assembly expires (none when idle). A
+        timer due no later than that is kept (a sweep that finds nothing re-arms), so
+        blocks of a busy upload do not reschedule it."""
+        due = self._next_due()
+        if due is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
         if self._timer is not None:
+            if self._timer_due <= due:
+                return
             self._timer.cancel()
             self._timer = None
-        if not self._assemblies:
-            return
-        lim = self.limits
-        due = min(min(a.touched + lim.idle_s, a.started + lim.max_age_s)
-                  for a in self._assemblies.values())
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not in a loop (unit use): expiry happens at the next block
             return
-        self._timer = loop.call_later(max(0.0, due - self._clock()) + 0.05, self.sweep)
+        self._timer_due = due
+        self._timer = loop.call_later(max(0.0, due - self._clock()) + 0.05, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.sweep()
 
     # --- the protocol ---------------------------------------------------------------
 
@@ -245,6 +289,7 @@ class Uploads:
         now = self._clock()
         a = _Assembly(source, buf, len(req.payload), now, now, (0, len(req.payload)))
         self._assemblies[key] = a
+        self._by_touch[key] = None
         self._reserved += size
         self.counters.by_source[source] = self.counters.by_source.get(source, 0) + 1
         return a
@@ -255,7 +300,7 @@ class Uploads:
         n = len(req.payload)
         if a is not None and (block.block_number, n) == a.last_block and block.more \
                 and block.start + n == a.filled:
-            a.touched = self._clock()
+            self._touch(key, a)
             return a  # a repeat of the last block (its answer was lost): answer it again
         if a is None or block.start != a.filled:
             self._drop(key)
@@ -275,7 +320,7 @@ class Uploads:
         else:
             a.buf[a.filled:end] = req.payload
         a.filled = end
-        a.touched = self._clock()
+        self._touch(key, a)
         a.last_block = (block.block_number, n)
         return a
 
