@@ -12,13 +12,15 @@ resource of the site gets a spool that reassembles within these bounds:
   resource that takes none gets 4.02 Bad Option at its first block.
 * **concurrent assemblies**: at most ``max_per_source`` per source address (4.29 Too Many
   Requests, Max-Age) and ``max_assemblies`` in all (5.03, Max-Age), and at most
-  ``max_bytes`` reserved over all of them (5.03).
+  ``max_bytes`` reserved over all of them (5.03). Max-Age is 1 to ``BUSY_RETRY_MAX_S``
+  seconds, at random, so refused edges come back spread out.
 * **one preallocated buffer** per upload (a ``bytearray`` sized from Size1 when given, at
   most ``PREALLOC_MAX`` and never past the limit, then grown by amortised appends as bytes
   arrive): linear, not quadratic.
 * **short life**: an assembly is dropped ``idle_s`` after its last block and ``max_age_s``
   after its first, whatever arrives; its memory is freed then, or as soon as it completes or
-  is refused.
+  is refused. The assemblies are kept in order of start and of last block, so a block costs
+  the expired ones only, not every open upload (a thousand edges' round stays linear).
 
 Blocks must come in order (a repeat of the last block is answered again); a block without
 its assembly, or out of order, gets 4.08 Request Entity Incomplete. aiocoap has no setting
@@ -30,6 +32,7 @@ upgrade that moves it fails there.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -76,10 +79,19 @@ class _Busy(aiocoap.error.ConstructionRenderableError):  # type: ignore[misc]
         return msg
 
 
+BUSY_RETRY_MAX_S = 4
+"""A busy refusal's Max-Age is 1 to this many seconds (at most ``idle_s``), drawn at random:
+room comes back as soon as an upload completes (well under a second on a LAN), and a crowd
+refused together should not come back together."""
+
+
 @dataclass(frozen=True, slots=True)
 class UploadLimits:
-    max_assemblies: int = 16
-    """Uploads being reassembled at once, over all sources and resources."""
+    max_assemblies: int = 1024
+    """Uploads being reassembled at once, over all sources and resources: one per edge of
+    a thousand-edge site. Memory does not follow from it: the buffers are bounded by
+    ``max_bytes`` in all, and each assembly's bookkeeping is about 0.7 KiB (0.7 MiB at
+    1,024)."""
     max_per_source: int = 4
     """Uploads being reassembled at once from one source address."""
     max_bytes: int = 16 * 1024 * 1024
@@ -115,9 +127,11 @@ class Uploads:
     """Every Block1 assembly of one CoAP site, under one set of limits."""
 
     def __init__(self, limits: UploadLimits | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
         self.limits = limits or UploadLimits()
         self._clock = clock
+        self._rng = rng or random.Random()
         self._assemblies: dict[tuple[int, Any], _Assembly] = {}
         """In order of start (an upload restarted at block 0 goes to the end)."""
         self._by_touch: OrderedDict[tuple[int, Any], None] = OrderedDict()
@@ -229,6 +243,10 @@ class Uploads:
         self._timer = None
         self.sweep()
 
+    def _retry_s(self) -> int:
+        """A busy refusal's Max-Age: 1 to ``BUSY_RETRY_MAX_S`` s (at most ``idle_s``)."""
+        return self._rng.randint(1, max(1, min(BUSY_RETRY_MAX_S, int(self.limits.idle_s))))
+
     # --- the protocol ---------------------------------------------------------------
 
     def feed(self, spool: BoundedBlock1Spool, req: aiocoap.Message) -> aiocoap.Message:
@@ -273,15 +291,16 @@ class Uploads:
         self._drop(key)  # a new block 0 restarts the upload (RFC 7959 2.5)
         lim = self.limits
         source = source_of(req.remote)
-        retry = max(1, int(lim.idle_s))
         if self.counters.by_source.get(source, 0) >= lim.max_per_source:
             self.counters.refused_busy += 1
+            retry = self._retry_s()
             raise _Busy(aiocoap.TOO_MANY_REQUESTS, f"overloaded: {lim.max_per_source} "
                         "uploads from this address are already in progress; finish one or "
                         f"retry in {retry} s", retry)
         size = max(min(announced, limit, PREALLOC_MAX), len(req.payload))
         if len(self._assemblies) >= lim.max_assemblies or self._reserved + size > lim.max_bytes:
             self.counters.refused_busy += 1
+            retry = self._retry_s()
             raise _Busy(aiocoap.SERVICE_UNAVAILABLE, "overloaded: too many uploads in "
                         f"progress; retry in {retry} s", retry)
         buf = bytearray(size)
@@ -312,7 +331,7 @@ class Uploads:
             if self._reserved + grow > self.limits.max_bytes:
                 self._drop(key)
                 self.counters.refused_busy += 1
-                retry = max(1, int(self.limits.idle_s))
+                retry = self._retry_s()
                 raise _Busy(aiocoap.SERVICE_UNAVAILABLE, "overloaded: too many upload bytes "
                             f"in progress; retry in {retry} s", retry)
             a.buf.extend(req.payload)

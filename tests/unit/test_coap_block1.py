@@ -6,6 +6,7 @@ behind a real aiocoap server."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import pytest
 from aiocoap.blockwise import ContinueException
 from aiocoap.optiontypes import BlockOption
 
-from fog_appliance.intake.coap_block1 import UploadLimits, Uploads
+from fog_appliance.intake.coap_block1 import BUSY_RETRY_MAX_S, UploadLimits, Uploads
 
 KIB = 1024
 
@@ -131,3 +132,28 @@ async def test_the_timer_frees_idle_uploads_without_traffic(n: int) -> None:
         await asyncio.sleep(0.05)
     assert uploads.active == 0 and uploads.counters.expired == n
     assert uploads.reserved_bytes == 0
+
+
+def test_a_busy_refusal_asks_for_a_short_spread_out_retry() -> None:
+    uploads = Uploads(UploadLimits(max_assemblies=1, idle_s=15.0), clock=Clock(),
+                      rng=random.Random(7))
+    spool = uploads.spool(64 * KIB)
+    feed(uploads, spool, block(0, 0))
+    ages = []
+    for port in range(1, 60):
+        with pytest.raises(aiocoap.error.ConstructionRenderableError) as refused:
+            feed(uploads, spool, block(port, 0, host=f"10.0.1.{port}"))
+        msg = refused.value.to_message()
+        assert msg.code == aiocoap.SERVICE_UNAVAILABLE
+        assert f"retry in {msg.opt.max_age} s".encode() in msg.payload
+        ages.append(msg.opt.max_age)
+    # Not the 15 s idle time: room comes back when an upload completes; and spread out.
+    assert set(ages) == set(range(1, BUSY_RETRY_MAX_S + 1))
+    # Never past the idle time, when that is shorter.
+    short = Uploads(UploadLimits(max_assemblies=1, idle_s=2.0), clock=Clock())
+    sp = short.spool(64 * KIB)
+    feed(short, sp, block(0, 0))
+    for port in range(1, 30):
+        with pytest.raises(aiocoap.error.ConstructionRenderableError) as refused:
+            feed(short, sp, block(port, 0))
+        assert refused.value.to_message().opt.max_age in (1, 2)
