@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -151,11 +152,60 @@ def build_site(intake: Intake, coordinator: Coordinator,
     return site
 
 
+RCVBUF_BYTES = 4 * 1024 * 1024
+"""The receive buffer asked for the node's CoAP socket. Linux's default (212,992 bytes,
+``net.core.rmem_max``) holds about 90 block-sized datagrams: a thousand edges sending their
+blocks at once overflow it, and every dropped datagram costs its sender CoAP's 2 s
+retransmission. The kernel caps the size at ``net.core.rmem_max`` without an error; the
+image raises that cap to this size (``/usr/lib/sysctl.d/60-fog-appliance.conf``)."""
+
+
+def server_socket(ctx: aiocoap.Context) -> Any | None:
+    """The UDP socket of a server context made by :func:`start_server` (aiocoap 0.4:
+    token manager -> message manager -> ``MessageInterfaceUDP6`` -> asyncio transport),
+    None if aiocoap no longer keeps it there (``tests/integration/test_coap_socket.py``
+    fails then)."""
+    for tman in ctx.request_interfaces:
+        iface = getattr(getattr(tman, "token_interface", None), "message_interface", None)
+        transport = getattr(iface, "transport", None)
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                return sock
+    return None
+
+
+def grow_receive_buffer(sock: Any, want: int) -> int:
+    """Ask for a ``want``-byte receive buffer; returns the size the kernel granted (what
+    ``getsockopt`` reads back, halved: Linux doubles the request for its bookkeeping). Past
+    ``net.core.rmem_max`` the kernel clamps silently, so a short grant is logged with the
+    cap to raise."""
+    before = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+    if want > before:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, want)
+    got = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)) // 2
+    if got < want:
+        log.warning("CoAP receive buffer is %d bytes, not the %d asked: the kernel caps it "
+                    "at net.core.rmem_max; raise that (sysctl) or datagrams from many "
+                    "edges at once are dropped and retransmitted after 2 s", got, want)
+    else:
+        log.info("CoAP receive buffer: %d bytes", got)
+    return got
+
+
 async def start_server(site: aiocoap.resource.Site, bind: str, port: int, *,
-                       dedup_window_s: float = coap_dedup.DEDUP_WINDOW_S) -> aiocoap.Context:
+                       dedup_window_s: float = coap_dedup.DEDUP_WINDOW_S,
+                       rcvbuf_bytes: int = RCVBUF_BYTES) -> aiocoap.Context:
     """Bind the CoAP server, with the lean duplicate memory of ``coap_dedup.py`` (49 s by
-    default instead of aiocoap's 247 s); the caller shuts the context down."""
+    default instead of aiocoap's 247 s) and a receive buffer of ``rcvbuf_bytes`` (up to
+    the kernel's cap); the caller shuts the context down."""
     ctx = await aiocoap.Context.create_server_context(site, bind=(bind, port),
                                                       transports=["udp6"])
     coap_dedup.install(ctx, window_s=dedup_window_s)
+    sock = server_socket(ctx)
+    if sock is None:
+        log.warning("CoAP receive buffer left at the kernel's default: aiocoap's server "
+                    "socket is not where aiocoap 0.4 keeps it")
+    else:
+        grow_receive_buffer(sock, rcvbuf_bytes)
     return ctx

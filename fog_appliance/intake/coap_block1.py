@@ -12,13 +12,15 @@ resource of the site gets a spool that reassembles within these bounds:
   resource that takes none gets 4.02 Bad Option at its first block.
 * **concurrent assemblies**: at most ``max_per_source`` per source address (4.29 Too Many
   Requests, Max-Age) and ``max_assemblies`` in all (5.03, Max-Age), and at most
-  ``max_bytes`` reserved over all of them (5.03).
+  ``max_bytes`` reserved over all of them (5.03). Max-Age is 1 to ``BUSY_RETRY_MAX_S``
+  seconds, at random, so refused edges come back spread out.
 * **one preallocated buffer** per upload (a ``bytearray`` sized from Size1 when given, at
   most ``PREALLOC_MAX`` and never past the limit, then grown by amortised appends as bytes
   arrive): linear, not quadratic.
 * **short life**: an assembly is dropped ``idle_s`` after its last block and ``max_age_s``
   after its first, whatever arrives; its memory is freed then, or as soon as it completes or
-  is refused.
+  is refused. The assemblies are kept in order of start and of last block, so a block costs
+  the expired ones only, not every open upload (a thousand edges' round stays linear).
 
 Blocks must come in order (a repeat of the last block is answered again); a block without
 its assembly, or out of order, gets 4.08 Request Entity Incomplete. aiocoap has no setting
@@ -30,7 +32,9 @@ upgrade that moves it fails there.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,10 +79,19 @@ class _Busy(aiocoap.error.ConstructionRenderableError):  # type: ignore[misc]
         return msg
 
 
+BUSY_RETRY_MAX_S = 4
+"""A busy refusal's Max-Age is 1 to this many seconds (at most ``idle_s``), drawn at random:
+room comes back as soon as an upload completes (well under a second on a LAN), and a crowd
+refused together should not come back together."""
+
+
 @dataclass(frozen=True, slots=True)
 class UploadLimits:
-    max_assemblies: int = 16
-    """Uploads being reassembled at once, over all sources and resources."""
+    max_assemblies: int = 1024
+    """Uploads being reassembled at once, over all sources and resources: one per edge of
+    a thousand-edge site. Memory does not follow from it: the buffers are bounded by
+    ``max_bytes`` in all, and each assembly's bookkeeping is about 0.7 KiB (0.7 MiB at
+    1,024)."""
     max_per_source: int = 4
     """Uploads being reassembled at once from one source address."""
     max_bytes: int = 16 * 1024 * 1024
@@ -114,12 +127,18 @@ class Uploads:
     """Every Block1 assembly of one CoAP site, under one set of limits."""
 
     def __init__(self, limits: UploadLimits | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
         self.limits = limits or UploadLimits()
         self._clock = clock
+        self._rng = rng or random.Random()
         self._assemblies: dict[tuple[int, Any], _Assembly] = {}
+        """In order of start (an upload restarted at block 0 goes to the end)."""
+        self._by_touch: OrderedDict[tuple[int, Any], None] = OrderedDict()
+        """The same keys in order of last block taken (oldest first)."""
         self._reserved = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
         self.counters = UploadCounters()
 
     def spool(self, limit: int, on_refused: Callable[[ProtocolError], None] | None = None,
@@ -151,6 +170,7 @@ class Uploads:
     def _drop(self, key: tuple[int, Any]) -> _Assembly | None:
         a = self._assemblies.pop(key, None)
         if a is not None:
+            del self._by_touch[key]
             self._reserved -= len(a.buf)
             n = self.counters.by_source.get(a.source, 0) - 1
             if n > 0:
@@ -159,31 +179,73 @@ class Uploads:
                 self.counters.by_source.pop(a.source, None)
         return a
 
-    def sweep(self) -> None:
-        """Drop (and free) every assembly past its idle time or its age."""
+    def sweep(self) -> int:
+        """Drop (and free) every assembly past its idle time or its age; returns how many
+        assemblies it looked at (the expired ones plus at most two), whatever the number
+        open: the order of last touch and the order of start are kept, so only their heads
+        can be due."""
         now = self._clock()
         lim = self.limits
-        for key, a in list(self._assemblies.items()):
-            if now - a.touched >= lim.idle_s or now - a.started >= lim.max_age_s:
-                self._drop(key)
-                self.counters.expired += 1
+        seen = 0
+        while self._by_touch:
+            key = next(iter(self._by_touch))
+            seen += 1
+            if now - self._assemblies[key].touched < lim.idle_s:
+                break
+            self._drop(key)
+            self.counters.expired += 1
+        while self._assemblies:
+            key = next(iter(self._assemblies))
+            seen += 1
+            if now - self._assemblies[key].started < lim.max_age_s:
+                break
+            self._drop(key)
+            self.counters.expired += 1
         self._arm()
+        return seen
+
+    def _touch(self, key: tuple[int, Any], a: _Assembly) -> None:
+        a.touched = self._clock()
+        self._by_touch.move_to_end(key)
+
+    def _next_due(self) -> float | None:
+        """When the first assembly expires: the head of one of the two orders."""
+        if not self._assemblies:
+            return None
+        lim = self.limits
+        idle = self._assemblies[next(iter(self._by_touch))].touched + lim.idle_s
+        age = next(iter(self._assemblies.values())).started + lim.max_age_s
+        return min(idle, age)
 
     def _arm(self) -> None:
-        """Keep one timer that sweeps when the next assembly expires (none when idle)."""
+        """Keep one timer that sweeps when the next assembly expires (none when idle). A
+        timer due no later than that is kept (a sweep that finds nothing re-arms), so
+        blocks of a busy upload do not reschedule it."""
+        due = self._next_due()
+        if due is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
         if self._timer is not None:
+            if self._timer_due <= due:
+                return
             self._timer.cancel()
             self._timer = None
-        if not self._assemblies:
-            return
-        lim = self.limits
-        due = min(min(a.touched + lim.idle_s, a.started + lim.max_age_s)
-                  for a in self._assemblies.values())
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not in a loop (unit use): expiry happens at the next block
             return
-        self._timer = loop.call_later(max(0.0, due - self._clock()) + 0.05, self.sweep)
+        self._timer_due = due
+        self._timer = loop.call_later(max(0.0, due - self._clock()) + 0.05, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.sweep()
+
+    def _retry_s(self) -> int:
+        """A busy refusal's Max-Age: 1 to ``BUSY_RETRY_MAX_S`` s (at most ``idle_s``)."""
+        return self._rng.randint(1, max(1, min(BUSY_RETRY_MAX_S, int(self.limits.idle_s))))
 
     # --- the protocol ---------------------------------------------------------------
 
@@ -229,15 +291,16 @@ class Uploads:
         self._drop(key)  # a new block 0 restarts the upload (RFC 7959 2.5)
         lim = self.limits
         source = source_of(req.remote)
-        retry = max(1, int(lim.idle_s))
         if self.counters.by_source.get(source, 0) >= lim.max_per_source:
             self.counters.refused_busy += 1
+            retry = self._retry_s()
             raise _Busy(aiocoap.TOO_MANY_REQUESTS, f"overloaded: {lim.max_per_source} "
                         "uploads from this address are already in progress; finish one or "
                         f"retry in {retry} s", retry)
         size = max(min(announced, limit, PREALLOC_MAX), len(req.payload))
         if len(self._assemblies) >= lim.max_assemblies or self._reserved + size > lim.max_bytes:
             self.counters.refused_busy += 1
+            retry = self._retry_s()
             raise _Busy(aiocoap.SERVICE_UNAVAILABLE, "overloaded: too many uploads in "
                         f"progress; retry in {retry} s", retry)
         buf = bytearray(size)
@@ -245,6 +308,7 @@ class Uploads:
         now = self._clock()
         a = _Assembly(source, buf, len(req.payload), now, now, (0, len(req.payload)))
         self._assemblies[key] = a
+        self._by_touch[key] = None
         self._reserved += size
         self.counters.by_source[source] = self.counters.by_source.get(source, 0) + 1
         return a
@@ -255,7 +319,7 @@ class Uploads:
         n = len(req.payload)
         if a is not None and (block.block_number, n) == a.last_block and block.more \
                 and block.start + n == a.filled:
-            a.touched = self._clock()
+            self._touch(key, a)
             return a  # a repeat of the last block (its answer was lost): answer it again
         if a is None or block.start != a.filled:
             self._drop(key)
@@ -267,7 +331,7 @@ class Uploads:
             if self._reserved + grow > self.limits.max_bytes:
                 self._drop(key)
                 self.counters.refused_busy += 1
-                retry = max(1, int(self.limits.idle_s))
+                retry = self._retry_s()
                 raise _Busy(aiocoap.SERVICE_UNAVAILABLE, "overloaded: too many upload bytes "
                             f"in progress; retry in {retry} s", retry)
             a.buf.extend(req.payload)
@@ -275,7 +339,7 @@ class Uploads:
         else:
             a.buf[a.filled:end] = req.payload
         a.filled = end
-        a.touched = self._clock()
+        self._touch(key, a)
         a.last_block = (block.block_number, n)
         return a
 

@@ -17,6 +17,7 @@ import psutil
 from fog_appliance.app import FogNode
 from fog_appliance.broker import free_port
 from fog_appliance.config import replace
+from fog_appliance.intake.coap_block1 import PREALLOC_MAX
 from tests.admin_support import node_config, node_with_section
 from tests.coap_raw import RawPeer
 from tests.nodeproc import NodeProcess, write_config
@@ -136,7 +137,9 @@ async def test_a_flood_of_incomplete_uploads_keeps_node_memory_bounded(tmp_path:
         print(f"flood: {len(taken)} uploads announced as 2 MiB, {started} started, "
               f"{sum(taken)} blocks taken; node RSS {before / 2**20:.0f} -> "
               f"{after / 2**20:.0f} MiB")  # docs/security.md quotes this line
-        assert started <= cfg.coap.upload_max_assemblies, taken
+        # Slots and bytes both bound them: 2 MiB announced reserves PREALLOC_MAX each.
+        assert started <= min(cfg.coap.upload_max_assemblies,
+                              cfg.coap.upload_max_bytes // PREALLOC_MAX), taken
         # Reserved bytes never pass upload_max_bytes (16 MiB): generous margin for the
         # interpreter's own growth under 6 000 requests.
         assert after - before < cfg.coap.upload_max_bytes + 48 * KIB * KIB, (before, after)
