@@ -84,16 +84,17 @@ def raise_fd_limit() -> int:
 
 
 def node_config(tmp: Path, n: int, coap_assemblies: int | None = None) -> FogConfig:
-    """The default config but for the ports, the threshold (N), long deadlines, and the CoAP
-    upload slots: ``coap_assemblies`` (default N) block-wise uploads at once. The default 16
-    answers the 17th concurrent upload 5.03 with Max-Age 15 s (``coap.upload_idle_s``), so
-    20 CoAP edges took 15 s a round; an operator with N CoAP edges raises it."""
+    """The default config but for the ports, the threshold (N) and long deadlines. The CoAP
+    upload slots stay the node's default (1,024 block-wise uploads at once, a busy refusal
+    asking for a 1-4 s retry) unless ``coap_assemblies`` sets them (then with 16 KiB of
+    upload buffer per slot)."""
     from fog_appliance.broker import free_port
 
-    slots = min(10_000, coap_assemblies if coap_assemblies is not None else max(16, n))
+    slots = {} if coap_assemblies is None else {
+        "coap.upload_max_assemblies": min(10_000, coap_assemblies),
+        "coap.upload_max_bytes": max(16 * 2**20, coap_assemblies * 16 * 1024)}
     return replace(FogConfig(), {
-        "coap.upload_max_assemblies": slots,
-        "coap.upload_max_bytes": max(16 * 2**20, slots * 16 * 1024),
+        **slots,
         "fog_node.id": FOG,
         "fog_node.data_dir": str(tmp / "node"),
         "edge_interface.mqtt_broker": f"mqtt://127.0.0.1:{free_port()}",
@@ -655,7 +656,7 @@ if __name__ == "__main__":
     ap.add_argument("--dtypes", default="float32,int8")
     ap.add_argument("--coap-edges", default="10,100", help="N that also run the CoAP phase")
     ap.add_argument("--coap-assemblies", type=int, default=None,
-                    help="coap.upload_max_assemblies (default: N; the config's default is 16)")
+                    help="coap.upload_max_assemblies (default: the node's own, 1,024)")
     ap.add_argument("--no-bare", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data dirs")
     ap.add_argument("--name", default="scale", help="results file name (json, png)")
