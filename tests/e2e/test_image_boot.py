@@ -164,7 +164,7 @@ def test_the_limits_for_a_thousand_edges_are_in_place(vm: Vm) -> None:
     files = next(line.split() for line in limits.splitlines()
                  if line.startswith("Max open files"))
     assert files[3:5] == ["65536", "65536"], limits
-    assert vm.ssh("sysctl -n net.core.rmem_max").stdout.strip() == "4194304"
+    assert vm.ssh("cat /proc/sys/net/core/rmem_max").stdout.strip() == "4194304"
     log = vm.ssh("sudo journalctl -b -u fog-appliance --no-pager -o cat").stdout
     assert "CoAP receive buffer: 4194304 bytes" in log, log[-2000:]
 
