@@ -35,7 +35,7 @@ import asyncio
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,23 +185,24 @@ class Uploads:
         open: the order of last touch and the order of start are kept, so only their heads
         can be due."""
         now = self._clock()
-        lim = self.limits
-        seen = 0
-        while self._by_touch:
-            key = next(iter(self._by_touch))
-            seen += 1
-            if now - self._assemblies[key].touched < lim.idle_s:
-                break
-            self._drop(key)
-            self.counters.expired += 1
-        while self._assemblies:
-            key = next(iter(self._assemblies))
-            seen += 1
-            if now - self._assemblies[key].started < lim.max_age_s:
-                break
-            self._drop(key)
-            self.counters.expired += 1
+        seen = (self._expire_head(self._by_touch, lambda a: a.touched, self.limits.idle_s, now)
+                + self._expire_head(self._assemblies, lambda a: a.started,
+                                    self.limits.max_age_s, now))
         self._arm()
+        return seen
+
+    def _expire_head(self, order: Mapping[tuple[int, Any], object],
+                     stamp: Callable[[_Assembly], float], limit: float, now: float) -> int:
+        """Drop the assemblies at the head of ``order`` whose ``stamp`` (last touch or start)
+        is ``limit`` seconds old; returns how many it looked at."""
+        seen = 0
+        while order:
+            key = next(iter(order))
+            seen += 1
+            if now - stamp(self._assemblies[key]) < limit:
+                break
+            self._drop(key)
+            self.counters.expired += 1
         return seen
 
     def _touch(self, key: tuple[int, Any], a: _Assembly) -> None:
