@@ -4,10 +4,11 @@ while a write is in flight, go into one write, one transaction for all of them.
 Every edge says hello every round (docs/protocol.md "Signed down messages"), and each
 hello's counter, info and role must be in the store before its welcome is sent (a replayed
 hello stays refused across restarts). Written one transaction each, 1,000 edges were 1,000
-WAL writes of a 64 KiB page and 1,000 fsyncs a round, queued in the one store thread ahead
-of the updates' group commits: on an SD card at ~5-20 ms an fsync, a round of 10,000 edges
+WAL writes (of a 64 KiB page, in stores made before 4 KiB pages) and 1,000 fsyncs a round,
+queued in the one store thread ahead of the updates' group commits: on an SD card at ~5-20 ms an fsync, a round of 10,000 edges
 would spend minutes on hellos alone. Here a burst costs a few transactions; a lone hello
-waits ``max_wait_s`` (5 ms, the updates' default group-commit wait) more than it did.
+waits ``max_wait_s`` (the updates' group-commit wait, ``edge_interface.group_commit_wait_ms``)
+more than it did.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from typing import Any
 from fog_appliance.store import Store
 from fog_appliance.support.dbthread import DbThread
 
-GROUP_WAIT_S = 0.005
-
 HelloRow = tuple[str, dict[str, Any], float, str | None]
 """Device id, the hello's info, when, and the placement's role (None: unchanged)."""
 
@@ -27,16 +26,12 @@ HelloRow = tuple[str, dict[str, Any], float, str | None]
 class HelloWriter:
     """Group writes of hellos through the store thread."""
 
-    def __init__(self, store: Store, db: DbThread, max_wait_s: float = GROUP_WAIT_S) -> None:
+    def __init__(self, store: Store, db: DbThread, *, max_wait_s: float) -> None:
         self._store = store
         self._db = db
         self.max_wait_s = max_wait_s
         self._pending: list[tuple[HelloRow, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
-        self.writes = 0
-        """Transactions written so far."""
-        self.recorded = 0
-        """Hellos recorded so far."""
 
     async def record(self, device: str, info: dict[str, Any], ts: float,
                      role: str | None) -> None:
@@ -61,8 +56,6 @@ class HelloWriter:
                         fut.set_exception(exc)
                         fut.exception()  # retrieved: its awaiter may be gone
                 continue
-            self.writes += 1
-            self.recorded += len(batch)
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)

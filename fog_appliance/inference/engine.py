@@ -73,7 +73,7 @@ class EngineStats:
 class InferenceEngine:
     def __init__(self, *, onnx_source: Callable[[int], Awaitable[bytes]],
                  min_workers: int = 1, max_workers: int = 1, max_batch_rows: int = 64,
-                 max_wait_s: float = 0.0005, max_queue_rows: int = 4096,
+                 max_wait_s: float = 0.002, max_queue_rows: int = 4096,
                  options: SessionOptions | None = None,
                  admission: Callable[[], None] | None = None) -> None:
         self._onnx = onnx_source

@@ -49,7 +49,8 @@ class Committer:
         self._store = store
         self._db = db
         self._max_batch = max_batch
-        self._max_wait = max_wait_s
+        self.max_wait_s = max_wait_s
+        """How long a group waits for more (``edge_interface.group_commit_wait_ms``)."""
         self._on_committed = on_committed
         self._on_failed = on_failed
         # Appended on the event loop, taken by the store thread (deque: both thread-safe).
@@ -82,8 +83,8 @@ class Committer:
     async def run(self) -> None:
         while True:
             await self._wake.wait()
-            if len(self._queue) < self._max_batch and self._max_wait > 0:
-                await asyncio.sleep(self._max_wait)
+            if len(self._queue) < self._max_batch and self.max_wait_s > 0:
+                await asyncio.sleep(self.max_wait_s)
             self._wake.clear()
             await self.flush()
 

@@ -258,7 +258,7 @@ class MqttIntake:
         if model.announcement.blob_topic:
             await client.publish(topics.model_blob(fog), self.blob_source(model), qos=1,
                                  retain=True)
-        await client.publish(topics.model(fog), model.announcement.to_json(), qos=1, retain=True)
+        await client.publish(topics.model(fog), model.announcement_json, qos=1, retain=True)
         log.info("announced model %d for round %d on %s", model.version, model.round_id,
                  topics.model(fog))
 

@@ -77,8 +77,9 @@ class Intake:
         """What the resource manager and the peers contribute (``intake/hooks.py``)."""
         self.placements: dict[str, dict[str, Any]] = {}
         """Last placement told to each device."""
-        self.hellos = HelloWriter(store, db)
-        """Accepted hellos, written in groups (``devices/hellos.py``)."""
+        self.hellos = HelloWriter(store, db, max_wait_s=committer.max_wait_s)
+        """Accepted hellos, written in groups (``devices/hellos.py``), waiting for a burst
+        as long as the updates' group commits do."""
         self._own_worker = worker is None
         self._worker = worker if worker is not None else Worker("fog-verify")
         """Where large frames are verified and decoded (:data:`OFFLOAD_BYTES`)."""

@@ -4,13 +4,13 @@ the release gate a round's aggregate passes before it leaves the node. No I/O.""
 from __future__ import annotations
 
 import collections
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from fog_appliance.aggregation import Aggregate
+from fog_appliance.protocol.downlink import announcement_digest
 from fog_appliance.protocol.messages import ModelAnnouncement
 
 
@@ -36,8 +36,7 @@ class CurrentModel:
     def __post_init__(self) -> None:
         raw = self.announcement.to_json()
         object.__setattr__(self, "announcement_json", raw)
-        # = protocol.downlink.announcement_digest(raw)
-        object.__setattr__(self, "announcement_digest", hashlib.sha256(raw).hexdigest())
+        object.__setattr__(self, "announcement_digest", announcement_digest(raw))
 
 
 @dataclass(slots=True)
