@@ -5,10 +5,10 @@ Every edge says hello every round (docs/protocol.md "Signed down messages"), and
 hello's counter, info and role must be in the store before its welcome is sent (a replayed
 hello stays refused across restarts). Written one transaction each, 1,000 edges were 1,000
 WAL writes (of a 64 KiB page, in stores made before 4 KiB pages) and 1,000 fsyncs a round,
-queued in the one store thread ahead of the updates' group commits: on an SD card at
-~5-20 ms an fsync, a round of 10,000 edges would spend minutes on hellos alone. Here a burst costs a few transactions; a lone hello
-waits ``max_wait_s`` (the updates' group-commit wait, ``edge_interface.group_commit_wait_ms``)
-more than it did.
+queued in the one store thread ahead of the updates' group commits: on an SD card at ~5-20
+ms an fsync, a round of 10,000 edges would spend minutes on hellos alone. Here a burst costs
+a few transactions; a lone hello waits ``max_wait_s`` (the updates' group-commit wait,
+``edge_interface.group_commit_wait_ms``) more than it did.
 """
 
 from __future__ import annotations
