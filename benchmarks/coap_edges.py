@@ -157,6 +157,7 @@ class CoapEdge(asyncio.DatagramProtocol):
         that gets no answer at all (a node too busy to read its socket drops datagrams)
         makes the edge start the upload again after a pause, as the firmware does; the
         same frame (same seq and tag) is idempotent on the node."""
+        restarts = 0  # of this upload; self.restarts counts them over the run
         while True:
             resp = None
             try:
@@ -171,15 +172,17 @@ class CoapEdge(asyncio.DatagramProtocol):
                     if resp.code != Code.CONTINUE:
                         break
             except CoapEdgeError:
-                if self.restarts >= MAX_RESTARTS:
+                if restarts >= MAX_RESTARTS:
                     raise
+                restarts += 1
                 self.restarts += 1
                 self.timeouts += 1
                 await asyncio.sleep(random.uniform(1.0, 5.0))
                 continue
             assert resp is not None
-            if resp.code == Code.REQUEST_ENTITY_INCOMPLETE and self.restarts < MAX_RESTARTS:
-                self.restarts += 1  # a real edge uploads the frame again
+            if resp.code == Code.REQUEST_ENTITY_INCOMPLETE and restarts < MAX_RESTARTS:
+                restarts += 1  # a real edge uploads the frame again
+                self.restarts += 1
                 continue
             if not await self._retry_busy(resp):
                 break

@@ -17,7 +17,9 @@ entry), then
    closes on the last update: "close" is from the last update sent to the new announcement
    received by an edge.
 3. **coap** (``--coap-edges``): N edges say hello and upload over CoAP to the node's aiocoap
-   server on loopback, through one shared aiocoap client context (see ``coap_round``).
+   server on loopback, each from its own UDP socket on its own loopback address
+   (``benchmarks/coap_edges.py``: one aiocoap client context sends one request at a time to
+   a server, and the node bounds uploads per source address).
 
 Nothing may be lost: every edge must get ``accepted`` for every update, the store must hold
 N updates for every round and each published model must count N. Node and broker RSS and CPU

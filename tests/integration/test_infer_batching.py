@@ -79,4 +79,5 @@ async def test_concurrent_requests_share_batches_and_each_gets_its_own_rows(
         assert lone.code == aiocoap.CHANGED
         assert engine.stats.batches == batches + 1 and engine.stats.batch_rows[-1] == len(x)
         _finished, in_engine_s = engine.stats.recent[-1]
-        assert in_engine_s < 0.5, f"a lone request spent {in_engine_s:.3f} s in the engine"
+        assert in_engine_s < 1.0, (  # held for max_wait (1 s here) is the failure
+            f"a lone request spent {in_engine_s:.3f} s in the engine")
