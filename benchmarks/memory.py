@@ -132,14 +132,13 @@ def device(cfg_path: Path) -> Any:
     """Provision one device in the node's store before it starts; its credentials."""
     from fog_appliance.client import DeviceCredentials
     from fog_appliance.config import load_config
-    from fog_appliance.devices.provisioning import provision, sync_broker_auth
+    from fog_appliance.devices.provisioning import provision
     from fog_appliance.store import Store
 
     cfg = load_config(cfg_path)
     store = Store.open(cfg.db_path)
     try:
         creds = DeviceCredentials.from_dict(provision(cfg, store, "bench-1")[0])
-        sync_broker_auth(cfg, store)
     finally:
         store.close()
     return creds

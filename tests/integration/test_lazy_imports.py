@@ -28,7 +28,7 @@ import pytest
 from fog_appliance.broker import free_port
 from fog_appliance.client import DeviceCredentials, FLClient
 from fog_appliance.config import FogConfig, replace
-from fog_appliance.devices.provisioning import provision, sync_broker_auth
+from fog_appliance.devices.provisioning import provision
 from fog_appliance.model.numpy_model import forward
 from fog_appliance.store import Store
 from tests.conftest import HAVE_MOSQUITTO
@@ -76,8 +76,6 @@ def provisioned(cfg: FogConfig) -> DeviceCredentials:
     store = Store.open(cfg.db_path)
     try:
         creds = DeviceCredentials.from_dict(provision(cfg, store, "watch-1")[0])
-        if HAVE_MOSQUITTO:
-            sync_broker_auth(cfg, store)
     finally:
         store.close()
     return creds
