@@ -83,8 +83,8 @@ class OnDemandEngine(InferenceEngine):
                       "loading" if self._first is not None else "on first request")
         return st
 
-    def on_new_version(self, version: int) -> None:
+    def request_load(self, version: int) -> None:
         """A new model was published: load it if inference has started, else nothing
         (the first request loads whatever is current then)."""
         if self.loaded is not None:
-            self.request_load(version)
+            super().request_load(version)

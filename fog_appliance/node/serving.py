@@ -125,13 +125,7 @@ class Serving:
             self.cache.add_listener(self._new_model)
 
     def _new_model(self, model: CachedModel, new_version: bool) -> None:
-        from fog_appliance.inference.ondemand import OnDemandEngine
-
-        if not new_version or self.inference is None:
-            return
-        if isinstance(self.inference, OnDemandEngine):
-            self.inference.on_new_version(model.version)
-        else:
+        if new_version and self.inference is not None:
             self.inference.request_load(model.version)
 
     async def onnx_for(self, version: int) -> bytes:

@@ -111,12 +111,12 @@ async def test_versions_published_before_the_first_request_are_not_loaded() -> N
     runner = asyncio.create_task(eng.run())
     try:
         current[0] = 2
-        eng.on_new_version(2)
+        eng.request_load(2)
         await asyncio.sleep(0.1)
         assert src.calls == [] and eng.loaded is None
         assert (await eng.infer(X)).model_version == 2
         current[0] = 3
-        eng.on_new_version(3)  # inference has started: loaded in the background
+        eng.request_load(3)  # inference has started: loaded in the background
         async with asyncio.timeout(30):
             while eng.loaded is None or eng.loaded.version != 3:
                 await asyncio.sleep(0.02)
@@ -140,7 +140,7 @@ async def test_a_version_published_during_the_first_load_follows_it() -> None:
             while not src.calls:
                 await asyncio.sleep(0.01)
         current[0] = 2
-        eng.on_new_version(2)  # nothing loaded yet: ignored, the first load follows up
+        eng.request_load(2)  # nothing loaded yet: ignored, the first load follows up
         src.gate.set()
         assert (await first).model_version == 1
         async with asyncio.timeout(30):
