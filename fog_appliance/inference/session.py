@@ -62,8 +62,10 @@ class LoadedModel:
     session: Any
     input_dim: int
     num_classes: int
-    input_name: str = "features"
-    output_name: str = "scores"
+    input_name: str
+    """The session's own input and output names (``onnx_export.INPUT``/``OUTPUT`` for the
+    node's exports), read from the loaded graph."""
+    output_name: str
     loaded_at: float = field(default_factory=time.time)
 
     def run(self, x: np.ndarray) -> np.ndarray:
