@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import OUT  # noqa: E402
 from benchmarks._common import table as common_table  # noqa: E402
 from fog_appliance.broker import free_port  # noqa: E402
+from tests.nodeproc import NodeProcess  # noqa: E402
 
 MiB = 2**20
 PACKAGES = ["numpy", "onnxruntime", "onnx", "scipy", "scipy.linalg", "dp_accounting", "aiohttp",
@@ -169,41 +169,27 @@ def measure_node(label: str, overrides: dict[str, dict[str, Any]], idle_s: float
         cfg = node_yaml(root, overrides)
         creds = device(cfg) if infer else None
         log = root / "node.log"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONPROFILEIMPORTTIME": "1",
-               **(env_extra or {})}
-        with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "fog_appliance", "run", "--config",
-                                     str(cfg), "--log-level", "warning"],
-                                    stdout=out, stderr=subprocess.STDOUT, env=env)
-        status = root / "node" / "node.json"
+        node = NodeProcess(cfg, root / "node", log,
+                           extra_env={"PYTHONPROFILEIMPORTTIME": "1", **(env_extra or {})})
         t0 = time.monotonic()
         try:
-            while not status.exists():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{label}: node exited:\n{log.read_text()[-3000:]}")
-                if time.monotonic() - t0 > 120:
-                    raise RuntimeError(f"{label}: node did not start in 120 s")
-                time.sleep(0.05)
+            node.start(timeout=120)
             start_s = time.monotonic() - t0
+            assert node.proc is not None
             if creds is not None:
                 one_inference(creds, root)
             time.sleep(idle_s)
-            p = psutil.Process(proc.pid)
+            p = psutil.Process(node.proc.pid)
             samples = []
             for _ in range(5):  # idle: the median of a few readings a quarter second apart
                 samples.append(p.memory_full_info())
                 time.sleep(0.25)
             mi = sorted(samples, key=lambda s: s.rss)[len(samples) // 2]
-            maps = Path(f"/proc/{proc.pid}/maps").read_text()
-            n_arenas, arena_mib = arenas(proc.pid)
+            maps = Path(f"/proc/{node.proc.pid}/maps").read_text()
+            n_arenas, arena_mib = arenas(node.proc.pid)
             threads = p.num_threads()
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            node.stop()
         return {"label": label, "rss_mib": mi.rss / MiB, "uss_mib": mi.uss / MiB,
                 "pss_mib": mi.pss / MiB, "vms_mib": mi.vms / MiB, "threads": threads,
                 "arenas": n_arenas,
