@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import OUT  # noqa: E402
 from benchmarks._common import table as common_table  # noqa: E402
 from fog_appliance.broker import free_port  # noqa: E402
-from tests.nodeproc import NodeProcess  # noqa: E402
+from tests.nodeproc import NodeProcess, provision_offline  # noqa: E402
 
 MiB = 2**20
 PACKAGES = ["numpy", "onnxruntime", "onnx", "scipy", "scipy.linalg", "dp_accounting", "aiohttp",
@@ -130,18 +130,9 @@ def imported(log_text: str, maps: str) -> dict[str, bool]:
 
 def device(cfg_path: Path) -> Any:
     """Provision one device in the node's store before it starts; its credentials."""
-    from fog_appliance.client import DeviceCredentials
     from fog_appliance.config import load_config
-    from fog_appliance.devices.provisioning import provision
-    from fog_appliance.store import Store
 
-    cfg = load_config(cfg_path)
-    store = Store.open(cfg.db_path)
-    try:
-        creds = DeviceCredentials.from_dict(provision(cfg, store, "bench-1")[0])
-    finally:
-        store.close()
-    return creds
+    return provision_offline(load_config(cfg_path), "bench-1")
 
 
 def one_inference(creds: Any, root: Path) -> None:

@@ -12,9 +12,22 @@ from pathlib import Path
 
 import yaml
 
+from fog_appliance.client import DeviceCredentials
 from fog_appliance.config import FogConfig, to_mapping
+from fog_appliance.devices.provisioning import provision
+from fog_appliance.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def provision_offline(cfg: FogConfig, device_id: str) -> DeviceCredentials:
+    """Provision a device in the node's store before the node starts (what ``fog-appliance
+    device add`` does); its credentials. ``provision`` also rewrites the broker's auth."""
+    store = Store.open(cfg.db_path)
+    try:
+        return DeviceCredentials.from_dict(provision(cfg, store, device_id)[0])
+    finally:
+        store.close()
 
 
 def write_config(cfg: FogConfig, path: Path) -> Path:

@@ -28,11 +28,9 @@ import pytest
 from fog_appliance.broker import free_port
 from fog_appliance.client import DeviceCredentials, FLClient
 from fog_appliance.config import FogConfig, replace
-from fog_appliance.devices.provisioning import provision
 from fog_appliance.model.numpy_model import forward
-from fog_appliance.store import Store
 from tests.conftest import HAVE_MOSQUITTO
-from tests.nodeproc import NodeProcess, write_config
+from tests.nodeproc import NodeProcess, provision_offline, write_config
 
 NOT_BY_DEFAULT = ("onnxruntime", "onnx", "dp_accounting", "flwr", "matplotlib", "textual")
 IDLE_S = 2.0
@@ -72,15 +70,6 @@ def imported(node: NodeProcess) -> set[str]:
     return names
 
 
-def provisioned(cfg: FogConfig) -> DeviceCredentials:
-    store = Store.open(cfg.db_path)
-    try:
-        creds = DeviceCredentials.from_dict(provision(cfg, store, "watch-1")[0])
-    finally:
-        store.close()
-    return creds
-
-
 async def answered(cfg: FogConfig, creds: DeviceCredentials, tmp_path: Path) -> None:
     """One signed /infer request, answered with the current model's scores."""
     x = np.random.default_rng(5).standard_normal((3, cfg.model.input_dim)).astype(np.float32)
@@ -96,7 +85,7 @@ async def answered(cfg: FogConfig, creds: DeviceCredentials, tmp_path: Path) -> 
 async def test_a_default_node_imports_no_inference_dp_or_cloud_package_until_used(
         tmp_path: Path) -> None:
     cfg = default_config(tmp_path)
-    creds = provisioned(cfg)
+    creds = provision_offline(cfg, "watch-1")
     node = await asyncio.to_thread(start, cfg, tmp_path)
     try:
         await asyncio.sleep(IDLE_S)  # up and idle
@@ -116,7 +105,7 @@ async def test_a_default_node_imports_no_inference_dp_or_cloud_package_until_use
 
 async def test_with_preload_the_model_is_loaded_at_start(tmp_path: Path) -> None:
     cfg = default_config(tmp_path, **{"inference.preload": True})
-    creds = provisioned(cfg)
+    creds = provision_offline(cfg, "watch-1")
     node = await asyncio.to_thread(start, cfg, tmp_path)
     try:
         assert "onnxruntime" in imported(node)  # before any request
